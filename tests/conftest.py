@@ -1,0 +1,112 @@
+"""One backend fixture for the whole suite.
+
+Backends: numpy; array_api_strict on ``device1`` (a non-default device, float64) and on
+``no_float64`` (float32 only); torch CPU; cupy (skipped without a GPU); jax (skipped when
+not installed). Every test that touches arrays takes ``backend``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from xpdl import _namespace as ns
+
+
+@dataclass
+class Backend:
+    name: str
+    xp: object
+    device: object
+
+    @property
+    def has_float64(self) -> bool:
+        return ns.supports_float64(self.xp, self.device)
+
+    @property
+    def float_dtype(self):
+        """float64 where the device has it, else float32."""
+        return self.xp.float64 if self.has_float64 else self.xp.float32
+
+    @property
+    def is64(self) -> bool:
+        return self.has_float64
+
+    @property
+    def rtol(self) -> float:
+        """Tolerance for comparing with a float64 reference at this backend's precision."""
+        return 1e-9 if self.has_float64 else 2e-4
+
+    def asarray(self, a, dtype=None):
+        a = np.asarray(a)
+        if dtype is None and a.dtype.kind == "f":
+            dtype = self.float_dtype
+        return ns.from_host(a, self.xp, device=self.device, dtype=dtype)
+
+    def to_numpy(self, x) -> np.ndarray:
+        if hasattr(x, "data") and not ns.is_array(x):
+            x = x.data
+        return np.asarray(ns.to_host(x))
+
+    def __repr__(self):
+        return self.name
+
+
+def _gpu_available() -> bool:
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def _make(name):
+    if name == "numpy":
+        import array_api_compat.numpy as xp
+
+        return Backend(name, xp, "cpu")
+    if name.startswith("array_api_strict"):
+        strict = pytest.importorskip("array_api_strict")
+        strict.set_array_api_strict_flags(api_version="2024.12")
+        dev = name.split(":")[1]
+        return Backend(name, strict, strict.Device(dev))
+    if name == "torch":
+        pytest.importorskip("torch")
+        import array_api_compat.torch as xp
+        import torch
+
+        return Backend(name, xp, torch.device("cpu"))
+    if name == "cupy":
+        if not _gpu_available():
+            pytest.skip("cupy: no GPU here")
+        import array_api_compat.cupy as xp
+        import cupy
+
+        return Backend(name, xp, cupy.cuda.Device(0))
+    if name == "jax":
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        return Backend(name, jnp, jax.devices("cpu")[0])
+    raise ValueError(name)
+
+
+BACKENDS = ["numpy", "array_api_strict:device1", "array_api_strict:no_float64", "torch",
+            "cupy", "jax"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return _make(request.param)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

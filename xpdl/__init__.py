@@ -1,0 +1,31 @@
+"""xpdl: deep learning written once on the Python Array API standard.
+
+The same models, losses, layers and optimizers run on NumPy, CuPy, PyTorch, JAX and
+array_api_strict; arrays you pass decide where the work runs.
+"""
+
+from . import functional, random
+from .autodiff import (
+    Tensor,
+    check_grad,
+    enable_grad,
+    grad,
+    is_grad_enabled,
+    no_grad,
+    value_and_grad,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor",
+    "grad",
+    "value_and_grad",
+    "no_grad",
+    "enable_grad",
+    "is_grad_enabled",
+    "check_grad",
+    "functional",
+    "random",
+    "__version__",
+]

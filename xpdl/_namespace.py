@@ -1,0 +1,266 @@
+"""The one place that knows about backends.
+
+Everything else in xpdl asks this module for the namespace, device and dtype of
+its inputs and never imports a backend itself. NumPy appears here only to move
+data to and from the host at the edges (random draws, file IO, datasets).
+"""
+
+from __future__ import annotations
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "array_namespace",
+    "get_namespace_and_device",
+    "device_of",
+    "same_device",
+    "is_array",
+    "backend_name",
+    "is_jax",
+    "is_numpy",
+    "is_torch",
+    "is_cupy",
+    "is_strict",
+    "supports_inplace",
+    "supports_float64",
+    "default_float_dtype",
+    "resolve_float_dtype",
+    "dtype_name",
+    "dtype_from_name",
+    "is_floating",
+    "to_host",
+    "from_host",
+    "move",
+]
+
+_FLOAT_NAMES = ("float32", "float64")
+_PY_SCALARS = (bool, int, float, complex)
+_DTYPE_NAMES = (
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float32", "float64", "complex64", "complex128",
+)
+
+
+def is_array(x) -> bool:
+    """True for an array of a supported namespace (not for Python scalars)."""
+    return array_api_compat.is_array_api_obj(x) and type(x) not in _PY_SCALARS
+
+
+def _arrays(args):
+    return [a for a in args if a is not None and is_array(a)]
+
+
+def array_namespace(*arrays):
+    """The Array API namespace of ``arrays`` (``None`` and Python scalars are ignored).
+
+    Raises
+    ------
+    TypeError
+        If the arrays come from different namespaces (for example NumPy and torch),
+        or if no argument is an array.
+    """
+    arrs = _arrays(arrays)
+    if not arrs:
+        names = ", ".join(type(a).__name__ for a in arrays) or "nothing"
+        raise TypeError(f"xpdl: expected an array (NumPy, CuPy, torch, JAX, array_api_strict); "
+                        f"got {names}")
+    try:
+        return array_api_compat.array_namespace(*arrs)
+    except TypeError as exc:
+        kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrs})
+        raise TypeError(
+            "xpdl: arrays from different namespaces were mixed in one call "
+            f"({', '.join(kinds)}); convert them to one namespace first "
+            "(e.g. with xpdl's model.to(xp=...) or the backend's asarray)") from exc
+
+
+def device_of(x):
+    """The device of array ``x``."""
+    return array_api_compat.device(x)
+
+
+def same_device(a, b) -> bool:
+    # Devices are compared with ==, never hashed: CuPy devices are unhashable.
+    return a == b
+
+
+def get_namespace_and_device(*arrays):
+    """Namespace and device shared by ``arrays``.
+
+    Raises
+    ------
+    TypeError
+        Mixed namespaces.
+    ValueError
+        Arrays on different devices.
+    """
+    xp = array_namespace(*arrays)
+    arrs = _arrays(arrays)
+    dev = device_of(arrs[0])
+    for a in arrs[1:]:
+        d = device_of(a)
+        if not same_device(d, dev):
+            raise ValueError(f"xpdl: arrays on different devices were mixed in one call "
+                             f"({dev!r} and {d!r}); move them to one device first")
+    return xp, dev
+
+
+def backend_name(xp) -> str:
+    """Short name of a namespace: 'numpy', 'cupy', 'torch', 'jax', 'array_api_strict'."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return "numpy"
+    if array_api_compat.is_cupy_namespace(xp):
+        return "cupy"
+    if array_api_compat.is_torch_namespace(xp):
+        return "torch"
+    if array_api_compat.is_jax_namespace(xp):
+        return "jax"
+    if array_api_compat.is_array_api_strict_namespace(xp):
+        return "array_api_strict"
+    return getattr(xp, "__name__", repr(xp))
+
+
+def is_numpy(xp) -> bool:
+    return array_api_compat.is_numpy_namespace(xp)
+
+
+def is_cupy(xp) -> bool:
+    return array_api_compat.is_cupy_namespace(xp)
+
+
+def is_torch(xp) -> bool:
+    return array_api_compat.is_torch_namespace(xp)
+
+
+def is_jax(xp) -> bool:
+    return array_api_compat.is_jax_namespace(xp)
+
+
+def is_strict(xp) -> bool:
+    return array_api_compat.is_array_api_strict_namespace(xp)
+
+
+def supports_inplace(xp) -> bool:
+    """Whether arrays of ``xp`` may be written in place (JAX arrays are immutable)."""
+    return not is_jax(xp)
+
+
+def supports_float64(xp, device=None) -> bool:
+    """Whether ``device`` of namespace ``xp`` has float64."""
+    try:
+        info = xp.__array_namespace_info__()
+        return "float64" in info.dtypes(device=device, kind="real floating")
+    except Exception:  # pragma: no cover - namespaces without the inspection API
+        return hasattr(xp, "float64")
+
+
+def default_float_dtype(xp, device=None):
+    """xpdl's default float dtype: float32 (API.md, principle 5)."""
+    return xp.float32
+
+
+def dtype_name(xp, dtype) -> str:
+    """The standard name (``'float32'``...) of a dtype of ``xp``."""
+    if isinstance(dtype, str):
+        return dtype
+    for name in _DTYPE_NAMES:
+        cand = getattr(xp, name, None)
+        if cand is not None and cand == dtype:
+            return name
+    raise TypeError(f"xpdl: unknown dtype {dtype!r}")
+
+
+def dtype_from_name(xp, name):
+    """The dtype object of ``xp`` called ``name`` (or ``name`` itself if it is a dtype)."""
+    if not isinstance(name, str):
+        return name
+    if name not in _DTYPE_NAMES or not hasattr(xp, name):
+        raise TypeError(f"xpdl: unknown dtype name {name!r}")
+    return getattr(xp, name)
+
+
+def is_floating(xp, dtype) -> bool:
+    return xp.isdtype(dtype, "real floating")
+
+
+def resolve_float_dtype(x, xp, device=None, dtype=None):
+    """The float dtype to compute in for input ``x``.
+
+    ``dtype`` wins when given (a dtype of ``xp`` or ``"float32"``/``"float64"``). Otherwise a
+    floating input keeps its dtype and any other input (integer, bool) becomes float32.
+    float64 on a device without it is a ``ValueError``.
+    """
+    if dtype is not None:
+        if isinstance(dtype, str) and dtype not in _FLOAT_NAMES:
+            raise ValueError(f"xpdl: dtype must be 'float32' or 'float64', got {dtype!r}")
+        dt = dtype_from_name(xp, dtype)
+        if not xp.isdtype(dt, "real floating"):
+            raise ValueError(f"xpdl: dtype must be a real floating dtype, got {dtype!r}")
+        if dtype_name(xp, dt) == "float64" and not supports_float64(xp, device):
+            raise ValueError(f"xpdl: float64 was asked for but device {device!r} has no float64")
+        return dt
+    if x is not None and xp.isdtype(x.dtype, "real floating"):
+        return x.dtype
+    return default_float_dtype(xp, device)
+
+
+def _numpy_dtype(xp, dtype):
+    return None if dtype is None else np.dtype(dtype_name(xp, dtype))
+
+
+def to_host(x) -> np.ndarray:
+    """Copy array ``x`` (any namespace, any device) to a NumPy array on the host."""
+    if isinstance(x, np.ndarray):
+        return x
+    xp = array_namespace(x)
+    if is_cupy(xp):
+        return x.get()
+    if is_torch(xp):
+        return x.detach().cpu().numpy()
+    if is_strict(xp):
+        x = x.to_device(xp.Device("CPU_DEVICE"))
+        return np.asarray(x)
+    return np.asarray(x)
+
+
+def from_host(a, xp, device=None, dtype=None):
+    """Move host data ``a`` (NumPy array or nested sequence) to ``xp`` on ``device``.
+
+    Casting happens on the host so the same input gives the same bits everywhere.
+    """
+    a = np.asarray(a)
+    if dtype is not None:
+        a = a.astype(_numpy_dtype(xp, dtype), copy=False)
+    if is_cupy(xp):
+        import cupy
+
+        if device is None:
+            return cupy.asarray(a)
+        with device:
+            return cupy.asarray(a)
+    if is_torch(xp) and not a.flags.writeable:
+        a = a.copy()  # torch warns on read-only buffers
+    return xp.asarray(a, device=device)
+
+
+def move(x, *, xp=None, device=None, dtype=None):
+    """Return ``x`` in namespace ``xp`` on ``device`` with ``dtype`` (each optional).
+
+    Within one namespace the backend moves the data itself; across namespaces it goes
+    through the host. ``dtype`` may be a dtype of the target namespace or its name.
+    """
+    src = array_namespace(x)
+    xp = src if xp is None else xp
+    if dtype is not None:
+        dtype = dtype_from_name(xp, dtype_name(src, dtype) if not isinstance(dtype, str)
+                                and xp is not src else dtype)
+    if xp is src:
+        out = x
+        if device is not None and not same_device(device_of(x), device):
+            out = array_api_compat.to_device(out, device)
+        if dtype is not None and out.dtype != dtype:
+            out = xp.astype(out, dtype)
+        return out
+    host = to_host(x)
+    return from_host(host, xp, device=device, dtype=dtype)

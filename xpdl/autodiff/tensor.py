@@ -1,0 +1,298 @@
+"""``Tensor``, the tape and the backward pass.
+
+A :class:`Tensor` wraps an array of any supported namespace. Operations on tensors that
+require gradients record a node: the parent tensors and a closure that maps the output's
+gradient to one gradient per parent (the vector-Jacobian products, written next to each
+forward in :mod:`xpdl.autodiff.ops`). :meth:`Tensor.backward` walks the nodes in reverse
+topological order, found iteratively so that deep graphs do not hit Python's recursion
+limit, and sums each gradient back to its operand's shape in one place
+(:func:`unbroadcast`), so no VJP has to know about broadcasting.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+from .. import _namespace as _ns
+
+__all__ = ["Tensor", "no_grad", "enable_grad", "is_grad_enabled"]
+
+
+class _GradMode(threading.local):
+    enabled = True
+
+
+_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    """Whether operations are being recorded for backpropagation."""
+    return _mode.enabled
+
+
+@contextmanager
+def no_grad():
+    """Context manager inside which no operation is recorded.
+
+    Examples
+    --------
+    >>> import numpy as np, xpdl
+    >>> w = xpdl.Tensor(np.ones(3), requires_grad=True)
+    >>> with xpdl.no_grad():
+    ...     y = (w * 2).sum()
+    >>> y.requires_grad
+    False
+    """
+    prev = _mode.enabled
+    _mode.enabled = False
+    try:
+        yield
+    finally:
+        _mode.enabled = prev
+
+
+@contextmanager
+def enable_grad():
+    """Context manager that turns recording back on (e.g. inside :func:`no_grad`)."""
+    prev = _mode.enabled
+    _mode.enabled = True
+    try:
+        yield
+    finally:
+        _mode.enabled = prev
+
+
+class Tensor:
+    """An array that can record the operations applied to it for reverse-mode autodiff.
+
+    Parameters
+    ----------
+    data : array or Tensor
+        An array of any supported namespace (NumPy, CuPy, torch, JAX, array_api_strict).
+        It is not copied and never written to.
+    requires_grad : bool, default False
+        Whether gradients with respect to this tensor are computed by :meth:`backward`.
+        Only floating-point tensors can require gradients.
+
+    Attributes
+    ----------
+    data : array
+        The wrapped array.
+    grad : array or None
+        Accumulated gradient, same shape, namespace and device as ``data``; ``None`` until a
+        backward pass reaches this tensor. Gradients add up until set back to ``None``.
+
+    Examples
+    --------
+    >>> import numpy as np, xpdl
+    >>> x = xpdl.Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    >>> y = (x * x).sum()
+    >>> y.backward()
+    >>> x.grad
+    array([2., 4., 6.])
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_xp", "_parents", "_backward", "__weakref__")
+    # Let NumPy/CuPy/torch arrays on the left of an operator defer to us.
+    __array_priority__ = 1000.0
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not _ns.is_array(data):
+            raise TypeError(
+                f"xpdl.Tensor wraps an array of a supported namespace (NumPy, CuPy, torch, "
+                f"JAX, array_api_strict), got {type(data).__name__}; use xp.asarray first")
+        xp = _ns.array_namespace(data)
+        if requires_grad and not xp.isdtype(data.dtype, "real floating"):
+            raise TypeError(f"xpdl: only floating-point tensors can require gradients, "
+                            f"got dtype {data.dtype}")
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._xp = xp
+        self._parents = ()
+        self._backward = None
+
+    # -- properties -------------------------------------------------------------------
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self):
+        return _ns.device_of(self.data)
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        n = 1
+        for s in self.data.shape:
+            n *= s
+        return n
+
+    @property
+    def xp(self):
+        """The array namespace of :attr:`data`."""
+        return self._xp
+
+    @property
+    def is_leaf(self):
+        return self._backward is None
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    def __repr__(self):
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({self.data!r}{extra})"
+
+    __hash__ = object.__hash__
+
+    def detach(self) -> Tensor:
+        """A tensor sharing :attr:`data` with no history and no gradient."""
+        return _wrap(self.data, self._xp)
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"xpdl: item() needs a tensor with one element, shape is {self.shape}")
+        d = self._xp.reshape(self.data, ())
+        if self._xp.isdtype(d.dtype, "bool"):
+            return bool(d)
+        if self._xp.isdtype(d.dtype, "integral"):
+            return int(d)
+        return float(d)
+
+    # -- backward ---------------------------------------------------------------------
+    def backward(self, grad=None) -> None:
+        """Accumulate the gradient of this tensor into ``.grad`` of every leaf it depends on.
+
+        Parameters
+        ----------
+        grad : array or Tensor, optional
+            Gradient with respect to this tensor, of its shape. Not needed for a tensor with
+            one element (taken as 1).
+        """
+        if not self.requires_grad:
+            raise ValueError("xpdl: backward() on a tensor that does not require grad "
+                             "(no input had requires_grad=True, or it was built under no_grad)")
+        xp = self._xp
+        if grad is None:
+            if self.size != 1:
+                raise ValueError(f"xpdl: backward() without grad needs a one-element output; "
+                                 f"shape is {self.shape}; pass grad=")
+            grad = xp.ones(self.data.shape, dtype=self.data.dtype, device=self.device)
+        else:
+            if isinstance(grad, Tensor):
+                grad = grad.data
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"xpdl: grad has shape {tuple(grad.shape)}, "
+                                 f"expected {self.shape}")
+        _run_backward(self, grad)
+
+
+def _wrap(data, xp) -> Tensor:
+    """Fast constructor for internal results: no checks, no history."""
+    t = object.__new__(Tensor)
+    t.data = data
+    t.grad = None
+    t.requires_grad = False
+    t._xp = xp
+    t._parents = ()
+    t._backward = None
+    return t
+
+
+def record(data, xp, parents, backward) -> Tensor:
+    """Wrap ``data`` as the result of an operation on ``parents``.
+
+    ``backward(g)`` must return one gradient (or ``None``) per parent; a parent that is not a
+    Tensor (a Python scalar) gets ``None``. Nothing is recorded under :func:`no_grad` or when
+    no parent requires a gradient.
+    """
+    t = object.__new__(Tensor)
+    t.data = data
+    t.grad = None
+    t._xp = xp
+    if _mode.enabled:
+        for p in parents:
+            if p.__class__ is Tensor and p.requires_grad:
+                t.requires_grad = True
+                t._parents = parents
+                t._backward = backward
+                return t
+    t.requires_grad = False
+    t._parents = ()
+    t._backward = None
+    return t
+
+
+def unbroadcast(g, shape, xp):
+    """Sum gradient ``g`` over the axes along which an operand of ``shape`` was broadcast."""
+    shape = tuple(shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = g.ndim - len(shape)
+    if lead > 0:
+        g = xp.sum(g, axis=tuple(range(lead)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+    if tuple(g.shape) != shape:  # e.g. a 0-d operand broadcast from shape ()
+        g = xp.reshape(g, shape)
+    return g
+
+
+def _toposort(root):
+    """Tensors reachable from ``root`` through recorded nodes, parents before children."""
+    order = []
+    seen = set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for p in node._parents:
+            if p.__class__ is Tensor and p.requires_grad and id(p) not in seen:
+                stack.append((p, False))
+    return order
+
+
+def _run_backward(root, grad):
+    xp = root._xp
+    grads = {id(root): grad}
+    for node in reversed(_toposort(root)):
+        g = grads.pop(id(node), None)
+        if g is None:
+            continue
+        if node._backward is None:
+            if g.dtype != node.data.dtype:
+                g = xp.astype(g, node.data.dtype)
+            # Out of place: the first gradient may alias an array the caller owns.
+            node.grad = g if node.grad is None else node.grad + g
+            continue
+        pgrads = node._backward(g)
+        for p, pg in zip(node._parents, pgrads):
+            if pg is None or p.__class__ is not Tensor or not p.requires_grad:
+                continue
+            pshape = p.data.shape
+            if pg.shape != pshape:
+                pg = unbroadcast(pg, pshape, xp)
+            k = id(p)
+            prev = grads.get(k)
+            grads[k] = pg if prev is None else prev + pg

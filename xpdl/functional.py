@@ -1,0 +1,343 @@
+"""Differentiable functions on Tensors or plain arrays (import as ``F``).
+
+Each function accepts :class:`~xpdl.Tensor` objects or plain arrays of any supported
+namespace. If any input is a Tensor the result is a Tensor (recorded for backpropagation
+when an input requires a gradient); if all inputs are plain arrays the result is a plain
+array of the same namespace and device.
+
+The softmax family, ``softplus``, ``sigmoid`` and the cross-entropies are written so that
+values and gradients stay finite for float32 logits of magnitude 1e4: they subtract the
+maximum before exponentiating or only exponentiate non-positive numbers.
+"""
+
+from __future__ import annotations
+
+from . import _namespace as _ns
+from .autodiff import ops as _ops
+from .autodiff.tensor import Tensor, record
+from .random import as_generator
+
+__all__ = [
+    "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax",
+    "logsumexp", "linear", "dropout", "exp", "log", "sqrt", "abs", "where", "maximum",
+    "minimum", "clip", "matmul", "sum", "mean", "reshape", "concat", "stack",
+]
+
+
+def _one(x):
+    """(Tensor, plain) where plain says the caller passed a plain array."""
+    if x.__class__ is Tensor:
+        return x, False
+    if isinstance(x, Tensor):
+        return x, False
+    return _ops.lift(x), True
+
+
+def _out(t, plain):
+    return t.data if plain else t
+
+
+def _any_tensor(*xs):
+    return any(isinstance(x, Tensor) for x in xs)
+
+
+# -- activations -----------------------------------------------------------------------
+def relu(x):
+    """Rectified linear unit, ``max(x, 0)``; the gradient at 0 is 0.
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+
+    Returns
+    -------
+    Tensor or array of the shape of ``x``
+    """
+    t, plain = _one(x)
+    xp = t._xp
+    out = xp.maximum(t.data, 0.0)
+    return _out(record(out, xp, (t,), lambda g: (xp.where(out > 0, g, 0.0),)), plain)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """``x`` where positive, ``negative_slope * x`` elsewhere. Shape is preserved."""
+    t, plain = _one(x)
+    xp = t._xp
+    d = t.data
+    pos = d > 0
+    out = xp.where(pos, d, d * negative_slope)
+    return _out(record(out, xp, (t,),
+                       lambda g: (xp.where(pos, g, g * negative_slope),)), plain)
+
+
+def _sigmoid_data(xp, d):
+    # Only exp of a non-positive number is taken: no overflow for |x| up to float max.
+    e = xp.exp(-xp.abs(d))
+    return xp.where(d >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid(x):
+    r"""Logistic function :math:`\sigma(x) = 1/(1+e^{-x})`, computed without overflow.
+
+    The gradient is :math:`\sigma(x)(1-\sigma(x))`. Shape is preserved.
+    """
+    t, plain = _one(x)
+    xp = t._xp
+    s = _sigmoid_data(xp, t.data)
+    return _out(record(s, xp, (t,), lambda g: (g * (s * (1 - s)),)), plain)
+
+
+def tanh(x):
+    """Hyperbolic tangent; gradient ``1 - tanh(x)**2``. Shape is preserved."""
+    t, plain = _one(x)
+    return _out(_ops.tanh(t), plain)
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    r"""Smooth ReLU :math:`\frac{1}{\beta}\log(1+e^{\beta x})`, linear where
+    :math:`\beta x >` ``threshold`` (PyTorch's definition). Shape is preserved."""
+    t, plain = _one(x)
+    xp = t._xp
+    d = t.data
+    bx = d * beta
+    lin = bx > threshold
+    # exp is only taken of min(bx, threshold): finite for any input.
+    out = xp.where(lin, d, xp.log1p(xp.exp(xp.minimum(bx, threshold))) / beta)
+
+    def backward(g):
+        return (xp.where(lin, g, g * _sigmoid_data(xp, bx)),)
+
+    return _out(record(out, xp, (t,), backward), plain)
+
+
+def _stable_max(xp, d, axis):
+    m = xp.max(d, axis=axis, keepdims=True)
+    # A slice of all -inf would give nan from (-inf) - (-inf); shift by 0 there instead.
+    return xp.where(xp.isfinite(m), m, 0.0)
+
+
+def softmax(x, axis=-1):
+    r"""Softmax along ``axis``: :math:`e^{x_i - m}/\sum_j e^{x_j - m}` with :math:`m=\max x`.
+
+    The VJP is :math:`s \odot (g - \langle g, s\rangle)`. Shape is preserved.
+    """
+    t, plain = _one(x)
+    xp = t._xp
+    d = t.data
+    e = xp.exp(d - _stable_max(xp, d, axis))
+    s = e / xp.sum(e, axis=axis, keepdims=True)
+
+    def backward(g):
+        return (s * (g - xp.sum(g * s, axis=axis, keepdims=True)),)
+
+    return _out(record(s, xp, (t,), backward), plain)
+
+
+def log_softmax(x, axis=-1):
+    r"""Log of the softmax along ``axis``, :math:`x - \operatorname{logsumexp}(x)`, computed
+    by shifting with the maximum (never the log of a softmax, which underflows).
+
+    The VJP is :math:`g - \operatorname{softmax}(x) \sum g`. Shape is preserved.
+    """
+    t, plain = _one(x)
+    xp = t._xp
+    d = t.data
+    z = d - _stable_max(xp, d, axis)
+    out = z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+
+    def backward(g):
+        return (g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),)
+
+    return _out(record(out, xp, (t,), backward), plain)
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    r""":math:`\log\sum e^{x}` over ``axis`` (all axes when ``None``), shifted by the maximum.
+
+    The gradient is the softmax of ``x`` over the same axes.
+    """
+    t, plain = _one(x)
+    xp = t._xp
+    d = t.data
+    axes = _ops._axes(axis, d.ndim)
+    m = _stable_max(xp, d, axes)
+    outk = xp.log(xp.sum(xp.exp(d - m), axis=axes, keepdims=True)) + m
+    out = outk if keepdims else xp.reshape(
+        outk, tuple(s for i, s in enumerate(d.shape) if i not in axes))
+
+    def backward(g):
+        gk = g if keepdims else xp.reshape(g, outk.shape)
+        return (gk * xp.exp(d - outk),)
+
+    return _out(record(out, xp, (t,), backward), plain)
+
+
+# -- layers ----------------------------------------------------------------------------
+def linear(x, W, b=None):
+    r"""Affine map :math:`x W^\top + b` (PyTorch's layout).
+
+    Parameters
+    ----------
+    x : Tensor or array of shape (..., in_features)
+    W : Tensor or array of shape (out_features, in_features)
+    b : Tensor or array of shape (out_features,), optional
+
+    Returns
+    -------
+    Tensor or array of shape (..., out_features)
+
+    Notes
+    -----
+    One fused node: with :math:`G` the output gradient (leading axes flattened),
+    :math:`\partial x = G W`, :math:`\partial W = G^\top x`, :math:`\partial b = \sum_i G_i`.
+    """
+    plain = not _any_tensor(x, W, b)
+    xt = _ops.lift(x)
+    xp = xt._xp
+    Wt = _ops.lift(W, xp)
+    bt = None if b is None else _ops.lift(b, xp)
+    X, Wd = xt.data, Wt.data
+    if Wd.ndim != 2:
+        raise ValueError(f"xpdl: linear weight must be 2-D (out, in), got shape {Wd.shape}")
+    if X.shape[-1] != Wd.shape[1]:
+        raise ValueError(f"xpdl: linear input has {X.shape[-1]} features, weight expects "
+                         f"{Wd.shape[1]}")
+    out = X @ Wd.T
+    if bt is not None:
+        if _ns.supports_inplace(xp):
+            out += bt.data  # out is our own fresh buffer
+        else:
+            out = out + bt.data
+
+    def backward(g):
+        gx = gW = gb = None
+        if xt.requires_grad:
+            gx = g @ Wd
+        if Wt.requires_grad or (bt is not None and bt.requires_grad):
+            g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))
+            if Wt.requires_grad:
+                X2 = X if X.ndim == 2 else xp.reshape(X, (-1, X.shape[-1]))
+                gW = g2.T @ X2
+            if bt is not None and bt.requires_grad:
+                gb = xp.sum(g2, axis=0)
+        return gx, gW, gb
+
+    parents = (xt, Wt) if bt is None else (xt, Wt, bt)
+    return _out(record(out, xp, parents, backward), plain)
+
+
+def dropout(x, p, *, rng, training=True):
+    """Inverted dropout: zero each element with probability ``p`` and scale the rest by
+    ``1/(1-p)``, so the expectation is unchanged; the identity when ``training`` is False.
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+    p : float in [0, 1]
+    rng : int or xpdl.random.Generator
+        Where the mask comes from (drawn on the host, moved to ``x``'s device).
+    training : bool, default True
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"xpdl: dropout probability must be in [0, 1], got {p}")
+    t, plain = _one(x)
+    if not training or p == 0.0:
+        return x
+    xp = t._xp
+    d = t.data
+    if p == 1.0:
+        mask = xp.zeros(d.shape, dtype=d.dtype, device=_ns.device_of(d))
+    else:
+        host = as_generator(rng).bernoulli(1.0 - p, tuple(d.shape)) * (1.0 / (1.0 - p))
+        mask = _ns.from_host(host, xp, device=_ns.device_of(d), dtype=d.dtype)
+    return _out(record(d * mask, xp, (t,), lambda g: (g * mask,)), plain)
+
+
+# -- elementwise and structural wrappers -----------------------------------------------
+def _unary(op):
+    def f(x):
+        t, plain = _one(x)
+        return _out(op(t), plain)
+
+    f.__name__ = op.__name__
+    f.__doc__ = f"Elementwise ``{op.__name__}`` of a Tensor or array (shape preserved)."
+    return f
+
+
+exp = _unary(_ops.exp)
+log = _unary(_ops.log)
+sqrt = _unary(_ops.sqrt)
+abs = _unary(_ops.abs)  # noqa: A001
+
+
+def _binary_public(op, a, b):
+    plain = not _any_tensor(a, b)
+    if plain:
+        a = _ops.lift(a)
+    return _out(op(a, b), plain)
+
+
+def maximum(a, b):
+    """Elementwise maximum (ties split the gradient in half, as in PyTorch)."""
+    return _binary_public(_ops.maximum, a, b)
+
+
+def minimum(a, b):
+    """Elementwise minimum (ties split the gradient in half, as in PyTorch)."""
+    return _binary_public(_ops.minimum, a, b)
+
+
+def matmul(a, b):
+    """Matrix product with the standard's ``matmul`` semantics (1-D and batched operands)."""
+    plain = not _any_tensor(a, b)
+    at = _ops.lift(a)
+    return _out(_ops.matmul(at, _ops.lift(b, at._xp)), plain)
+
+
+def where(condition, a, b):
+    """``a`` where ``condition`` is True, else ``b``; gradients go to the selected branch."""
+    plain = not _any_tensor(a, b)
+    if plain:
+        if _ns.is_array(a):
+            a = _ops.lift(a)
+        else:
+            b = _ops.lift(b)
+    return _out(_ops.where(condition, a, b), plain)
+
+
+def clip(x, min=None, max=None):  # noqa: A002
+    """Clamp ``x`` to ``[min, max]``; the gradient is zero where clipped."""
+    t, plain = _one(x)
+    return _out(_ops.clip(t, min, max), plain)
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001
+    """Sum over ``axis`` (all axes when ``None``)."""
+    t, plain = _one(x)
+    return _out(_ops.sum(t, axis=axis, keepdims=keepdims), plain)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Mean over ``axis`` (all axes when ``None``)."""
+    t, plain = _one(x)
+    return _out(_ops.mean(t, axis=axis, keepdims=keepdims), plain)
+
+
+def reshape(x, shape):
+    """``x`` with a new shape of the same size."""
+    t, plain = _one(x)
+    return _out(_ops.reshape(t, shape), plain)
+
+
+def concat(arrays, axis=0):
+    """Join a sequence of arrays along an existing ``axis``."""
+    arrays = list(arrays)
+    plain = not _any_tensor(*arrays)
+    return _out(_ops.concat(arrays, axis=axis), plain)
+
+
+def stack(arrays, axis=0):
+    """Join a sequence of arrays of one shape along a new ``axis``."""
+    arrays = list(arrays)
+    plain = not _any_tensor(*arrays)
+    return _out(_ops.stack(arrays, axis=axis), plain)
