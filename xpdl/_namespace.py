@@ -42,8 +42,15 @@ _DTYPE_NAMES = (
 )
 
 
+# The namespace of an array depends only on its type: cache it, since array_namespace is on
+# the hot path of every operation that receives a plain array.
+_TYPE_NS: dict = {}
+
+
 def is_array(x) -> bool:
     """True for an array of a supported namespace (not for Python scalars)."""
+    if type(x) in _TYPE_NS:
+        return True
     return array_api_compat.is_array_api_obj(x) and type(x) not in _PY_SCALARS
 
 
@@ -60,19 +67,26 @@ def array_namespace(*arrays):
         If the arrays come from different namespaces (for example NumPy and torch),
         or if no argument is an array.
     """
+    if len(arrays) == 1:
+        xp = _TYPE_NS.get(type(arrays[0]))
+        if xp is not None:
+            return xp
     arrs = _arrays(arrays)
     if not arrs:
         names = ", ".join(type(a).__name__ for a in arrays) or "nothing"
         raise TypeError(f"xpdl: expected an array (NumPy, CuPy, torch, JAX, array_api_strict); "
                         f"got {names}")
     try:
-        return array_api_compat.array_namespace(*arrs)
+        xp = array_api_compat.array_namespace(*arrs)
     except TypeError as exc:
         kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrs})
         raise TypeError(
             "xpdl: arrays from different namespaces were mixed in one call "
             f"({', '.join(kinds)}); convert them to one namespace first "
             "(e.g. with xpdl's model.to(xp=...) or the backend's asarray)") from exc
+    if len(arrs) == 1:
+        _TYPE_NS[type(arrs[0])] = xp
+    return xp
 
 
 def device_of(x):
@@ -141,9 +155,15 @@ def is_strict(xp) -> bool:
     return array_api_compat.is_array_api_strict_namespace(xp)
 
 
+_INPLACE: dict = {}
+
+
 def supports_inplace(xp) -> bool:
     """Whether arrays of ``xp`` may be written in place (JAX arrays are immutable)."""
-    return not is_jax(xp)
+    ok = _INPLACE.get(id(xp))
+    if ok is None:
+        ok = _INPLACE[id(xp)] = not is_jax(xp)
+    return ok
 
 
 def supports_float64(xp, device=None) -> bool:

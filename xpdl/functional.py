@@ -56,7 +56,8 @@ def relu(x):
     t, plain = _one(x)
     xp = t._xp
     out = xp.maximum(t.data, 0.0)
-    return _out(record(out, xp, (t,), lambda g: (xp.where(out > 0, g, 0.0),)), plain)
+    # g * mask, not where(mask, g, 0): NumPy's where is ~15x slower than a multiply here.
+    return _out(record(out, xp, (t,), lambda g: (g * xp.astype(out > 0, g.dtype),)), plain)
 
 
 def leaky_relu(x, negative_slope=0.01):

@@ -11,8 +11,10 @@ limit, and sums each gradient back to its operand's shape in one place
 
 from __future__ import annotations
 
+import itertools
 import threading
 from contextlib import contextmanager
+from operator import attrgetter
 
 from .. import _namespace as _ns
 
@@ -93,7 +95,8 @@ class Tensor:
     array([2., 4., 6.])
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_xp", "_parents", "_backward", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_xp", "_parents", "_backward", "_seq",
+                 "_mark", "_g", "__weakref__")
     # Let NumPy/CuPy/torch arrays on the left of an operator defer to us.
     __array_priority__ = 1000.0
     __array_ufunc__ = None
@@ -115,6 +118,9 @@ class Tensor:
         self._xp = xp
         self._parents = ()
         self._backward = None
+        self._seq = _next_seq()
+        self._mark = None
+        self._g = None
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -210,6 +216,9 @@ def _wrap(data, xp) -> Tensor:
     t._xp = xp
     t._parents = ()
     t._backward = None
+    t._seq = _next_seq()
+    t._mark = None
+    t._g = None
     return t
 
 
@@ -224,6 +233,9 @@ def record(data, xp, parents, backward) -> Tensor:
     t.data = data
     t.grad = None
     t._xp = xp
+    t._seq = _next_seq()
+    t._mark = None
+    t._g = None
     if _mode.enabled:
         for p in parents:
             if p.__class__ is Tensor and p.requires_grad:
@@ -253,46 +265,55 @@ def unbroadcast(g, shape, xp):
     return g
 
 
+# Creation order is a topological order: a tensor's parents always exist before it.
+_next_seq = itertools.count().__next__
+_by_seq = attrgetter("_seq")
+
+
 def _toposort(root):
-    """Tensors reachable from ``root`` through recorded nodes, parents before children."""
-    order = []
-    seen = set()
-    stack = [(root, False)]
+    """Tensors reachable from ``root`` through recorded nodes, parents before children.
+
+    Iterative (no recursion limit), marks visited nodes with a per-call token instead of a
+    set of ids, and orders by creation sequence, which respects every dependency.
+    """
+    token = object()
+    root._mark = token
+    nodes = [root]
+    stack = [root]
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        for p in node._parents:
-            if p.__class__ is Tensor and p.requires_grad and id(p) not in seen:
-                stack.append((p, False))
-    return order
+        for p in stack.pop()._parents:
+            if p.__class__ is Tensor and p.requires_grad and p._mark is not token:
+                p._mark = token
+                nodes.append(p)
+                stack.append(p)
+    nodes.sort(key=_by_seq)
+    return nodes
 
 
 def _run_backward(root, grad):
     xp = root._xp
-    grads = {id(root): grad}
-    for node in reversed(_toposort(root)):
-        g = grads.pop(id(node), None)
-        if g is None:
-            continue
-        if node._backward is None:
-            if g.dtype != node.data.dtype:
-                g = xp.astype(g, node.data.dtype)
-            # Out of place: the first gradient may alias an array the caller owns.
-            node.grad = g if node.grad is None else node.grad + g
-            continue
-        pgrads = node._backward(g)
-        for p, pg in zip(node._parents, pgrads):
-            if pg is None or p.__class__ is not Tensor or not p.requires_grad:
+    nodes = _toposort(root)
+    root._g = grad
+    try:
+        for node in reversed(nodes):
+            g = node._g
+            if g is None:
                 continue
-            pshape = p.data.shape
-            if pg.shape != pshape:
-                pg = unbroadcast(pg, pshape, xp)
-            k = id(p)
-            prev = grads.get(k)
-            grads[k] = pg if prev is None else prev + pg
+            node._g = None
+            if node._backward is None:
+                if g.dtype != node.data.dtype:
+                    g = xp.astype(g, node.data.dtype)
+                # Out of place: the first gradient may alias an array the caller owns.
+                node.grad = g if node.grad is None else node.grad + g
+                continue
+            for p, pg in zip(node._parents, node._backward(g)):
+                if pg is None or p.__class__ is not Tensor or not p.requires_grad:
+                    continue
+                pshape = p.data.shape
+                if pg.shape != pshape:
+                    pg = unbroadcast(pg, pshape, xp)
+                prev = p._g
+                p._g = pg if prev is None else prev + pg
+    finally:
+        for node in nodes:  # an exception mid-way must not leave stale partial gradients
+            node._g = None

@@ -1,0 +1,117 @@
+"""The backend layer and the seeded generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpdl
+from xpdl import _namespace as ns
+from xpdl.random import Generator, as_generator
+
+
+def test_namespace_and_device_of_inputs(backend):
+    a = backend.asarray(np.ones((2, 3)))
+    b = backend.asarray(np.zeros(3))
+    xp, dev = ns.get_namespace_and_device(a, b, None, 1.5)
+    assert xp is backend.xp
+    assert dev == backend.device
+
+
+def test_round_trip_through_host(backend):
+    h = np.arange(6.0).reshape(2, 3)
+    x = backend.asarray(h)
+    assert x.device == backend.device
+    back = ns.to_host(x)
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, h)
+
+
+def test_move_changes_dtype_and_namespace(backend):
+    x = backend.asarray(np.arange(4.0))
+    y = ns.move(x, dtype="float32")
+    assert y.dtype == backend.xp.float32
+    z = ns.move(x, xp=np)
+    assert isinstance(z, np.ndarray)
+    np.testing.assert_array_equal(z, np.arange(4.0))
+
+
+def test_resolve_float_dtype(backend):
+    xp = backend.xp
+    ints = backend.asarray(np.array([1, 2]), dtype=xp.int64)
+    assert ns.resolve_float_dtype(ints, xp, backend.device) == xp.float32
+    f = backend.asarray(np.array([1.0]))
+    assert ns.resolve_float_dtype(f, xp, backend.device) == f.dtype
+    assert ns.resolve_float_dtype(f, xp, backend.device, "float32") == xp.float32
+    if not backend.has_float64:
+        with pytest.raises(ValueError, match="no float64"):
+            ns.resolve_float_dtype(f, xp, backend.device, "float64")
+    with pytest.raises(ValueError, match="float32"):
+        ns.resolve_float_dtype(f, xp, backend.device, "int8")
+
+
+def test_mixed_namespaces_are_a_type_error():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="different namespaces"):
+        ns.array_namespace(np.ones(2), torch.ones(2))
+
+
+def test_mixed_devices_are_a_value_error():
+    strict = pytest.importorskip("array_api_strict")
+    a = strict.asarray([1.0], device=strict.Device("device1"))
+    b = strict.asarray([1.0], device=strict.Device("CPU_DEVICE"))
+    with pytest.raises(ValueError, match="different devices"):
+        ns.get_namespace_and_device(a, b)
+
+
+def test_non_arrays_are_a_type_error():
+    with pytest.raises(TypeError, match="expected an array"):
+        ns.array_namespace([1, 2], None)
+
+
+def test_same_seed_same_numbers_on_every_backend(backend):
+    ref = Generator(42)
+    a_ref = ref.normal((3, 4))
+    u_ref = ref.uniform((5,), low=-1, high=2)
+    p_ref = ref.permutation(10)
+    g = Generator(42)
+    a = g.normal((3, 4), xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+    u = g.uniform((5,), low=-1, high=2, xp=backend.xp, device=backend.device,
+                  dtype=backend.float_dtype)
+    p = g.permutation(10, xp=backend.xp, device=backend.device)
+    assert a.device == backend.device and a.dtype == backend.float_dtype
+    # float32 draws are the host float64 draws rounded once, identically everywhere.
+    exp_dtype = np.float64 if backend.has_float64 else np.float32
+    np.testing.assert_array_equal(backend.to_numpy(a), a_ref.astype(exp_dtype))
+    np.testing.assert_array_equal(backend.to_numpy(u), u_ref.astype(exp_dtype))
+    np.testing.assert_array_equal(backend.to_numpy(p), p_ref)
+
+
+def test_default_draw_dtype_is_float32(backend):
+    a = Generator(0).normal((2,), xp=backend.xp, device=backend.device)
+    assert a.dtype == backend.xp.float32
+
+
+def test_generator_state_round_trip():
+    import json
+
+    g = Generator(3)
+    g.normal((5,))
+    state = json.loads(json.dumps(g.get_state()))
+    x = g.normal((4,))
+    h = Generator(0)
+    h.set_state(state)
+    np.testing.assert_array_equal(h.normal((4,)), x)
+    with pytest.raises(ValueError, match="PCG64"):
+        h.set_state({"bit_generator": "MT19937"})
+
+
+def test_as_generator():
+    g = Generator(1)
+    assert as_generator(g) is g
+    assert isinstance(as_generator(5), Generator)
+    assert isinstance(as_generator(None), Generator)
+    with pytest.raises(TypeError, match="rng"):
+        as_generator(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="seed"):
+        Generator(-1)

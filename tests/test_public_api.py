@@ -1,0 +1,46 @@
+"""The public API is what ``__all__`` says, and the math never imports NumPy."""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+import re
+
+import pytest
+
+import xpdl
+
+MODULES = ["xpdl", "xpdl.functional", "xpdl.random", "xpdl.autodiff"]
+OPTIONAL = ["xpdl.losses", "xpdl.nn", "xpdl.optim", "xpdl.optim.schedules"]
+
+# Modules allowed to import NumPy: the backend layer and the edges (host RNG, IO, data, CLI).
+EDGE = re.compile(r"xpdl/(_namespace|random|io|datasets/.*|cli|__main__)\.py$")
+
+
+@pytest.mark.parametrize("name", MODULES + OPTIONAL)
+def test_all_names_exist_and_are_public(name):
+    try:
+        mod = importlib.import_module(name)
+    except ModuleNotFoundError:
+        pytest.skip(f"{name} not built yet")
+    assert hasattr(mod, "__all__"), name
+    for attr in mod.__all__:
+        assert hasattr(mod, attr), f"{name}.{attr} is in __all__ but missing"
+    public = {k for k, v in vars(mod).items()
+              if not k.startswith("_") and getattr(v, "__module__", name).startswith(name)
+              and callable(v)}
+    missing = public - set(mod.__all__)
+    assert not missing, f"{name} defines public callables not in __all__: {sorted(missing)}"
+
+
+def test_math_does_not_import_numpy():
+    root = pathlib.Path(xpdl.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).as_posix()
+        if EDGE.search(rel):
+            continue
+        text = path.read_text()
+        if re.search(r"^\s*(import numpy|from numpy)", text, re.MULTILINE):
+            offenders.append(rel)
+    assert not offenders, f"these modules import NumPy in the math: {offenders}"
