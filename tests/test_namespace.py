@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import xpdl
 from xpdl import _namespace as ns
 from xpdl.random import Generator, as_generator
 

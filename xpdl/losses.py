@@ -20,6 +20,7 @@ __all__ = ["mse", "mae", "huber", "binary_cross_entropy", "binary_cross_entropy_
            "cross_entropy"]
 
 _REDUCTIONS = ("mean", "sum", "none")
+_TINY = 1e-45  # log(_TINY) < -100 in float32 and float64, so the clamp decides
 
 
 def _prepare(pred, target, name):
@@ -124,8 +125,9 @@ def binary_cross_entropy(prob, target, reduction="mean"):
     _check_same_shape(p, t, "binary_cross_entropy")
     d = p.data
     t = _as_float(t, d.dtype, xp)
-    logp = xp.clip(xp.log(d), -100.0, None)
-    log1mp = xp.clip(xp.log(1 - d), -100.0, None)
+    # Clip before the log as well, so p in {0, 1} gives -100 without a log(0) warning.
+    logp = xp.clip(xp.log(xp.clip(d, _TINY, None)), -100.0, None)
+    log1mp = xp.clip(xp.log(xp.clip(1 - d, _TINY, None)), -100.0, None)
     value = -(t * logp + (1 - t) * log1mp)
     dvalue = (d - t) / xp.clip(d * (1 - d), 1e-12, None)
     return _elementwise_loss(p, xp, value, dvalue, reduction, plain)

@@ -96,7 +96,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_xp", "_parents", "_backward", "_seq",
-                 "_mark", "_g", "__weakref__")
+                 "_mark", "_g", "_own", "__weakref__")
     # Let NumPy/CuPy/torch arrays on the left of an operator defer to us.
     __array_priority__ = 1000.0
     __array_ufunc__ = None
@@ -121,6 +121,7 @@ class Tensor:
         self._seq = _next_seq()
         self._mark = None
         self._g = None
+        self._own = False  # True when xpdl allocated data (it may then be updated in place)
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -219,6 +220,7 @@ def _wrap(data, xp) -> Tensor:
     t._seq = _next_seq()
     t._mark = None
     t._g = None
+    t._own = False
     return t
 
 
@@ -236,6 +238,7 @@ def record(data, xp, parents, backward) -> Tensor:
     t._seq = _next_seq()
     t._mark = None
     t._g = None
+    t._own = False
     if _mode.enabled:
         for p in parents:
             if p.__class__ is Tensor and p.requires_grad:

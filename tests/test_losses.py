@@ -1,0 +1,159 @@
+"""Losses: values and gradients against torch.nn.functional and finite differences."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import xpdl
+from xpdl import Tensor
+from xpdl import losses as L
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def _data(name, rng):
+    """(pred, target) host arrays and the torch function for each loss."""
+    n, c = 6, 4
+    if name in ("mse", "mae", "huber"):
+        return rng.normal(size=(n, 3)), rng.normal(size=(n, 3))
+    if name == "binary_cross_entropy":
+        return rng.uniform(0.05, 0.95, size=(n,)), rng.uniform(0, 1, size=(n,))
+    if name == "binary_cross_entropy_with_logits":
+        return rng.normal(size=(n, 2)) * 3, (rng.uniform(size=(n, 2)) > 0.5) * 1.0
+    if name == "cross_entropy_int":
+        return rng.normal(size=(n, c)) * 2, rng.integers(0, c, size=n)
+    if name == "cross_entropy_prob":
+        t = rng.uniform(size=(n, c))
+        return rng.normal(size=(n, c)) * 2, t / t.sum(axis=1, keepdims=True)
+    raise ValueError(name)
+
+
+NAMES = ["mse", "mae", "huber", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+         "cross_entropy_int", "cross_entropy_prob"]
+
+
+def _ours(name):
+    if name.startswith("cross_entropy"):
+        return L.cross_entropy
+    if name == "huber":
+        return lambda p, t, reduction: L.huber(p, t, delta=0.7, reduction=reduction)
+    return getattr(L, name)
+
+
+def _torch(name):
+    import torch.nn.functional as tf
+
+    return {
+        "mse": tf.mse_loss, "mae": tf.l1_loss,
+        "huber": lambda p, t, reduction: tf.huber_loss(p, t, delta=0.7, reduction=reduction),
+        "binary_cross_entropy": tf.binary_cross_entropy,
+        "binary_cross_entropy_with_logits": tf.binary_cross_entropy_with_logits,
+        "cross_entropy_int": tf.cross_entropy, "cross_entropy_prob": tf.cross_entropy,
+    }[name]
+
+
+def _target(backend, t):
+    if t.dtype.kind in "iu":
+        return backend.asarray(t, dtype=backend.xp.int64)
+    return backend.asarray(t)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_matches_torch(backend, name, reduction):
+    import torch
+
+    p_h, t_h = _data(name, np.random.default_rng(0))
+    if not backend.is64:
+        p_h = p_h.astype(np.float32).astype(np.float64)
+        t_h = t_h.astype(np.float32).astype(np.float64) if t_h.dtype.kind == "f" else t_h
+    pt = torch.tensor(p_h, requires_grad=True)
+    tt = torch.tensor(t_h)
+    ref = _torch(name)(pt, tt, reduction=reduction)
+    w = np.random.default_rng(1).normal(size=tuple(ref.shape))
+    (ref * torch.tensor(w)).sum().backward()
+
+    p = Tensor(backend.asarray(p_h), requires_grad=True)
+    out = _ours(name)(p, _target(backend, t_h), reduction=reduction)
+    (out * Tensor(backend.asarray(w))).sum().backward()
+    tol = backend.rtol
+    np.testing.assert_allclose(backend.to_numpy(out), ref.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(backend.to_numpy(p.grad), pt.grad.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_gradient_matches_finite_differences(backend, name):
+    p_h, t_h = _data(name, np.random.default_rng(2))
+    t = _target(backend, t_h)
+    err = xpdl.check_grad(lambda p: _ours(name)(p, t, reduction="sum"), backend.asarray(p_h))
+    assert err < (1e-6 if backend.is64 else 3e-2)
+
+
+def test_loss_on_plain_arrays_returns_an_array(backend):
+    p = backend.asarray(np.array([1.0, 2.0]))
+    t = backend.asarray(np.array([0.0, 4.0]))
+    out = L.mse(p, t)
+    from xpdl._namespace import array_namespace
+
+    assert not isinstance(out, Tensor) and array_namespace(out) is backend.xp
+    assert float(out) == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("name", ["binary_cross_entropy_with_logits", "cross_entropy_int",
+                                  "cross_entropy_prob"])
+def test_logit_losses_stable_at_1e4_float32(backend, name):
+    xp = backend.xp
+    if name == "binary_cross_entropy_with_logits":
+        x = np.array([1e4, -1e4, 1e4, -1e4], dtype=np.float32)
+        t = np.array([1.0, 0.0, 0.0, 1.0], dtype=np.float32)
+        expected = np.array([0.0, 0.0, 1e4, 1e4]).mean()
+    else:
+        x = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0]], dtype=np.float32)
+        t = np.array([1, 1])
+        expected = (2e4 + 0.0) / 2
+        if name == "cross_entropy_prob":
+            t = np.eye(3, dtype=np.float32)[t]
+    p = Tensor(backend.asarray(x, dtype=xp.float32), requires_grad=True)
+    tt = backend.asarray(t, dtype=xp.float32 if t.dtype.kind == "f" else xp.int64)
+    fn = L.binary_cross_entropy_with_logits if "binary" in name else L.cross_entropy
+    out = fn(p, tt)
+    out.backward()
+    assert np.isfinite(out.item())
+    assert out.item() == pytest.approx(expected, rel=1e-6)
+    g = backend.to_numpy(p.grad)
+    assert np.all(np.isfinite(g))
+
+
+def test_bce_clamps_log_at_minus_100(backend):
+    p = backend.asarray(np.array([0.0, 1.0]))
+    t = backend.asarray(np.array([1.0, 0.0]))
+    out = L.binary_cross_entropy(p, t, reduction="none")
+    np.testing.assert_allclose(backend.to_numpy(out), [100.0, 100.0])
+
+
+def test_shape_mismatch_is_a_value_error(backend):
+    p = backend.asarray(np.zeros((5, 1)))
+    t = backend.asarray(np.zeros(5))
+    with pytest.raises(ValueError, match=r"shape \(5, 1\).*\(5,\)"):
+        L.mse(p, t)
+    with pytest.raises(ValueError, match="integer targets"):
+        L.cross_entropy(backend.asarray(np.zeros((5, 3))),
+                        backend.asarray(np.zeros(4), dtype=backend.xp.int64))
+    with pytest.raises(ValueError, match="2-D"):
+        L.cross_entropy(backend.asarray(np.zeros(3)),
+                        backend.asarray(np.zeros(3), dtype=backend.xp.int64))
+
+
+def test_bad_reduction_and_target(backend):
+    p = backend.asarray(np.zeros(3))
+    with pytest.raises(ValueError, match="reduction"):
+        L.mse(p, p, reduction="avg")
+    with pytest.raises(TypeError, match="target must be an array"):
+        L.mse(p, [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="delta"):
+        L.huber(p, p, delta=0.0)

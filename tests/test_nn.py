@@ -1,0 +1,168 @@
+"""Layers: parameters, state dicts, modes, initialisation, moving between backends."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import xpdl
+from xpdl import nn
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _mlp(backend, rng=0, p=0.0):
+    return nn.Sequential(
+        nn.Linear(4, 8, rng=rng, xp=backend.xp, device=backend.device,
+                  dtype=backend.float_dtype, init="he"),
+        nn.ReLU(), nn.Dropout(p, rng=rng),
+        nn.Linear(8, 3, rng=rng, xp=backend.xp, device=backend.device,
+                  dtype=backend.float_dtype),
+    )
+
+
+def test_named_parameters_and_state_dict(backend):
+    m = _mlp(backend)
+    names = [n for n, _ in m.named_parameters()]
+    assert names == ["0.weight", "0.bias", "3.weight", "3.bias"]
+    sd = m.state_dict()
+    assert tuple(sd["0.weight"].shape) == (8, 4) and tuple(sd["3.bias"].shape) == (3,)
+    for p in m.parameters():
+        assert p.requires_grad and p.device == backend.device and p.dtype == backend.float_dtype
+
+
+def test_forward_matches_numpy_reference(backend):
+    m = _mlp(backend)
+    x_h = np.random.default_rng(0).normal(size=(5, 4))
+    out = backend.to_numpy(m(backend.asarray(x_h)))
+    sd = {k: backend.to_numpy(v) for k, v in m.state_dict().items()}
+    h = np.maximum(x_h @ sd["0.weight"].T + sd["0.bias"], 0)
+    ref = h @ sd["3.weight"].T + sd["3.bias"]
+    np.testing.assert_allclose(out, ref, rtol=1e-6 if backend.is64 else 1e-4, atol=1e-6)
+
+
+def test_backward_through_module_matches_finite_differences(backend):
+    m = nn.Sequential(nn.Linear(3, 5, rng=1, xp=backend.xp, device=backend.device,
+                                dtype=backend.float_dtype),
+                      nn.Tanh(), nn.Linear(5, 2, rng=2, xp=backend.xp, device=backend.device,
+                                           dtype=backend.float_dtype), nn.Sigmoid())
+    x = backend.asarray(np.random.default_rng(0).normal(size=(4, 3)))
+    w0 = m[0].weight.data
+
+    def f(w):
+        m[0].weight.data = w.data
+        return m(x).sum()
+
+    err = xpdl.check_grad(lambda w: _with_weight(m, w, x), w0)
+    assert err < (1e-6 if backend.is64 else 3e-2)
+    del f
+
+
+def _with_weight(m, w, x):
+    import xpdl.functional as F
+
+    h = F.tanh(F.linear(x, w, m[0].bias))
+    return F.sigmoid(m[2](h)).sum()
+
+
+def test_init_is_seeded_same_on_every_backend_and_documented_bounds(backend):
+    a = nn.Linear(50, 40, rng=3, xp=backend.xp, device=backend.device, init="he")
+    b = nn.Linear(50, 40, rng=3, init="he")  # NumPy
+    np.testing.assert_array_equal(backend.to_numpy(a.weight.data), b.weight.data)
+    w = b.weight.data
+    assert np.abs(w).max() <= np.sqrt(6 / 50) and np.abs(w).max() > 0.9 * np.sqrt(6 / 50)
+    g = nn.Linear(50, 40, rng=3).weight.data
+    assert np.abs(g).max() <= np.sqrt(6 / 90)
+    np.testing.assert_array_equal(backend.to_numpy(a.bias.data), np.zeros(40))
+    assert a.weight.dtype == backend.xp.float32  # float32 by default
+
+
+def test_load_state_dict_copies_and_validates(backend):
+    m1, m2 = _mlp(backend, rng=1), _mlp(backend, rng=2)
+    sd = m1.state_dict()
+    m2.load_state_dict(sd)
+    for (n, a), (_, b) in zip(m1.named_parameters(), m2.named_parameters()):
+        np.testing.assert_array_equal(backend.to_numpy(a.data), backend.to_numpy(b.data))
+        assert a.data is not b.data
+    with pytest.raises(ValueError, match="missing keys"):
+        m2.load_state_dict({"0.weight": sd["0.weight"]})
+    bad = dict(sd)
+    bad["0.bias"] = backend.asarray(np.zeros(7))
+    with pytest.raises(ValueError, match="shape"):
+        m2.load_state_dict(bad)
+
+
+def test_dropout_train_and_eval(backend):
+    m = _mlp(backend, p=0.5)
+    x = backend.asarray(np.ones((64, 4)))
+    m.eval()
+    a = backend.to_numpy(m(x))
+    b = backend.to_numpy(m(x))
+    np.testing.assert_array_equal(a, b)
+    m.train()
+    assert m[2].training
+    c = backend.to_numpy(m(x))
+    assert not np.allclose(a, c)
+
+
+def test_module_to_moves_parameters(backend):
+    m = _mlp(backend)
+    ref = {k: backend.to_numpy(v) for k, v in m.state_dict().items()}
+    m.to(xp=np)
+    for k, v in m.state_dict().items():
+        assert isinstance(v, np.ndarray)
+        np.testing.assert_array_equal(v, ref[k])
+    out = m(np.ones((2, 4), dtype=ref["0.weight"].dtype))
+    assert isinstance(out, xpdl.Tensor) and isinstance(out.data, np.ndarray)
+    m.to(xp=backend.xp, device=backend.device)
+    assert all(p.device == backend.device for p in m.parameters())
+    m.to(dtype="float32")
+    assert all(p.dtype == backend.xp.float32 for p in m.parameters())
+
+
+def test_activation_layers_match_functional(backend):
+    import xpdl.functional as F
+
+    x = backend.asarray(np.linspace(-3, 3, 12).reshape(3, 4))
+    for layer, fn in [(nn.ReLU(), F.relu), (nn.Sigmoid(), F.sigmoid), (nn.Tanh(), F.tanh),
+                      (nn.LeakyReLU(0.2), lambda v: F.leaky_relu(v, 0.2)),
+                      (nn.Softmax(), F.softmax), (nn.Identity(), lambda v: v)]:
+        np.testing.assert_array_equal(backend.to_numpy(layer(x)), backend.to_numpy(fn(x)))
+
+
+def test_bad_construction():
+    with pytest.raises(ValueError, match="positive"):
+        nn.Linear(0, 3)
+    with pytest.raises(ValueError, match="init"):
+        nn.Linear(2, 3, init="lecun")
+    with pytest.raises(TypeError, match="Modules"):
+        nn.Sequential(nn.ReLU(), lambda x: x)
+    with pytest.raises(ValueError, match="probability"):
+        nn.Dropout(1.5)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_linear_layer_matches_torch(backend):
+    import torch
+
+    lin = nn.Linear(4, 3, rng=0, xp=backend.xp, device=backend.device,
+                    dtype=backend.float_dtype)
+    tl = torch.nn.Linear(4, 3).double()
+    with torch.no_grad():
+        tl.weight.copy_(torch.tensor(backend.to_numpy(lin.weight.data), dtype=torch.float64))
+        tl.bias.copy_(torch.tensor(backend.to_numpy(lin.bias.data), dtype=torch.float64))
+    x_h = np.random.default_rng(0).normal(size=(6, 4))
+    if not backend.is64:
+        x_h = x_h.astype(np.float32).astype(np.float64)
+    out = lin(backend.asarray(x_h))
+    (out * out).sum().backward()
+    tout = tl(torch.tensor(x_h))
+    (tout * tout).sum().backward()
+    tol = backend.rtol * 10
+    np.testing.assert_allclose(backend.to_numpy(out), tout.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(backend.to_numpy(lin.weight.grad), tl.weight.grad.numpy(),
+                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(backend.to_numpy(lin.bias.grad), tl.bias.grad.numpy(),
+                               rtol=tol, atol=tol)

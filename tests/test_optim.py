@@ -1,0 +1,234 @@
+"""Optimizers: 40 steps on least squares match torch.optim, functional and object forms."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+import xpdl
+from xpdl import Tensor, optim
+from xpdl.losses import mse
+from xpdl.optim import schedules
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+STEPS = 40
+
+CONFIGS = [
+    ("sgd", dict(lr=0.05)),
+    ("sgd", dict(lr=0.05, momentum=0.9)),
+    ("sgd", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    ("sgd", dict(lr=0.05, momentum=0.5, weight_decay=0.1)),
+    ("gd", dict(lr=0.1)),
+    ("adam", dict(lr=0.05)),
+    ("adam", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    ("adamw", dict(lr=0.05)),
+    ("adamw", dict(lr=0.05, weight_decay=0.3)),
+    ("rmsprop", dict(lr=0.01)),
+    ("rmsprop", dict(lr=0.01, momentum=0.9)),
+    ("rmsprop", dict(lr=0.01, centered=True)),
+    ("rmsprop", dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.1)),
+    ("adagrad", dict(lr=0.1)),
+    ("adagrad", dict(lr=0.1, weight_decay=0.1)),
+]
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in CONFIGS]
+
+
+def _problem():
+    g = np.random.default_rng(0)
+    X = g.normal(size=(20, 3))
+    Y = X @ g.normal(size=(3, 2)) + 0.1 * g.normal(size=(20, 2))
+    return X, Y, {"W": g.normal(size=(2, 3)), "b": g.normal(size=(2,))}
+
+
+def _torch_trajectory(name, kw):
+    import torch
+
+    X, Y, p0 = _problem()
+    ps = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    cls = {"sgd": torch.optim.SGD, "gd": torch.optim.SGD, "adam": torch.optim.Adam,
+           "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+           "adagrad": torch.optim.Adagrad}[name]
+    opt = cls([ps["W"], ps["b"]], **kw)
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(Xt @ ps["W"].T + ps["b"], Yt).backward()
+        opt.step()
+    return {k: v.detach().numpy() for k, v in ps.items()}
+
+
+def _loss(X, Y):
+    return lambda W, b: mse(Tensor(X) @ W.T + b, Y)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_functional_optimizer_matches_torch(backend, cfg):
+    name, kw = cfg
+    ref = _torch_trajectory(name, kw)
+    X_h, Y_h, p0 = _problem()
+    X, Y = backend.asarray(X_h), backend.asarray(Y_h)
+    params = {k: backend.asarray(v) for k, v in p0.items()}
+    tx = getattr(optim, name)(**kw)
+    state = tx.init(params)
+    grad_fn = xpdl.grad(_loss(X, Y), argnums=(0, 1))
+    for _ in range(STEPS):
+        gW, gb = grad_fn(params["W"], params["b"])
+        updates, state = tx.update({"W": gW, "b": gb}, state, params)
+        params = optim.apply_updates(params, updates)
+    tol = 1e-9 if backend.is64 else 2e-3
+    for k in params:
+        assert params[k].device == backend.device
+        np.testing.assert_allclose(backend.to_numpy(params[k]), ref[k], rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_object_optimizer_matches_torch(backend, cfg):
+    name, kw = cfg
+    ref = _torch_trajectory(name, kw)
+    X_h, Y_h, p0 = _problem()
+    X, Y = backend.asarray(X_h), backend.asarray(Y_h)
+    W = Tensor(backend.asarray(p0["W"]), requires_grad=True)
+    b = Tensor(backend.asarray(p0["b"]), requires_grad=True)
+    cls = {"sgd": optim.SGD, "gd": optim.GD, "adam": optim.Adam, "adamw": optim.AdamW,
+           "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[name]
+    opt = cls({"W": W, "b": b}, **kw)
+    loss = _loss(X, Y)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss(W, b).backward()
+        opt.step()
+    tol = 1e-9 if backend.is64 else 2e-3
+    np.testing.assert_allclose(backend.to_numpy(W.data), ref["W"], rtol=tol, atol=tol)
+    np.testing.assert_allclose(backend.to_numpy(b.data), ref["b"], rtol=tol, atol=tol)
+
+
+def test_object_optimizer_never_writes_user_arrays(backend):
+    X_h, Y_h, p0 = _problem()
+    user = backend.asarray(p0["W"])
+    before = backend.to_numpy(user).copy()
+    W = Tensor(user, requires_grad=True)
+    b = Tensor(backend.asarray(p0["b"]), requires_grad=True)
+    opt = optim.Adam([W, b], lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        _loss(backend.asarray(X_h), backend.asarray(Y_h))(W, b).backward()
+        opt.step()
+    np.testing.assert_array_equal(backend.to_numpy(user), before)
+    assert not np.allclose(backend.to_numpy(W.data), before)
+
+
+def test_read_only_numpy_parameters_are_not_written():
+    w = np.ones(3)
+    w.flags.writeable = False
+    t = Tensor(w, requires_grad=True)
+    opt = optim.SGD([t], lr=0.5, momentum=0.9)
+    (t * t).sum().backward()
+    opt.step()
+    np.testing.assert_array_equal(w, np.ones(3))
+    np.testing.assert_allclose(t.data, np.zeros(3))
+
+
+def test_functional_update_is_pure(backend):
+    params = {"w": backend.asarray(np.array([1.0, -2.0]))}
+    grads = {"w": backend.asarray(np.array([0.5, 0.5]))}
+    tx = optim.adam(0.1)
+    state = tx.init(params)
+    snapshot = {k: (backend.to_numpy(v).copy() if not isinstance(v, int) else v)
+                for k, v in state.items()}
+    tx.update(grads, state, params)
+    for k, v in state.items():
+        if isinstance(v, int):
+            assert v == snapshot[k]
+        else:
+            np.testing.assert_array_equal(backend.to_numpy(v), snapshot[k])
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_clip_by_global_norm_matches_torch(backend):
+    import torch
+
+    g_h = {"a": np.array([3.0, 4.0]), "b": np.array([[12.0]])}
+    ts = [torch.tensor(v) for v in g_h.values()]
+    params = [torch.zeros_like(t, requires_grad=True) for t in ts]
+    for p, t in zip(params, ts):
+        p.grad = t.clone()
+    torch.nn.utils.clip_grad_norm_(params, 2.0)
+    tx = optim.clip_by_global_norm(2.0)
+    out, _ = tx.update({k: backend.asarray(v) for k, v in g_h.items()}, {})
+    for (k, v), p in zip(out.items(), params):
+        np.testing.assert_allclose(backend.to_numpy(v), p.grad.numpy(), rtol=1e-6)
+    small, _ = tx.update({"a": backend.asarray(np.array([0.1, 0.1]))}, {})
+    np.testing.assert_allclose(backend.to_numpy(small["a"]), [0.1, 0.1], rtol=1e-6)
+
+
+def test_state_dict_round_trip_continues_identically(backend):
+    X_h, Y_h, p0 = _problem()
+    X, Y = backend.asarray(X_h), backend.asarray(Y_h)
+
+    def run(n, opt=None, W=None, b=None):
+        W = W or Tensor(backend.asarray(p0["W"]), requires_grad=True)
+        b = b or Tensor(backend.asarray(p0["b"]), requires_grad=True)
+        opt = opt or optim.RMSprop({"W": W, "b": b}, lr=0.01, momentum=0.9, centered=True)
+        for _ in range(n):
+            opt.zero_grad()
+            _loss(X, Y)(W, b).backward()
+            opt.step()
+        return opt, W, b
+
+    _, W_full, _ = run(10)
+    opt, W, b = run(4)
+    sd = opt.state_dict()
+    assert sd["2/step"] == 4 and "0/square_avg/W" in sd and "1/momentum/b" in sd
+    W2 = Tensor(backend.asarray(backend.to_numpy(W.data)), requires_grad=True)
+    b2 = Tensor(backend.asarray(backend.to_numpy(b.data)), requires_grad=True)
+    opt2 = optim.RMSprop({"W": W2, "b": b2}, lr=0.01, momentum=0.9, centered=True)
+    opt2.load_state_dict(sd)
+    run(6, opt2, W2, b2)
+    np.testing.assert_allclose(backend.to_numpy(W2.data), backend.to_numpy(W_full.data),
+                               rtol=1e-12 if backend.is64 else 1e-5)
+    with pytest.raises(ValueError, match="state keys"):
+        opt2.load_state_dict({"step": 1})
+
+
+def test_schedules():
+    assert schedules.constant(0.1)(100) == 0.1
+    s = schedules.step_decay(1.0, 10, 0.5)
+    assert [s(0), s(9), s(10), s(25)] == [1.0, 1.0, 0.5, 0.25]
+    e = schedules.exponential_decay(2.0, 0.5, transition_steps=2)
+    assert e(4) == pytest.approx(0.5)
+    c = schedules.cosine_decay(1.0, 100, alpha=0.1)
+    assert c(0) == pytest.approx(1.0) and c(100) == pytest.approx(0.1) and c(500) == c(100)
+    assert c(50) == pytest.approx(0.1 + 0.9 * 0.5)
+    w = schedules.linear_warmup(schedules.cosine_decay(1.0, 10), 5)
+    assert [w(0), w(5)] == [0.0, 1.0] and w(2) == pytest.approx(0.4)
+    assert w(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 10)))
+
+
+def test_schedule_drives_sgd(backend):
+    params = {"w": backend.asarray(np.array([1.0]))}
+    grads = {"w": backend.asarray(np.array([1.0]))}
+    tx = optim.sgd(schedules.step_decay(1.0, 1, 0.5))
+    state = tx.init(params)
+    seen = []
+    for _ in range(3):
+        u, state = tx.update(grads, state, params)
+        seen.append(float(backend.to_numpy(u["w"])[0]))
+    assert seen == [-1.0, -0.5, -0.25]
+
+
+def test_bad_hyperparameters():
+    with pytest.raises(ValueError, match="nesterov"):
+        optim.sgd(0.1, nesterov=True)
+    with pytest.raises(ValueError, match="learning rate"):
+        optim.adam(-1.0)
+    with pytest.raises(ValueError, match="max_norm"):
+        optim.clip_by_global_norm(0.0)
+    with pytest.raises(ValueError, match="empty"):
+        optim.SGD([], lr=0.1)
+    with pytest.raises(TypeError, match="requires_grad"):
+        optim.SGD([Tensor(np.ones(2))], lr=0.1)

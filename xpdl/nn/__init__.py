@@ -1,0 +1,10 @@
+"""Layers in PyTorch's shape, written once on the Array API standard."""
+
+from .activation import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .dropout import Dropout
+from .linear import Linear
+from .module import Module, parameter
+from .sequential import Sequential
+
+__all__ = ["Module", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity",
+           "Dropout", "Sequential", "parameter"]

@@ -1,0 +1,140 @@
+"""``Module``: parameters, sub-modules, state dicts, train/eval and moving between backends."""
+
+from __future__ import annotations
+
+from .. import _namespace as _ns
+from ..autodiff.tensor import Tensor
+
+
+def parameter(data) -> Tensor:
+    """A leaf Tensor that requires grad and whose buffer belongs to xpdl (optimizers may
+    update it in place)."""
+    t = Tensor(data, requires_grad=True)
+    t._own = True
+    return t
+
+
+class Module:
+    """Base class of layers and models.
+
+    Assigning a Tensor that requires grad or another Module to an attribute registers it;
+    :meth:`named_parameters` lists parameters with dotted names (``"0.weight"``).
+    Subclasses implement ``forward``; call the module itself.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("xpdl: call Module.__init__() before assigning attributes")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Tensor) and value.requires_grad:
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    # -- traversal --------------------------------------------------------------------
+    def named_parameters(self, prefix=""):
+        """List of ``(dotted_name, Tensor)`` pairs, this module's first, then children's."""
+        out = [(prefix + n, p) for n, p in self._parameters.items()]
+        for name, m in self._modules.items():
+            out.extend(m.named_parameters(prefix + name + "."))
+        return out
+
+    def parameters(self):
+        """List of the parameter Tensors (the order of :meth:`named_parameters`)."""
+        return [p for _, p in self.named_parameters()]
+
+    def children(self):
+        return list(self._modules.values())
+
+    def modules(self):
+        """This module and all sub-modules, depth first."""
+        out = [self]
+        for m in self._modules.values():
+            out.extend(m.modules())
+        return out
+
+    # -- state ------------------------------------------------------------------------
+    def state_dict(self):
+        """``{dotted_name: array}`` of the parameters (the arrays themselves, not copies)."""
+        return {n: p.data for n, p in self.named_parameters()}
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays from ``state`` into the parameters.
+
+        Arrays are converted to each parameter's namespace, device and dtype and copied, so
+        the module never aliases the caller's arrays.
+
+        Raises
+        ------
+        ValueError
+            Missing or unexpected keys (when ``strict``), or a shape mismatch.
+        """
+        named = dict(self.named_parameters())
+        missing = [k for k in named if k not in state]
+        unexpected = [k for k in state if k not in named]
+        if strict and (missing or unexpected):
+            raise ValueError(f"xpdl: load_state_dict: missing keys {missing}, "
+                             f"unexpected keys {unexpected}")
+        for k, p in named.items():
+            if k not in state:
+                continue
+            a = state[k]
+            if tuple(a.shape) != p.shape:
+                raise ValueError(f"xpdl: load_state_dict: {k} has shape {tuple(a.shape)}, "
+                                 f"the parameter has {p.shape}")
+            new = _ns.move(a, xp=p.xp, device=p.device, dtype=_ns.dtype_name(p.xp, p.dtype))
+            p.data = p.xp.asarray(new, copy=True)
+            p.grad = None
+        return self
+
+    # -- modes and placement ----------------------------------------------------------
+    def train(self, mode=True):
+        """Set training mode (dropout active) on this module and its children."""
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        """Set evaluation mode (dropout off)."""
+        return self.train(False)
+
+    def zero_grad(self):
+        """Drop the accumulated gradients of all parameters."""
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, *, xp=None, device=None, dtype=None):
+        """Move every parameter to namespace ``xp``, ``device`` and/or ``dtype`` (in place on
+        the module; returns it). Gradients are dropped."""
+        for p in self.parameters():
+            new = _ns.move(p.data, xp=xp, device=device, dtype=dtype)
+            p._own = p._own or new is not p.data  # a moved array is a fresh buffer of ours
+            p.data = new
+            p._xp = _ns.array_namespace(new)
+            p.grad = None
+        return self
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, m in self._modules.items():
+            sub = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {sub}")
+        if len(lines) == 1:
+            return lines[0] + ")"
+        return "\n".join(lines) + "\n)"

@@ -1,0 +1,91 @@
+"""Optax-style gradient transformations on flat ``{name: array}`` dicts.
+
+A transformation is a pair ``init(params) -> state`` and
+``update(grads, state, params=None) -> (updates, state)``. ``params``, ``grads``, ``updates``
+and ``state`` are flat dicts keyed by parameter name; a state also holds plain ``int`` step
+counters, so it saves to safetensors + JSON as it is. ``apply_updates`` adds the updates.
+
+``update`` is pure by default. With ``inplace=True`` (used by the object wrappers, which
+own their state) the state buffers are updated in place where the namespace allows it
+(never for JAX); incoming gradients and updates are never written to.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+from .. import _namespace as _ns
+
+__all__ = ["GradientTransformation", "chain", "identity", "apply_updates"]
+
+
+class GradientTransformation(NamedTuple):
+    """``init(params) -> state`` and ``update(grads, state, params=None, *, inplace=False)
+    -> (updates, state)``."""
+
+    init: Callable
+    update: Callable
+
+
+def _namespace_of(tree):
+    for v in tree.values():
+        if _ns.is_array(v):
+            return _ns.array_namespace(v)
+    return None
+
+
+def can_inplace(tree, inplace):
+    """Whether buffers of ``tree`` may be updated in place."""
+    if not inplace:
+        return False
+    xp = _namespace_of(tree)
+    return xp is not None and _ns.supports_inplace(xp)
+
+
+def identity() -> GradientTransformation:
+    """Pass gradients through unchanged."""
+    return GradientTransformation(lambda params: {},
+                                  lambda grads, state, params=None, *, inplace=False:
+                                  (grads, state))
+
+
+def chain(*transforms) -> GradientTransformation:
+    """Apply ``transforms`` in sequence; the state keys of the i-th are prefixed ``"i/"``.
+
+    Examples
+    --------
+    >>> from xpdl import optim
+    >>> tx = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3))
+    """
+    transforms = tuple(transforms)
+
+    def init(params):
+        state = {}
+        for i, t in enumerate(transforms):
+            for k, v in t.init(params).items():
+                state[f"{i}/{k}"] = v
+        return state
+
+    def update(grads, state, params=None, *, inplace=False):
+        new_state = {}
+        for i, t in enumerate(transforms):
+            pfx = f"{i}/"
+            n = len(pfx)
+            sub = {k[n:]: v for k, v in state.items() if k.startswith(pfx)}
+            grads, sub = t.update(grads, sub, params, inplace=inplace)
+            for k, v in sub.items():
+                new_state[pfx + k] = v
+        return grads, new_state
+
+    return GradientTransformation(init, update)
+
+
+def apply_updates(params, updates):
+    """``{name: params[name] + updates[name]}`` (new arrays; names without an update are
+    kept as they are).
+
+    Parameters
+    ----------
+    params, updates : dict of str to array
+    """
+    return {k: (p + updates[k] if k in updates else p) for k, p in params.items()}

@@ -1,0 +1,62 @@
+"""Learning-rate schedules: callables ``step -> float`` (step 0 is the first update).
+
+Each takes a number or another schedule where it takes a value, so they compose:
+``linear_warmup(cosine_decay(1e-3, 1000), 100)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["constant", "step_decay", "exponential_decay", "cosine_decay", "linear_warmup"]
+
+
+def _value(v, step):
+    return float(v(step)) if callable(v) else float(v)
+
+
+def constant(value):
+    """The same learning rate at every step."""
+    return lambda step: _value(value, step)
+
+
+def step_decay(init_value, step_size, gamma=0.1):
+    """``init_value * gamma ** (step // step_size)`` (``torch.optim.lr_scheduler.StepLR``)."""
+    if step_size < 1:
+        raise ValueError(f"xpdl: step_size must be >= 1, got {step_size}")
+    return lambda step: _value(init_value, step) * gamma ** (step // step_size)
+
+
+def exponential_decay(init_value, decay_rate, transition_steps=1):
+    """``init_value * decay_rate ** (step / transition_steps)``."""
+    if transition_steps <= 0:
+        raise ValueError("xpdl: transition_steps must be positive")
+    return lambda step: _value(init_value, step) * decay_rate ** (step / transition_steps)
+
+
+def cosine_decay(init_value, decay_steps, alpha=0.0):
+    r"""Cosine from ``init_value`` to ``alpha * init_value`` over ``decay_steps``:
+    :math:`\eta_0\,[(1-\alpha)\tfrac12(1+\cos(\pi\min(t, T)/T)) + \alpha]`."""
+    if decay_steps <= 0:
+        raise ValueError("xpdl: decay_steps must be positive")
+
+    def f(step):
+        c = 0.5 * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
+        return _value(init_value, step) * ((1 - alpha) * c + alpha)
+
+    return f
+
+
+def linear_warmup(schedule, warmup_steps, init_value=0.0):
+    """Rise linearly from ``init_value`` to ``schedule(0)`` over ``warmup_steps``, then follow
+    ``schedule`` (shifted by ``warmup_steps``)."""
+    if warmup_steps < 0:
+        raise ValueError("xpdl: warmup_steps must be non-negative")
+
+    def f(step):
+        if step < warmup_steps:
+            target = _value(schedule, 0)
+            return init_value + (target - init_value) * step / warmup_steps
+        return _value(schedule, step - warmup_steps)
+
+    return f

@@ -1,0 +1,214 @@
+"""The transformation cores. Each optimizer of :mod:`xpdl.optim` is a chain of these.
+
+The update equations are PyTorch's (``torch.optim`` defaults), so trajectories match
+step for step: weight decay added to the gradient (``add_decayed_weights`` before the
+scaling, as ``SGD``/``Adam``/``RMSprop``/``Adagrad`` do) or to the update (after it, which
+is AdamW's decoupled decay).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import _namespace as _ns
+from .base import GradientTransformation, can_inplace
+
+__all__ = ["add_decayed_weights", "trace", "scale_by_adam", "scale_by_rms",
+           "scale_by_adagrad", "scale_by_learning_rate", "clip_by_global_norm"]
+
+
+def _zeros_like(tree):
+    out = {}
+    for k, v in tree.items():
+        xp = _ns.array_namespace(v)
+        out[k] = xp.zeros(v.shape, dtype=v.dtype, device=_ns.device_of(v))
+    return out
+
+
+def _need_params(params, name):
+    if params is None:
+        raise ValueError(f"xpdl.optim.{name}: update() needs params")
+
+
+def add_decayed_weights(weight_decay):
+    r"""``g + weight_decay * p`` (L2 regularisation of the loss :math:`\tfrac{\lambda}{2}
+    \|p\|^2`)."""
+
+    def update(grads, state, params=None, *, inplace=False):
+        if not weight_decay:
+            return grads, state
+        _need_params(params, "add_decayed_weights")
+        return {k: g + weight_decay * params[k] for k, g in grads.items()}, state
+
+    return GradientTransformation(lambda params: {}, update)
+
+
+def trace(momentum, nesterov=False):
+    r"""Momentum buffer :math:`b \leftarrow \mu b + g`; outputs :math:`b` or, with
+    Nesterov, :math:`g + \mu b` (PyTorch's SGD, dampening 0)."""
+
+    def init(params):
+        return {f"momentum/{k}": v for k, v in _zeros_like(params).items()}
+
+    def update(grads, state, params=None, *, inplace=False):
+        ip = can_inplace(grads, inplace)
+        out, new = {}, {}
+        for k, g in grads.items():
+            b = state[f"momentum/{k}"]
+            if ip:
+                b *= momentum
+                b += g
+            else:
+                b = momentum * b + g
+            new[f"momentum/{k}"] = b
+            out[k] = g + momentum * b if nesterov else b
+        return out, new
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
+    r"""Adam's direction :math:`\hat m / (\sqrt{\hat v} + \epsilon)` with bias corrections
+    :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`, where
+    :math:`m \leftarrow \beta_1 m + (1-\beta_1) g` and :math:`v \leftarrow \beta_2 v +
+    (1-\beta_2) g^2`. Written as PyTorch does: ``(m / (sqrt(v)/sqrt(bc2) + eps)) / bc1``."""
+
+    def init(params):
+        z1, z2 = _zeros_like(params), _zeros_like(params)
+        state = {"step": 0}
+        state.update({f"exp_avg/{k}": v for k, v in z1.items()})
+        state.update({f"exp_avg_sq/{k}": v for k, v in z2.items()})
+        return state
+
+    def update(grads, state, params=None, *, inplace=False):
+        ip = can_inplace(grads, inplace)
+        t = state["step"] + 1
+        bc1 = 1 - b1 ** t
+        sbc2 = math.sqrt(1 - b2 ** t)
+        new = {"step": t}
+        out = {}
+        for k, g in grads.items():
+            m = state[f"exp_avg/{k}"]
+            v = state[f"exp_avg_sq/{k}"]
+            xp = _ns.array_namespace(g)
+            if ip:
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * (g * g)
+            else:
+                m = b1 * m + (1 - b1) * g
+                v = b2 * v + (1 - b2) * (g * g)
+            new[f"exp_avg/{k}"] = m
+            new[f"exp_avg_sq/{k}"] = v
+            out[k] = (m / (xp.sqrt(v) / sbc2 + eps)) / bc1
+        return out, new
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_rms(alpha=0.99, eps=1e-8, centered=False):
+    r"""RMSprop's direction :math:`g / (\sqrt{s} + \epsilon)` with :math:`s \leftarrow
+    \alpha s + (1-\alpha) g^2`; centered: :math:`g / (\sqrt{s - \bar g^2} + \epsilon)` with
+    :math:`\bar g \leftarrow \alpha \bar g + (1-\alpha) g`."""
+
+    def init(params):
+        state = {f"square_avg/{k}": v for k, v in _zeros_like(params).items()}
+        if centered:
+            state.update({f"grad_avg/{k}": v for k, v in _zeros_like(params).items()})
+        return state
+
+    def update(grads, state, params=None, *, inplace=False):
+        ip = can_inplace(grads, inplace)
+        out, new = {}, {}
+        for k, g in grads.items():
+            xp = _ns.array_namespace(g)
+            s = state[f"square_avg/{k}"]
+            if ip:
+                s *= alpha
+                s += (1 - alpha) * (g * g)
+            else:
+                s = alpha * s + (1 - alpha) * (g * g)
+            new[f"square_avg/{k}"] = s
+            if centered:
+                ga = state[f"grad_avg/{k}"]
+                if ip:
+                    ga *= alpha
+                    ga += (1 - alpha) * g
+                else:
+                    ga = alpha * ga + (1 - alpha) * g
+                new[f"grad_avg/{k}"] = ga
+                avg = xp.sqrt(s - ga * ga) + eps
+            else:
+                avg = xp.sqrt(s) + eps
+            out[k] = g / avg
+        return out, new
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_adagrad(eps=1e-10, initial_accumulator_value=0.0):
+    r"""Adagrad's direction :math:`g / (\sqrt{\sum_t g_t^2} + \epsilon)`."""
+
+    def init(params):
+        z = _zeros_like(params)
+        if initial_accumulator_value:
+            z = {k: v + initial_accumulator_value for k, v in z.items()}
+        return {f"sum/{k}": v for k, v in z.items()}
+
+    def update(grads, state, params=None, *, inplace=False):
+        ip = can_inplace(grads, inplace)
+        out, new = {}, {}
+        for k, g in grads.items():
+            xp = _ns.array_namespace(g)
+            s = state[f"sum/{k}"]
+            if ip:
+                s += g * g
+            else:
+                s = s + g * g
+            new[f"sum/{k}"] = s
+            out[k] = g / (xp.sqrt(s) + eps)
+        return out, new
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_learning_rate(learning_rate):
+    """Multiply by ``-learning_rate``; a callable is a schedule evaluated at the step count
+    (0 for the first update)."""
+    sched = callable(learning_rate)
+    if not sched and learning_rate < 0:
+        raise ValueError(f"xpdl.optim: learning rate must be non-negative, got {learning_rate}")
+
+    def init(params):
+        return {"step": 0}
+
+    def update(grads, state, params=None, *, inplace=False):
+        step = state["step"]
+        lr = float(learning_rate(step)) if sched else learning_rate
+        return {k: g * (-lr) for k, g in grads.items()}, {"step": step + 1}
+
+    return GradientTransformation(init, update)
+
+
+def clip_by_global_norm(max_norm):
+    r"""Scale all gradients by :math:`\min(1, c / (\|g\|_2 + 10^{-6}))`, with
+    :math:`\|g\|_2` the norm of all of them together (``torch.nn.utils.clip_grad_norm_``).
+    Computed on the device: no host synchronisation."""
+    if max_norm <= 0:
+        raise ValueError(f"xpdl.optim.clip_by_global_norm: max_norm must be positive, "
+                         f"got {max_norm}")
+
+    def update(grads, state, params=None, *, inplace=False):
+        if not grads:
+            return grads, state
+        total = None
+        xp = None
+        for g in grads.values():
+            xp = _ns.array_namespace(g)
+            sq = xp.sum(g * g)
+            total = sq if total is None else total + sq
+        coef = xp.minimum(max_norm / (xp.sqrt(total) + 1e-6), 1.0)
+        return {k: g * xp.astype(coef, g.dtype) for k, g in grads.items()}, state
+
+    return GradientTransformation(lambda params: {}, update)

@@ -1,0 +1,160 @@
+"""PyTorch-style optimizer objects: thin wrappers over the functional transformations."""
+
+from __future__ import annotations
+
+from .. import _namespace as _ns
+from ..autodiff.tensor import Tensor
+from . import alias
+
+__all__ = ["Optimizer", "SGD", "GD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+
+
+def _named(params):
+    """``[(name, Tensor)]`` from a Module, a dict, (name, Tensor) pairs or Tensors."""
+    if hasattr(params, "named_parameters"):
+        items = list(params.named_parameters())
+    elif isinstance(params, dict):
+        items = list(params.items())
+    else:
+        params = list(params)
+        if params and isinstance(params[0], tuple):
+            items = [(str(n), p) for n, p in params]
+        else:
+            items = [(str(i), p) for i, p in enumerate(params)]
+    if not items:
+        raise ValueError("xpdl.optim: the optimizer got an empty parameter list")
+    for n, p in items:
+        if not isinstance(p, Tensor) or not p.requires_grad:
+            raise TypeError(f"xpdl.optim: parameter {n!r} must be a Tensor with "
+                            f"requires_grad=True")
+    return items
+
+
+class Optimizer:
+    """Base of the object optimizers.
+
+    Parameters
+    ----------
+    params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
+        What to optimise; names key :meth:`state_dict` (indices for a plain list).
+    transform : GradientTransformation
+        The functional optimizer doing the work.
+
+    Notes
+    -----
+    :meth:`step` updates each parameter's ``data`` in place when its namespace allows
+    (not JAX). A parameter whose array the user supplied is copied once first, so user
+    arrays are never written to.
+    """
+
+    def __init__(self, params, transform):
+        self._params = _named(params)
+        self.transform = transform
+        for _, p in self._params:
+            if not p._own:
+                p.data = p.xp.asarray(p.data, copy=True)
+                p._own = True
+        self.state = transform.init({n: p.data for n, p in self._params})
+
+    @property
+    def param_names(self):
+        return [n for n, _ in self._params]
+
+    def zero_grad(self):
+        """Drop the gradients of all parameters (``grad = None``)."""
+        for _, p in self._params:
+            p.grad = None
+
+    def step(self):
+        """Apply one update from the parameters' ``.grad`` (parameters without a gradient
+        are skipped)."""
+        live = [(n, p) for n, p in self._params if p.grad is not None]
+        if not live:
+            return
+        grads = {n: p.grad for n, p in live}
+        params = {n: p.data for n, p in live}
+        inplace = _ns.supports_inplace(live[0][1].xp)
+        updates, new = self.transform.update(grads, self.state, params, inplace=inplace)
+        self.state.update(new)
+        for n, p in live:
+            if inplace:
+                p.data += updates[n]
+            else:
+                p.data = p.data + updates[n]
+
+    def state_dict(self):
+        """The optimizer state: ``{key: array | int}`` with keys like ``"exp_avg/0.weight"``
+        and ``"step"`` counters."""
+        return dict(self.state)
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict` output (arrays are copied onto the parameters'
+        namespace and device)."""
+        if set(state) != set(self.state):
+            missing = sorted(set(self.state) - set(state))
+            extra = sorted(set(state) - set(self.state))
+            raise ValueError(f"xpdl.optim: state keys differ: missing {missing}, "
+                             f"unexpected {extra}")
+        new = {}
+        for k, v in state.items():
+            cur = self.state[k]
+            if _ns.is_array(cur):
+                if tuple(v.shape) != tuple(cur.shape):
+                    raise ValueError(f"xpdl.optim: state {k} has shape {tuple(v.shape)}, "
+                                     f"expected {tuple(cur.shape)}")
+                xp = _ns.array_namespace(cur)
+                moved = _ns.move(v, xp=xp, device=_ns.device_of(cur),
+                                 dtype=_ns.dtype_name(xp, cur.dtype))
+                new[k] = xp.asarray(moved, copy=True)
+            else:
+                new[k] = int(v)
+        self.state = new
+
+    def __repr__(self):
+        return f"{type(self).__name__}({len(self._params)} parameters)"
+
+
+class SGD(Optimizer):
+    """Object form of :func:`xpdl.optim.sgd`."""
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params, alias.sgd(lr, momentum, nesterov, weight_decay))
+
+
+class GD(Optimizer):
+    """Object form of :func:`xpdl.optim.gd`."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, alias.gd(lr))
+
+
+class Adam(Optimizer):
+    """Object form of :func:`xpdl.optim.adam`."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, alias.adam(lr, betas, eps, weight_decay))
+
+
+class AdamW(Optimizer):
+    """Object form of :func:`xpdl.optim.adamw`."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, alias.adamw(lr, betas, eps, weight_decay))
+
+
+class RMSprop(Optimizer):
+    """Object form of :func:`xpdl.optim.rmsprop`."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
+                 weight_decay=0.0):
+        super().__init__(params, alias.rmsprop(lr, alpha, eps, momentum, centered,
+                                               weight_decay))
+
+
+class Adagrad(Optimizer):
+    """Object form of :func:`xpdl.optim.adagrad`."""
+
+    def __init__(self, params, lr=1e-2, eps=1e-10, weight_decay=0.0,
+                 initial_accumulator_value=0.0):
+        super().__init__(params, alias.adagrad(lr, eps, weight_decay,
+                                               initial_accumulator_value))
