@@ -160,7 +160,7 @@ def test_clip_by_global_norm_matches_torch(backend):
     torch.nn.utils.clip_grad_norm_(params, 2.0)
     tx = optim.clip_by_global_norm(2.0)
     out, _ = tx.update({k: backend.asarray(v) for k, v in g_h.items()}, {})
-    for (k, v), p in zip(out.items(), params):
+    for v, p in zip(out.values(), params):
         np.testing.assert_allclose(backend.to_numpy(v), p.grad.numpy(), rtol=1e-6)
     small, _ = tx.update({"a": backend.asarray(np.array([0.1, 0.1]))}, {})
     np.testing.assert_allclose(backend.to_numpy(small["a"]), [0.1, 0.1], rtol=1e-6)

@@ -12,7 +12,8 @@ own their state) the state buffers are updated in place where the namespace allo
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .. import _namespace as _ns
 
