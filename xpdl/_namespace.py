@@ -32,6 +32,10 @@ __all__ = [
     "to_host",
     "from_host",
     "move",
+    "as_input_array",
+    "host_xp",
+    "host_asarray",
+    "is_host_array",
 ]
 
 _FLOAT_NAMES = ("float32", "float64")
@@ -284,3 +288,55 @@ def move(x, *, xp=None, device=None, dtype=None):
         return out
     host = to_host(x)
     return from_host(host, xp, device=device, dtype=dtype)
+
+
+def as_input_array(x, name="X"):
+    """``x`` itself if it is an array of a supported namespace, else a NumPy array made from
+    it (lists, pandas objects, memmaps). Sparse matrices and other non-array inputs raise
+    ``TypeError``; object or string data raise ``ValueError`` naming ``name``."""
+    if is_array(x):
+        if isinstance(x, np.ndarray) and type(x) is not np.ndarray:
+            x = np.asarray(x)  # memmap, matrix subclasses
+        if isinstance(x, np.ndarray) and x.dtype.kind in "OUSV":
+            return _numeric_or_raise(x, name)
+        return x
+    if hasattr(x, "toarray") or type(x).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"xpdl: {name} is a sparse matrix; xpdl needs dense arrays "
+                        f"(use X.toarray())")
+    if x is None:
+        raise ValueError(f"xpdl: {name} is None; this estimator requires {name} to be passed")
+    try:
+        a = np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"xpdl: {name} of type {type(x).__name__} cannot be converted to an "
+                        f"array") from exc
+    if a.dtype.kind in "OUSV":
+        return _numeric_or_raise(a, name)
+    return a
+
+
+def _numeric_or_raise(a, name):
+    try:
+        return a.astype(np.float64)
+    except TypeError:
+        raise  # e.g. "float() argument must be a string or a real number, not 'dict'"
+    except ValueError as exc:
+        raise ValueError(f"xpdl: {name} has non-numeric values (dtype {a.dtype}); "
+                         f"xpdl needs numbers") from exc
+
+
+def host_xp():
+    """The namespace of host (NumPy) arrays, for data that only lives on the host
+    (string labels)."""
+    import array_api_compat.numpy as hxp
+
+    return hxp
+
+
+def host_asarray(x):
+    """``x`` as a NumPy array on the host (labels of any type, lists)."""
+    return np.asarray(to_host(x) if is_array(x) and not isinstance(x, np.ndarray) else x)
+
+
+def is_host_array(x) -> bool:
+    return isinstance(x, np.ndarray)

@@ -75,6 +75,28 @@ class Generator:
         host = self._rng.permutation(n).astype(np.int64)
         return self._place(host, xp, device, None)
 
+    def split_indices(self, n, fraction, labels=None):
+        """Random ``(train, validation)`` host index arrays with ``round(fraction * n)``
+        validation samples (at least 1), stratified by ``labels`` when given."""
+        n_val = max(1, int(round(fraction * n)))
+        if labels is None:
+            perm = self._rng.permutation(n)
+            return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+        labels = np.asarray(labels)
+        val = []
+        classes, counts = np.unique(labels, return_counts=True)
+        # Per-class shares of the validation set, largest remainders rounded up.
+        share = counts * (n_val / n)
+        take = np.floor(share).astype(int)
+        for i in np.argsort(-(share - take))[: n_val - take.sum()]:
+            take[i] += 1
+        for c, k in zip(classes, take):
+            members = np.flatnonzero(labels == c)
+            val.append(self._rng.permutation(members)[:k])
+        val = np.sort(np.concatenate(val))
+        train = np.setdiff1d(np.arange(n), val)
+        return train, val
+
     def get_state(self) -> dict:
         """The generator's state as a JSON-serialisable dict."""
         return self._rng.bit_generator.state

@@ -165,6 +165,24 @@ class Tensor:
 
     __hash__ = object.__hash__
 
+    # Pickling keeps the data, the gradient and the flags; the namespace (a module) is
+    # found again from the data, and the tape is not kept.
+    def __getstate__(self):
+        return {"data": self.data, "grad": self.grad, "requires_grad": self.requires_grad,
+                "own": self._own}
+
+    def __setstate__(self, state):
+        self.data = state["data"]
+        self.grad = state["grad"]
+        self.requires_grad = state["requires_grad"]
+        self._xp = _ns.array_namespace(self.data)
+        self._parents = ()
+        self._backward = None
+        self._seq = _next_seq()
+        self._mark = None
+        self._g = None
+        self._own = state["own"]
+
     def detach(self) -> Tensor:
         """A tensor sharing :attr:`data` with no history and no gradient."""
         return _wrap(self.data, self._xp)

@@ -1,0 +1,429 @@
+"""What every estimator shares: parameters, placement, scoring and the training loop.
+
+An estimator is a composition of xpdl's pieces, not a second implementation: a
+:class:`~xpdl.nn.Sequential` module, a loss from :mod:`xpdl.losses`, an optimizer from
+:mod:`xpdl.optim` and the loop below (seeded reshuffling, minibatches, L2, early stopping,
+divergence detection, warm start, progress bar).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+from .. import _namespace as _ns
+from .. import functional as F
+from .. import losses as L
+from ..autodiff.tensor import Tensor, no_grad
+from ..exceptions import DivergenceError
+from ..nn import Dropout, Linear, ReLU, Sequential, Sigmoid, Tanh
+from ..optim import Optimizer, adagrad, adam, adamw, gd, rmsprop, sgd
+from ..random import Generator
+from . import _validation as V
+
+try:  # scikit-learn is optional: with it, estimators are full scikit-learn citizens.
+    from sklearn.base import BaseEstimator as _SKBase
+    from sklearn.base import ClassifierMixin as _SKClassifier
+    from sklearn.base import RegressorMixin as _SKRegressor
+
+    HAVE_SKLEARN = True
+except ImportError:  # pragma: no cover - exercised only without scikit-learn
+    HAVE_SKLEARN = False
+
+    class _SKBase:
+        """Minimal ``get_params``/``set_params`` when scikit-learn is not installed."""
+
+        @classmethod
+        def _get_param_names(cls):
+            sig = inspect.signature(cls.__init__)
+            return sorted(p.name for p in sig.parameters.values()
+                          if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+        def get_params(self, deep=True):
+            return {k: getattr(self, k) for k in self._get_param_names()}
+
+        def set_params(self, **params):
+            valid = self._get_param_names()
+            for k, v in params.items():
+                if k not in valid:
+                    raise ValueError(f"Invalid parameter {k!r} for {type(self).__name__}")
+                setattr(self, k, v)
+            return self
+
+        def __repr__(self):
+            args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+            return f"{type(self).__name__}({args})"
+
+    class _SKClassifier:
+        _estimator_type = "classifier"
+
+    class _SKRegressor:
+        _estimator_type = "regressor"
+
+
+_OPTIMIZERS = {"adam": adam, "sgd": sgd, "gd": gd, "adamw": adamw, "rmsprop": rmsprop,
+               "adagrad": adagrad}
+_ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+
+
+class _available_if:
+    """Method descriptor that exists only when ``check(instance)`` is true (so ``hasattr``
+    tells whether e.g. ``partial_fit`` applies to the chosen solver)."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def __call__(self, fn):
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+        return self
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self.fn
+        if not self.check(obj):
+            raise AttributeError(f"{type(obj).__name__} has no partial_fit with solver "
+                                 f"{obj._optimizer_name()!r}")
+        return self.fn.__get__(obj, owner)
+
+
+class BaseModel(_SKBase):
+    """Placement, fitted-state checks and scoring shared by all estimators."""
+
+    def __sklearn_is_fitted__(self):
+        return "module_" in self.__dict__
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        if not getattr(self, "_is_classifier", True):
+            tags.target_tags.multi_output = True
+        return tags
+
+    # Namespaces are modules and optimizers hold closures: neither pickles. Keep the
+    # optimizer's state (arrays and ints) and rebuild both on load.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_xp", None)
+        opt = state.pop("_optimizer", None)
+        if opt is not None:
+            state["_optimizer_state"] = opt.state_dict()
+        return state
+
+    def __setstate__(self, state):
+        opt_state = state.pop("_optimizer_state", None)
+        self.__dict__.update(state)
+        if "module_" in state:
+            self._xp = self.module_.parameters()[0].xp
+            if opt_state is not None:
+                self._optimizer = self._make_optimizer()
+                self._optimizer.load_state_dict(opt_state)
+        elif "_dtype" in state:  # validated but not fitted: namespace unknown, refit resets
+            self.__dict__.pop("_dtype")
+
+    # -- placement --------------------------------------------------------------------
+    def to(self, *, xp=None, device=None):
+        """Move a fitted estimator (parameters, optimizer state, array attributes) to
+        namespace ``xp`` and/or ``device``; returns it."""
+        V.check_is_fitted(self)
+        self.module_.to(xp=xp, device=device)
+        new_xp = self.module_.parameters()[0].xp
+        new_dev = self.module_.parameters()[0].device
+        for k, v in list(vars(self).items()):
+            if k.endswith("_") and not k.startswith("_") and _ns.is_array(v) and \
+                    not _ns.is_host_array(v) and k != "module_":
+                setattr(self, k, _ns.move(v, xp=new_xp, device=new_dev))
+        opt = self.__dict__.get("_optimizer")
+        if opt is not None:
+            opt.state = {k: (_ns.move(v, xp=new_xp, device=new_dev) if _ns.is_array(v) else v)
+                         for k, v in opt.state.items()}
+        self._xp, self._device = new_xp, new_dev
+        return self
+
+    def _forward(self, X):
+        """Raw outputs of ``module_`` for validated ``X`` (eval mode, no tape)."""
+        self.module_.eval()
+        with no_grad():
+            out = self.module_(X)
+        return out.data if isinstance(out, Tensor) else out
+
+
+class ClassifierMixin(_SKClassifier):
+    """Accuracy score and label mapping for classifiers."""
+
+    def _labels_from_indices(self, idx):
+        cls = self.classes_
+        if _ns.is_host_array(cls):
+            return cls[_ns.to_host(idx)]
+        return self._xp.take(cls, idx)
+
+    def predict(self, X):
+        """Predicted class labels, shape (n_samples,): of the training namespace for
+        numeric labels given in it, a NumPy array for host labels (strings)."""
+        return self._labels_from_indices(self._predict_indices(X))
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`, shape (n_samples, n_classes)."""
+        V.check_is_fitted(self)
+        return self._xp.log(self.predict_proba(X))
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of :meth:`predict` on ``(X, y)`` (weighted by ``sample_weight``)."""
+        X = V.validate_X(self, X, reset=False)
+        yi = V.validate_y_classification(self, y, X.shape[0], reset=False)
+        xp = self._xp
+        hit = xp.astype(self._predict_indices(X) == yi, self._dtype)
+        w = V.validate_sample_weight(self, sample_weight, X.shape[0])
+        return float(xp.mean(hit if w is None else hit * w))
+
+
+class RegressorMixin(_SKRegressor):
+    """R² score for regressors."""
+
+    def score(self, X, y, sample_weight=None):
+        r"""Coefficient of determination :math:`R^2 = 1 - \sum (y-\hat y)^2 / \sum (y -
+        \bar y)^2` (averaged uniformly over outputs)."""
+        X = V.validate_X(self, X, reset=False)
+        y = V.validate_y_regression(self, y, X.shape[0])
+        w = V.validate_sample_weight(self, sample_weight, X.shape[0])
+        return r2(self._xp, y, self.predict(X), w)
+
+
+def r2(xp, y, pred, w=None):
+    if y.ndim == 1:
+        y = xp.reshape(y, (-1, 1))
+        pred = xp.reshape(pred, (-1, 1))
+    ww = 1.0 if w is None else xp.reshape(w, (-1, 1))
+    mean = xp.sum(ww * y, axis=0) / (y.shape[0] if w is None else xp.sum(w))
+    ss_res = xp.sum(ww * (y - pred) ** 2, axis=0)
+    ss_tot = xp.sum(ww * (y - mean) ** 2, axis=0)
+    res = _ns.to_host(ss_res).astype(float)
+    tot = _ns.to_host(ss_tot).astype(float)
+    scores = [1.0 - r / t if t > 0 else (1.0 if r == 0 else 0.0) for r, t in zip(res, tot)]
+    return float(sum(scores) / len(scores))
+
+
+class NetworkEstimator(BaseModel):
+    """The training loop shared by the MLPs and the iterative solvers of the linear models.
+
+    Subclasses define ``_build_layers``, ``_targets`` and ``_data_loss`` and may override
+    ``_val_score``; hyperparameters are read from the attributes named in ``__init__``.
+    """
+
+    _l2_denominator = "batch"  # scikit-learn's MLP divides the L2 term by the batch size
+
+    # -- hooks ------------------------------------------------------------------------
+    def _optimizer_name(self):
+        return self.optimizer
+
+    def _batch_size(self, n):
+        bs = self.batch_size
+        if bs is None:
+            return n
+        if bs == "auto":
+            return min(200, n)
+        if not isinstance(bs, int) or bs < 1:
+            raise ValueError(f"xpdl: batch_size must be a positive int, 'auto' or None, "
+                             f"got {bs!r}")
+        return min(bs, n)
+
+    def _make_layers(self, sizes, activation, dropout, init_last="glorot"):
+        act = _ACTIVATIONS[activation]
+        init = "he" if activation == "relu" else "glorot"
+        layers = []
+        kw = dict(rng=self._rng, xp=self._xp, device=self._device, dtype=self._dtype)
+        for i in range(len(sizes) - 1):
+            last = i == len(sizes) - 2
+            layers.append(Linear(sizes[i], sizes[i + 1], init=init_last if last else init, **kw))
+            if not last:
+                layers.append(act())
+                if dropout:
+                    layers.append(Dropout(dropout, rng=self._rng))
+        return Sequential(*layers)
+
+    def _check_common_params(self):
+        if self._optimizer_name() not in _OPTIMIZERS:
+            raise ValueError(f"xpdl: optimizer must be one of {sorted(_OPTIMIZERS)}, got "
+                             f"{self._optimizer_name()!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"xpdl: learning_rate must be positive, got {self.learning_rate}")
+        if not (isinstance(self.max_iter, int) and self.max_iter >= 1):
+            raise ValueError(f"xpdl: max_iter must be a positive int, got {self.max_iter!r}")
+        if self.alpha < 0:
+            raise ValueError(f"xpdl: alpha must be non-negative, got {self.alpha}")
+        if not 0.0 <= getattr(self, "dropout", 0.0) < 1.0:
+            raise ValueError(f"xpdl: dropout must be in [0, 1), got {self.dropout}")
+
+    def _make_optimizer(self):
+        name = self._optimizer_name()
+        return Optimizer(self.module_, _OPTIMIZERS[name](self.learning_rate))
+
+    # -- fitting ----------------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Fit on ``X`` of shape (n_samples, n_features) and ``y``; returns ``self``.
+
+        With ``warm_start=True`` and a fitted model, training continues from the current
+        parameters, optimizer state and random generator for ``max_iter`` more epochs.
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def _fit(self, X, y, sample_weight, incremental, classes=None):
+        self._check_common_params()
+        fresh = not self.__sklearn_is_fitted__() or not (self.warm_start or incremental)
+        X = V.validate_X(self, X, reset=fresh)
+        n = X.shape[0]
+        T, n_out = self._targets(y, n, reset=fresh, classes=classes)
+        w = V.validate_sample_weight(self, sample_weight, n)
+        if fresh:
+            self._rng = Generator(self.random_state)
+            self.module_ = self._build_layers(self.n_features_in_, n_out)
+            self._optimizer = self._make_optimizer()
+            self._n_outputs = n_out
+            self.loss_curve_ = []
+            self.validation_scores_ = [] if self._early_stopping_on(incremental) else None
+            self.best_loss_ = math.inf
+            self.best_validation_score_ = -math.inf
+            self._no_improve = 0
+            self.n_iter_ = 0
+            self.t_ = 0
+        elif n_out != self._n_outputs:
+            raise ValueError(f"xpdl: y has {n_out} outputs/classes but the fitted model has "
+                             f"{self._n_outputs}; refit without warm_start")
+        Xv = Tv = None
+        if self._early_stopping_on(incremental):
+            X, T, w, Xv, Tv = self._split(X, T, w)
+        epochs = 1 if incremental else self.max_iter
+        self._train(X, T, w, epochs, Xv, Tv, incremental)
+        return self
+
+    def _early_stopping_on(self, incremental):
+        return bool(getattr(self, "early_stopping", False)) and not incremental
+
+    def _split(self, X, T, w):
+        """Hold out ``validation_fraction`` (stratified for classifiers), drawn from a
+        generator seeded by ``random_state`` so that warm restarts see the same split."""
+        xp, dev = self._xp, self._device
+        n = X.shape[0]
+        frac = self.validation_fraction
+        if not 0.0 < frac < 1.0:
+            raise ValueError(f"xpdl: validation_fraction must be in (0, 1), got {frac}")
+        g = Generator(self.random_state)
+        labels = _ns.to_host(T) if self._is_classifier else None
+        train, val = g.split_indices(n, frac, labels)
+        if train.shape[0] == 0:
+            raise ValueError("xpdl: too few samples for early_stopping's validation split")
+        train_idx = _ns.from_host(train, xp, device=dev, dtype=xp.int64)
+        val_idx = _ns.from_host(val, xp, device=dev, dtype=xp.int64)
+
+        def take(a, idx):
+            return None if a is None else xp.take(a, idx, axis=0)
+
+        return (take(X, train_idx), take(T, train_idx), take(w, train_idx),
+                take(X, val_idx), take(T, val_idx))
+
+    def _l2(self, nb):
+        if not self.alpha:
+            return None
+        total = None
+        for name, p in self.module_.named_parameters():
+            if name.endswith("weight"):
+                s = F.sum(p * p)
+                total = s if total is None else total + s
+        return total * (0.5 * self.alpha / nb)
+
+    def _train(self, X, T, w, epochs, Xv, Tv, incremental):
+        from tqdm.auto import tqdm
+
+        xp = self._xp
+        n = X.shape[0]
+        bs = self._batch_size(n)
+        module, opt = self.module_, self._optimizer
+        params = module.parameters()
+        module.train()
+        bar = tqdm(range(epochs), disable=not getattr(self, "verbose", False),
+                   desc=type(self).__name__, unit="epoch", leave=False)
+        converged = False
+        for _ in bar:
+            snapshot = [xp.asarray(p.data, copy=True) for p in params]
+            perm = None if bs >= n else self._rng.permutation(n, xp=xp, device=self._device)
+            acc = 0.0
+            for start in range(0, n, bs):
+                if perm is None:
+                    Xb, Tb, wb = X, T, w
+                else:
+                    idx = perm[start:start + bs]
+                    Xb = xp.take(X, idx, axis=0)
+                    Tb = xp.take(T, idx, axis=0)
+                    wb = None if w is None else xp.take(w, idx, axis=0)
+                nb = Xb.shape[0]
+                opt.zero_grad()
+                out = module(Xb)
+                loss = self._data_loss(out, Tb, wb)
+                pen = self._l2(nb if self._l2_denominator == "batch" else n)
+                if pen is not None:
+                    loss = loss + pen
+                self._backward_and_step(loss, out, Xb, Tb, wb)
+                acc = acc + loss.data * nb
+                self.t_ += 1
+            epoch_loss = float(acc) / n
+            self.n_iter_ += 1
+            if not math.isfinite(epoch_loss):
+                for p, s in zip(params, snapshot):
+                    p.data = s
+                raise DivergenceError(self.n_iter_, epoch_loss, self.learning_rate)
+            self.loss_curve_.append(epoch_loss)
+            postfix = {"loss": f"{epoch_loss:.4g}"}
+            if Xv is not None:
+                score = self._val_score(Xv, Tv)
+                self.validation_scores_.append(score)
+                postfix["val"] = f"{score:.4f}"
+                module.train()
+                if score > self.best_validation_score_:
+                    self._best_params = [xp.asarray(p.data, copy=True) for p in params]
+                if score < self.best_validation_score_ + self.tol:
+                    self._no_improve += 1
+                else:
+                    self._no_improve = 0
+                self.best_validation_score_ = max(self.best_validation_score_, score)
+                self.best_loss_ = None
+            else:
+                if epoch_loss > self.best_loss_ - self.tol:
+                    self._no_improve += 1
+                else:
+                    self._no_improve = 0
+                self.best_loss_ = min(self.best_loss_, epoch_loss)
+            bar.set_postfix(postfix)
+            if not incremental and self._no_improve > self._patience():
+                converged = True
+                break
+        bar.close()
+        if Xv is not None and getattr(self, "_best_params", None) is not None:
+            for p, b in zip(params, self._best_params):
+                p.data = b
+        module.eval()
+        if not incremental and not converged and self._warn_on_max_iter:
+            V.warn_convergence(self, self.max_iter)
+
+    _warn_on_max_iter = True
+
+    def _patience(self):
+        return self.n_iter_no_change
+
+    def _backward_and_step(self, loss, out, Xb, Tb, wb):
+        loss.backward()
+        self._optimizer.step()
+
+    def _has_partial_fit(self):
+        return self._optimizer_name() in _OPTIMIZERS
+
+    @_available_if(_has_partial_fit)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over ``(X, y)``, continuing from the current state (fits from scratch
+        on the first call)."""
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _weighted_mean(self, per_sample, w):
+        xp = self._xp
+        if w is None:
+            return F.mean(per_sample)
+        return F.mean(per_sample * Tensor(w))

@@ -1,0 +1,196 @@
+"""Linear regression: closed form (SVD) with optional ridge, or gradient descent."""
+
+from __future__ import annotations
+
+from .. import functional as F
+from .. import losses as L
+from ..nn import Linear, Sequential
+from . import _validation as V
+from ._base import NetworkEstimator, RegressorMixin, r2
+
+
+class _LinearModelMixin:
+    """``coef_``/``intercept_`` in scikit-learn's shapes, read from ``module_``."""
+
+    def _linear(self):
+        V.check_is_fitted(self)
+        return self.module_[0]
+
+    @property
+    def coef_(self):
+        W = self._linear().weight.data
+        return self._xp.reshape(W, (-1,)) if self._single_output() else W
+
+    @property
+    def intercept_(self):
+        lin = self._linear()
+        xp = self._xp
+        if lin.bias is None:
+            b = xp.zeros((lin.out_features,), dtype=self._dtype, device=self._device)
+        else:
+            b = lin.bias.data
+        return xp.reshape(b, ()) if self._single_output() else b
+
+    def _zero_linear(self, n_in, n_out, bias):
+        xp = self._xp
+        lin = Linear(n_in, n_out, bias=bias, rng=0, xp=xp, device=self._device,
+                     dtype=self._dtype)
+        lin.weight.data = xp.zeros((n_out, n_in), dtype=self._dtype, device=self._device)
+        return Sequential(lin)
+
+
+class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
+    r"""Least-squares linear regression, optionally ridge-penalised.
+
+    Minimises :math:`\|y - Xw - b\|^2 + \alpha\|w\|^2` (scikit-learn's ``Ridge`` objective;
+    the intercept is not penalised), weighted by ``sample_weight``.
+
+    Parameters
+    ----------
+    solver : {"lstsq", "gd", "sgd", "adam"}, default "lstsq"
+        ``"lstsq"``: closed form through the standard's ``linalg.svd`` on centred data (the
+        minimum-norm solution when ``X`` is rank deficient; never the normal equations'
+        inverse). ``"gd"``: full-batch gradient descent from zero,
+        :math:`\theta \leftarrow \theta - \eta\,\tfrac{1}{m}X^\top(X\theta - y)` (the
+        gradient of half the mean squared error), plus :math:`\tfrac{\alpha}{m}w` for ridge.
+        ``"sgd"``/``"adam"``: the same objective on minibatches of ``batch_size``.
+    fit_intercept : bool, default True
+    alpha : float, default 0.0
+    learning_rate : float, default 0.01
+        Step size of the iterative solvers.
+    max_iter : int, default 1000
+        Iterations (epochs) of the iterative solvers.
+    tol : float, default 1e-6
+        The iterative solvers stop when the loss has not decreased by ``tol`` for 5 epochs.
+    batch_size : int or None
+        Minibatch size for "sgd"/"adam" (None: min(200, n_samples)); "gd" uses all samples.
+    random_state : int or None
+        Seeds the minibatch order.
+
+    Attributes
+    ----------
+    coef_ : array of shape (n_features,) or (n_targets, n_features)
+    intercept_ : array of shape () or (n_targets,)
+    module_ : xpdl.nn.Sequential
+        One :class:`~xpdl.nn.Linear` layer holding ``coef_`` and ``intercept_``.
+    loss_curve_ : list of float
+        Per-epoch loss of the iterative solvers (empty for "lstsq").
+    n_iter_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpdl import LinearRegression
+    >>> X = np.array([[0.0], [1.0], [2.0]]); y = np.array([1.0, 3.0, 5.0])
+    >>> m = LinearRegression().fit(X, y)
+    >>> round(float(m.coef_[0]), 6), round(float(m.intercept_), 6)
+    (2.0, 1.0)
+    """
+
+    warm_start = False
+    verbose = False
+    dtype = None
+    early_stopping = False
+    _is_classifier = False
+    _l2_denominator = "n"
+    _warn_on_max_iter = False
+
+    def __init__(self, *, solver="lstsq", fit_intercept=True, alpha=0.0, learning_rate=0.01,
+                 max_iter=1000, tol=1e-6, batch_size=None, random_state=None):
+        self.solver = solver
+        self.fit_intercept = fit_intercept
+        self.alpha = alpha
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    def _single_output(self):
+        return self._y_ndim == 1
+
+    def _optimizer_name(self):
+        return self.solver
+
+    def _patience(self):
+        return 5
+
+    def _batch_size(self, n):
+        if self.solver == "gd":
+            return n
+        return super()._batch_size(n) if self.batch_size is not None else min(200, n)
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on ``X`` (n_samples, n_features) and ``y`` (n_samples,) or (n_samples,
+        n_targets); returns ``self``."""
+        if self.solver not in ("lstsq", "gd", "sgd", "adam"):
+            raise ValueError(f"xpdl: solver must be 'lstsq', 'gd', 'sgd' or 'adam', got "
+                             f"{self.solver!r}")
+        if self.alpha < 0:
+            raise ValueError(f"xpdl: alpha must be non-negative, got {self.alpha}")
+        if self.solver != "lstsq":
+            return self._fit(X, y, sample_weight, incremental=False)
+        X = V.validate_X(self, X, reset=True)
+        n = X.shape[0]
+        Y, k = self._targets(y, n, reset=True)
+        w = V.validate_sample_weight(self, sample_weight, n, normalize=False)
+        coef, intercept = self._solve_lstsq(X, Y, w)
+        self.module_ = self._zero_linear(X.shape[1], k, self.fit_intercept)
+        self.module_[0].weight.data = coef
+        if self.fit_intercept:
+            self.module_[0].bias.data = intercept
+        self.loss_curve_ = []
+        self.n_iter_ = 1
+        return self
+
+    def _solve_lstsq(self, X, Y, w):
+        xp = self._xp
+        if self.fit_intercept:
+            if w is None:
+                xm = xp.mean(X, axis=0)
+                ym = xp.mean(Y, axis=0)
+            else:
+                sw = xp.sum(w)
+                xm = xp.sum(X * w[:, None], axis=0) / sw
+                ym = xp.sum(Y * w[:, None], axis=0) / sw
+            Xc, Yc = X - xm, Y - ym
+        else:
+            Xc, Yc = X, Y
+        if w is not None:
+            r = xp.sqrt(w)[:, None]
+            Xc, Yc = Xc * r, Yc * r
+        U, s, Vt = xp.linalg.svd(Xc, full_matrices=False)
+        if self.alpha:
+            d = s / (s * s + self.alpha)
+        else:
+            # Cut-off of LAPACK's gelsd default: singular values below eps * max(s) * max(n, p).
+            eps = xp.finfo(Xc.dtype).eps
+            cut = xp.max(s) * max(Xc.shape) * eps
+            safe = xp.where(s > cut, s, 1.0)
+            d = xp.where(s > cut, 1.0 / safe, 0.0)
+        coef = (Vt.T * d) @ (U.T @ Yc)  # (p, k)
+        intercept = (ym - xm @ coef) if self.fit_intercept else None
+        return coef.T, intercept
+
+    # -- iterative solvers ------------------------------------------------------------
+    def _targets(self, y, n, reset, classes=None):
+        y = V.validate_y_regression(self, y, n)
+        if reset:
+            self._y_ndim = y.ndim
+        T = y if y.ndim == 2 else self._xp.reshape(y, (-1, 1))
+        return T, T.shape[1]
+
+    def _build_layers(self, n_in, n_out):
+        return self._zero_linear(n_in, n_out, self.fit_intercept)
+
+    def _data_loss(self, out, T, w):
+        per = F.sum(L.mse(out, T, reduction="none"), axis=1) * 0.5
+        return self._weighted_mean(per, w)
+
+    def predict(self, X):
+        """Predictions of shape (n_samples,) or (n_samples, n_targets)."""
+        out = self._forward(V.validate_X(self, X, reset=False))
+        return self._xp.reshape(out, (-1,)) if self._y_ndim == 1 else out
+
+    def _val_score(self, X, T):  # pragma: no cover - linear models have no early stopping
+        return r2(self._xp, T, self._forward(X))

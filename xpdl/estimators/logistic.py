@@ -1,0 +1,169 @@
+"""Logistic regression, binary (sigmoid) and multinomial (softmax)."""
+
+from __future__ import annotations
+
+from .. import functional as F
+from .. import losses as L
+from ..autodiff.functions import value_and_grad
+from . import _validation as V
+from ._base import ClassifierMixin, NetworkEstimator
+from .lbfgs import minimize_lbfgs
+from .linear import _LinearModelMixin
+
+
+class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
+    r"""Logistic regression with scikit-learn's objective
+
+    .. math:: \min_{W,b}\; C\sum_i s_i\,\ell_i(W, b) + \tfrac12\|W\|^2,
+
+    with :math:`\ell_i` the log-loss of a sigmoid (two classes) or a softmax (more), and
+    sample weights :math:`s_i`; the intercept is not penalised.
+
+    Parameters
+    ----------
+    solver : {"lbfgs", "gd", "sgd", "adam"}, default "lbfgs"
+        ``"lbfgs"``: L-BFGS written on the Array API standard (the same objective divided by
+        :math:`C\sum_i s_i`); the others minimise that objective with
+        :mod:`xpdl.optim` (``learning_rate``, epochs ``max_iter``, ``batch_size``).
+    C : float, default 1.0
+        Inverse regularisation strength.
+    fit_intercept : bool, default True
+    learning_rate : float, default 0.1
+    max_iter : int, default 100
+    tol : float, default 1e-4
+        "lbfgs" stops when the largest gradient entry is at most ``tol``.
+    batch_size : int or None
+    random_state : int or None
+
+    Attributes
+    ----------
+    classes_ : array of shape (n_classes,)
+        Sorted labels (any type; strings live on the host as a NumPy array).
+    coef_ : array of shape (1, n_features) or (n_classes, n_features)
+    intercept_ : array of shape (1,) or (n_classes,)
+    module_ : xpdl.nn.Sequential
+        One Linear layer from inputs to logits.
+    n_iter_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpdl import LogisticRegression
+    >>> X = np.array([[-2.0], [-1.0], [1.0], [2.0]]); y = np.array(["no", "no", "yes", "yes"])
+    >>> LogisticRegression().fit(X, y).predict(np.array([[3.0]]))
+    array(['yes'], dtype='<U3')
+    """
+
+    warm_start = False
+    verbose = False
+    dtype = None
+    early_stopping = False
+    _is_classifier = True
+    _l2_denominator = "n"
+    _warn_on_max_iter = False
+
+    def __init__(self, *, solver="lbfgs", C=1.0, fit_intercept=True, learning_rate=0.1,
+                 max_iter=100, tol=1e-4, batch_size=None, random_state=None):
+        self.solver = solver
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    @property
+    def alpha(self):
+        return 1.0 / self.C
+
+    def _single_output(self):
+        return False
+
+    def _optimizer_name(self):
+        return self.solver
+
+    def _patience(self):
+        return 5
+
+    def _batch_size(self, n):
+        if self.solver == "gd" or self.batch_size is None and self.solver != "sgd":
+            return n if self.solver == "gd" else min(200, n)
+        return super()._batch_size(n) if self.batch_size is not None else min(200, n)
+
+    def _targets(self, y, n, reset, classes=None):
+        idx = V.validate_y_classification(self, y, n, reset=reset, classes=classes)
+        k = len(self.classes_)
+        return idx, (1 if k == 2 else k)
+
+    def _build_layers(self, n_in, n_out):
+        return self._zero_linear(n_in, n_out, self.fit_intercept)
+
+    def _data_loss(self, out, T, w):
+        if out.shape[1] == 1:
+            per = L.binary_cross_entropy_with_logits(out[:, 0], self._xp.astype(T, self._dtype),
+                                                     reduction="none")
+        else:
+            per = L.cross_entropy(out, T, reduction="none")
+        return self._weighted_mean(per, w)
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,)."""
+        if self.solver not in ("lbfgs", "gd", "sgd", "adam"):
+            raise ValueError(f"xpdl: solver must be 'lbfgs', 'gd', 'sgd' or 'adam', got "
+                             f"{self.solver!r}")
+        if not self.C > 0:
+            raise ValueError(f"xpdl: C must be positive, got {self.C}")
+        if self.solver != "lbfgs":
+            return self._fit(X, y, sample_weight, incremental=False)
+        X = V.validate_X(self, X, reset=True)
+        n = X.shape[0]
+        T, k = self._targets(y, n, reset=True)
+        w = V.validate_sample_weight(self, sample_weight, n, normalize=False)
+        total = n if w is None else float(self._xp.sum(w))
+        if w is not None:
+            w = w * (n / total)  # mean 1: the weighted mean below is sum(w l) / sum(w)
+        self.module_ = self._build_layers(X.shape[1], k)
+        params = self.module_.parameters()
+        reg = 0.5 / (self.C * total)
+
+        def objective(*arrays):
+            W = arrays[0]
+            out = F.linear(X, W, arrays[1] if len(arrays) > 1 else None)
+            return self._data_loss(out, T, w) + F.sum(W * W) * reg
+
+        vg = value_and_grad(objective, argnums=tuple(range(len(params))))
+
+        def fun(xs):
+            v, g = vg(*xs)
+            return float(v), list(g)
+
+        xs, info = minimize_lbfgs(fun, [p.data for p in params], max_iter=self.max_iter,
+                                  tol=self.tol, xp=self._xp)
+        for p, a in zip(params, xs):
+            p.data = a
+        self.n_iter_ = info["n_iter"]
+        self.loss_curve_ = [info["value"]]
+        if not info["converged"]:
+            V.warn_convergence(self, self.max_iter)
+        return self
+
+    def decision_function(self, X):
+        """Logits: shape (n_samples,) for two classes, (n_samples, n_classes) otherwise."""
+        z = self._forward(V.validate_X(self, X, reset=False))
+        return z[:, 0] if z.shape[1] == 1 else z
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes)."""
+        z = self._forward(V.validate_X(self, X, reset=False))
+        if z.shape[1] == 1:
+            p = F.sigmoid(z[:, 0])
+            return self._xp.stack([1 - p, p], axis=1)
+        return F.softmax(z, axis=1)
+
+    def _predict_indices(self, X):
+        z = self._forward(V.validate_X(self, X, reset=False))
+        xp = self._xp
+        if z.shape[1] == 1:
+            return xp.astype(z[:, 0] > 0, xp.int64)
+        return xp.argmax(z, axis=1)

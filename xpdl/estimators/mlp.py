@@ -1,0 +1,207 @@
+"""Multilayer perceptrons with scikit-learn's interface."""
+
+from __future__ import annotations
+
+from .. import functional as F
+from .. import losses as L
+from ..autodiff.tensor import Tensor
+from . import _validation as V
+from ._base import ClassifierMixin, NetworkEstimator, RegressorMixin, _available_if, r2
+
+_DOC_PARAMS = """
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default (100,)
+        Widths of the hidden layers.
+    activation : {"relu", "tanh", "sigmoid"}, default "relu"
+        Hidden activation; ReLU layers get He initialisation, the others Glorot.
+    optimizer : {"adam", "sgd", "gd", "adamw", "rmsprop", "adagrad"}, default "adam"
+        Update rule (PyTorch's equations, see :mod:`xpdl.optim`).
+    learning_rate : float, default 1e-3
+    batch_size : int, "auto" or None, default 200
+        Minibatch size (capped at n_samples); ``None`` is full batch. Batches are reshuffled
+        every epoch from the seeded generator.
+    max_iter : int, default 200
+        Number of epochs (per ``fit`` call).
+    alpha : float, default 1e-4
+        L2 penalty :math:`\\tfrac{\\alpha}{2 n_b}\\sum \\|W\\|^2` on the weights (not the
+        biases), as in scikit-learn.
+    dropout : float, default 0.0
+        Dropout probability after each hidden activation.
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the data (stratified for classifiers), stop when
+        the validation score has not improved by ``tol`` for ``n_iter_no_change`` epochs, and
+        restore the best weights.
+    validation_fraction : float, default 0.1
+    n_iter_no_change : int, default 10
+    tol : float, default 1e-4
+        Without early stopping, training stops when the loss has not decreased by ``tol``
+        for ``n_iter_no_change`` epochs.
+    warm_start : bool, default False
+        ``fit`` continues from the fitted state.
+    random_state : int or None
+        Seeds initial weights, shuffling, dropout masks and the validation split.
+    verbose : bool, default False
+        Show a progress bar with the loss per epoch.
+    dtype : dtype, "float32", "float64" or None
+        None keeps a floating input's dtype and makes other inputs float32.
+    dp_noise_multiplier, dp_max_grad_norm, dp_delta : DP-SGD settings (``None`` is off); see
+        :mod:`xpdl.privacy`.
+
+    Attributes
+    ----------
+    module_ : xpdl.nn.Sequential
+        The network from inputs to raw outputs (logits for classifiers).
+    coefs_ : list of arrays of shape (n_in, n_out)
+    intercepts_ : list of arrays of shape (n_out,)
+    loss_curve_ : list of float
+        Training loss per epoch (with the L2 term).
+    validation_scores_ : list of float or None
+    best_loss_ : float or None
+    n_iter_ : int
+        Epochs run in total.
+    n_features_in_ : int
+    epsilon_ : float
+        Privacy spent, with DP-SGD.
+"""
+
+
+class _MLP(NetworkEstimator):
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, optimizer="adam",
+                 learning_rate=1e-3, batch_size=200, max_iter=200, alpha=1e-4, dropout=0.0,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
+                 tol=1e-4, warm_start=False, random_state=None, verbose=False, dtype=None,
+                 dp_noise_multiplier=None, dp_max_grad_norm=1.0, dp_delta=1e-5):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.alpha = alpha
+        self.dropout = dropout
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+        self.dtype = dtype
+        self.dp_noise_multiplier = dp_noise_multiplier
+        self.dp_max_grad_norm = dp_max_grad_norm
+        self.dp_delta = dp_delta
+
+    def _check_common_params(self):
+        super()._check_common_params()
+        if self.activation not in ("relu", "tanh", "sigmoid"):
+            raise ValueError(f"xpdl: activation must be 'relu', 'tanh' or 'sigmoid', got "
+                             f"{self.activation!r}")
+        sizes = self.hidden_layer_sizes
+        sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
+        if any(not isinstance(s, int) or s < 1 for s in sizes):
+            raise ValueError(f"xpdl: hidden_layer_sizes must be positive ints, got "
+                             f"{self.hidden_layer_sizes!r}")
+
+    def _build_layers(self, n_in, n_out):
+        sizes = self.hidden_layer_sizes
+        sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
+        return self._make_layers((n_in, *sizes, n_out), self.activation, self.dropout)
+
+    @property
+    def coefs_(self):
+        V.check_is_fitted(self)
+        return [m.weight.data.T for m in self.module_ if hasattr(m, "weight")]
+
+    @property
+    def intercepts_(self):
+        V.check_is_fitted(self)
+        return [m.bias.data for m in self.module_ if hasattr(m, "weight")]
+
+
+class MLPClassifier(ClassifierMixin, _MLP):
+    __doc__ = ("Multilayer perceptron classifier (softmax cross-entropy; one logistic output "
+               "for two classes).\n" + _DOC_PARAMS + """
+    classes_ : array of shape (n_classes,)
+
+    Examples
+    --------
+    >>> from xpdl import MLPClassifier
+    >>> from xpdl.datasets import make_classification
+    >>> X, y = make_classification(200, 5, random_state=0)
+    >>> clf = MLPClassifier((16,), max_iter=50, learning_rate=1e-2, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 2)
+    """)
+
+    _is_classifier = True
+
+    def _targets(self, y, n, reset, classes=None):
+        idx = V.validate_y_classification(self, y, n, reset=reset, classes=classes)
+        k = len(self.classes_)
+        return idx, (1 if k == 2 else k)
+
+    def _data_loss(self, out, T, w):
+        if out.shape[1] == 1:
+            t = self._xp.astype(T, self._dtype)
+            per = L.binary_cross_entropy_with_logits(out[:, 0], t, reduction="none")
+        else:
+            per = L.cross_entropy(out, T, reduction="none")
+        return self._weighted_mean(per, w)
+
+    @_available_if(NetworkEstimator._has_partial_fit)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over ``(X, y)``; ``classes`` (all labels) is needed on the first call
+        when a batch may miss some."""
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _proba(self, X):
+        z = self._forward(X)
+        xp = self._xp
+        if z.shape[1] == 1:
+            p = F.sigmoid(z[:, 0])
+            return xp.stack([1 - p, p], axis=1)
+        return F.softmax(z, axis=1)
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes)."""
+        return self._proba(V.validate_X(self, X, reset=False))
+
+    def _predict_indices(self, X):
+        X = V.validate_X(self, X, reset=False)
+        z = self._forward(X)
+        xp = self._xp
+        if z.shape[1] == 1:
+            return xp.astype(z[:, 0] > 0, xp.int64)
+        return xp.argmax(z, axis=1)
+
+    def _val_score(self, X, T):
+        xp = self._xp
+        pred = self._predict_indices(X)
+        return float(xp.mean(xp.astype(pred == T, self._dtype)))
+
+
+class MLPRegressor(RegressorMixin, _MLP):
+    __doc__ = ("Multilayer perceptron regressor (loss: half the mean squared error, identity "
+               "output).\n" + _DOC_PARAMS)
+
+    _is_classifier = False
+
+    def _targets(self, y, n, reset, classes=None):
+        y = V.validate_y_regression(self, y, n)
+        if reset:
+            self._y_ndim = y.ndim
+        T = y if y.ndim == 2 else self._xp.reshape(y, (-1, 1))
+        return T, T.shape[1]
+
+    def _data_loss(self, out, T, w):
+        per = F.mean(L.mse(out, T, reduction="none"), axis=1) * 0.5
+        return self._weighted_mean(per, w)
+
+    def predict(self, X):
+        """Predictions, shape (n_samples,) or (n_samples, n_outputs) as ``y`` was."""
+        out = self._forward(V.validate_X(self, X, reset=False))
+        return self._xp.reshape(out, (-1,)) if self._y_ndim == 1 else out
+
+    def _val_score(self, X, T):
+        return r2(self._xp, T, self._forward(X))
