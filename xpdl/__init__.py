@@ -4,7 +4,7 @@ The same models, losses, layers and optimizers run on NumPy, CuPy, PyTorch, JAX 
 array_api_strict; arrays you pass decide where the work runs.
 """
 
-from . import functional, random
+from . import functional, losses, nn, optim, random
 from .autodiff import (
     Tensor,
     check_grad,
@@ -14,6 +14,9 @@ from .autodiff import (
     no_grad,
     value_and_grad,
 )
+
+from .estimators import LinearRegression, LogisticRegression, MLPClassifier, MLPRegressor
+from .exceptions import DivergenceError, NotFittedError
 
 __version__ = "0.1.0"
 
@@ -26,6 +29,15 @@ __all__ = [
     "is_grad_enabled",
     "check_grad",
     "functional",
+    "losses",
+    "nn",
+    "optim",
     "random",
+    "LinearRegression",
+    "LogisticRegression",
+    "MLPClassifier",
+    "MLPRegressor",
+    "NotFittedError",
+    "DivergenceError",
     "__version__",
 ]

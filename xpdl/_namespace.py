@@ -36,6 +36,7 @@ __all__ = [
     "host_xp",
     "host_asarray",
     "is_host_array",
+    "quiet_fp",
 ]
 
 _FLOAT_NAMES = ("float32", "float64")
@@ -276,9 +277,8 @@ def move(x, *, xp=None, device=None, dtype=None):
     """
     src = array_namespace(x)
     xp = src if xp is None else xp
-    if dtype is not None:
-        dtype = dtype_from_name(xp, dtype_name(src, dtype) if not isinstance(dtype, str)
-                                and xp is not src else dtype)
+    if dtype is not None:  # a name, or a dtype of the target namespace
+        dtype = dtype_from_name(xp, dtype if isinstance(dtype, str) else dtype_name(xp, dtype))
     if xp is src:
         out = x
         if device is not None and not same_device(device_of(x), device):
@@ -340,3 +340,13 @@ def host_asarray(x):
 
 def is_host_array(x) -> bool:
     return isinstance(x, np.ndarray)
+
+
+def quiet_fp(xp):
+    """Context silencing NumPy's overflow/invalid warnings (training checks the loss for
+    non-finite values itself and raises ``DivergenceError``); a no-op elsewhere."""
+    if is_numpy(xp):
+        return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -138,6 +138,7 @@ class BaseModel(_SKBase):
             opt.state = {k: (_ns.move(v, xp=new_xp, device=new_dev) if _ns.is_array(v) else v)
                          for k, v in opt.state.items()}
         self._xp, self._device = new_xp, new_dev
+        self._dtype = self.module_.parameters()[0].dtype
         return self
 
     def _forward(self, X):
@@ -293,7 +294,8 @@ class NetworkEstimator(BaseModel):
         if self._early_stopping_on(incremental):
             X, T, w, Xv, Tv = self._split(X, T, w)
         epochs = 1 if incremental else self.max_iter
-        self._train(X, T, w, epochs, Xv, Tv, incremental)
+        with _ns.quiet_fp(self._xp):
+            self._train(X, T, w, epochs, Xv, Tv, incremental)
         return self
 
     def _early_stopping_on(self, incremental):
@@ -351,7 +353,7 @@ class NetworkEstimator(BaseModel):
                 if perm is None:
                     Xb, Tb, wb = X, T, w
                 else:
-                    idx = perm[start:start + bs]
+                    idx = perm[start:min(start + bs, n)]
                     Xb = xp.take(X, idx, axis=0)
                     Tb = xp.take(T, idx, axis=0)
                     wb = None if w is None else xp.take(w, idx, axis=0)

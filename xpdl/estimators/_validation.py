@@ -77,9 +77,11 @@ def validate_X(est, X, *, reset):
 def _follow_X(est, a, name):
     """``a`` (y or sample_weight) moved to the namespace and device of the training data."""
     a = _ns.as_input_array(a, name)
-    if _ns.array_namespace(a) is not est._xp or not _ns.same_device(_ns.device_of(a),
-                                                                     est._device):
-        a = _ns.move(a, xp=est._xp, device=est._device)
+    src = _ns.array_namespace(a)
+    if src is not est._xp or not _ns.same_device(_ns.device_of(a), est._device):
+        # Floats take the model's dtype on the way (the target device may lack float64).
+        dtype = est._dtype if src.isdtype(a.dtype, "real floating") else None
+        a = _ns.move(a, xp=est._xp, device=est._device, dtype=dtype)
     return a
 
 

@@ -93,7 +93,7 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
 
     def _targets(self, y, n, reset, classes=None):
         idx = V.validate_y_classification(self, y, n, reset=reset, classes=classes)
-        k = len(self.classes_)
+        k = self.classes_.shape[0]
         return idx, (1 if k == 2 else k)
 
     def _build_layers(self, n_in, n_out):

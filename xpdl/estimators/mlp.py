@@ -138,7 +138,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
 
     def _targets(self, y, n, reset, classes=None):
         idx = V.validate_y_classification(self, y, n, reset=reset, classes=classes)
-        k = len(self.classes_)
+        k = self.classes_.shape[0]
         return idx, (1 if k == 2 else k)
 
     def _data_loss(self, out, T, w):

@@ -1,0 +1,378 @@
+"""Estimators against scikit-learn, on every backend."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import xpdl
+from xpdl import (
+    LinearRegression,
+    LogisticRegression,
+    MLPClassifier,
+    MLPRegressor,
+)
+from xpdl import _namespace as ns
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn import linear_model as sk_lm  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _regression(n=80, p=4, k=None, seed=0):
+    g = np.random.default_rng(seed)
+    X = g.normal(size=(n, p))
+    coef = g.normal(size=(p,) if k is None else (p, k))
+    y = X @ coef + 0.3 + 0.1 * g.normal(size=(n,) if k is None else (n, k))
+    return X, y
+
+
+def _tol(backend, strict=1e-8):
+    return strict if backend.is64 else 2e-3
+
+
+# -- LinearRegression ------------------------------------------------------------------
+@pytest.mark.parametrize("k", [None, 3])
+def test_linear_regression_matches_sklearn(backend, k):
+    X, y = _regression(k=k)
+    ref = sk_lm.LinearRegression().fit(X, y)
+    m = LinearRegression().fit(backend.asarray(X), backend.asarray(y))
+    tol = _tol(backend)
+    np.testing.assert_allclose(backend.to_numpy(m.coef_), ref.coef_, rtol=tol, atol=tol)
+    np.testing.assert_allclose(backend.to_numpy(m.intercept_), ref.intercept_, rtol=tol,
+                               atol=tol)
+    assert m.coef_.device == backend.device
+    assert m.score(backend.asarray(X), backend.asarray(y)) == pytest.approx(
+        ref.score(X, y), rel=1e-6 if backend.is64 else 1e-3)
+
+
+def test_ridge_with_sample_weight_matches_sklearn(backend):
+    X, y = _regression()
+    sw = np.random.default_rng(1).uniform(0.1, 3, size=len(y))
+    ref = sk_lm.Ridge(alpha=2.5).fit(X, y, sample_weight=sw)
+    m = LinearRegression(alpha=2.5).fit(backend.asarray(X), backend.asarray(y),
+                                        sample_weight=backend.asarray(sw))
+    tol = _tol(backend)
+    np.testing.assert_allclose(backend.to_numpy(m.coef_), ref.coef_, rtol=tol, atol=tol)
+    np.testing.assert_allclose(float(m.intercept_), ref.intercept_, rtol=tol, atol=tol)
+
+
+def test_rank_deficient_lstsq_gives_min_norm_solution(backend):
+    X, y = _regression()
+    X = np.hstack([X, X[:, :1] * 2.0])  # a duplicated direction
+    ref = sk_lm.LinearRegression().fit(X, y)
+    m = LinearRegression().fit(backend.asarray(X), backend.asarray(y))
+    tol = 1e-7 if backend.is64 else 2e-3
+    np.testing.assert_allclose(backend.to_numpy(m.coef_), ref.coef_, rtol=tol, atol=tol)
+
+
+def test_no_intercept_matches_sklearn(backend):
+    X, y = _regression()
+    ref = sk_lm.LinearRegression(fit_intercept=False).fit(X, y)
+    m = LinearRegression(fit_intercept=False).fit(backend.asarray(X), backend.asarray(y))
+    np.testing.assert_allclose(backend.to_numpy(m.coef_), ref.coef_, rtol=_tol(backend),
+                               atol=_tol(backend))
+    assert float(m.intercept_) == 0.0
+
+
+def test_gradient_descent_converges_to_closed_form(backend):
+    X, y = _regression()
+    exact = LinearRegression(alpha=1.0).fit(X, y)
+    m = LinearRegression(solver="gd", alpha=1.0, learning_rate=0.1, max_iter=3000,
+                         tol=0.0).fit(backend.asarray(X), backend.asarray(y))
+    tol = 1e-8 if backend.is64 else 1e-4
+    np.testing.assert_allclose(backend.to_numpy(m.coef_), exact.coef_, rtol=tol, atol=tol)
+    np.testing.assert_allclose(float(m.intercept_), float(exact.intercept_), atol=tol)
+    assert m.loss_curve_[-1] <= m.loss_curve_[0]
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_minibatch_solvers_approach_closed_form(solver):
+    X, y = _regression(n=400)
+    exact = LinearRegression().fit(X, y)
+    m = LinearRegression(solver=solver, learning_rate=0.01 if solver == "sgd" else 0.05,
+                         batch_size=32, max_iter=300, random_state=0, tol=0.0).fit(X, y)
+    np.testing.assert_allclose(m.coef_, exact.coef_, atol=0.02)
+
+
+def test_classic_teaching_example_on_every_backend(backend):
+    """The article's example done right: y has shape (100,), not (100, 1), so the residual
+    does not broadcast to (100, 100); GD for 1,500 iterations recovers least squares."""
+    g = np.random.default_rng(42)
+    X = g.normal(size=(100, 2))
+    y = 3 * X @ np.array([0.5, 0.8]) + 0.5 * g.normal(size=100)
+    lstsq = np.linalg.lstsq(X, y, rcond=None)[0]
+    m = LinearRegression(solver="gd", fit_intercept=False, learning_rate=0.1, max_iter=1500,
+                         tol=0.0).fit(backend.asarray(X), backend.asarray(y))
+    assert m.n_iter_ <= 1500  # stops early once the loss no longer decreases
+    theta = backend.to_numpy(m.coef_)
+    np.testing.assert_allclose(theta, lstsq, rtol=1e-6 if backend.is64 else 1e-4)
+    np.testing.assert_allclose(theta, [1.5, 2.4], atol=0.15)
+
+
+# -- LogisticRegression ----------------------------------------------------------------
+@pytest.mark.parametrize("loader", [load_breast_cancer, load_iris])
+def test_logistic_lbfgs_matches_sklearn(backend, loader):
+    X, y = loader(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    ref = sk_lm.LogisticRegression().fit(X, y).predict_proba(X)
+    m = LogisticRegression().fit(backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64))
+    proba = m.predict_proba(backend.asarray(X))
+    assert proba.device == backend.device
+    assert np.abs(backend.to_numpy(proba) - ref).max() < 2e-3
+
+
+def test_logistic_C_and_weights_match_sklearn():
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    sw = np.random.default_rng(0).uniform(0.2, 2.0, size=len(y))
+    ref = sk_lm.LogisticRegression(C=0.05, tol=1e-8, max_iter=1000).fit(X, y, sample_weight=sw)
+    m = LogisticRegression(C=0.05, tol=1e-8, max_iter=1000).fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(m.coef_, ref.coef_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.intercept_, ref.intercept_, rtol=1e-5, atol=1e-6)
+
+
+def test_logistic_string_labels_and_shapes():
+    X, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    m = LogisticRegression().fit(X, names)
+    assert list(m.classes_) == ["setosa", "versicolor", "virginica"]
+    assert m.predict(X[:3]).tolist() == ["setosa"] * 3
+    assert m.coef_.shape == (3, 4) and m.intercept_.shape == (3,)
+    assert m.decision_function(X).shape == (150, 3)
+    b = LogisticRegression().fit(X[:100], names[:100])
+    assert b.coef_.shape == (1, 4) and b.decision_function(X[:100]).shape == (100,)
+    assert b.score(X[:100], names[:100]) == 1.0
+
+
+@pytest.mark.parametrize("solver", ["gd", "sgd", "adam"])
+def test_logistic_iterative_solvers_approach_lbfgs(solver):
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    exact = LogisticRegression(tol=1e-8).fit(X, y).predict_proba(X)
+    lr = {"gd": 1.0, "sgd": 0.3, "adam": 0.01}[solver]
+    m = LogisticRegression(solver=solver, learning_rate=lr, max_iter=400, batch_size=64,
+                           random_state=0, tol=0.0).fit(X, y)
+    # Constant-step SGD ends in a noise ball around the optimum.
+    assert np.abs(m.predict_proba(X) - exact).max() < (0.08 if solver == "sgd" else 0.05)
+
+
+# -- MLP -------------------------------------------------------------------------------
+def test_mlp_reaches_096_on_digits_in_60_epochs():
+    X, y = load_digits(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X / 16.0, y, test_size=0.25, random_state=0)
+    clf = MLPClassifier((100,), max_iter=60, random_state=0).fit(Xtr, ytr)
+    assert clf.n_iter_ <= 60
+    assert clf.score(Xte, yte) >= 0.96
+
+
+def test_mlp_regressor_fits_a_smooth_function():
+    g = np.random.default_rng(0)
+    X = g.uniform(-2, 2, size=(400, 2))
+    y = np.sin(X[:, 0]) + X[:, 1] ** 2 / 4
+    m = MLPRegressor((32, 32), activation="tanh", learning_rate=1e-2, max_iter=300,
+                     random_state=0).fit(X, y)
+    assert m.score(X, y) > 0.97
+    assert m.predict(X).shape == (400,)
+    m2 = MLPRegressor((8,), max_iter=5, random_state=0).fit(X, np.stack([y, -y], axis=1))
+    assert m2.predict(X).shape == (400, 2)
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor, LogisticRegression,
+                                 LinearRegression])
+def test_namespace_in_equals_namespace_out(backend, Est):
+    X, y = load_iris(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    kw = {"random_state": 0}
+    if Est in (MLPClassifier, MLPRegressor):
+        kw.update(hidden_layer_sizes=(8,), max_iter=5)
+    Xb = backend.asarray(X)
+    yb = backend.asarray(y, dtype=backend.xp.int64) if Est in (
+        MLPClassifier, LogisticRegression) else backend.asarray(y.astype(float))
+    m = Est(**kw).fit(Xb, yb)
+    outs = [m.predict(Xb)]
+    if hasattr(m, "predict_proba"):
+        outs.append(m.predict_proba(Xb))
+        outs.append(m.classes_)
+    if hasattr(m, "coefs_"):
+        outs += m.coefs_ + m.intercepts_
+    else:
+        outs += [m.coef_, m.intercept_]
+    for o in outs:
+        assert ns.array_namespace(o) is backend.xp
+        assert ns.device_of(o) == backend.device
+    # y given as NumPy follows X.
+    m2 = Est(**kw).fit(Xb, y if Est in (MLPClassifier, LogisticRegression) else y * 1.0)
+    np.testing.assert_allclose(backend.to_numpy(m2.predict(Xb)),
+                               backend.to_numpy(outs[0]), rtol=1e-6)
+
+
+def test_other_namespace_at_predict_is_a_clear_error():
+    torch = pytest.importorskip("torch")
+    X, y = _regression()
+    m = LinearRegression().fit(X, y)
+    with pytest.raises(TypeError, match="fitted on numpy.*got torch.*to\\(xp="):
+        m.predict(torch.tensor(X))
+    import array_api_compat.torch as txp
+
+    m.to(xp=txp)
+    out = m.predict(torch.tensor(X))
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out.numpy(), sk_lm.LinearRegression().fit(X, y).predict(X),
+                               rtol=1e-8)
+
+
+def test_mixed_device_at_predict_is_a_value_error():
+    strict = pytest.importorskip("array_api_strict")
+    X, y = _regression()
+    d1 = strict.Device("device1")
+    m = LinearRegression().fit(strict.asarray(X, device=d1), strict.asarray(y, device=d1))
+    with pytest.raises(ValueError, match="device"):
+        m.predict(strict.asarray(X))
+    m.to(device=strict.Device("CPU_DEVICE"))
+    assert m.predict(strict.asarray(X)).device == strict.Device("CPU_DEVICE")
+
+
+def test_same_seed_same_results_across_backends(backend):
+    if not backend.is64:
+        pytest.skip("compares float64 trajectories")
+    X, y = load_iris(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    kw = dict(hidden_layer_sizes=(16,), batch_size=32, max_iter=15, dropout=0.1,
+              random_state=3, learning_rate=1e-2)
+    ref = MLPClassifier(**kw).fit(X, y)
+    m = MLPClassifier(**kw).fit(backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64))
+    np.testing.assert_allclose(backend.to_numpy(m.predict_proba(backend.asarray(X))),
+                               ref.predict_proba(X), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(m.loss_curve_, ref.loss_curve_, rtol=1e-8)
+
+
+def test_warm_start_continues_like_one_long_fit():
+    X, y = load_iris(return_X_y=True)
+    kw = dict(hidden_layer_sizes=(10,), batch_size=30, dropout=0.2, random_state=0,
+              learning_rate=1e-2, optimizer="adam", tol=-np.inf)
+    full = MLPClassifier(max_iter=7, **kw).fit(X, y)
+    part = MLPClassifier(max_iter=3, warm_start=True, **kw).fit(X, y)
+    part.set_params(max_iter=4).fit(X, y)
+    assert part.n_iter_ == 7
+    assert part.loss_curve_ == full.loss_curve_
+    for a, b in zip(part.coefs_, full.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_partial_fit_and_classes():
+    X, y = load_iris(return_X_y=True)
+    m = MLPClassifier((8,), learning_rate=1e-2, random_state=0)
+    m.partial_fit(X[:50], y[:50], classes=np.array([0, 1, 2]))
+    assert list(m.classes_) == [0, 1, 2]
+    for _ in range(30):
+        m.partial_fit(X, y)
+    assert m.n_iter_ == 31 and m.loss_curve_[-1] < m.loss_curve_[1]
+    assert not hasattr(LinearRegression(), "partial_fit")
+    assert hasattr(LinearRegression(solver="sgd"), "partial_fit")
+
+
+def test_sample_weight_ones_equal_none_and_zero_weight_ignored():
+    X, y = _regression()
+    a = MLPRegressor((5,), max_iter=5, random_state=0).fit(X, y)
+    b = MLPRegressor((5,), max_iter=5, random_state=0).fit(X, y, sample_weight=np.ones(len(y)))
+    np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-12)
+    # LinearRegression (closed form): zero weights are the same as dropping the samples.
+    w = np.ones(len(y))
+    w[:10] = 0
+    c = LinearRegression().fit(X, y, sample_weight=w)
+    d = LinearRegression().fit(X[10:], y[10:])
+    np.testing.assert_allclose(c.coef_, d.coef_, rtol=1e-10)
+
+
+def test_early_stopping_restores_best_weights():
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    m = MLPClassifier((32,), early_stopping=True, n_iter_no_change=3, max_iter=200,
+                      learning_rate=3e-2, random_state=0).fit(X, y)
+    assert m.n_iter_ < 200
+    assert len(m.validation_scores_) == m.n_iter_
+    assert m.best_validation_score_ == max(m.validation_scores_)
+    # Re-score the restored weights on the same stratified split.
+    g = xpdl.random.Generator(0)
+    _, val = g.split_indices(len(y), 0.1, y)
+    assert m.score(X[val], y[val]) == pytest.approx(m.best_validation_score_)
+    counts = np.bincount(y[val], minlength=10)
+    assert counts.min() >= 17 and counts.max() <= 19  # stratified: ~18 of each digit
+
+
+def test_divergence_raises_and_keeps_finite_parameters():
+    X, y = _regression()
+    m = MLPRegressor((16,), optimizer="sgd", learning_rate=1e3, batch_size=10, max_iter=50,
+                     random_state=0)
+    with pytest.raises(xpdl.DivergenceError, match=r"epoch \d+.*[Ll]ower the learning rate"):
+        m.fit(X * 100, y)
+    for c in m.coefs_:
+        assert np.all(np.isfinite(c))
+    assert all(np.isfinite(v) for v in m.loss_curve_)
+
+
+@pytest.mark.parametrize("Est", [LinearRegression, LogisticRegression, MLPClassifier,
+                                 MLPRegressor])
+def test_not_fitted_error(Est):
+    with pytest.raises(xpdl.NotFittedError, match="not fitted"):
+        Est().predict(np.ones((2, 3)))
+    assert issubclass(xpdl.NotFittedError, ValueError)
+    assert issubclass(xpdl.NotFittedError, AttributeError)
+
+
+def test_verbose_shows_progress_bar(capsys):
+    X, y = load_iris(return_X_y=True)
+    MLPClassifier((4,), max_iter=3, verbose=True, random_state=0).fit(X, y)
+    err = capsys.readouterr().err
+    assert "MLPClassifier" in err and "loss=" in err
+
+
+def test_dtype_parameter():
+    X, y = load_iris(return_X_y=True)
+    m = MLPClassifier((4,), max_iter=2, dtype="float32", random_state=0).fit(X, y)
+    assert m.coefs_[0].dtype == np.float32
+    m = MLPClassifier((4,), max_iter=2, random_state=0).fit(X.astype(int), y)
+    assert m.coefs_[0].dtype == np.float32
+    m = MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)
+    assert m.coefs_[0].dtype == np.float64
+
+
+# -- scikit-learn integration ----------------------------------------------------------
+def test_pipeline_gridsearch_cross_val_score():
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+
+    X, y = load_iris(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression())
+    assert cross_val_score(pipe, X, y, cv=3).mean() > 0.9
+    gs = GridSearchCV(make_pipeline(StandardScaler(), MLPClassifier(max_iter=30,
+                                                                    random_state=0)),
+                      {"mlpclassifier__hidden_layer_sizes": [(4,), (16,)],
+                       "mlpclassifier__learning_rate": [1e-2]}, cv=3).fit(X, y)
+    assert gs.best_score_ > 0.85
+    Xr, yr = _regression()
+    assert cross_val_score(LinearRegression(alpha=0.1), Xr, yr, cv=3).mean() > 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("est", [LinearRegression(), LogisticRegression(),
+                                 MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)],
+                         ids=lambda e: type(e).__name__)
+def test_check_estimator(est):
+    from sklearn.utils.estimator_checks import check_estimator
+
+    expected = {}
+    if isinstance(est, (MLPClassifier, MLPRegressor)):
+        expected["check_sample_weight_equivalence_on_dense_data"] = (
+            "minibatch training: repeating a sample changes the batches, so weights are "
+            "equivalent in expectation, not exactly")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_estimator(est, expected_failed_checks=expected)
