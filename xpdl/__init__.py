@@ -4,7 +4,7 @@ The same models, losses, layers and optimizers run on NumPy, CuPy, PyTorch, JAX 
 array_api_strict; arrays you pass decide where the work runs.
 """
 
-from . import functional, losses, nn, optim, random
+from . import datasets, functional, losses, nn, optim, random
 from .autodiff import (
     Tensor,
     check_grad,
@@ -17,6 +17,7 @@ from .autodiff import (
 
 from .estimators import LinearRegression, LogisticRegression, MLPClassifier, MLPRegressor
 from .exceptions import DivergenceError, NotFittedError
+from .io import load, save
 
 __version__ = "0.1.0"
 
@@ -39,5 +40,8 @@ __all__ = [
     "MLPRegressor",
     "NotFittedError",
     "DivergenceError",
+    "save",
+    "load",
+    "datasets",
     "__version__",
 ]

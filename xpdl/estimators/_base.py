@@ -154,8 +154,8 @@ class ClassifierMixin(_SKClassifier):
 
     def _labels_from_indices(self, idx):
         cls = self.classes_
-        if _ns.is_host_array(cls):
-            return cls[_ns.to_host(idx)]
+        if _ns.is_host_array(cls) and cls.dtype.kind not in "biuf":
+            return cls[_ns.to_host(idx)]  # string labels stay on the host
         return self._xp.take(cls, idx)
 
     def predict(self, X):

@@ -166,9 +166,11 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
                                  "discrete classes, not a regression target with continuous "
                                  "values.")
         uniq = hxp.unique_values(y) if classes is None else _ns.host_asarray(classes)
+        if uniq.dtype.kind in "biuf":  # numeric labels live in the model's namespace
+            uniq = _ns.from_host(uniq, xp, device=est._device)
     if reset:
         if classes is None and uniq.shape[0] < 2:
-            c = uniq[0] if host is not None else _ns.to_host(uniq)[0]
+            c = _ns.host_asarray(uniq)[0]
             raise ValueError(f"xpdl: y has only one class ({c!r}); a classifier needs "
                              f"samples of at least two classes")
         est.classes_ = uniq
@@ -184,6 +186,8 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
             raise ValueError("xpdl: y contains labels that are not in classes_")
         return xp.astype(idx, xp.int64)
     cls_h = _ns.host_asarray(cls)
+    if cls_h.dtype.kind in "biuf" and y.dtype.kind not in "biuf":
+        raise ValueError(f"xpdl: y has labels of dtype {y.dtype} but classes_ are numeric")
     idx = hxp.clip(hxp.searchsorted(cls_h, y), 0, cls_h.shape[0] - 1)
     if not bool(hxp.all(cls_h[idx] == y)):
         bad = sorted(set(y[cls_h[idx] != y].tolist()))[:5]

@@ -1,0 +1,212 @@
+"""Side-by-side training benchmark behind ``xpdl bench``.
+
+For one MLP (float32, Adam, fixed batch) it times an epoch of xpdl's training loop on each
+backend, the same epoch in PyTorch and scikit-learn's ``MLPClassifier`` when installed, and
+the *matrix-multiply bound*: the forward and backward matrix products of that epoch alone
+on the same backend. All runs are interleaved round by round and the median is reported,
+so every ratio compares numbers measured under the same machine noise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import time
+
+from . import _namespace as _ns
+from .datasets import make_classification
+
+__all__ = ["SIZES", "run_benchmark", "format_table"]
+
+SIZES = {
+    "small": ((64, 128, 128, 10), 64),
+    "medium": ((784, 512, 512, 10), 256),
+    "large": ((1024, 2048, 2048, 10), 512),
+}
+
+
+def _backend(name):
+    """(xp, device, sync) or raise ImportError."""
+    if name == "numpy":
+        import array_api_compat.numpy as xp
+
+        return xp, "cpu", lambda: None
+    if name == "torch":
+        import array_api_compat.torch as xp
+        import torch
+
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return xp, dev, (torch.cuda.synchronize if dev.type == "cuda" else (lambda: None))
+    if name == "cupy":
+        import array_api_compat.cupy as xp
+        import cupy
+
+        return xp, cupy.cuda.Device(0), cupy.cuda.runtime.deviceSynchronize
+    if name == "jax":
+        import jax
+        import jax.numpy as xp
+
+        return xp, jax.devices()[0], (lambda: xp.zeros(()).block_until_ready())
+    if name == "array_api_strict":
+        import array_api_strict as xp
+
+        return xp, xp.Device("CPU_DEVICE"), lambda: None
+    raise ImportError(f"unknown backend {name!r}")
+
+
+class _XpdlRunner:
+    def __init__(self, backend, sizes, batch, Xh, yh):
+        from .estimators import MLPClassifier
+
+        xp, dev, self.sync = _backend(backend)
+        X = _ns.from_host(Xh, xp, device=dev, dtype=xp.float32)
+        y = _ns.from_host(yh, xp, device=dev, dtype=xp.int64)
+        self.m = MLPClassifier(sizes[1:-1], batch_size=batch, max_iter=1, random_state=0,
+                               learning_rate=1e-4)
+        self.m.partial_fit(X, y)  # builds the model; also warms up
+        self.X = X
+        self.T = y
+        self.xp, self.dev = xp, dev
+        # The matrix products of one epoch, with the same shapes, on the same backend.
+        g = self.m._rng
+        self.Ws = [m.weight.data for m in self.m.module_ if hasattr(m, "weight")]
+        self.batch = batch
+        self.sizes = sizes
+        self.Xb = g.normal((batch, sizes[0]), xp=xp, device=dev)
+        self.Gs = [g.normal((batch, s), xp=xp, device=dev) for s in sizes[1:]]
+        self.n_batches = -(-Xh.shape[0] // batch)
+
+    def epoch(self):
+        m = self.m
+        m._train(self.X, self.T, None, 1, None, None, True)
+        self.sync()
+
+    def bound(self):
+        for _ in range(self.n_batches):
+            a = self.Xb
+            for W in self.Ws:  # forward
+                a = a @ W.T
+            for i, (W, G) in enumerate(zip(self.Ws, self.Gs)):  # backward
+                _ = G.T @ (self.Xb if i == 0 else self.Gs[i - 1])
+                if i:
+                    _ = G @ W
+        self.sync()
+
+
+class _TorchRunner:
+    def __init__(self, device, sizes, batch, Xh, yh):
+        import torch
+
+        self.torch = torch
+        torch.manual_seed(0)
+        self.dev = torch.device(device)
+        layers = []
+        for i in range(len(sizes) - 1):
+            layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                layers.append(torch.nn.ReLU())
+        self.net = torch.nn.Sequential(*layers).to(self.dev)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-4)
+        self.X = torch.tensor(Xh, dtype=torch.float32, device=self.dev)
+        self.y = torch.tensor(yh, dtype=torch.int64, device=self.dev)
+        self.batch = batch
+        self.g = torch.Generator(device="cpu").manual_seed(0)
+        self.epoch()
+
+    def epoch(self):
+        torch = self.torch
+        n = self.X.shape[0]
+        perm = torch.randperm(n, generator=self.g).to(self.dev)
+        for s in range(0, n, self.batch):
+            idx = perm[s:s + self.batch]
+            self.opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(self.net(self.X[idx]), self.y[idx])
+            loss.backward()
+            self.opt.step()
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()
+
+
+class _SklearnRunner:
+    def __init__(self, sizes, batch, Xh, yh):
+        import warnings
+
+        from sklearn.neural_network import MLPClassifier
+
+        self.m = MLPClassifier(sizes[1:-1], batch_size=batch, max_iter=1, solver="adam",
+                               learning_rate_init=1e-4, random_state=0)
+        self.X, self.y = Xh.astype("float32"), yh
+        self.classes = sorted(set(yh.tolist()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.epoch()
+
+    def epoch(self):
+        self.m.partial_fit(self.X, self.y, classes=self.classes)
+
+
+def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n_batches=20,
+                  repeats=5, log=print):
+    """Time one training epoch per runner, interleaved; returns a list of result rows.
+
+    Each row: ``{"runner", "seconds_per_epoch", "bound", "ratio_to_bound", "ratio_to"}``
+    where ``ratio_to`` maps each peer's name to this runner's time divided by the peer's.
+    """
+    sizes, batch = SIZES[size]
+    Xh, yh = make_classification(batch * n_batches, sizes[0], n_classes=sizes[-1],
+                                 random_state=0)
+    runners, bounds = {}, {}
+    for b in backends:
+        try:
+            r = _XpdlRunner(b, sizes, batch, Xh, yh)
+        except ImportError as exc:
+            log(f"skipping {b}: {exc}")
+            continue
+        runners[f"xpdl[{b}]"] = r.epoch
+        bounds[f"xpdl[{b}]"] = r.bound
+    peers = []
+    if "torch" in vs and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        devs = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        for d in devs:
+            name = f"torch[{d}]"
+            runners[name] = _TorchRunner(d, sizes, batch, Xh, yh).epoch
+            peers.append(name)
+    if "sklearn" in vs and importlib.util.find_spec("sklearn") is not None:
+        runners["sklearn"] = _SklearnRunner(sizes, batch, Xh, yh).epoch
+        peers.append("sklearn")
+    times = {k: [] for k in list(runners) + [f"bound:{k}" for k in bounds]}
+    for _ in range(repeats):
+        for k, f in runners.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+        for k, f in bounds.items():
+            t0 = time.perf_counter()
+            f()
+            times[f"bound:{k}"].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows = []
+    for k in runners:
+        row = {"runner": k, "seconds_per_epoch": med[k], "bound": med.get(f"bound:{k}"),
+               "ratio_to_bound": (med[k] / med[f"bound:{k}"]) if k in bounds else None,
+               "ratio_to": {p: med[k] / med[p] for p in peers if p != k}}
+        rows.append(row)
+    return {"size": size, "layers": sizes, "batch": batch, "n_batches": n_batches,
+            "repeats": repeats, "rows": rows}
+
+
+def format_table(res):
+    peers = sorted({p for r in res["rows"] for p in r["ratio_to"]})
+    head = (f"MLP {'-'.join(map(str, res['layers']))}, batch {res['batch']}, "
+            f"{res['n_batches']} batches/epoch, Adam, float32; median of {res['repeats']}")
+    cols = ["runner", "s/epoch", "bound s", "x bound"] + [f"x {p}" for p in peers]
+    lines = [head, "  ".join(f"{c:>14}" for c in cols)]
+    for r in res["rows"]:
+        vals = [r["runner"], f"{r['seconds_per_epoch']:.4f}",
+                "-" if r["bound"] is None else f"{r['bound']:.4f}",
+                "-" if r["ratio_to_bound"] is None else f"{r['ratio_to_bound']:.2f}"]
+        vals += [f"{r['ratio_to'][p]:.2f}" if p in r["ratio_to"] else "-" for p in peers]
+        lines.append("  ".join(f"{v:>14}" for v in vals))
+    return "\n".join(lines)

@@ -1,0 +1,271 @@
+"""``xpdl`` command line: ``info``, ``train`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "torch", "jax")
+
+
+class CLIError(Exception):
+    """An error reported as one line and a non-zero exit."""
+
+
+def _namespace(backend):
+    try:
+        if backend == "numpy":
+            import array_api_compat.numpy as xp
+
+            return xp, None
+        if backend == "torch":
+            import array_api_compat.torch as xp
+            import torch
+
+            return xp, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if backend == "cupy":
+            import array_api_compat.cupy as xp
+            import cupy
+
+            cupy.cuda.runtime.getDeviceCount()
+            return xp, cupy.cuda.Device(0)
+        if backend == "jax":
+            import jax
+            import jax.numpy as xp
+
+            jax.config.update("jax_enable_x64", True)
+            return xp, jax.devices()[0]
+    except Exception as exc:  # ImportError, CUDA errors
+        extra = {"cupy": "gpu", "torch": "torch", "jax": "jax"}.get(backend, backend)
+        raise CLIError(f"backend {backend!r} is not available here ({exc.__class__.__name__}: "
+                       f"{exc}); install it, e.g. pip install 'xpdl[{extra}]'") from None
+    raise CLIError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
+# -- info ------------------------------------------------------------------------------
+def cmd_info(args):
+    import xpdl
+
+    print(f"xpdl {xpdl.__version__}  (Python {platform.python_version()}, "
+          f"{platform.system()} {platform.machine()})")
+    for mod in ("numpy", "array_api_compat", "array_api_extra", "safetensors", "tqdm",
+                "scikit-learn", "array_api_strict"):
+        name = "sklearn" if mod == "scikit-learn" else mod
+        try:
+            print(f"  {mod:18} {importlib.import_module(name).__version__}")
+        except Exception:
+            print(f"  {mod:18} not installed")
+    print("backends:")
+    for b in BACKENDS + ("array_api_strict",):
+        try:
+            if b == "array_api_strict":
+                import array_api_strict as s
+
+                devs = [str(d) for d in s.__array_namespace_info__().devices()]
+            else:
+                xp, _ = _namespace(b)
+                info = xp.__array_namespace_info__()
+                devs = [str(d) for d in info.devices()]
+            print(f"  {b:18} available; devices: {', '.join(devs)}")
+        except Exception as exc:
+            msg = str(exc).split(";")[0]
+            print(f"  {b:18} not available ({msg})")
+    return 0
+
+
+# -- data ------------------------------------------------------------------------------
+def _load_dataset(spec, label_column):
+    if spec == "digits":
+        from .datasets import load_digits
+
+        X, y = load_digits(dtype=np.float64)
+        return X / 16.0, y, "digits (bundled, 1797 8x8 images, scaled to [0, 1])"
+    if not os.path.exists(spec):
+        raise CLIError(f"dataset {spec!r} not found (use 'digits', a .csv or a .npz file)")
+    if spec.endswith(".npz"):
+        try:
+            with np.load(spec, allow_pickle=False) as z:
+                if "X" not in z or "y" not in z:
+                    raise CLIError(f"{spec}: an .npz dataset needs arrays named 'X' and 'y'")
+                return np.asarray(z["X"], dtype=np.float64), np.asarray(z["y"]), spec
+        except (ValueError, OSError) as exc:
+            raise CLIError(f"{spec}: cannot read .npz ({exc})") from None
+    if spec.endswith(".csv"):
+        with open(spec) as f:
+            first = f.readline()
+        try:
+            [float(v) for v in first.strip().split(",")]
+            skip = 0
+        except ValueError:
+            skip = 1
+        try:
+            data = np.loadtxt(spec, delimiter=",", skiprows=skip, dtype=str, ndmin=2)
+        except ValueError as exc:
+            raise CLIError(f"{spec}: cannot parse CSV ({exc})") from None
+        col = label_column if label_column >= 0 else data.shape[1] + label_column
+        if not 0 <= col < data.shape[1]:
+            raise CLIError(f"{spec}: label column {label_column} is out of range for "
+                           f"{data.shape[1]} columns")
+        y = data[:, col]
+        try:
+            X = np.delete(data, col, axis=1).astype(np.float64)
+        except ValueError:
+            raise CLIError(f"{spec}: feature columns must be numeric") from None
+        try:
+            yf = y.astype(np.float64)
+            y = yf.astype(np.int64) if np.all(yf == np.round(yf)) else yf
+        except ValueError:
+            pass  # string labels
+        return X, y, spec
+    raise CLIError(f"dataset {spec!r}: expected 'digits', a .csv or an .npz file")
+
+
+# -- train -----------------------------------------------------------------------------
+def cmd_train(args):
+    import xpdl
+    from xpdl import _namespace as ns
+    from xpdl.random import Generator
+
+    X, y, desc = _load_dataset(args.dataset, args.label_column)
+    regression = args.model == "linear"
+    if args.epochs < 1:
+        raise CLIError("--epochs must be at least 1")
+    g = Generator(args.seed)
+    train, test = g.split_indices(X.shape[0], 0.2, None if regression else y)
+    xp, dev = _namespace(args.backend)
+    Xtr = ns.from_host(X[train], xp, device=dev, dtype=xp.float32)
+    Xte = ns.from_host(X[test], xp, device=dev, dtype=xp.float32)
+    numeric = y.dtype.kind in "biuf"
+    ytr, yte = y[train], y[test]
+    if numeric:
+        ytr = ns.from_host(ytr, xp, device=dev, dtype=xp.float32 if regression else xp.int64)
+        yte = ns.from_host(yte, xp, device=dev, dtype=xp.float32 if regression else xp.int64)
+    if args.model == "mlp":
+        model = xpdl.MLPClassifier((args.hidden,), learning_rate=args.lr, max_iter=args.epochs,
+                                   batch_size=args.batch_size, early_stopping=True,
+                                   n_iter_no_change=max(10, args.epochs), verbose=True,
+                                   random_state=args.seed)
+    elif args.model == "logistic":
+        model = xpdl.LogisticRegression(solver="adam", learning_rate=args.lr * 10,
+                                        max_iter=args.epochs, batch_size=args.batch_size,
+                                        random_state=args.seed)
+        model.verbose = True
+    else:
+        model = xpdl.LinearRegression(solver="lstsq")
+    print(f"xpdl train: {args.model} on {desc}; {len(train)} train / {len(test)} test "
+          f"samples; backend {args.backend}" + (f" ({dev})" if dev is not None else ""))
+    t0 = time.perf_counter()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(Xtr, ytr)
+    dt = time.perf_counter() - t0
+    score = model.score(Xte, yte)
+    what = "R^2" if regression else "accuracy"
+    print(f"trained in {dt:.1f} s ({getattr(model, 'n_iter_', 1)} epochs); "
+          f"test {what}: {score:.4f}")
+    xpdl.save(model, args.out)
+    print(f"saved the model to {os.path.abspath(args.out)}")
+    if args.plot:
+        _plot(model, args.plot)
+        print(f"saved the curves to {os.path.abspath(args.plot)}")
+    return 0
+
+
+def _plot(model, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CLIError("--plot needs matplotlib: pip install 'xpdl[plot]'") from None
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    curve = getattr(model, "loss_curve_", []) or []
+    ax[0].plot(range(1, len(curve) + 1), curve)
+    ax[0].set(xlabel="epoch", ylabel="training loss", title="Loss")
+    val = getattr(model, "validation_scores_", None) or []
+    ax[1].plot(range(1, len(val) + 1), val, color="C1")
+    ax[1].set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- bench -----------------------------------------------------------------------------
+def cmd_bench(args):
+    from .bench import format_table, run_benchmark
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    vs = [v.strip() for v in args.vs.split(",") if v.strip()]
+    out = []
+    for size in args.sizes.split(","):
+        size = size.strip()
+        from .bench import SIZES
+
+        if size not in SIZES:
+            raise CLIError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+        res = run_benchmark(backends, vs, size=size, n_batches=args.batches,
+                            repeats=args.repeats, log=lambda m: print(m, file=sys.stderr))
+        print(format_table(res))
+        print()
+        out.append(res)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="xpdl", description="Deep learning on the Array API "
+                                "standard: NumPy, CuPy, PyTorch, JAX.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions, importable backends and their devices")
+    t = sub.add_parser("train", help="train a model (default: an MLP on the bundled digits)")
+    t.add_argument("--model", choices=("mlp", "logistic", "linear"), default="mlp")
+    t.add_argument("--dataset", default="digits",
+                   help="'digits' (bundled), or a .csv/.npz file with a label column")
+    t.add_argument("--label-column", type=int, default=-1,
+                   help="CSV column holding the labels (default: the last)")
+    t.add_argument("--backend", choices=BACKENDS, default="numpy")
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--hidden", type=int, default=100, help="hidden units of the MLP")
+    t.add_argument("--lr", type=float, default=3e-3, help="learning rate (Adam)")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="model.safetensors")
+    t.add_argument("--plot", default=None, help="save loss/accuracy curves (matplotlib)")
+    b = sub.add_parser("bench", help="side-by-side training benchmark")
+    b.add_argument("--backends", default="numpy", help="comma-separated xpdl backends")
+    b.add_argument("--vs", default="torch,sklearn", help="peers: torch, sklearn")
+    b.add_argument("--sizes", default="medium", help="small, medium, large (comma-separated)")
+    b.add_argument("--batches", type=int, default=20, help="minibatches per epoch")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--json", default=None, help="also write the results as JSON")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return {"info": cmd_info, "train": cmd_train, "bench": cmd_bench}[args.command](args)
+    except CLIError as exc:
+        print(f"xpdl: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, FloatingPointError) as exc:
+        print(f"xpdl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

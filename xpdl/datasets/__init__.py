@@ -1,0 +1,96 @@
+"""Bundled and synthetic data (no downloads).
+
+``load_digits`` reads the 1,797 8x8 handwritten digits shipped inside the package (the UCI
+"Optical Recognition of Handwritten Digits" test set, as scikit-learn also ships it; CC BY
+4.0). The generators draw from :class:`xpdl.random.Generator` on the host, so a seed gives
+the same data on every backend.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+
+from .._namespace import from_host
+from ..random import Generator
+
+__all__ = ["load_digits", "make_regression", "make_classification"]
+
+
+def _place(X, y, xp, device, dtype, y_dtype=None):
+    if xp is None:
+        return X.astype(dtype or np.float32), y if y_dtype is None else y.astype(y_dtype)
+    fdt = xp.float32 if dtype is None else dtype
+    Xd = from_host(X, xp, device=device, dtype=fdt)
+    yd = from_host(y, xp, device=device, dtype=fdt if y_dtype is None else getattr(xp, y_dtype))
+    return Xd, yd
+
+
+def load_digits(*, xp=None, device=None, dtype=None):
+    """The bundled handwritten digits.
+
+    Parameters
+    ----------
+    xp : namespace, optional
+        Where to put the arrays (NumPy when None).
+    device : device, optional
+    dtype : dtype, optional
+        Float dtype of ``X`` (float32 by default).
+
+    Returns
+    -------
+    X : array of shape (1797, 64)
+        Pixel intensities 0..16.
+    y : array of shape (1797,)
+        Digit labels 0..9 (int64).
+
+    Examples
+    --------
+    >>> from xpdl.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> X.shape, y.shape, int(X.max())
+    ((1797, 64), (1797,), 16)
+    """
+    with resources.files(__package__).joinpath("data/digits.npz").open("rb") as f:
+        with np.load(f, allow_pickle=False) as z:
+            X = z["images"].astype(np.float64)
+            y = z["target"].astype(np.int64)
+    return _place(X, y, xp, device, dtype, "int64")
+
+
+def make_regression(n_samples=100, n_features=10, *, n_targets=1, noise=0.0, bias=0.0,
+                    random_state=None, xp=None, device=None, dtype=None):
+    """A linear regression problem ``y = X w + bias + noise``.
+
+    Returns
+    -------
+    X : array of shape (n_samples, n_features)
+    y : array of shape (n_samples,) or (n_samples, n_targets)
+    """
+    g = Generator(random_state)
+    X = g.normal((n_samples, n_features))
+    w = g.uniform((n_features, n_targets), low=-10, high=10)
+    y = X @ w + bias + noise * g.normal((n_samples, n_targets))
+    if n_targets == 1:
+        y = y[:, 0]
+    return _place(X, y, xp, device, dtype)
+
+
+def make_classification(n_samples=100, n_features=10, *, n_classes=2, class_sep=1.5,
+                        random_state=None, xp=None, device=None, dtype=None):
+    """Gaussian blobs, one per class, with centres ``class_sep`` apart on average.
+
+    Returns
+    -------
+    X : array of shape (n_samples, n_features)
+    y : array of shape (n_samples,) with labels ``0..n_classes-1`` (int64), balanced.
+    """
+    if n_classes < 2:
+        raise ValueError("xpdl: make_classification needs n_classes >= 2")
+    g = Generator(random_state)
+    centres = g.normal((n_classes, n_features), scale=class_sep)
+    y = np.arange(n_samples) % n_classes
+    y = y[g.permutation(n_samples)]
+    X = centres[y] + g.normal((n_samples, n_features))
+    return _place(X, y, xp, device, dtype, "int64")

@@ -1,0 +1,381 @@
+"""Saving and loading: one safetensors file, no pickle, nothing executed on load.
+
+The file holds the arrays (contiguous, on the host) and, in the safetensors metadata under
+the key ``"xpdl"``, a JSON document: format name and version, what was saved (estimator,
+module, optimizer state or a dict of arrays), the class and hyperparameters, fitted
+attributes, the optimizer's step counters and the random generator's state, plus a
+SHA-256 of the array bytes so that corruption anywhere in the file is detected.
+
+``load`` checks the header before anything is allocated (its length against the file
+size, every tensor's byte range against the data block) and raises ``ValueError`` saying
+what is wrong for empty, truncated, corrupted, foreign or newer files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+from . import _namespace as _ns
+
+__all__ = ["save", "load", "FORMAT_VERSION"]
+
+FORMAT = "xpdl"
+FORMAT_VERSION = 1
+_MAX_HEADER = 64 * 1024 * 1024
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+           "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+           "U16": np.uint16, "U32": np.uint32, "U64": np.uint64}
+_CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+# -- the container -----------------------------------------------------------------------
+def _encode(arrays, meta):
+    """safetensors bytes for ``{name: host array}`` with ``meta`` as JSON metadata."""
+    header = {}
+    blobs = []
+    offset = 0
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        if a.dtype not in _CODES:
+            raise TypeError(f"xpdl.save: cannot store dtype {a.dtype} ({name})")
+        b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _CODES[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    data = b"".join(blobs)
+    meta = dict(meta)
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    header["__metadata__"] = {"xpdl": json.dumps(meta, allow_nan=True)}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)  # safetensors aligns the data block to 8 bytes
+    return struct.pack("<Q", len(h)) + h + data
+
+
+def _decode(buf, path):
+    """``(arrays, meta)`` from file bytes, or ``ValueError`` naming the problem."""
+    where = f"xpdl.load({str(path)!r})"
+    if len(buf) == 0:
+        raise ValueError(f"{where}: the file is empty")
+    if len(buf) < 8:
+        raise ValueError(f"{where}: the file is truncated ({len(buf)} bytes, no header)")
+    (n,) = struct.unpack("<Q", buf[:8])
+    if n == 0 or n > _MAX_HEADER:
+        raise ValueError(f"{where}: not a safetensors file (header length {n})")
+    if 8 + n > len(buf):
+        raise ValueError(f"{where}: the file is truncated or lies about its header length "
+                         f"({n} bytes claimed, {len(buf) - 8} present)")
+    try:
+        header = json.loads(buf[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{where}: corrupted header ({exc.__class__.__name__})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{where}: corrupted header (not a JSON object)")
+    meta_raw = header.pop("__metadata__", None)
+    if not isinstance(meta_raw, dict) or not isinstance(meta_raw.get("xpdl"), str):
+        raise ValueError(f"{where}: a safetensors file but not one written by xpdl.save "
+                         f"(no xpdl metadata)")
+    try:
+        meta = json.loads(meta_raw["xpdl"])
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError(f"{where}: corrupted xpdl metadata") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{where}: not an xpdl file (format {meta.get('format')!r})"
+                         if isinstance(meta, dict) else f"{where}: corrupted xpdl metadata")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise ValueError(f"{where}: corrupted xpdl metadata (format_version)")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{where}: written by a newer xpdl (format version {version}; this "
+                         f"xpdl reads up to {FORMAT_VERSION}); upgrade xpdl")
+    data = buf[8 + n:]
+    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        raise ValueError(f"{where}: the array data is corrupted or truncated (checksum "
+                         f"mismatch)")
+    arrays = {}
+    for name, info in header.items():
+        try:
+            dt = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
+            shape = tuple(int(s) for s in info["shape"])
+            lo, hi = (int(v) for v in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{where}: corrupted entry for {name!r}") from None
+        count = 1
+        for s in shape:
+            if s < 0:
+                raise ValueError(f"{where}: corrupted shape for {name!r}")
+            count *= s
+        if not 0 <= lo <= hi <= len(data) or hi - lo != count * dt.itemsize:
+            raise ValueError(f"{where}: {name!r} points outside the data block")
+        arrays[name] = np.frombuffer(data, dtype=dt, count=count, offset=lo).reshape(
+            shape).astype(dt.newbyteorder("="))
+    return arrays, meta
+
+
+def _write_atomic(path, payload):
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".xpdl-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except IsADirectoryError:
+        raise ValueError(f"xpdl.load: {str(path)!r} is a directory") from None
+
+
+# -- what is saved ------------------------------------------------------------------------
+def _host(a):
+    return np.asarray(_ns.to_host(a))
+
+
+def _jsonable(v):
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, np.generic):
+        return v.item()
+    text = str(v)  # a float dtype of some namespace (np.float32, torch.float64, ...)
+    for name in ("float64", "float32"):
+        if name in text:
+            return name
+    raise TypeError(f"xpdl.save: cannot store parameter value {v!r}")
+
+
+_LAYERS = ("Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity", "Dropout")
+
+
+def _module_spec(m):
+    from . import nn
+
+    name = type(m).__name__
+    if isinstance(m, nn.Sequential):
+        return {"type": "Sequential", "layers": [_module_spec(c) for c in m]}
+    if name not in _LAYERS or type(m).__module__.split(".")[0] != "xpdl":
+        raise TypeError(f"xpdl.save: cannot describe module {name}; save its state_dict() "
+                        f"instead and rebuild it in code")
+    spec = {"type": name}
+    if name == "Linear":
+        spec.update(in_features=m.in_features, out_features=m.out_features,
+                    bias=m.bias is not None, init=m.init)
+    elif name == "LeakyReLU":
+        spec["negative_slope"] = m.negative_slope
+    elif name == "Softmax":
+        spec["axis"] = m.axis
+    elif name == "Dropout":
+        spec["p"] = m.p
+        spec["rng_state"] = m.rng.get_state()
+    return spec
+
+
+def _build_module(spec, xp, device, dtype):
+    from . import nn
+
+    t = spec.get("type")
+    if t == "Sequential":
+        return nn.Sequential(*[_build_module(s, xp, device, dtype) for s in spec["layers"]])
+    if t == "Linear":
+        return nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"], rng=0,
+                         xp=xp, device=device, dtype=dtype, init=spec["init"])
+    if t == "LeakyReLU":
+        return nn.LeakyReLU(spec["negative_slope"])
+    if t == "Softmax":
+        return nn.Softmax(spec["axis"])
+    if t == "Dropout":
+        d = nn.Dropout(spec["p"])
+        d.rng.set_state(spec["rng_state"])
+        return d
+    if t in ("ReLU", "Sigmoid", "Tanh", "Identity"):
+        return getattr(nn, t)()
+    raise ValueError(f"xpdl.load: unknown module type {t!r}")
+
+
+_FITTED = ("n_features_in_", "loss_curve_", "validation_scores_", "best_loss_",
+           "best_validation_score_", "n_iter_", "t_", "_no_improve", "_n_outputs", "_y_ndim")
+
+
+def _estimator_payload(est):
+    from .estimators._validation import check_is_fitted
+
+    check_is_fitted(est)
+    params = {k: _jsonable(v) for k, v in est.get_params(deep=False).items()}
+    fitted = {k: _jsonable(getattr(est, k)) for k in _FITTED if k in est.__dict__}
+    arrays = {f"module/{k}": _host(v) for k, v in est.module_.state_dict().items()}
+    meta = {"kind": "estimator", "class": type(est).__name__, "params": params,
+            "fitted": fitted, "dtype": _ns.dtype_name(est._xp, est._dtype),
+            "backend": _ns.backend_name(est._xp)}
+    if "classes_" in est.__dict__:
+        cls = est.classes_
+        if _ns.is_host_array(cls) and cls.dtype.kind in "OUS":
+            meta["classes"] = [str(c) for c in cls.tolist()]
+            meta["classes_kind"] = cls.dtype.kind
+        else:
+            arrays["classes_"] = _host(cls)
+    if "_rng" in est.__dict__:
+        meta["rng_state"] = est._rng.get_state()
+    opt = est.__dict__.get("_optimizer")
+    if opt is not None:
+        st = opt.state_dict()
+        meta["optimizer_ints"] = {k: v for k, v in st.items() if isinstance(v, int)}
+        arrays.update({f"optim/{k}": _host(v) for k, v in st.items()
+                       if not isinstance(v, int)})
+    return arrays, meta
+
+
+def save(obj, path):
+    """Save an estimator, a module, an optimizer's state or a dict of arrays to ``path``.
+
+    Parameters
+    ----------
+    obj : fitted estimator, xpdl.nn.Module, xpdl.optim.Optimizer, or dict of str to array
+    path : str or os.PathLike
+        Written atomically: a temporary file in the same folder is renamed over ``path``,
+        so a failure leaves any previous file intact.
+
+    Examples
+    --------
+    >>> import numpy as np, os, tempfile, xpdl
+    >>> m = xpdl.LinearRegression().fit(np.array([[0.0], [1.0]]), np.array([1.0, 3.0]))
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+    >>> xpdl.save(m, p)
+    >>> float(xpdl.load(p).coef_[0])
+    2.0
+    """
+    from .estimators._base import BaseModel
+    from .nn import Module
+    from .optim import Optimizer
+
+    if isinstance(obj, BaseModel):
+        arrays, meta = _estimator_payload(obj)
+    elif isinstance(obj, Module):
+        arrays = {f"module/{k}": _host(v) for k, v in obj.state_dict().items()}
+        p0 = obj.parameters()
+        meta = {"kind": "module", "spec": _module_spec(obj), "training": obj.training,
+                "dtype": _ns.dtype_name(p0[0].xp, p0[0].dtype) if p0 else "float32"}
+    elif isinstance(obj, Optimizer):
+        st = obj.state_dict()
+        arrays = {k: _host(v) for k, v in st.items() if not isinstance(v, int)}
+        meta = {"kind": "optimizer_state", "class": type(obj).__name__,
+                "ints": {k: v for k, v in st.items() if isinstance(v, int)}}
+    elif isinstance(obj, dict):
+        arrays, ints = {}, {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError("xpdl.save: dict keys must be strings")
+            if isinstance(v, int):
+                ints[k] = v
+            elif _ns.is_array(v):
+                arrays[k] = _host(v)
+            else:
+                raise TypeError(f"xpdl.save: value of {k!r} is neither an array nor an int")
+        meta = {"kind": "arrays", "ints": ints}
+    else:
+        raise TypeError(f"xpdl.save: cannot save {type(obj).__name__}")
+    meta.update(format=FORMAT, format_version=FORMAT_VERSION)
+    _write_atomic(path, _encode(arrays, meta))
+
+
+def _target(xp, device):
+    if xp is None:
+        import array_api_compat.numpy as np_xp
+
+        return np_xp, device
+    return xp, device
+
+
+def load(path, *, xp=None, device=None):
+    """Load what :func:`save` wrote, placing arrays in namespace ``xp`` on ``device``
+    (NumPy on the host by default).
+
+    Returns
+    -------
+    estimator, Module, dict
+        A fitted estimator or a module as saved; optimizer state and array dicts come back
+        as ``{name: array | int}`` (pass optimizer state to ``Optimizer.load_state_dict``).
+
+    Raises
+    ------
+    ValueError
+        Empty, truncated, corrupted, foreign or newer-version files, with what is wrong.
+    """
+    arrays, meta = _decode(_read(path), path)
+    xp, device = _target(xp, device)
+    kind = meta.get("kind")
+    try:
+        if kind == "estimator":
+            return _load_estimator(arrays, meta, xp, device)
+        if kind == "module":
+            dtype = _ns.dtype_from_name(xp, meta["dtype"])
+            m = _build_module(meta["spec"], xp, device, dtype)
+            m.load_state_dict({k[len("module/"):]: v for k, v in arrays.items()})
+            return m.train(meta.get("training", True))
+        if kind in ("optimizer_state", "arrays"):
+            out = {k: _ns.from_host(v, xp, device=device) for k, v in arrays.items()}
+            out.update(meta.get("ints", {}))
+            return out
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"xpdl.load({str(path)!r}): inconsistent xpdl metadata "
+                         f"({exc.__class__.__name__}: {exc})") from None
+    raise ValueError(f"xpdl.load({str(path)!r}): unknown content kind {kind!r}")
+
+
+def _load_estimator(arrays, meta, xp, device):
+    from . import estimators
+    from .random import Generator
+
+    cls = getattr(estimators, meta["class"], None)
+    if cls is None or meta["class"] not in estimators.__all__:
+        raise ValueError(f"xpdl.load: unknown estimator class {meta['class']!r}")
+    params = dict(meta["params"])
+    if isinstance(params.get("hidden_layer_sizes"), list):
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    est = cls(**params)
+    est._xp = xp
+    est._dtype = _ns.dtype_from_name(xp, meta["dtype"])
+    est._device = _ns.device_of(xp.zeros((), dtype=est._dtype, device=device))
+    for k, v in meta["fitted"].items():
+        setattr(est, k, v)
+    if "classes" in meta:
+        est.classes_ = np.asarray(meta["classes"]).astype(meta.get("classes_kind", "U"))
+    elif "classes_" in arrays:
+        est.classes_ = _ns.from_host(arrays["classes_"], xp, device=device)
+    est._rng = Generator(0)
+    n_out = est.__dict__.get("_n_outputs")
+    if n_out is None:
+        n_out = arrays["module/0.weight"].shape[0]
+        est._n_outputs = n_out
+    est.module_ = est._build_layers(est.n_features_in_, n_out)
+    est.module_.load_state_dict({k[len("module/"):]: v for k, v in arrays.items()
+                                 if k.startswith("module/")})
+    est.module_.eval()
+    if "rng_state" in meta:
+        est._rng.set_state(meta["rng_state"])
+    if "optimizer_ints" in meta:
+        est._optimizer = est._make_optimizer()
+        st = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+        st.update(meta["optimizer_ints"])
+        est._optimizer.load_state_dict(st)
+    return est
