@@ -298,6 +298,13 @@ def save(obj, path):
     _write_atomic(path, _encode(arrays, meta))
 
 
+def _float_dtype(xp, device, name):
+    """The saved float dtype, or float32 on a device without float64."""
+    if name == "float64" and not _ns.supports_float64(xp, device):
+        name = "float32"
+    return _ns.dtype_from_name(xp, name)
+
+
 def _target(xp, device):
     if xp is None:
         import array_api_compat.numpy as np_xp
@@ -320,6 +327,10 @@ def load(path, *, xp=None, device=None):
     ------
     ValueError
         Empty, truncated, corrupted, foreign or newer-version files, with what is wrong.
+
+    Notes
+    -----
+    float64 arrays loaded onto a device without float64 become float32.
     """
     arrays, meta = _decode(_read(path), path)
     xp, device = _target(xp, device)
@@ -328,12 +339,14 @@ def load(path, *, xp=None, device=None):
         if kind == "estimator":
             return _load_estimator(arrays, meta, xp, device)
         if kind == "module":
-            dtype = _ns.dtype_from_name(xp, meta["dtype"])
+            dtype = _float_dtype(xp, device, meta["dtype"])
             m = _build_module(meta["spec"], xp, device, dtype)
             m.load_state_dict({k[len("module/"):]: v for k, v in arrays.items()})
             return m.train(meta.get("training", True))
         if kind in ("optimizer_state", "arrays"):
-            out = {k: _ns.from_host(v, xp, device=device) for k, v in arrays.items()}
+            out = {k: _ns.from_host(v, xp, device=device, dtype=_float_dtype(
+                xp, device, v.dtype.name) if v.dtype.kind == "f" else None)
+                for k, v in arrays.items()}
             out.update(meta.get("ints", {}))
             return out
     except (KeyError, TypeError, AttributeError) as exc:
@@ -354,7 +367,7 @@ def _load_estimator(arrays, meta, xp, device):
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
     est = cls(**params)
     est._xp = xp
-    est._dtype = _ns.dtype_from_name(xp, meta["dtype"])
+    est._dtype = _float_dtype(xp, device, meta["dtype"])
     est._device = _ns.device_of(xp.zeros((), dtype=est._dtype, device=device))
     for k, v in meta["fitted"].items():
         setattr(est, k, v)

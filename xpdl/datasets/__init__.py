@@ -20,7 +20,8 @@ __all__ = ["load_digits", "make_regression", "make_classification"]
 
 def _place(X, y, xp, device, dtype, y_dtype=None):
     if xp is None:
-        return X.astype(dtype or np.float32), y if y_dtype is None else y.astype(y_dtype)
+        fdt = dtype or np.float32
+        return X.astype(fdt), y.astype(fdt if y_dtype is None else y_dtype)
     fdt = xp.float32 if dtype is None else dtype
     Xd = from_host(X, xp, device=device, dtype=fdt)
     yd = from_host(y, xp, device=device, dtype=fdt if y_dtype is None else getattr(xp, y_dtype))

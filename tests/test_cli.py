@@ -1,0 +1,96 @@
+"""The command line, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from xpdl.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_train_default_on_bundled_digits(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    acc = float(text.split("test accuracy:")[1].split()[0])
+    assert acc >= 0.95
+    assert str(out) in text and out.exists()
+    import xpdl
+
+    model = xpdl.load(str(out))
+    X, y = xpdl.datasets.load_digits()
+    assert (model.predict(X / 16) == y).mean() > 0.95
+
+
+@pytest.mark.parametrize("model", ["logistic", "linear"])
+def test_train_other_models_on_csv_and_npz(tmp_path, capsys, model):
+    g = np.random.default_rng(0)
+    X = g.normal(size=(200, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) if model == "logistic" else X @ [1.0, 2.0, -1.0]
+    csv = tmp_path / "d.csv"
+    with open(csv, "w") as f:
+        f.write("a,b,c,label\n")
+        for row, t in zip(X, y):
+            f.write(",".join(f"{v:.6f}" for v in row) + f",{t}\n")
+    assert main(["train", "--model", model, "--dataset", str(csv), "--epochs", "20",
+                 "--out", str(tmp_path / "m.safetensors")]) == 0
+    text = capsys.readouterr().out
+    key = "test R^2:" if model == "linear" else "test accuracy:"
+    score = float(text.split(key)[1].split()[0])
+    assert score > 0.9
+    npz = tmp_path / "d.npz"
+    np.savez(npz, X=X, y=y)
+    assert main(["train", "--model", model, "--dataset", str(npz), "--epochs", "5",
+                 "--out", str(tmp_path / "m2.safetensors")]) == 0
+
+
+def test_missing_backend_and_bad_dataset_give_one_line(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is None:
+        assert main(["train", "--backend", "cupy"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cupy" in err[0] and "not available" in err[0]
+    assert main(["train", "--dataset", str(tmp_path / "none.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not found" in err[0]
+
+
+def test_bad_arguments_exit_non_zero_without_traceback():
+    r = subprocess.run([sys.executable, "-m", "xpdl", "train", "--epochs", "many"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "invalid int" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "xpdl", "train", "--epochs", "0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_info_lists_backends(capsys):
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert "numpy" in text and "available" in text and "array_api_strict" in text
+
+
+def test_bench_prints_ratios(tmp_path, capsys):
+    js = tmp_path / "b.json"
+    assert main(["bench", "--sizes", "small", "--batches", "3", "--repeats", "2",
+                 "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "xpdl[numpy]" in text and "x bound" in text
+    res = json.loads(js.read_text())[0]
+    row = res["rows"][0]
+    assert row["runner"] == "xpdl[numpy]" and row["ratio_to_bound"] > 0
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "loss.png"
+    assert main(["train", "--epochs", "3", "--out", str(tmp_path / "m.safetensors"),
+                 "--plot", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"

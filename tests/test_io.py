@@ -1,0 +1,257 @@
+"""Saving and loading: round trips across backends, exact resume, hostile files."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+import xpdl
+from xpdl import io, nn, optim
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning",
+                                        "ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _iris():
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    return (X - X.mean(0)) / X.std(0), y
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: xpdl.MLPClassifier((8,), max_iter=5, dropout=0.2, random_state=0),
+    lambda: xpdl.MLPRegressor((8,), max_iter=5, random_state=0),
+    lambda: xpdl.LogisticRegression(),
+    lambda: xpdl.LinearRegression(alpha=0.5),
+], ids=["mlpc", "mlpr", "logistic", "linear"])
+def test_estimator_round_trip_onto_every_backend(backend, path, make):
+    X, y = _iris()
+    est = make()
+    yy = y if est._is_classifier else y * 1.0
+    est.fit(X, yy)
+    xpdl.save(est, path)
+    loaded = xpdl.load(path, xp=backend.xp, device=backend.device)
+    assert type(loaded) is type(est)
+    assert loaded.get_params() == est.get_params()
+    Xb = backend.asarray(X)
+    out = loaded.predict_proba(Xb) if hasattr(est, "predict_proba") else loaded.predict(Xb)
+    ref = est.predict_proba(X) if hasattr(est, "predict_proba") else est.predict(X)
+    assert out.device == backend.device
+    np.testing.assert_allclose(backend.to_numpy(out), ref, rtol=1e-6 if backend.is64 else 1e-4,
+                               atol=1e-7 if backend.is64 else 1e-5)
+    if est._is_classifier:
+        np.testing.assert_array_equal(backend.to_numpy(loaded.predict(Xb)), est.predict(X))
+
+
+def test_saved_on_one_backend_loaded_on_another(path):
+    strict = pytest.importorskip("array_api_strict")
+    X, y = _iris()
+    d1 = strict.Device("device1")
+    est = xpdl.MLPClassifier((6,), max_iter=3, random_state=0).fit(
+        strict.asarray(X, device=d1), strict.asarray(y, device=d1))
+    xpdl.save(est, path)
+    back = xpdl.load(path)  # NumPy by default
+    assert isinstance(back.predict(X), np.ndarray)
+    np.testing.assert_allclose(back.predict_proba(X),
+                               np.asarray(est.predict_proba(strict.asarray(X, device=d1))
+                                          .to_device(strict.Device("CPU_DEVICE"))),
+                               rtol=1e-12)
+
+
+def test_string_classes_survive(path):
+    X, y = _iris()
+    names = np.array(["a", "bb", "ccc"])[y]
+    est = xpdl.LogisticRegression().fit(X, names)
+    xpdl.save(est, path)
+    back = xpdl.load(path)
+    assert back.classes_.tolist() == ["a", "bb", "ccc"]
+    assert (back.predict(X) == est.predict(X)).all()
+
+
+@pytest.mark.parametrize("optimizer,momentum", [("sgd", 0.9), ("adam", None),
+                                                ("rmsprop", None)])
+def test_exact_resume_equals_one_long_fit(path, optimizer, momentum):
+    X, y = _iris()
+    kw = dict(hidden_layer_sizes=(10,), batch_size=25, dropout=0.25, random_state=1,
+              optimizer=optimizer, learning_rate=1e-2, tol=-np.inf, warm_start=True)
+    full = xpdl.MLPClassifier(max_iter=8, **kw).fit(X, y)
+    first = xpdl.MLPClassifier(max_iter=3, **kw).fit(X, y)
+    xpdl.save(first, path)
+    resumed = xpdl.load(path)
+    resumed.set_params(max_iter=5).fit(X, y)
+    assert resumed.n_iter_ == 8
+    assert resumed.loss_curve_ == full.loss_curve_
+    for a, b in zip(resumed.coefs_ + resumed.intercepts_, full.coefs_ + full.intercepts_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_module_and_optimizer_state(path, backend):
+    m = nn.Sequential(nn.Linear(3, 4, rng=0, xp=backend.xp, device=backend.device),
+                      nn.LeakyReLU(0.2), nn.Dropout(0.1, rng=3), nn.Linear(4, 2, rng=1,
+                                                                           xp=backend.xp,
+                                                                           device=backend.device),
+                      nn.Softmax())
+    xpdl.save(m, path)
+    back = xpdl.load(path, xp=backend.xp, device=backend.device)
+    assert repr(back) == repr(m)
+    for (n1, a), (n2, b) in zip(m.named_parameters(), back.named_parameters()):
+        assert n1 == n2
+        np.testing.assert_array_equal(backend.to_numpy(a.data), backend.to_numpy(b.data))
+    opt = optim.Adam(m, lr=0.1)
+    x = backend.asarray(np.ones((2, 3)), dtype=backend.xp.float32)
+    m(x).sum().backward()
+    opt.step()
+    xpdl.save(opt, path)
+    st = xpdl.load(path, xp=backend.xp, device=backend.device)
+    assert st["1/step"] == 1
+    opt2 = optim.Adam(back, lr=0.1)
+    opt2.load_state_dict(st)
+    np.testing.assert_array_equal(backend.to_numpy(opt2.state["0/exp_avg/0.weight"]),
+                                  backend.to_numpy(opt.state["0/exp_avg/0.weight"]))
+
+
+def test_array_dicts(path):
+    xpdl.save({"a": np.arange(3.0), "n": 7}, path)
+    back = xpdl.load(path)
+    np.testing.assert_array_equal(back["a"], np.arange(3.0))
+    assert back["n"] == 7
+    with pytest.raises(TypeError, match="neither"):
+        xpdl.save({"a": "text"}, path)
+
+
+def test_unfitted_and_unknown_objects_are_refused(path):
+    with pytest.raises(xpdl.NotFittedError):
+        xpdl.save(xpdl.MLPClassifier(), path)
+    with pytest.raises(TypeError, match="cannot save"):
+        xpdl.save(object(), path)
+
+    class Custom(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="state_dict"):
+        xpdl.save(Custom(), path)
+
+
+def test_no_pickle_in_the_file(path):
+    X, y = _iris()
+    xpdl.save(xpdl.MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y), path)
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    meta = json.loads(header["__metadata__"]["xpdl"])
+    assert meta["format"] == "xpdl" and meta["format_version"] == io.FORMAT_VERSION
+    assert meta["class"] == "MLPClassifier" and "rng_state" in meta
+    assert b"\x80\x04" not in raw[:8 + n] and b"pickle" not in raw
+
+
+# -- hostile files ---------------------------------------------------------------------
+def _good_file(path):
+    X, y = _iris()
+    xpdl.save(xpdl.MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y), path)
+    return open(path, "rb").read()
+
+
+def _write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("name,mutate,msg", [
+    ("empty", lambda b: b"", "empty"),
+    ("tiny", lambda b: b[:5], "truncated"),
+    ("truncated", lambda b: b[:-10], "truncated|corrupted"),
+    ("header_cut", lambda b: b[:40], "truncated"),
+    ("garbage", lambda b: os.urandom(1000), "not a safetensors|truncated|corrupted"),
+    ("lying_header", lambda b: struct.pack("<Q", 10 ** 12) + b[8:], "not a safetensors"),
+    ("header_past_end", lambda b: struct.pack("<Q", len(b)) + b[8:], "truncated|lies"),
+    ("text", lambda b: b"hello world, this is not a model", "not a safetensors|truncated"),
+])
+def test_bad_files_raise_value_error(path, name, mutate, msg):
+    _write(path, mutate(_good_file(path)))
+    with pytest.raises(ValueError, match=msg):
+        xpdl.load(path)
+
+
+def _safetensors_bytes(meta_obj):
+    h = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+    if meta_obj is not None:
+        h["__metadata__"] = meta_obj
+    hb = json.dumps(h).encode()
+    return struct.pack("<Q", len(hb)) + hb + np.ones(2, np.float32).tobytes()
+
+
+def test_foreign_and_newer_files(path):
+    _write(path, _safetensors_bytes(None))
+    with pytest.raises(ValueError, match="not one written by xpdl"):
+        xpdl.load(path)
+    _write(path, _safetensors_bytes({"format": "pt"}))
+    with pytest.raises(ValueError, match="not one written by xpdl"):
+        xpdl.load(path)
+    raw = _good_file(path)
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    meta = json.loads(header["__metadata__"]["xpdl"])
+    meta["format_version"] = io.FORMAT_VERSION + 1
+    header["__metadata__"]["xpdl"] = json.dumps(meta)
+    hb = json.dumps(header).encode()
+    _write(path, struct.pack("<Q", len(hb)) + hb + raw[8 + n:])
+    with pytest.raises(ValueError, match="newer"):
+        xpdl.load(path)
+
+
+def test_fuzzed_files_raise_value_error_or_load_identically(path):
+    """Random byte flips and truncations: a ValueError, or (a flip in header padding) the
+    same model; never another exception type."""
+    good = _good_file(path)
+    ref = xpdl.load(path).predict_proba(_iris()[0])
+    g = np.random.default_rng(0)
+    outcomes = {"error": 0, "same": 0}
+    for i in range(300):
+        b = bytearray(good)
+        if i % 3 == 0:
+            b = b[: g.integers(0, len(b))]
+        else:
+            for _ in range(g.integers(1, 4)):
+                pos = g.integers(0, len(b))
+                b[pos] ^= 1 << int(g.integers(0, 8))
+        _write(path, bytes(b))
+        try:
+            m = xpdl.load(path)
+        except ValueError:
+            outcomes["error"] += 1
+            continue
+        np.testing.assert_array_equal(m.predict_proba(_iris()[0]), ref)
+        outcomes["same"] += 1
+    assert outcomes["error"] > 250
+
+
+def test_atomic_write_keeps_previous_file(path, monkeypatch):
+    good = _good_file(path)
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "fsync", boom)
+    X, y = _iris()
+    with pytest.raises(OSError, match="disk full"):
+        xpdl.save(xpdl.LinearRegression().fit(X, y * 1.0), path)
+    assert open(path, "rb").read() == good
+    assert [f for f in os.listdir(os.path.dirname(path)) if f.startswith(".xpdl-")] == []
+
+
+def test_directory_and_missing_paths(tmp_path):
+    with pytest.raises(ValueError, match="directory"):
+        xpdl.load(str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        xpdl.load(str(tmp_path / "nope.safetensors"))
