@@ -14,7 +14,6 @@ from .autodiff import (
     no_grad,
     value_and_grad,
 )
-
 from .estimators import LinearRegression, LogisticRegression, MLPClassifier, MLPRegressor
 from .exceptions import DivergenceError, NotFittedError
 from .io import load, save

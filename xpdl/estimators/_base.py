@@ -13,7 +13,6 @@ import math
 
 from .. import _namespace as _ns
 from .. import functional as F
-from .. import losses as L
 from ..autodiff.tensor import Tensor, no_grad
 from ..exceptions import DivergenceError
 from ..nn import Dropout, Linear, ReLU, Sequential, Sigmoid, Tanh
@@ -425,7 +424,6 @@ class NetworkEstimator(BaseModel):
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _weighted_mean(self, per_sample, w):
-        xp = self._xp
         if w is None:
             return F.mean(per_sample)
         return F.mean(per_sample * Tensor(w))

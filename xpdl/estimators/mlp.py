@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .. import functional as F
 from .. import losses as L
-from ..autodiff.tensor import Tensor
 from . import _validation as V
 from ._base import ClassifierMixin, NetworkEstimator, RegressorMixin, _available_if, r2
 

@@ -1,0 +1,199 @@
+"""Every bad input is a ValueError/TypeError naming the problem; inputs are never mutated."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import xpdl
+from xpdl import losses as L
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+ESTIMATORS = [
+    lambda: xpdl.LinearRegression(),
+    lambda: xpdl.LinearRegression(solver="sgd", max_iter=2),
+    lambda: xpdl.LogisticRegression(),
+    lambda: xpdl.MLPClassifier((4,), max_iter=2, random_state=0),
+    lambda: xpdl.MLPRegressor((4,), max_iter=2, random_state=0),
+]
+IDS = ["linear", "linear-sgd", "logistic", "mlpc", "mlpr"]
+
+
+def _data(est, n=20, p=3):
+    g = np.random.default_rng(0)
+    X = g.normal(size=(n, p))
+    y = (X[:, 0] > 0).astype(np.int64) if est._is_classifier else X @ np.arange(1.0, p + 1)
+    return X, y
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_bad_inputs_name_the_problem(backend, make):
+    est = make()
+    Xh, yh = _data(est)
+    X, y = backend.asarray(Xh), backend.asarray(yh, dtype=backend.xp.int64
+                                               if est._is_classifier else None)
+    bad = Xh.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        make().fit(backend.asarray(bad), y)
+    bad[3, 1] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        make().fit(backend.asarray(bad), y)
+    with pytest.raises(ValueError, match="2D"):
+        make().fit(backend.asarray(Xh[:, 0]), y)
+    with pytest.raises(ValueError, match="0 sample"):
+        make().fit(backend.asarray(Xh[:0]), y[:0])
+    with pytest.raises(ValueError, match="samples"):
+        make().fit(X, y[:-2])
+    with pytest.raises(ValueError, match="None"):
+        make().fit(X, None)
+    with pytest.raises(ValueError, match="shape|sample_weight"):
+        make().fit(X, y, sample_weight=backend.asarray(np.ones(3)))
+    with pytest.raises(ValueError, match="negative"):
+        make().fit(X, y, sample_weight=backend.asarray(-np.ones(len(yh))))
+    if est._is_classifier:
+        with pytest.raises(ValueError, match="only one class"):
+            make().fit(X, backend.asarray(np.zeros(len(yh)), dtype=backend.xp.int64))
+        with pytest.raises(ValueError, match="continuous"):
+            make().fit(X, backend.asarray(yh + 0.5))
+    else:
+        ybad = yh.copy()
+        ybad[0] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            make().fit(X, backend.asarray(ybad))
+    fitted = make().fit(X, y)
+    with pytest.raises(ValueError, match="X has 2 features, but .* expecting 3"):
+        fitted.predict(backend.asarray(Xh[:, :2]))
+    with pytest.raises(ValueError, match="infinity"):
+        fitted.predict(backend.asarray(bad))
+
+
+def test_non_numeric_and_sparse_inputs():
+    est = xpdl.LinearRegression()
+    with pytest.raises(ValueError, match="non-numeric"):
+        est.fit(np.array([["a", "b"], ["c", "d"]]), np.array([1.0, 2.0]))
+    obj = np.ones((2, 2), dtype=object)
+    obj[0, 0] = {"k": 1}
+    with pytest.raises(TypeError):
+        est.fit(obj, np.array([1.0, 2.0]))
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match="sparse"):
+        est.fit(sparse.csr_matrix(np.eye(3)), np.ones(3))
+    with pytest.raises(ValueError, match="Complex"):
+        est.fit(np.ones((3, 2), dtype=complex), np.ones(3))
+
+
+def test_mixed_namespaces_and_devices_at_predict():
+    torch = pytest.importorskip("torch")
+    strict = pytest.importorskip("array_api_strict")
+    X, y = _data(xpdl.LinearRegression())
+    m = xpdl.LinearRegression().fit(X, y)
+    with pytest.raises(TypeError, match="fitted on numpy"):
+        m.predict(torch.asarray(X))
+    d1 = strict.Device("device1")
+    m = xpdl.MLPRegressor((3,), max_iter=2).fit(strict.asarray(X, device=d1),
+                                                 strict.asarray(y, device=d1))
+    with pytest.raises(ValueError, match="device"):
+        m.predict(strict.asarray(X, device=strict.Device("device2")))
+    # y follows X: a torch y with NumPy X is converted, not refused.
+    m = xpdl.LinearRegression().fit(X, torch.asarray(y))
+    assert isinstance(m.coef_, np.ndarray)
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_read_only_inputs_are_not_mutated(make):
+    est = make()
+    X, y = _data(est)
+    w = np.linspace(0.5, 1.5, len(y))
+    copies = [a.copy() for a in (X, y, w)]
+    for a in (X, y, w):
+        a.flags.writeable = False
+    est.fit(X, y, sample_weight=w)
+    est.predict(X)
+    est.score(X, y, sample_weight=w)
+    if hasattr(est, "partial_fit") and not isinstance(est, xpdl.LinearRegression):
+        est.partial_fit(X, y)
+    for a, c in zip((X, y, w), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_torch_inputs_are_not_mutated():
+    torch = pytest.importorskip("torch")
+    X, y = _data(xpdl.MLPClassifier())
+    Xt, yt = torch.asarray(X), torch.asarray(y)
+    Xc, yc = Xt.clone(), yt.clone()
+    xpdl.MLPClassifier((4,), max_iter=3).fit(Xt, yt).predict(Xt)
+    assert torch.equal(Xt, Xc) and torch.equal(yt, yc)
+
+
+# -- property-based --------------------------------------------------------------------
+finite32 = st.floats(-1e4, 1e4, allow_nan=False, width=32)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_cross_entropy_properties(data):
+    n = data.draw(st.integers(1, 6))
+    c = data.draw(st.integers(2, 5))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    logits = data.draw(hnp.arrays(dtype, (n, c), elements=finite32))
+    target = data.draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1)))
+    t = xpdl.Tensor(logits, requires_grad=True)
+    out = L.cross_entropy(t, target, reduction="none")
+    out.sum().backward()
+    v = out.data
+    assert v.dtype == dtype and np.all(np.isfinite(v)) and np.all(v >= -1e-6)
+    ref = np.logaddexp.reduce(logits.astype(np.float64), axis=1) - \
+        logits.astype(np.float64)[np.arange(n), target]
+    np.testing.assert_allclose(v, ref, rtol=1e-5, atol=1e-2 if dtype == np.float32 else 1e-9)
+    g = t.grad
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g.sum(axis=1), 0, atol=1e-5)  # softmax - onehot sums to 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
+                  elements=st.floats(-1e6, 1e6)),
+       st.sampled_from(["mse", "mae", "huber", "binary_cross_entropy_with_logits"]))
+def test_elementwise_loss_properties(x, name):
+    target = np.clip(np.round(np.abs(x) % 1), 0, 1) if "logits" in name else x[::-1].copy() \
+        if x.ndim == 1 else np.zeros_like(x)
+    v = getattr(L, name)(x, target.reshape(x.shape), reduction="none")
+    assert v.shape == x.shape and np.all(np.isfinite(v)) and np.all(v >= 0)
+    if name == "binary_cross_entropy_with_logits":
+        ref = np.logaddexp(0, x) - x * target.reshape(x.shape)
+        np.testing.assert_allclose(v, ref, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_estimators_on_random_shapes_and_extreme_values(data):
+    n = data.draw(st.integers(3, 25))
+    p = data.draw(st.integers(1, 4))
+    scale = data.draw(st.sampled_from([1e-6, 1.0, 1e6]))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64, np.int64]))
+    X = (data.draw(hnp.arrays(np.float64, (n, p), elements=st.floats(-1, 1))) * scale)
+    X = X.astype(dtype)
+    y = data.draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, 2)))
+    if len(np.unique(y)) < 2:
+        y[0], y[-1] = 0, 1
+    yr = X.astype(np.float64) @ np.ones(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lin = xpdl.LinearRegression().fit(X, yr)
+        assert np.all(np.isfinite(lin.predict(X)))
+        for est in (xpdl.LogisticRegression(max_iter=20),
+                    xpdl.MLPClassifier((3,), max_iter=2, random_state=0)):
+            try:
+                est.fit(X, y)
+            except xpdl.DivergenceError:
+                continue
+            proba = est.predict_proba(X)
+            assert proba.shape == (n, len(np.unique(y)))
+            assert np.all(np.isfinite(proba))
+            np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-4)
