@@ -1,0 +1,27 @@
+"""Sphinx configuration for xpdl's documentation."""
+
+import importlib.util
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(".."))
+
+project = "xpdl"
+author = "xpdl developers"
+copyright = "2026, xpdl developers"
+from xpdl import __version__ as release  # noqa: E402
+
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.autosummary", "sphinx.ext.mathjax",
+              "sphinx.ext.doctest"]
+if importlib.util.find_spec("numpydoc"):
+    extensions.append("numpydoc")
+    numpydoc_show_class_members = False
+    numpydoc_validation_checks = set()
+else:  # pragma: no cover
+    extensions.append("sphinx.ext.napoleon")
+autosummary_generate = False
+autodoc_default_options = {"members": True, "undoc-members": False}
+html_theme = "alabaster"
+exclude_patterns = ["_build"]
+nitpicky = False
+suppress_warnings = ["ref.citation"]

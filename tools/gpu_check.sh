@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# GPU check: the test suite on the cupy backend, then `xpdl bench` against PyTorch CUDA.
+# Run from the repository root on a machine with an NVIDIA GPU, CuPy and PyTorch
+# (`nox -s gpu`). Results go to $OUT (default ./gpu_results).
+set -uo pipefail
+OUT=${OUT:-gpu_results}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+{
+  date -u +"%Y-%m-%dT%H:%M:%SZ"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  $PY -c "import sys, numpy, cupy, torch; print('python', sys.version.split()[0], '| numpy', numpy.__version__, '| cupy', cupy.__version__, '| torch', torch.__version__, '| cuda', torch.version.cuda)"
+} 2>&1 | tee "$OUT/device.txt"
+# 1. Every test over the cupy backend (CPU backends are CI's job), plus device-only checks.
+timeout "${TEST_TIMEOUT:-420}" $PY -m pytest tests -q -p no:cacheprovider -k "cupy" \
+  -o addopts="" --junitxml="$OUT/junit_cupy.xml" 2>&1 | tee "$OUT/tests_cupy.txt" | tail -40
+# 2. The side-by-side training benchmark.
+timeout "${BENCH_TIMEOUT:-300}" $PY -m xpdl bench --backends numpy,cupy,torch --vs torch,sklearn \
+  --sizes "${BENCH_SIZES:-small,medium,large}" --repeats "${BENCH_REPEATS:-5}" \
+  --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
