@@ -86,8 +86,9 @@ def test_functional_optimizer_matches_torch(backend, cfg):
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "portable"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
-def test_object_optimizer_matches_torch(backend, cfg):
+def test_object_optimizer_matches_torch(backend, cfg, fused):
     name, kw = cfg
     ref = _torch_trajectory(name, kw)
     X_h, Y_h, p0 = _problem()
@@ -97,6 +98,7 @@ def test_object_optimizer_matches_torch(backend, cfg):
     cls = {"sgd": optim.SGD, "gd": optim.GD, "adam": optim.Adam, "adamw": optim.AdamW,
            "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[name]
     opt = cls({"W": W, "b": b}, **kw)
+    opt.use_fused = fused
     loss = _loss(X, Y)
     for _ in range(STEPS):
         opt.zero_grad()

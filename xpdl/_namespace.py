@@ -37,6 +37,7 @@ __all__ = [
     "host_asarray",
     "is_host_array",
     "quiet_fp",
+    "mask_multiply",
 ]
 
 _FLOAT_NAMES = ("float32", "float64")
@@ -161,6 +162,16 @@ def is_strict(xp) -> bool:
 
 
 _INPLACE: dict = {}
+_BOOL_MUL: dict = {}
+
+
+def mask_multiply(xp, g, mask):
+    """``g * mask`` for a boolean ``mask``: NumPy, CuPy and torch multiply by booleans
+    directly (one pass); the standard needs the mask cast to ``g``'s dtype first."""
+    ok = _BOOL_MUL.get(id(xp))
+    if ok is None:
+        ok = _BOOL_MUL[id(xp)] = is_numpy(xp) or is_cupy(xp) or is_torch(xp)
+    return g * mask if ok else g * xp.astype(mask, g.dtype)
 
 
 def supports_inplace(xp) -> bool:

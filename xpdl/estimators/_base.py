@@ -322,15 +322,27 @@ class NetworkEstimator(BaseModel):
         return (take(X, train_idx), take(T, train_idx), take(w, train_idx),
                 take(X, val_idx), take(T, val_idx))
 
-    def _l2(self, nb):
-        if not self.alpha:
-            return None
+    def _l2_value(self, nb):
+        r"""The L2 term :math:`\tfrac{\alpha}{2 n}\sum\|W\|^2` as a plain array (its
+        gradient is added by :meth:`_l2_grad`, cheaper than taping it)."""
+        xp = self._xp
         total = None
-        for name, p in self.module_.named_parameters():
-            if name.endswith("weight"):
-                s = F.sum(p * p)
-                total = s if total is None else total + s
+        for W in self._weights:
+            flat = xp.reshape(W.data, (-1,))
+            s = flat @ flat  # one BLAS pass, no temporary
+            total = s if total is None else total + s
         return total * (0.5 * self.alpha / nb)
+
+    def _l2_grad(self, nb):
+        c = self.alpha / nb
+        inplace = _ns.supports_inplace(self._xp)
+        for W in self._weights:
+            if W.grad is None:
+                continue
+            if inplace:
+                W.grad += c * W.data  # the gradient of a Linear weight is a fresh buffer
+            else:
+                W.grad = W.grad + c * W.data
 
     def _train(self, X, T, w, epochs, Xv, Tv, incremental):
         from tqdm.auto import tqdm
@@ -340,6 +352,7 @@ class NetworkEstimator(BaseModel):
         bs = self._batch_size(n)
         module, opt = self.module_, self._optimizer
         params = module.parameters()
+        self._weights = [p for k, p in module.named_parameters() if k.endswith("weight")]
         module.train()
         bar = tqdm(range(epochs), disable=not getattr(self, "verbose", False),
                    desc=type(self).__name__, unit="epoch", leave=False)
@@ -360,11 +373,10 @@ class NetworkEstimator(BaseModel):
                 opt.zero_grad()
                 out = module(Xb)
                 loss = self._data_loss(out, Tb, wb)
-                pen = self._l2(nb if self._l2_denominator == "batch" else n)
-                if pen is not None:
-                    loss = loss + pen
-                self._backward_and_step(loss, out, Xb, Tb, wb)
-                acc = acc + loss.data * nb
+                l2n = nb if self._l2_denominator == "batch" else n
+                value = loss.data if not self.alpha else loss.data + self._l2_value(l2n)
+                self._backward_and_step(loss, out, Xb, Tb, wb, l2n)
+                acc = acc + value * nb
                 self.t_ += 1
             epoch_loss = float(acc) / n
             self.n_iter_ += 1
@@ -410,8 +422,10 @@ class NetworkEstimator(BaseModel):
     def _patience(self):
         return self.n_iter_no_change
 
-    def _backward_and_step(self, loss, out, Xb, Tb, wb):
+    def _backward_and_step(self, loss, out, Xb, Tb, wb, l2n):
         loss.backward()
+        if self.alpha:
+            self._l2_grad(l2n)
         self._optimizer.step()
 
     def _has_partial_fit(self):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import chain
+from . import _fused
+from .base import FusedTransformation, chain
 from .transforms import (
     add_decayed_weights,
     scale_by_adagrad,
@@ -13,6 +14,40 @@ from .transforms import (
 )
 
 __all__ = ["gd", "sgd", "adam", "adamw", "rmsprop", "adagrad"]
+
+
+def _lr_at(lr, step):
+    return float(lr(step)) if callable(lr) else lr
+
+
+def _with_fused(tx, fused):
+    out = FusedTransformation(tx.init, tx.update)
+    out.fused = fused
+    return out
+
+
+def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
+    pa, pl = f"{i_adam}/", f"{i_lr}/step"
+
+    def fused(params, grads, state, scratch):
+        t = state[pa + "step"] + 1
+        lr_t = _lr_at(lr, state[pl])
+        for k, g in grads.items():
+            xp = _fused_namespace(g)
+            _fused.adam_step(xp, params[k], g, state[f"{pa}exp_avg/{k}"],
+                             state[f"{pa}exp_avg_sq/{k}"], scratch(k), lr=lr_t, b1=b1, b2=b2,
+                             eps=eps, t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled)
+        state[pa + "step"] = t
+        state[pl] += 1
+        return state
+
+    return fused
+
+
+def _fused_namespace(a):
+    from .. import _namespace as _ns
+
+    return _ns.array_namespace(a)
 
 
 def _check_lr(lr):
@@ -47,7 +82,19 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
     if momentum:
         parts.append(trace(momentum, nesterov))
     parts.append(scale_by_learning_rate(lr))
-    return chain(*parts)
+    i_mom = len(parts) - 2 if momentum else None
+    pl = f"{len(parts) - 1}/step"
+
+    def fused(params, grads, state, scratch):
+        lr_t = _lr_at(lr, state[pl])
+        for k, g in grads.items():
+            b = state[f"{i_mom}/momentum/{k}"] if momentum else None
+            _fused.sgd_step(_fused_namespace(g), params[k], g, b, scratch(k), lr=lr_t,
+                            momentum=momentum, nesterov=nesterov, wd=weight_decay)
+        state[pl] += 1
+        return state
+
+    return _with_fused(chain(*parts), fused)
 
 
 def gd(lr):
@@ -61,15 +108,18 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
     _check_lr(lr)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts += [scale_by_adam(betas[0], betas[1], eps), scale_by_learning_rate(lr)]
-    return chain(*parts)
+    i = len(parts) - 2
+    return _with_fused(chain(*parts), _fused_adam(lr, betas[0], betas[1], eps, weight_decay,
+                                                  0.0, i, i + 1))
 
 
 def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
     r"""AdamW (``torch.optim.AdamW``): decoupled decay
     :math:`p \leftarrow p - \eta\,(\hat m/(\sqrt{\hat v}+\epsilon) + \lambda p)`."""
     _check_lr(lr)
-    return chain(scale_by_adam(betas[0], betas[1], eps), add_decayed_weights(weight_decay),
-                 scale_by_learning_rate(lr))
+    tx = chain(scale_by_adam(betas[0], betas[1], eps), add_decayed_weights(weight_decay),
+               scale_by_learning_rate(lr))
+    return _with_fused(tx, _fused_adam(lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2))
 
 
 def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0):

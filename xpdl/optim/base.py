@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 from .. import _namespace as _ns
 
-__all__ = ["GradientTransformation", "chain", "identity", "apply_updates"]
+__all__ = ["GradientTransformation", "FusedTransformation", "chain", "identity",
+           "apply_updates"]
 
 
 class GradientTransformation(NamedTuple):
@@ -26,6 +27,17 @@ class GradientTransformation(NamedTuple):
 
     init: Callable
     update: Callable
+
+
+class FusedTransformation(GradientTransformation):
+    """A transformation that also knows how to apply itself in place in one fused step.
+
+    ``fused(params, grads, state, scratch) -> state`` updates the parameter arrays in
+    ``params`` and the state buffers in place (see :mod:`xpdl.optim._fused`); it is used by
+    the object optimizers when they own the buffers and the namespace has a fast path.
+    """
+
+    fused = None
 
 
 def _namespace_of(tree):

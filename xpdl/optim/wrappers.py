@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import _namespace as _ns
 from ..autodiff.tensor import Tensor
-from . import alias
+from . import _fused, alias
 
 __all__ = ["Optimizer", "SGD", "GD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
@@ -55,6 +55,8 @@ class Optimizer:
                 p.data = p.xp.asarray(p.data, copy=True)
                 p._own = True
         self.state = transform.init({n: p.data for n, p in self._params})
+        self._scratch = {}
+        self.use_fused = True  # set False to force the portable chain (tests compare both)
 
     @property
     def param_names(self):
@@ -73,7 +75,12 @@ class Optimizer:
             return
         grads = {n: p.grad for n, p in live}
         params = {n: p.data for n, p in live}
-        inplace = _ns.supports_inplace(live[0][1].xp)
+        xp = live[0][1].xp
+        inplace = _ns.supports_inplace(xp)
+        fused = getattr(self.transform, "fused", None)
+        if fused is not None and self.use_fused and _fused.supported(xp):
+            self.state = fused(params, grads, self.state, self._scratch_for(params))
+            return
         updates, new = self.transform.update(grads, self.state, params, inplace=inplace)
         self.state.update(new)
         for n, p in live:
@@ -81,6 +88,20 @@ class Optimizer:
                 p.data += updates[n]
             else:
                 p.data = p.data + updates[n]
+
+    def _scratch_for(self, params):
+        """One reusable buffer per parameter for the fused step (not part of the state)."""
+
+        def get(k):
+            p = params[k]
+            s = self._scratch.get(k)
+            if s is None or s.shape != p.shape or s.dtype != p.dtype:
+                xp = _ns.array_namespace(p)
+                s = self._scratch[k] = xp.empty(p.shape, dtype=p.dtype,
+                                                device=_ns.device_of(p))
+            return s
+
+        return get
 
     def state_dict(self):
         """The optimizer state: ``{key: array | int}`` with keys like ``"exp_avg/0.weight"``
