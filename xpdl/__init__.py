@@ -4,7 +4,7 @@ The same models, losses, layers and optimizers run on NumPy, CuPy, PyTorch, JAX 
 array_api_strict; arrays you pass decide where the work runs.
 """
 
-from . import datasets, functional, losses, nn, optim, random
+from . import datasets, explain, functional, losses, nn, optim, privacy, random
 from .autodiff import (
     Tensor,
     check_grad,
@@ -42,5 +42,7 @@ __all__ = [
     "save",
     "load",
     "datasets",
+    "privacy",
+    "explain",
     "__version__",
 ]

@@ -214,7 +214,8 @@ def _build_module(spec, xp, device, dtype):
 
 
 _FITTED = ("n_features_in_", "loss_curve_", "validation_scores_", "best_loss_",
-           "best_validation_score_", "n_iter_", "t_", "_no_improve", "_n_outputs", "_y_ndim")
+           "best_validation_score_", "n_iter_", "t_", "_no_improve", "_n_outputs", "_y_ndim",
+           "_dp_steps", "epsilon_")
 
 
 def _estimator_payload(est):

@@ -75,6 +75,12 @@ class Generator:
         host = self._rng.permutation(n).astype(np.int64)
         return self._place(host, xp, device, None)
 
+    def poisson_indices(self, n, rate, *, xp=None, device=None):
+        """Indices of a Poisson sample of ``range(n)``: each index joins independently with
+        probability ``rate`` (DP-SGD's sampling). int64; may be empty."""
+        host = np.flatnonzero(self._rng.random(n) < rate).astype(np.int64)
+        return self._place(host, xp, device, None)
+
     def split_indices(self, n, fraction, labels=None):
         """Random ``(train, validation)`` host index arrays with ``round(fraction * n)``
         validation samples (at least 1), stratified by ``labels`` when given."""

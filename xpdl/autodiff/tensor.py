@@ -96,7 +96,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_xp", "_parents", "_backward", "_seq",
-                 "_mark", "_g", "_own", "__weakref__")
+                 "_mark", "_g", "_own", "_retain", "__weakref__")
     # Let NumPy/CuPy/torch arrays on the left of an operator defer to us.
     __array_priority__ = 1000.0
     __array_ufunc__ = None
@@ -122,6 +122,7 @@ class Tensor:
         self._mark = None
         self._g = None
         self._own = False  # True when xpdl allocated data (it may then be updated in place)
+        self._retain = False
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -182,6 +183,14 @@ class Tensor:
         self._mark = None
         self._g = None
         self._own = state["own"]
+        self._retain = False
+
+    def retain_grad(self) -> Tensor:
+        """Keep this (non-leaf) tensor's gradient in ``.grad`` after :meth:`backward`."""
+        if not self.requires_grad:
+            raise ValueError("xpdl: retain_grad() on a tensor that does not require grad")
+        self._retain = True
+        return self
 
     def detach(self) -> Tensor:
         """A tensor sharing :attr:`data` with no history and no gradient."""
@@ -239,6 +248,7 @@ def _wrap(data, xp) -> Tensor:
     t._mark = None
     t._g = None
     t._own = False
+    t._retain = False
     return t
 
 
@@ -257,6 +267,7 @@ def record(data, xp, parents, backward) -> Tensor:
     t._mark = None
     t._g = None
     t._own = False
+    t._retain = False
     if _mode.enabled:
         for p in parents:
             if p.__class__ is Tensor and p.requires_grad:
@@ -321,11 +332,14 @@ def _run_backward(root, grad):
             if g is None:
                 continue
             node._g = None
+            if node._retain:
+                node.grad = g if node.grad is None else node.grad + g
             if node._backward is None:
                 if g.dtype != node.data.dtype:
                     g = xp.astype(g, node.data.dtype)
                 # Out of place: the first gradient may alias an array the caller owns.
-                node.grad = g if node.grad is None else node.grad + g
+                if not node._retain:
+                    node.grad = g if node.grad is None else node.grad + g
                 continue
             for p, pg in zip(node._parents, node._backward(g)):
                 if pg is None or p.__class__ is not Tensor or not p.requires_grad:

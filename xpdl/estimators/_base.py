@@ -253,6 +253,16 @@ class NetworkEstimator(BaseModel):
             raise ValueError(f"xpdl: alpha must be non-negative, got {self.alpha}")
         if not 0.0 <= getattr(self, "dropout", 0.0) < 1.0:
             raise ValueError(f"xpdl: dropout must be in [0, 1), got {self.dropout}")
+        if self._dp_on():
+            if self.dp_noise_multiplier < 0:
+                raise ValueError("xpdl: dp_noise_multiplier must be non-negative or None")
+            if not self.dp_max_grad_norm > 0:
+                raise ValueError("xpdl: dp_max_grad_norm must be positive")
+            if not 0 < self.dp_delta < 1:
+                raise ValueError("xpdl: dp_delta must be in (0, 1)")
+
+    def _dp_on(self):
+        return getattr(self, "dp_noise_multiplier", None) is not None
 
     def _make_optimizer(self):
         name = self._optimizer_name()
@@ -286,6 +296,7 @@ class NetworkEstimator(BaseModel):
             self._no_improve = 0
             self.n_iter_ = 0
             self.t_ = 0
+            self._dp_steps = 0
         elif n_out != self._n_outputs:
             raise ValueError(f"xpdl: y has {n_out} outputs/classes but the fitted model has "
                              f"{self._n_outputs}; refit without warm_start")
@@ -357,11 +368,17 @@ class NetworkEstimator(BaseModel):
         bar = tqdm(range(epochs), disable=not getattr(self, "verbose", False),
                    desc=type(self).__name__, unit="epoch", leave=False)
         converged = False
+        dp = self._dp_on()
         for _ in bar:
             snapshot = [xp.asarray(p.data, copy=True) for p in params]
-            perm = None if bs >= n else self._rng.permutation(n, xp=xp, device=self._device)
-            acc = 0.0
-            for start in range(0, n, bs):
+            if dp:
+                acc = self._dp_epoch(X, T, w, bs)
+                epoch_loss = float(acc) / n
+                perm = None
+            else:
+                perm = None if bs >= n else self._rng.permutation(n, xp=xp, device=self._device)
+                acc = 0.0
+            for start in range(0, 0 if dp else n, bs):
                 if perm is None:
                     Xb, Tb, wb = X, T, w
                 else:
@@ -378,7 +395,8 @@ class NetworkEstimator(BaseModel):
                 self._backward_and_step(loss, out, Xb, Tb, wb, l2n)
                 acc = acc + value * nb
                 self.t_ += 1
-            epoch_loss = float(acc) / n
+            if not dp:
+                epoch_loss = float(acc) / n
             self.n_iter_ += 1
             if not math.isfinite(epoch_loss):
                 for p, s in zip(params, snapshot):
@@ -414,10 +432,56 @@ class NetworkEstimator(BaseModel):
             for p, b in zip(params, self._best_params):
                 p.data = b
         module.eval()
+        if dp:
+            from ..privacy import epsilon
+
+            self.epsilon_ = epsilon(self.dp_noise_multiplier, min(bs / n, 1.0),
+                                    self._dp_steps, self.dp_delta)
         if not incremental and not converged and self._warn_on_max_iter:
             V.warn_convergence(self, self.max_iter)
 
     _warn_on_max_iter = True
+
+    def _dp_epoch(self, X, T, w, bs):
+        """One DP-SGD epoch: ceil(n/B) steps, each on a Poisson sample of rate B/n, with
+        per-sample clipping and Gaussian noise (see :mod:`xpdl.privacy`). Returns the summed
+        loss of the samples seen (for ``loss_curve_``)."""
+        from ..privacy import clipped_gradients
+
+        xp, dev = self._xp, self._device
+        n = X.shape[0]
+        module, opt = self.module_, self._optimizer
+        named = module.named_parameters()
+        C, sigma = float(self.dp_max_grad_norm), float(self.dp_noise_multiplier)
+        acc = 0.0
+        for _ in range(-(-n // bs)):
+            idx = self._rng.poisson_indices(n, bs / n, xp=xp, device=dev)
+            nb = idx.shape[0]
+            opt.zero_grad()
+            if nb:
+                Xb, Tb = xp.take(X, idx, axis=0), xp.take(T, idx, axis=0)
+                wb = None if w is None else xp.take(w, idx, axis=0)
+                seen = []
+
+                def per_sample(out, Tb=Tb, seen=seen):
+                    per = self._per_sample_loss(out, Tb)
+                    seen.append(per.data)
+                    return per
+
+                sums, _ = clipped_gradients(module, Xb, per_sample, C, weights=wb)
+                acc = acc + xp.sum(seen[0] if wb is None else seen[0] * wb)
+            for name, p in named:
+                g = sums[name] if nb else xp.zeros(p.shape, dtype=p.dtype, device=dev)
+                if sigma:
+                    g = g + self._rng.normal(p.shape, scale=sigma * C, xp=xp, device=dev,
+                                             dtype=p.dtype)
+                p.grad = g / bs  # normalised by the expected batch size
+            if self.alpha:
+                self._l2_grad(bs)
+            opt.step()
+            self.t_ += 1
+            self._dp_steps += 1
+        return acc
 
     def _patience(self):
         return self.n_iter_no_change
@@ -436,6 +500,9 @@ class NetworkEstimator(BaseModel):
         """One epoch over ``(X, y)``, continuing from the current state (fits from scratch
         on the first call)."""
         return self._fit(X, y, sample_weight, incremental=True)
+
+    def _data_loss(self, out, T, w):
+        return self._weighted_mean(self._per_sample_loss(out, T), w)
 
     def _weighted_mean(self, per_sample, w):
         if w is None:

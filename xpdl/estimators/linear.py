@@ -183,9 +183,8 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
     def _build_layers(self, n_in, n_out):
         return self._zero_linear(n_in, n_out, self.fit_intercept)
 
-    def _data_loss(self, out, T, w):
-        per = F.sum(L.mse(out, T, reduction="none"), axis=1) * 0.5
-        return self._weighted_mean(per, w)
+    def _per_sample_loss(self, out, T):
+        return F.sum(L.mse(out, T, reduction="none"), axis=1) * 0.5
 
     def predict(self, X):
         """Predictions of shape (n_samples,) or (n_samples, n_targets)."""

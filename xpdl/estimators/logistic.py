@@ -99,13 +99,11 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
     def _build_layers(self, n_in, n_out):
         return self._zero_linear(n_in, n_out, self.fit_intercept)
 
-    def _data_loss(self, out, T, w):
+    def _per_sample_loss(self, out, T):
         if out.shape[1] == 1:
-            per = L.binary_cross_entropy_with_logits(out[:, 0], self._xp.astype(T, self._dtype),
-                                                     reduction="none")
-        else:
-            per = L.cross_entropy(out, T, reduction="none")
-        return self._weighted_mean(per, w)
+            return L.binary_cross_entropy_with_logits(out[:, 0], self._xp.astype(T, self._dtype),
+                                                      reduction="none")
+        return L.cross_entropy(out, T, reduction="none")
 
     def fit(self, X, y, sample_weight=None):
         """Fit on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,)."""

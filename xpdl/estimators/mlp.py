@@ -140,13 +140,11 @@ class MLPClassifier(ClassifierMixin, _MLP):
         k = self.classes_.shape[0]
         return idx, (1 if k == 2 else k)
 
-    def _data_loss(self, out, T, w):
+    def _per_sample_loss(self, out, T):
         if out.shape[1] == 1:
             t = self._xp.astype(T, self._dtype)
-            per = L.binary_cross_entropy_with_logits(out[:, 0], t, reduction="none")
-        else:
-            per = L.cross_entropy(out, T, reduction="none")
-        return self._weighted_mean(per, w)
+            return L.binary_cross_entropy_with_logits(out[:, 0], t, reduction="none")
+        return L.cross_entropy(out, T, reduction="none")
 
     @_available_if(NetworkEstimator._has_partial_fit)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -193,9 +191,8 @@ class MLPRegressor(RegressorMixin, _MLP):
         T = y if y.ndim == 2 else self._xp.reshape(y, (-1, 1))
         return T, T.shape[1]
 
-    def _data_loss(self, out, T, w):
-        per = F.mean(L.mse(out, T, reduction="none"), axis=1) * 0.5
-        return self._weighted_mean(per, w)
+    def _per_sample_loss(self, out, T):
+        return F.mean(L.mse(out, T, reduction="none"), axis=1) * 0.5
 
     def predict(self, X):
         """Predictions, shape (n_samples,) or (n_samples, n_outputs) as ``y`` was."""

@@ -1,0 +1,112 @@
+"""Saliency, integrated gradients and permutation importance, on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpdl
+from xpdl import nn
+from xpdl.explain import integrated_gradients, permutation_importance, saliency
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _fitted(backend):
+    X, y = xpdl.datasets.make_classification(150, 4, n_classes=3, random_state=0,
+                                             xp=backend.xp, device=backend.device,
+                                             dtype=backend.float_dtype)
+    m = xpdl.MLPClassifier((8,), activation="tanh", max_iter=30, learning_rate=1e-2,
+                           random_state=0).fit(X, y)
+    return m, X, y
+
+
+def _logits(m, X):
+    return m.module_(X).data
+
+
+def test_saliency_matches_finite_differences(backend):
+    m, X, _ = _fitted(backend)
+    Xh = backend.to_numpy(X)[:3]
+    s = saliency(m, backend.asarray(Xh), target=1, abs=False)
+    assert s.shape == (3, 4) and s.device == backend.device
+    eps = 1e-6 if backend.is64 else 1e-2
+    fd = np.zeros((3, 4))
+    for j in range(4):
+        e = np.zeros(4)
+        e[j] = eps
+        up = backend.to_numpy(_logits(m, backend.asarray(Xh + e)))[:, 1]
+        dn = backend.to_numpy(_logits(m, backend.asarray(Xh - e)))[:, 1]
+        fd[:, j] = (up - dn) / (2 * eps)
+    np.testing.assert_allclose(backend.to_numpy(s), fd, rtol=1e-5 if backend.is64 else 5e-2,
+                               atol=1e-7 if backend.is64 else 5e-3)
+    np.testing.assert_allclose(backend.to_numpy(saliency(m, backend.asarray(Xh), target=1)),
+                               np.abs(fd), rtol=1e-5 if backend.is64 else 5e-2,
+                               atol=1e-7 if backend.is64 else 5e-3)
+
+
+def test_integrated_gradients_completeness(backend):
+    m, X, _ = _fitted(backend)
+    attr, delta = integrated_gradients(m, X[:10, ...], n_steps=200, return_delta=True)
+    assert attr.shape == (10, 4) and attr.device == backend.device
+    assert float(backend.xp.max(backend.xp.abs(delta))) < 1e-2
+    # Completeness against the model itself: sum(attr) = f(x) - f(0) for the predicted class.
+    Xh = backend.to_numpy(X[:10, ...])
+    f = backend.to_numpy(_logits(m, X[:10, ...]))
+    f0 = backend.to_numpy(_logits(m, backend.asarray(np.zeros_like(Xh))))
+    k = f.argmax(axis=1)
+    expected = f[np.arange(10), k] - f0[np.arange(10), k]
+    np.testing.assert_allclose(backend.to_numpy(attr).sum(axis=1), expected, atol=1e-2)
+
+
+def test_integrated_gradients_of_a_linear_model_is_exact(backend):
+    lin = nn.Linear(3, 1, rng=0, xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+    Xh = np.random.default_rng(0).normal(size=(4, 3))
+    base = np.full(3, 0.5)
+    attr = integrated_gradients(lin, backend.asarray(Xh), baseline=backend.asarray(base),
+                                n_steps=3)
+    w = backend.to_numpy(lin.weight.data)[0]
+    np.testing.assert_allclose(backend.to_numpy(attr), (Xh - base) * w,
+                               rtol=1e-10 if backend.is64 else 1e-5)
+
+
+def test_callable_models(backend):
+    def f(t):
+        return (t * t).sum(axis=1)  # f(x) = |x|^2, gradient 2x
+
+    Xh = np.array([[1.0, -2.0], [0.5, 3.0]])
+    s = saliency(f, backend.asarray(Xh), abs=False)
+    np.testing.assert_allclose(backend.to_numpy(s), 2 * Xh, rtol=1e-6)
+    attr = integrated_gradients(f, backend.asarray(Xh), n_steps=100)
+    np.testing.assert_allclose(backend.to_numpy(attr), Xh ** 2, rtol=1e-3)
+    with pytest.raises(TypeError, match="model"):
+        saliency(42, backend.asarray(Xh))
+
+
+def test_permutation_importance(backend):
+    g = np.random.default_rng(0)
+    Xh = g.normal(size=(200, 3))
+    yh = 3 * Xh[:, 0] + 0.1 * Xh[:, 1]
+    X, y = backend.asarray(Xh), backend.asarray(yh)
+    m = xpdl.LinearRegression().fit(X, y)
+    r = permutation_importance(m, X, y, n_repeats=4, random_state=0)
+    assert set(r) == {"importances_mean", "importances_std", "importances"}
+    assert r["importances"].shape == (3, 4) and r["importances_mean"].device == backend.device
+    mean = backend.to_numpy(r["importances_mean"])
+    assert mean[0] > 1.0 and abs(mean[2]) < 0.01 and mean[0] > 50 * mean[1]
+    # Same seed, same shuffles on every backend.
+    ref = permutation_importance(xpdl.LinearRegression().fit(Xh, yh), Xh, yh, n_repeats=4,
+                                 random_state=0)
+    np.testing.assert_allclose(mean, ref["importances_mean"], rtol=1e-4, atol=1e-6)
+
+
+def test_permutation_importance_semantics_match_sklearn():
+    from sklearn.inspection import permutation_importance as sk_pi
+
+    g = np.random.default_rng(1)
+    X = g.normal(size=(300, 3))
+    y = (X[:, 0] + 0.3 * X[:, 2] > 0).astype(int)
+    m = xpdl.LogisticRegression().fit(X, y)
+    ours = permutation_importance(m, X, y, n_repeats=20, random_state=0)
+    theirs = sk_pi(m, X, y, n_repeats=20, random_state=0)
+    np.testing.assert_allclose(ours["importances_mean"], theirs["importances_mean"], atol=0.03)

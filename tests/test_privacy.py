@@ -1,0 +1,130 @@
+"""DP-SGD: per-sample clipping against brute force, and the RDP accountant."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import xpdl
+import xpdl.functional as F
+from xpdl import nn
+from xpdl.losses import cross_entropy
+from xpdl.privacy import clipped_gradients, epsilon
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_epsilon_on_the_standard_setting():
+    # Abadi et al.'s MNIST setting: sigma 1.1, batch 256 of 60,000, 60 epochs.
+    eps = epsilon(1.1, 256 / 60000, 14062, 1e-5)
+    assert eps == pytest.approx(2.6, rel=0.05)
+
+
+SETTINGS = [(1.1, 256 / 60000, 14062, 1e-5), (1.0, 0.01, 1000, 1e-5), (0.8, 0.05, 500, 1e-6),
+            (2.0, 0.001, 100000, 1e-5), (0.6, 0.02, 2000, 1e-5), (4.0, 0.1, 10, 1e-3)]
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_epsilon_matches_opacus(setting):
+    try:
+        from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+    except Exception:
+        pytest.skip("opacus not installed")
+    from xpdl.privacy import DEFAULT_ORDERS
+
+    s, q, n, d = setting
+    orders = list(DEFAULT_ORDERS)
+    ref, _ = get_privacy_spent(orders=orders, rdp=compute_rdp(q=q, noise_multiplier=s,
+                                                              steps=n, orders=orders), delta=d)
+    assert epsilon(s, q, n, d) == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_epsilon_edge_cases_and_monotonicity():
+    assert epsilon(0.0, 0.1, 10, 1e-5) == math.inf
+    assert epsilon(1.0, 0.1, 0, 1e-5) == 0.0
+    assert epsilon(1.0, 0.01, 200, 1e-5) < epsilon(1.0, 0.01, 400, 1e-5)
+    assert epsilon(2.0, 0.01, 200, 1e-5) < epsilon(1.0, 0.01, 200, 1e-5)
+    with pytest.raises(ValueError, match="delta"):
+        epsilon(1.0, 0.1, 10, 0.0)
+    with pytest.raises(ValueError, match="sample_rate"):
+        epsilon(1.0, 1.5, 10, 1e-5)
+
+
+def _net(backend):
+    kw = dict(xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+    return nn.Sequential(nn.Linear(3, 5, rng=0, **kw), nn.Tanh(), nn.Linear(5, 4, rng=1, **kw))
+
+
+@pytest.mark.parametrize("C", [0.05, 1.0, 100.0])
+def test_clipped_gradients_match_brute_force(backend, C):
+    net = _net(backend)
+    g = np.random.default_rng(0)
+    Xh = g.normal(size=(7, 3))
+    yh = g.integers(0, 4, size=7)
+    X = backend.asarray(Xh)
+    y = backend.asarray(yh, dtype=backend.xp.int64)
+    sums, norms = clipped_gradients(net, X, lambda out: cross_entropy(out, y, reduction="none"),
+                                    C)
+    names = [n for n, _ in net.named_parameters()]
+    params = [p.data for p in net.parameters()]
+    expected = {n: 0.0 for n in names}
+    exp_norms = []
+    for i in range(7):
+        xi = backend.asarray(Xh[i:i + 1])
+        yi = backend.asarray(yh[i:i + 1], dtype=backend.xp.int64)
+
+        def loss(W1, b1, W2, b2, xi=xi, yi=yi):
+            return cross_entropy(F.linear(F.tanh(F.linear(xi, W1, b1)), W2, b2), yi)
+
+        grads = [backend.to_numpy(a) for a in xpdl.grad(loss, argnums=(0, 1, 2, 3))(*params)]
+        norm = math.sqrt(sum(float((a ** 2).sum()) for a in grads))
+        exp_norms.append(norm)
+        c = min(1.0, C / (norm + 1e-6))
+        for n, a in zip(names, grads):
+            expected[n] = expected[n] + c * a
+    tol = 1e-10 if backend.is64 else 1e-4
+    np.testing.assert_allclose(backend.to_numpy(norms), exp_norms, rtol=tol)
+    for n in names:
+        np.testing.assert_allclose(backend.to_numpy(sums[n]), expected[n], rtol=tol, atol=tol)
+        assert sums[n].device == backend.device
+    for p in net.parameters():  # the parameters are untouched and still trainable
+        assert p.requires_grad and p.grad is None
+
+
+def test_dp_training_reports_epsilon_and_uses_poisson_sampling():
+    X, y = xpdl.datasets.load_digits(dtype=np.float64)
+    X = X / 16
+    m = xpdl.MLPClassifier((32,), max_iter=4, batch_size=64, learning_rate=1e-2,
+                           dp_noise_multiplier=1.0, dp_max_grad_norm=1.0, random_state=0)
+    m.fit(X, y)
+    steps = 4 * math.ceil(len(y) / 64)
+    assert m.t_ == steps
+    assert m.epsilon_ == pytest.approx(epsilon(1.0, 64 / len(y), steps, 1e-5))
+    assert m.score(X, y) > 0.6
+    clip_only = xpdl.MLPClassifier((8,), max_iter=2, dp_noise_multiplier=0.0,
+                                   random_state=0).fit(X, y)
+    assert clip_only.epsilon_ == math.inf
+
+
+def test_dp_same_seed_same_model_across_backends(backend):
+    if not backend.is64:
+        pytest.skip("float64 comparison")
+    X, y = xpdl.datasets.make_classification(48, 4, n_classes=3, random_state=0,
+                                             dtype=np.float64)
+    kw = dict(hidden_layer_sizes=(6,), max_iter=2, batch_size=16, learning_rate=1e-2,
+              dp_noise_multiplier=0.7, dp_max_grad_norm=0.5, random_state=1)
+    ref = xpdl.MLPClassifier(**kw).fit(X, y)
+    m = xpdl.MLPClassifier(**kw).fit(backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64))
+    np.testing.assert_allclose(backend.to_numpy(m.predict_proba(backend.asarray(X))),
+                               ref.predict_proba(X), rtol=1e-8, atol=1e-10)
+    assert m.epsilon_ == ref.epsilon_
+
+
+def test_dp_parameter_validation():
+    X, y = xpdl.datasets.make_classification(40, 3, random_state=0)
+    with pytest.raises(ValueError, match="dp_max_grad_norm"):
+        xpdl.MLPClassifier(dp_noise_multiplier=1.0, dp_max_grad_norm=0.0).fit(X, y)
+    with pytest.raises(ValueError, match="dp_delta"):
+        xpdl.MLPClassifier(dp_noise_multiplier=1.0, dp_delta=2.0).fit(X, y)
