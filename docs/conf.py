@@ -20,7 +20,7 @@ if importlib.util.find_spec("numpydoc"):
 else:  # pragma: no cover
     extensions.append("sphinx.ext.napoleon")
 autosummary_generate = False
-autodoc_default_options = {"members": True, "undoc-members": False}
+autodoc_default_options = {"inherited-members": False}
 html_theme = "alabaster"
 exclude_patterns = ["_build"]
 nitpicky = False

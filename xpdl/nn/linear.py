@@ -41,9 +41,9 @@ class Linear(Module):
         starts at zero. (An xpdl extension of the API contract: estimators pick "he" for
         ReLU networks.)
 
-    Shapes
-    ------
-    input (..., in_features) -> output (..., out_features)
+    Notes
+    -----
+    Input of shape (..., in_features), output of shape (..., out_features).
     """
 
     def __init__(self, in_features, out_features, bias=True, *, rng=None, xp=None,
