@@ -63,6 +63,29 @@ def test_ridge_with_sample_weight_matches_sklearn(backend):
     np.testing.assert_allclose(float(m.intercept_), ref.intercept_, rtol=tol, atol=tol)
 
 
+def test_ill_conditioned_problem_falls_back_to_svd(backend):
+    g = np.random.default_rng(3)
+    X = g.normal(size=(300, 4))
+    X[:, 3] = X[:, 0] + 1e-5 * g.normal(size=300)  # cond(X) ~ 1e5: Gram cond ~ 1e10
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.01 * g.normal(size=300)
+    ref = sk_lm.LinearRegression().fit(X, y)
+    m = LinearRegression().fit(backend.asarray(X), backend.asarray(y))
+    assert m._lstsq_path == "svd"
+    if backend.is64:
+        np.testing.assert_allclose(backend.to_numpy(m.coef_), ref.coef_, rtol=1e-7)
+    well = LinearRegression().fit(backend.asarray(X[:, :3]), backend.asarray(y))
+    assert well._lstsq_path == "gram"
+
+
+def test_large_offsets_are_centred_before_the_gram_matrix():
+    X, y = _regression(n=500)
+    X = X + 1e6  # X^T X - n m m^T would cancel catastrophically here
+    ref = sk_lm.LinearRegression().fit(X, y)
+    m = LinearRegression().fit(X, y)
+    np.testing.assert_allclose(m.coef_, ref.coef_, rtol=1e-8)
+    np.testing.assert_allclose(m.intercept_, ref.intercept_, rtol=1e-8)
+
+
 def test_rank_deficient_lstsq_gives_min_norm_solution(backend):
     X, y = _regression()
     X = np.hstack([X, X[:, :1] * 2.0])  # a duplicated direction
