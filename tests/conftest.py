@@ -76,12 +76,14 @@ def _make(name):
         strict.set_array_api_strict_flags(api_version="2024.12")
         dev = name.split(":")[1]
         return Backend(name, strict, strict.Device(dev))
-    if name == "torch":
+    if name in ("torch", "torch:cuda"):
         pytest.importorskip("torch")
         import array_api_compat.torch as xp
         import torch
 
-        return Backend(name, xp, torch.device("cpu"))
+        if name == "torch:cuda" and not torch.cuda.is_available():
+            pytest.skip("torch: no CUDA device here")
+        return Backend(name, xp, torch.device("cuda" if name == "torch:cuda" else "cpu"))
     if name == "cupy":
         if not _gpu_available():
             pytest.skip("cupy: no GPU here")
@@ -99,7 +101,7 @@ def _make(name):
 
 
 BACKENDS = ["numpy", "array_api_strict:device1", "array_api_strict:no_float64", "torch",
-            "cupy", "jax"]
+            "torch:cuda", "cupy", "jax"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -13,9 +13,21 @@ PY=${PYTHON:-python3}
   $PY -c "import sys, numpy, cupy, torch; print('python', sys.version.split()[0], '| numpy', numpy.__version__, '| cupy', cupy.__version__, '| torch', torch.__version__, '| cuda', torch.version.cuda)"
 } 2>&1 | tee "$OUT/device.txt"
 # 1. Every test over the cupy backend (CPU backends are CI's job), plus device-only checks.
-timeout "${TEST_TIMEOUT:-420}" $PY -m pytest tests -q -p no:cacheprovider -k "cupy" \
+timeout "${TEST_TIMEOUT:-420}" $PY -m pytest tests -q -p no:cacheprovider -k "cupy or cuda" \
   -o addopts="" --junitxml="$OUT/junit_cupy.xml" 2>&1 | tee "$OUT/tests_cupy.txt" | tail -40
 # 2. The side-by-side training benchmark.
 timeout "${BENCH_TIMEOUT:-300}" $PY -m xpdl bench --backends numpy,cupy,torch --vs torch,sklearn \
   --sizes "${BENCH_SIZES:-small,medium,large}" --repeats "${BENCH_REPEATS:-5}" \
   --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+# 3. Where a CuPy epoch spends its time (for the next round of tuning).
+$PY - <<'PY' 2>&1 | tee "$OUT/profile_cupy_medium.txt" | head -40
+import cProfile, pstats, io
+from xpdl.bench import _XpdlRunner, SIZES
+from xpdl.datasets import make_classification
+sizes, batch = SIZES["medium"]
+X, y = make_classification(batch * 20, sizes[0], n_classes=sizes[-1], random_state=0)
+r = _XpdlRunner("cupy", sizes, batch, X, y)
+r.epoch(); r.epoch()
+pr = cProfile.Profile(); pr.enable(); r.epoch(); r.epoch(); pr.disable()
+s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(25); print(s.getvalue())
+PY

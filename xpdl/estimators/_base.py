@@ -502,6 +502,8 @@ class NetworkEstimator(BaseModel):
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _data_loss(self, out, T, w):
+        if w is None:
+            return self._per_sample_loss(out, T, reduction="mean")
         return self._weighted_mean(self._per_sample_loss(out, T), w)
 
     def _weighted_mean(self, per_sample, w):

@@ -239,7 +239,9 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
     def _build_layers(self, n_in, n_out):
         return self._zero_linear(n_in, n_out, self.fit_intercept)
 
-    def _per_sample_loss(self, out, T):
+    def _per_sample_loss(self, out, T, reduction="none"):
+        if reduction == "mean":  # sum over targets, mean over samples
+            return L.mse(out, T, reduction="sum") * (0.5 / out.shape[0])
         return F.sum(L.mse(out, T, reduction="none"), axis=1) * 0.5
 
     def predict(self, X):

@@ -99,11 +99,12 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
     def _build_layers(self, n_in, n_out):
         return self._zero_linear(n_in, n_out, self.fit_intercept)
 
-    def _per_sample_loss(self, out, T):
+    def _per_sample_loss(self, out, T, reduction="none"):
+        """Per-sample losses (or their mean with ``reduction="mean"``, one fused node)."""
         if out.shape[1] == 1:
             return L.binary_cross_entropy_with_logits(out[:, 0], self._xp.astype(T, self._dtype),
-                                                      reduction="none")
-        return L.cross_entropy(out, T, reduction="none")
+                                                      reduction=reduction)
+        return L.cross_entropy(out, T, reduction=reduction)
 
     def fit(self, X, y, sample_weight=None):
         """Fit on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,)."""

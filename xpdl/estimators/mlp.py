@@ -140,11 +140,12 @@ class MLPClassifier(ClassifierMixin, _MLP):
         k = self.classes_.shape[0]
         return idx, (1 if k == 2 else k)
 
-    def _per_sample_loss(self, out, T):
+    def _per_sample_loss(self, out, T, reduction="none"):
+        """Per-sample losses (or their mean with ``reduction="mean"``, one fused node)."""
         if out.shape[1] == 1:
             t = self._xp.astype(T, self._dtype)
-            return L.binary_cross_entropy_with_logits(out[:, 0], t, reduction="none")
-        return L.cross_entropy(out, T, reduction="none")
+            return L.binary_cross_entropy_with_logits(out[:, 0], t, reduction=reduction)
+        return L.cross_entropy(out, T, reduction=reduction)
 
     @_available_if(NetworkEstimator._has_partial_fit)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -191,7 +192,9 @@ class MLPRegressor(RegressorMixin, _MLP):
         T = y if y.ndim == 2 else self._xp.reshape(y, (-1, 1))
         return T, T.shape[1]
 
-    def _per_sample_loss(self, out, T):
+    def _per_sample_loss(self, out, T, reduction="none"):
+        if reduction == "mean":  # mean over samples and outputs, one fused node
+            return L.mse(out, T) * 0.5
         return F.mean(L.mse(out, T, reduction="none"), axis=1) * 0.5
 
     def predict(self, X):
