@@ -83,7 +83,9 @@ def _make(name):
 
         if name == "torch:cuda" and not torch.cuda.is_available():
             pytest.skip("torch: no CUDA device here")
-        return Backend(name, xp, torch.device("cuda" if name == "torch:cuda" else "cpu"))
+        dev = torch.device("cuda", torch.cuda.current_device()) if name == "torch:cuda" \
+            else torch.device("cpu")
+        return Backend(name, xp, dev)
     if name == "cupy":
         if not _gpu_available():
             pytest.skip("cupy: no GPU here")

@@ -102,7 +102,18 @@ def device_of(x):
 
 def same_device(a, b) -> bool:
     # Devices are compared with ==, never hashed: CuPy devices are unhashable.
-    return a == b
+    if a == b:
+        return True
+    # torch: device("cuda") means the current CUDA device, the same as device("cuda", i).
+    ta, tb = getattr(a, "type", None), getattr(b, "type", None)
+    if ta is not None and ta == tb and type(a).__module__.startswith("torch"):
+        ia, ib = a.index, b.index
+        if ia is None or ib is None:
+            import torch
+
+            cur = torch.cuda.current_device() if ta == "cuda" else 0
+            return (cur if ia is None else ia) == (cur if ib is None else ib)
+    return False
 
 
 def get_namespace_and_device(*arrays):
