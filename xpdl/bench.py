@@ -4,7 +4,9 @@ For one MLP (float32, Adam, fixed batch) it times an epoch of xpdl's training lo
 backend, the same epoch in PyTorch and scikit-learn's ``MLPClassifier`` when installed, and
 the *matrix-multiply bound*: the forward and backward matrix products of that epoch alone
 on the same backend. All runs are interleaved round by round and the median is reported,
-so every ratio compares numbers measured under the same machine noise.
+so every ratio compares numbers measured under the same machine noise; a short pause
+before each timed call lets the previous runner's thread pools stop busy-waiting (torch's
+OpenMP threads otherwise slow the next runner by up to 2x on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ class _SklearnRunner:
 
 
 def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n_batches=20,
-                  repeats=5, log=print):
+                  repeats=5, log=print, pause=0.3):
     """Time one training epoch per runner, interleaved; returns a list of result rows.
 
     Each row: ``{"runner", "seconds_per_epoch", "bound", "ratio_to_bound", "ratio_to"}``
@@ -177,15 +179,15 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
         runners["sklearn"] = _SklearnRunner(sizes, batch, Xh, yh).epoch
         peers.append("sklearn")
     times = {k: [] for k in list(runners) + [f"bound:{k}" for k in bounds]}
+    jobs = list(runners.items()) + [(f"bound:{k}", f) for k, f in bounds.items()]
     for _ in range(repeats):
-        for k, f in runners.items():
+        for k, f in jobs:
+            # Let the previous runner's thread pools (OpenMP, OpenBLAS) stop spinning:
+            # their busy-waiting would otherwise be charged to whoever runs next.
+            time.sleep(pause)
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
-        for k, f in bounds.items():
-            t0 = time.perf_counter()
-            f()
-            times[f"bound:{k}"].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
     for k in runners:
