@@ -424,3 +424,35 @@ def test_l2_penalty_gradient_matches_autodiff():
         np.testing.assert_allclose((p0 - p1.data) / 0.1, g, rtol=1e-7, atol=1e-10)
     start = objective(*[xpdl.Tensor(a) for a in (W1, b1, W2, b2)]).item()
     assert before.loss_curve_[0] == pytest.approx(start, rel=1e-12)
+
+
+def test_training_steps_make_no_host_round_trips(monkeypatch):
+    """On array_api_strict's device1, count every conversion of a device array to a host
+    value during training: it must not grow with the number of minibatches (the per-epoch
+    loss readout is the only one; shuffles go host -> device, never back)."""
+    strict = pytest.importorskip("array_api_strict")
+    d1 = strict.Device("device1")
+    Array = type(strict.asarray(1.0))
+    counts = {"n": 0}
+    for name in ("__float__", "__bool__", "__int__", "__index__", "__array__", "__dlpack__",
+                 "__complex__", "to_device"):
+        orig = getattr(Array, name)
+
+        def spy(self, *a, _orig=orig, **k):
+            counts["n"] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(Array, name, spy)
+    X, y = load_iris(return_X_y=True)
+    Xd, yd = strict.asarray(X, device=d1), strict.asarray(y, device=d1)
+
+    def conversions(batch_size):
+        m = MLPClassifier((8,), batch_size=batch_size, max_iter=1, dropout=0.1,
+                          random_state=0).fit(Xd, yd)
+        counts["n"] = 0
+        m._train(Xd, m._targets(yd, 150, reset=False)[0], None, 2, None, None, True)
+        return counts["n"]
+
+    few, many = conversions(75), conversions(10)  # 2 vs 15 minibatches per epoch
+    assert few == many
+    assert 1 <= many <= 2 * 2  # the per-epoch loss readout (proves the spy works), no more
