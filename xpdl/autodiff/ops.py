@@ -363,13 +363,18 @@ def matrix_transpose(x):
                   lambda g: (xp.matrix_transpose(g),))
 
 
-def concat(tensors, axis=0):
+def _lift_all(tensors, what):
+    """A sequence of Tensors/arrays as Tensors of one namespace, and that namespace."""
     tensors = list(tensors)
     if not tensors:
-        raise ValueError("xpdl: concat needs at least one array")
+        raise ValueError(f"xpdl: {what} needs at least one array")
     xp = next((t._xp for t in tensors if isinstance(t, Tensor)), None)
     tensors = [lift(t, xp) for t in tensors]
-    xp = tensors[0]._xp
+    return tensors, tensors[0]._xp
+
+
+def concat(tensors, axis=0):
+    tensors, xp = _lift_all(tensors, "concat")
     out = xp.concat([t.data for t in tensors], axis=axis)
     ax = axis % out.ndim
     sizes = [t.data.shape[ax] for t in tensors]
@@ -386,12 +391,7 @@ def concat(tensors, axis=0):
 
 
 def stack(tensors, axis=0):
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("xpdl: stack needs at least one array")
-    xp = next((t._xp for t in tensors if isinstance(t, Tensor)), None)
-    tensors = [lift(t, xp) for t in tensors]
-    xp = tensors[0]._xp
+    tensors, xp = _lift_all(tensors, "stack")
     out = xp.stack([t.data for t in tensors], axis=axis)
     ax = axis % out.ndim
 
