@@ -340,7 +340,9 @@ class NetworkEstimator(BaseModel):
         total = None
         for W in self._weights:
             flat = xp.reshape(W.data, (-1,))
-            s = flat @ flat  # one BLAS pass, no temporary
+            # vecdot, not flat @ flat: a 1-D matmul is a BLAS dot, which on CuPy returns its
+            # result through the host (a synchronisation per step); vecdot stays a kernel.
+            s = xp.vecdot(flat, flat)
             total = s if total is None else total + s
         return total * (0.5 * self.alpha / nb)
 
