@@ -255,3 +255,21 @@ def test_directory_and_missing_paths(tmp_path):
         xpdl.load(str(tmp_path))
     with pytest.raises(FileNotFoundError):
         xpdl.load(str(tmp_path / "nope.safetensors"))
+
+
+def test_files_are_standard_safetensors(path):
+    """What xpdl writes, the safetensors library reads; what the library writes with xpdl's
+    metadata, xpdl reads."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    X, y = _iris()
+    est = xpdl.MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)
+    xpdl.save(est, path)
+    arrays = load_file(path)
+    np.testing.assert_array_equal(arrays["module/0.weight"], est.module_[0].weight.data)
+    with safe_open(path, "np") as f:
+        meta = json.loads(f.metadata()["xpdl"])
+    assert meta["class"] == "MLPClassifier"
+    save_file(arrays, path, metadata={"xpdl": json.dumps(meta)})
+    np.testing.assert_array_equal(xpdl.load(path).predict_proba(X), est.predict_proba(X))

@@ -4,7 +4,8 @@ The file holds the arrays (contiguous, on the host) and, in the safetensors meta
 the key ``"xpdl"``, a JSON document: format name and version, what was saved (estimator,
 module, optimizer state or a dict of arrays), the class and hyperparameters, fitted
 attributes, the optimizer's step counters and the random generator's state, plus a
-SHA-256 of the array bytes so that corruption anywhere in the file is detected.
+SHA-256 of the arrays so that corruption anywhere in the file is detected. Files are
+written by the ``safetensors`` library; reading goes through xpdl's own checks first.
 
 ``load`` checks the header before anything is allocated (its length against the file
 size, every tensor's byte range against the data block) and raises ``ValueError`` saying
@@ -35,27 +36,29 @@ _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
 # -- the container -----------------------------------------------------------------------
-def _encode(arrays, meta):
-    """safetensors bytes for ``{name: host array}`` with ``meta`` as JSON metadata."""
-    header = {}
-    blobs = []
-    offset = 0
+def _digest(arrays):
+    """SHA-256 over every array's name, dtype, shape and little-endian C-order bytes, in
+    name order: independent of how the file lays the data block out."""
+    h = hashlib.sha256()
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()
+
+
+def _encode(arrays, meta):
+    """safetensors bytes (written by the safetensors library) for ``{name: host array}``
+    with ``meta`` as JSON metadata."""
+    from safetensors.numpy import save
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    for name, a in arrays.items():
         if a.dtype not in _CODES:
             raise TypeError(f"xpdl.save: cannot store dtype {a.dtype} ({name})")
-        b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _CODES[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
-    data = b"".join(blobs)
     meta = dict(meta)
-    meta["sha256"] = hashlib.sha256(data).hexdigest()
-    header["__metadata__"] = {"xpdl": json.dumps(meta, allow_nan=True)}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)  # safetensors aligns the data block to 8 bytes
-    return struct.pack("<Q", len(h)) + h + data
+    meta["sha256"] = _digest(arrays)
+    return save(arrays, metadata={"xpdl": json.dumps(meta, allow_nan=True)})
 
 
 def _decode(buf, path):
@@ -95,9 +98,6 @@ def _decode(buf, path):
         raise ValueError(f"{where}: written by a newer xpdl (format version {version}; this "
                          f"xpdl reads up to {FORMAT_VERSION}); upgrade xpdl")
     data = buf[8 + n:]
-    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-        raise ValueError(f"{where}: the array data is corrupted or truncated (checksum "
-                         f"mismatch)")
     arrays = {}
     for name, info in header.items():
         try:
@@ -112,9 +112,13 @@ def _decode(buf, path):
                 raise ValueError(f"{where}: corrupted shape for {name!r}")
             count *= s
         if not 0 <= lo <= hi <= len(data) or hi - lo != count * dt.itemsize:
-            raise ValueError(f"{where}: {name!r} points outside the data block")
+            raise ValueError(f"{where}: the file is truncated or corrupted ({name!r} points "
+                             f"outside the data block)")
         arrays[name] = np.frombuffer(data, dtype=dt, count=count, offset=lo).reshape(
             shape).astype(dt.newbyteorder("="))
+    if _digest(arrays) != meta.get("sha256"):
+        raise ValueError(f"{where}: the array data is corrupted or truncated (checksum "
+                         f"mismatch)")
     return arrays, meta
 
 
