@@ -297,6 +297,7 @@ class NetworkEstimator(BaseModel):
             self.n_iter_ = 0
             self.t_ = 0
             self._dp_steps = 0
+            self._best_params = None
         elif n_out != self._n_outputs:
             raise ValueError(f"xpdl: y has {n_out} outputs/classes but the fitted model has "
                              f"{self._n_outputs}; refit without warm_start")
