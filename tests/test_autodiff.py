@@ -304,6 +304,14 @@ def test_tensor_properties(backend):
     np.testing.assert_array_equal(backend.to_numpy(c), np.arange(6).reshape(2, 3) > 2)
 
 
+def test_truth_value_follows_the_array(backend):
+    one = Tensor(backend.asarray(np.array(2.0)))
+    assert bool(one > 1.0) and float(one) == 2.0
+    many = Tensor(backend.asarray(np.array([1.0, 2.0])))
+    with pytest.raises((ValueError, RuntimeError, TypeError)):
+        bool(many == many)
+
+
 def test_plain_arrays_on_the_left_defer_to_tensor(backend):
     if backend.name.startswith("array_api_strict") or backend.name == "jax":
         pytest.skip("array_api_strict and JAX arrays reject foreign operands (documented)")

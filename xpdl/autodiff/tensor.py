@@ -166,6 +166,17 @@ class Tensor:
 
     __hash__ = object.__hash__
 
+    # Truth and number conversions follow the array (ambiguous for several elements), so
+    # ``t == u`` in an ``if`` or ``x in [tensors]`` never silently counts as True.
+    def __bool__(self):
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.data)
+
+    def __int__(self):
+        return int(self.data)
+
     # Pickling keeps the data, the gradient and the flags; the namespace (a module) is
     # found again from the data, and the tape is not kept.
     def __getstate__(self):
