@@ -173,8 +173,8 @@ def test_state_dict_round_trip_continues_identically(backend):
     X, Y = backend.asarray(X_h), backend.asarray(Y_h)
 
     def run(n, opt=None, W=None, b=None):
-        W = W or Tensor(backend.asarray(p0["W"]), requires_grad=True)
-        b = b or Tensor(backend.asarray(p0["b"]), requires_grad=True)
+        W = W if W is not None else Tensor(backend.asarray(p0["W"]), requires_grad=True)
+        b = b if b is not None else Tensor(backend.asarray(p0["b"]), requires_grad=True)
         opt = opt or optim.RMSprop({"W": W, "b": b}, lr=0.01, momentum=0.9, centered=True)
         for _ in range(n):
             opt.zero_grad()
