@@ -32,11 +32,16 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
     def fused(params, grads, state, scratch):
         t = state[pa + "step"] + 1
         lr_t = _lr_at(lr, state[pl])
+        xp = _fused_namespace(next(iter(grads.values())))
+        tasks, sizes = [], []
         for k, g in grads.items():
-            xp = _fused_namespace(g)
-            _fused.adam_step(xp, params[k], g, state[f"{pa}exp_avg/{k}"],
-                             state[f"{pa}exp_avg_sq/{k}"], scratch(k), lr=lr_t, b1=b1, b2=b2,
-                             eps=eps, t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled)
+            args = (xp, params[k], g, state[f"{pa}exp_avg/{k}"], state[f"{pa}exp_avg_sq/{k}"],
+                    scratch(k))
+            tasks.append(lambda a=args: _fused.adam_step(*a, lr=lr_t, b1=b1, b2=b2, eps=eps,
+                                                         t=t, wd_l2=wd_l2,
+                                                         wd_decoupled=wd_decoupled))
+            sizes.append(g.size if isinstance(g.size, int) else 0)
+        _fused.run_split(xp, tasks, sizes)
         state[pa + "step"] = t
         state[pl] += 1
         return state
