@@ -9,6 +9,7 @@ broadcast shape. All arithmetic goes through the inputs' namespace ``xp``.
 from __future__ import annotations
 
 import builtins
+import math
 import numbers
 import operator
 
@@ -118,19 +119,13 @@ def pow(a, b):  # noqa: A001 - mirrors operator.pow
         if _needs(b):
             # d/db a**b = a**b log a; taken as 0 where a == 0 (PyTorch's convention).
             if isinstance(ad, _Scalar):
-                gb = g * out * _log_scalar(ad) if ad > 0 else g * 0
+                gb = g * out * math.log(ad) if ad > 0 else g * 0
             else:
                 safe = xp.where(ad == 0, 1, ad)
                 gb = xp.where(ad == 0, 0, g * out * xp.log(safe))
         return ga, gb
 
     return record(out, xp, (a, b), backward)
-
-
-def _log_scalar(v):
-    import math
-
-    return math.log(v)
 
 
 def maximum(a, b):
