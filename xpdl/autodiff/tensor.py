@@ -112,17 +112,8 @@ class Tensor:
         if requires_grad and not xp.isdtype(data.dtype, "real floating"):
             raise TypeError(f"xpdl: only floating-point tensors can require gradients, "
                             f"got dtype {data.dtype}")
-        self.data = data
-        self.grad = None
+        _fill(self, data, xp)
         self.requires_grad = bool(requires_grad)
-        self._xp = xp
-        self._parents = ()
-        self._backward = None
-        self._seq = _next_seq()
-        self._mark = None
-        self._g = None
-        self._own = False  # True when xpdl allocated data (it may then be updated in place)
-        self._retain = False
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -184,17 +175,10 @@ class Tensor:
                 "own": self._own}
 
     def __setstate__(self, state):
-        self.data = state["data"]
+        _fill(self, state["data"], _ns.array_namespace(state["data"]))
         self.grad = state["grad"]
         self.requires_grad = state["requires_grad"]
-        self._xp = _ns.array_namespace(self.data)
-        self._parents = ()
-        self._backward = None
-        self._seq = _next_seq()
-        self._mark = None
-        self._g = None
         self._own = state["own"]
-        self._retain = False
 
     def retain_grad(self) -> Tensor:
         """Keep this (non-leaf) tensor's gradient in ``.grad`` after :meth:`backward`."""
@@ -246,9 +230,8 @@ class Tensor:
         _run_backward(self, grad)
 
 
-def _wrap(data, xp) -> Tensor:
-    """Fast constructor for internal results: no checks, no history."""
-    t = object.__new__(Tensor)
+def _fill(t, data, xp):
+    """Set every slot of a new tensor: no history, no gradient."""
     t.data = data
     t.grad = None
     t.requires_grad = False
@@ -258,8 +241,14 @@ def _wrap(data, xp) -> Tensor:
     t._seq = _next_seq()
     t._mark = None
     t._g = None
-    t._own = False
+    t._own = False  # True when xpdl allocated data (it may then be updated in place)
     t._retain = False
+
+
+def _wrap(data, xp) -> Tensor:
+    """Fast constructor for internal results: no checks, no history."""
+    t = object.__new__(Tensor)
+    _fill(t, data, xp)
     return t
 
 
@@ -271,14 +260,7 @@ def record(data, xp, parents, backward) -> Tensor:
     no parent requires a gradient.
     """
     t = object.__new__(Tensor)
-    t.data = data
-    t.grad = None
-    t._xp = xp
-    t._seq = _next_seq()
-    t._mark = None
-    t._g = None
-    t._own = False
-    t._retain = False
+    _fill(t, data, xp)
     if _mode.enabled:
         for p in parents:
             if p.__class__ is Tensor and p.requires_grad:
@@ -286,9 +268,6 @@ def record(data, xp, parents, backward) -> Tensor:
                 t._parents = parents
                 t._backward = backward
                 return t
-    t.requires_grad = False
-    t._parents = ()
-    t._backward = None
     return t
 
 

@@ -57,13 +57,8 @@ def run_split(xp, tasks, sizes):
 
 
 def _kind(xp):
-    if _ns.is_numpy(xp):
-        return "numpy"
-    if _ns.is_cupy(xp):
-        return "cupy"
-    if _ns.is_torch(xp):
-        return "torch"
-    return None
+    name = _ns.backend_name(xp)
+    return name if name in ("numpy", "cupy", "torch") else None
 
 
 def supported(xp) -> bool:
