@@ -15,6 +15,14 @@ import pytest
 
 from xpdl import _namespace as ns
 
+try:  # property tests: the same examples on every run, so CI cannot flake on a new draw
+    from hypothesis import settings as _hsettings
+
+    _hsettings.register_profile("xpdl", derandomize=True, deadline=None)
+    _hsettings.load_profile("xpdl")
+except ImportError:  # pragma: no cover
+    pass
+
 
 @dataclass
 class Backend:
