@@ -234,3 +234,29 @@ def test_bad_hyperparameters():
         optim.SGD([], lr=0.1)
     with pytest.raises(TypeError, match="requires_grad"):
         optim.SGD([Tensor(np.ones(2))], lr=0.1)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+@pytest.mark.parametrize("sizes", [[(600, 500), (600,), (7, 600)], [(3, 4), (4,)]],
+                         ids=["large-two-threads", "small-flat"])
+def test_fused_numpy_paths_equal_the_portable_chain(name, sizes):
+    """NumPy's fused Adam has two layouts (flat buffers for small models, per parameter on
+    two threads for large ones); both must follow the portable chain."""
+    g = np.random.default_rng(0)
+    init = [g.normal(size=s) for s in sizes]
+    grads = [[g.normal(size=s) for s in sizes] for _ in range(4)]
+    out = []
+    for fused in (True, False):
+        ps = [Tensor(a.copy(), requires_grad=True) for a in init]
+        opt = getattr(optim, {"adam": "Adam", "adamw": "AdamW"}[name])(ps, lr=0.01,
+                                                                     weight_decay=0.1)
+        opt.use_fused = fused
+        for step in grads:
+            for p, gr in zip(ps, step):
+                p.grad = gr
+            opt.step()
+        out.append(([p.data.copy() for p in ps], opt.state_dict()))
+    for a, b in zip(out[0][0], out[1][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    for k, v in out[1][1].items():
+        np.testing.assert_allclose(out[0][1][k], v, rtol=1e-12, atol=1e-14)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from . import _fused
 from .base import FusedTransformation, chain
 from .transforms import (
@@ -33,14 +35,25 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
         t = state[pa + "step"] + 1
         lr_t = _lr_at(lr, state[pl])
         xp = _fused_namespace(next(iter(grads.values())))
-        tasks, sizes = [], []
+        sizes = [math.prod(g.shape) for g in grads.values()]
+        total = sum(sizes)
+        if _fused.flat_ok(xp, len(grads), total):
+            keys = list(grads)
+            _fused.adam_step_flat(xp, params, grads, state, scratch.cache, keys,
+                                  [f"{pa}exp_avg/{k}" for k in keys],
+                                  [f"{pa}exp_avg_sq/{k}" for k in keys], lr=lr_t, b1=b1,
+                                  b2=b2, eps=eps, t=t, wd_l2=wd_l2,
+                                  wd_decoupled=wd_decoupled)
+            state[pa + "step"] = t
+            state[pl] += 1
+            return state
+        tasks = []
         for k, g in grads.items():
             args = (xp, params[k], g, state[f"{pa}exp_avg/{k}"], state[f"{pa}exp_avg_sq/{k}"],
                     scratch(k))
             tasks.append(lambda a=args: _fused.adam_step(*a, lr=lr_t, b1=b1, b2=b2, eps=eps,
                                                          t=t, wd_l2=wd_l2,
                                                          wd_decoupled=wd_decoupled))
-            sizes.append(g.size if isinstance(g.size, int) else 0)
         _fused.run_split(xp, tasks, sizes)
         state[pa + "step"] = t
         state[pl] += 1

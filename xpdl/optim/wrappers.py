@@ -90,7 +90,9 @@ class Optimizer:
                 p.data = p.data + updates[n]
 
     def _scratch_for(self, params):
-        """One reusable buffer per parameter for the fused step (not part of the state)."""
+        """Reusable buffers for the fused step (not part of the state): ``get(k)`` is one
+        buffer shaped like parameter ``k``; ``get.cache`` is the dict the flat paths keep
+        their buffers in."""
 
         def get(k):
             p = params[k]
@@ -101,6 +103,7 @@ class Optimizer:
                                                 device=_ns.device_of(p))
             return s
 
+        get.cache = self._scratch
         return get
 
     def state_dict(self):
