@@ -38,6 +38,7 @@ __all__ = [
     "is_host_array",
     "quiet_fp",
     "mask_multiply",
+    "native_module",
 ]
 
 _FLOAT_NAMES = ("float32", "float64")
@@ -137,8 +138,19 @@ def get_namespace_and_device(*arrays):
     return xp, dev
 
 
+_BACKEND: dict = {}
+
+
 def backend_name(xp) -> str:
-    """Short name of a namespace: 'numpy', 'cupy', 'torch', 'jax', 'array_api_strict'."""
+    """Short name of a namespace: 'numpy', 'cupy', 'torch', 'jax', 'array_api_strict'
+    (memoised: it is asked on every optimizer step)."""
+    name = _BACKEND.get(id(xp))
+    if name is None:
+        name = _BACKEND[id(xp)] = _backend_name(xp)
+    return name
+
+
+def _backend_name(xp) -> str:
     if array_api_compat.is_numpy_namespace(xp):
         return "numpy"
     if array_api_compat.is_cupy_namespace(xp):
@@ -153,23 +165,23 @@ def backend_name(xp) -> str:
 
 
 def is_numpy(xp) -> bool:
-    return array_api_compat.is_numpy_namespace(xp)
+    return backend_name(xp) == "numpy"
 
 
 def is_cupy(xp) -> bool:
-    return array_api_compat.is_cupy_namespace(xp)
+    return backend_name(xp) == "cupy"
 
 
 def is_torch(xp) -> bool:
-    return array_api_compat.is_torch_namespace(xp)
+    return backend_name(xp) == "torch"
 
 
 def is_jax(xp) -> bool:
-    return array_api_compat.is_jax_namespace(xp)
+    return backend_name(xp) == "jax"
 
 
 def is_strict(xp) -> bool:
-    return array_api_compat.is_array_api_strict_namespace(xp)
+    return backend_name(xp) == "array_api_strict"
 
 
 _INPLACE: dict = {}
@@ -183,6 +195,25 @@ def mask_multiply(xp, g, mask):
     if ok is None:
         ok = _BOOL_MUL[id(xp)] = is_numpy(xp) or is_cupy(xp) or is_torch(xp)
     return g * mask if ok else g * xp.astype(mask, g.dtype)
+
+
+_NATIVE: dict = {}
+
+
+def native_module(xp):
+    """The NumPy-like module behind ``xp`` whose functions take ``out=`` (NumPy or CuPy),
+    or ``None``: the fused training step writes into its own buffers through it."""
+    key = id(xp)
+    if key not in _NATIVE:
+        mod = None
+        if is_numpy(xp):
+            mod = np
+        elif is_cupy(xp):
+            import cupy
+
+            mod = cupy
+        _NATIVE[key] = mod
+    return _NATIVE[key]
 
 
 def supports_inplace(xp) -> bool:

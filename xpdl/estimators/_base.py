@@ -104,6 +104,7 @@ class BaseModel(_SKBase):
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_xp", None)
+        state.pop("_fused_cache", None)
         opt = state.pop("_optimizer", None)
         if opt is not None:
             state["_optimizer_state"] = opt.state_dict()
@@ -372,6 +373,7 @@ class NetworkEstimator(BaseModel):
                    desc=type(self).__name__, unit="epoch", leave=False)
         converged = False
         dp = self._dp_on()
+        fused = None if dp else self._fused_step()
         for _ in bar:
             snapshot = [xp.asarray(p.data, copy=True) for p in params]
             if dp:
@@ -384,16 +386,26 @@ class NetworkEstimator(BaseModel):
             for start in range(0, 0 if dp else n, bs):
                 if perm is None:
                     Xb, Tb, wb = X, T, w
+                elif fused is not None:
+                    idx = perm[start:min(start + bs, n)]
+                    Xb = fused.take(X, idx, "X")
+                    Tb = fused.take(T, idx, "T")
+                    wb = None if w is None else fused.take(w, idx, "w")
                 else:
                     idx = perm[start:min(start + bs, n)]
                     Xb = xp.take(X, idx, axis=0)
                     Tb = xp.take(T, idx, axis=0)
                     wb = None if w is None else xp.take(w, idx, axis=0)
                 nb = Xb.shape[0]
+                l2n = nb if self._l2_denominator == "batch" else n
+                if fused is not None:
+                    value = fused(Xb, Tb, wb, self.alpha, l2n)
+                    acc = acc + value * nb
+                    self.t_ += 1
+                    continue
                 opt.zero_grad()
                 out = module(Xb)
                 loss = self._data_loss(out, Tb, wb)
-                l2n = nb if self._l2_denominator == "batch" else n
                 value = loss.data if not self.alpha else loss.data + self._l2_value(l2n)
                 self._backward_and_step(loss, out, Xb, Tb, wb, l2n)
                 acc = acc + value * nb
@@ -444,6 +456,32 @@ class NetworkEstimator(BaseModel):
             V.warn_convergence(self, self.max_iter)
 
     _warn_on_max_iter = True
+
+    # The hand-written step of :mod:`._fused_mlp` trains plain MLPs (set False on an
+    # instance to train through the tape, as the tests do to compare the two).
+    _fused_training = True
+
+    def _fused_head(self):
+        """The loss as the fused step names it, or None when the tape must be used."""
+        return None
+
+    def _fused_step(self):
+        if not self._fused_training:
+            return None
+        head = self._fused_head()
+        if head is None:
+            return None
+        from ._fused_mlp import FusedStep, layer_plan
+
+        plan = layer_plan(self.module_)
+        if plan is None:
+            return None
+        cached = getattr(self, "_fused_cache", None)
+        if cached is not None and cached.opt is self._optimizer and cached.plan == plan and \
+                cached.head == head and cached.xp is self._xp:
+            return cached
+        self._fused_cache = FusedStep(plan, head, self._optimizer, self._xp)
+        return self._fused_cache
 
     def _dp_epoch(self, X, T, w, bs):
         """One DP-SGD epoch: ceil(n/B) steps, each on a Poisson sample of rate B/n, with

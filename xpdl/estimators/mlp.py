@@ -153,6 +153,9 @@ class MLPClassifier(ClassifierMixin, _MLP):
         when a batch may miss some."""
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
+    def _fused_head(self):
+        return "logistic" if self._n_outputs == 1 else "softmax"
+
     def _proba(self, X):
         z = self._forward(X)
         xp = self._xp
@@ -196,6 +199,9 @@ class MLPRegressor(RegressorMixin, _MLP):
         if reduction == "mean":  # mean over samples and outputs, one fused node
             return L.mse(out, T) * 0.5
         return F.mean(L.mse(out, T, reduction="none"), axis=1) * 0.5
+
+    def _fused_head(self):
+        return "squared"
 
     def predict(self, X):
         """Predictions, shape (n_samples,) or (n_samples, n_outputs) as ``y`` was."""

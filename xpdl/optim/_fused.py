@@ -134,11 +134,11 @@ def _adam_direction(xp, g, m, v, s, *, b1, b2, eps, step, sbc2):
     xp.multiply(g, g, out=s)
     s *= 1 - b2
     v += s
+    # step * m / (sqrt(v)/sbc2 + eps) with sbc2 moved into the constants: one pass fewer
     xp.sqrt(v, out=s)
-    s /= sbc2
-    s += eps
+    s += eps * sbc2
     xp.divide(m, s, out=s)
-    s *= step
+    s *= step * sbc2
 
 
 def flat_views(xp, cache, tag, state, names, shapes):
@@ -223,3 +223,75 @@ def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd):
             g = b
     xp.multiply(g, lr, out=s)
     p -= s
+
+
+# Flat NumPy steps run block by block: each block of this many elements goes through all
+# the passes of the update while its parameter, gradient, moment and scratch slices (5 x
+# 256 KiB in float32) sit in the core's L2 cache, instead of streaming the whole arrays
+# through memory a dozen times. Measured inside training (the arrays are cold there):
+# Adam over 6.3M parameters 11.3 -> 8.9 ms, over 670k 0.93 -> 0.79 ms per step. A second
+# thread did not pay inside training: OpenBLAS's worker threads busy-wait on the other
+# core between matrix products.
+_BLOCK = 1 << 16
+
+
+def _blocks(xp, total):
+    """Slices covering ``range(total)``: blocks of ``_BLOCK`` on NumPy, one slice elsewhere
+    (CuPy runs one fused kernel, torch one chain of in-place operations)."""
+    if not _ns.is_numpy(xp) or total <= _BLOCK:
+        return (slice(0, total),)
+    return tuple(slice(i, min(i + _BLOCK, total)) for i in range(0, total, _BLOCK))
+
+
+def _l2_block(xp, P, G, S, sl, l2):
+    """Add ``c * P`` to ``G`` over the part of block ``sl`` below ``n`` (``l2 = (c, n)``:
+    the L2 term on the leading ``n`` elements, the weights); returns the block's sum of
+    squares there, taken before the update."""
+    c, n = l2
+    hi = min(sl.stop, n)
+    if hi <= sl.start:
+        return None
+    p, g, s = P[sl.start:hi], G[sl.start:hi], S[sl.start:hi]
+    sq = xp.vecdot(p, p) if not _ns.is_numpy(xp) else p @ p
+    xp.multiply(p, c, out=s)
+    g += s
+    return sq
+
+
+def _add(total, part):
+    if part is None:
+        return total
+    return part if total is None else total + part
+
+
+def adam_flat(xp, P, G, M, V, S, l2=None, **kw):
+    r""":func:`adam_step` on flat parameter, gradient and moment arrays, block by block.
+
+    ``l2 = (c, n)`` first adds :math:`c\,p` to the gradient of the leading ``n`` elements
+    (the flat array's weights) and the sum of their squares is returned (before the update);
+    ``G`` is then written to (it is the caller's scratch gradient buffer).
+    """
+    sq = None
+    for sl in _blocks(xp, P.shape[0]):
+        if l2 is not None:
+            sq = _add(sq, _l2_block(xp, P, G, S, sl, l2))
+        adam_step(xp, P[sl], G[sl], M[sl], V[sl], S[sl], **kw)
+    return sq
+
+
+def sgd_flat(xp, P, G, B, S, l2=None, **kw):
+    """:func:`sgd_step` on flat arrays (``B`` the momentum buffer or None), block by block;
+    ``l2`` as in :func:`adam_flat`."""
+    sq = None
+    for sl in _blocks(xp, P.shape[0]):
+        if l2 is not None:
+            sq = _add(sq, _l2_block(xp, P, G, S, sl, l2))
+        sgd_step(xp, P[sl], G[sl], None if B is None else B[sl], S[sl], **kw)
+    return sq
+
+
+def flat_scratch(xp, cache, like):
+    s = cache.get("flat_s")
+    if s is None or s.shape != like.shape or s.dtype != like.dtype:
+        s = cache["flat_s"] = xp.empty_like(like)
+    return s

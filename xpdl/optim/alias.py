@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .. import _namespace as _ns
 from . import _fused
 from .base import FusedTransformation, chain
 from .transforms import (
@@ -22,9 +23,10 @@ def _lr_at(lr, step):
     return float(lr(step)) if callable(lr) else lr
 
 
-def _with_fused(tx, fused):
+def _with_fused(tx, fused, fused_flat=None):
     out = FusedTransformation(tx.init, tx.update)
     out.fused = fused
+    out.fused_flat = fused_flat
     return out
 
 
@@ -59,12 +61,29 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
         state[pl] += 1
         return state
 
-    return fused
+    names = {}
+
+    def fused_flat(P, G, keys, shapes, state, cache, l2=None):
+        t = state[pa + "step"] + 1
+        lr_t = _lr_at(lr, state[pl])
+        xp = _fused_namespace(P)
+        nm = names.get(id(keys))
+        if nm is None or nm[0] is not keys:
+            nm = names[id(keys)] = (keys, [f"{pa}exp_avg/{k}" for k in keys],
+                                    [f"{pa}exp_avg_sq/{k}" for k in keys])
+        M = _fused.flat_views(xp, cache, "flat_m", state, nm[1], shapes)
+        V = _fused.flat_views(xp, cache, "flat_v", state, nm[2], shapes)
+        sq = _fused.adam_flat(xp, P, G, M, V, _fused.flat_scratch(xp, cache, P), l2=l2,
+                              lr=lr_t, b1=b1, b2=b2, eps=eps, t=t, wd_l2=wd_l2,
+                              wd_decoupled=wd_decoupled)
+        state[pa + "step"] = t
+        state[pl] += 1
+        return state, sq
+
+    return fused, fused_flat
 
 
 def _fused_namespace(a):
-    from .. import _namespace as _ns
-
     return _ns.array_namespace(a)
 
 
@@ -112,7 +131,19 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         state[pl] += 1
         return state
 
-    return _with_fused(chain(*parts), fused)
+    def fused_flat(P, G, keys, shapes, state, cache, l2=None):
+        lr_t = _lr_at(lr, state[pl])
+        xp = _fused_namespace(P)
+        B = None
+        if momentum:
+            B = _fused.flat_views(xp, cache, "flat_b", state,
+                                  [f"{i_mom}/momentum/{k}" for k in keys], shapes)
+        sq = _fused.sgd_flat(xp, P, G, B, _fused.flat_scratch(xp, cache, P), l2=l2, lr=lr_t,
+                             momentum=momentum, nesterov=nesterov, wd=weight_decay)
+        state[pl] += 1
+        return state, sq
+
+    return _with_fused(chain(*parts), fused, fused_flat)
 
 
 def gd(lr):
@@ -127,8 +158,8 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts += [scale_by_adam(betas[0], betas[1], eps), scale_by_learning_rate(lr)]
     i = len(parts) - 2
-    return _with_fused(chain(*parts), _fused_adam(lr, betas[0], betas[1], eps, weight_decay,
-                                                  0.0, i, i + 1))
+    return _with_fused(chain(*parts), *_fused_adam(lr, betas[0], betas[1], eps, weight_decay,
+                                                   0.0, i, i + 1))
 
 
 def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
@@ -137,7 +168,7 @@ def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
     _check_lr(lr)
     tx = chain(scale_by_adam(betas[0], betas[1], eps), add_decayed_weights(weight_decay),
                scale_by_learning_rate(lr))
-    return _with_fused(tx, _fused_adam(lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2))
+    return _with_fused(tx, *_fused_adam(lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2))
 
 
 def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0):

@@ -38,6 +38,11 @@ class FusedTransformation(GradientTransformation):
     """
 
     fused = None
+    # ``fused_flat(P, G, keys, shapes, state, cache, l2=None) -> (state, sum_sq)``: the same
+    # step when the parameters ``keys`` are views, in that order, into one flat array ``P``
+    # and their gradients into ``G``; the state buffers become views into flat arrays too.
+    # ``l2 = (c, n)`` adds ``c * P[:n]`` to ``G[:n]`` first and returns ``P[:n] @ P[:n]``.
+    fused_flat = None
 
 
 def _namespace_of(tree):

@@ -89,6 +89,48 @@ class Optimizer:
             else:
                 p.data = p.data + updates[n]
 
+    def step_flat(self, flat_params, flat_grads, keys, shapes, l2=None):
+        r""":meth:`step` when the parameters named ``keys`` are, in that order, views into
+        the flat array ``flat_params`` and their ``.grad`` views into ``flat_grads`` (as the
+        estimators' fused MLP step lays them out): Adam, AdamW and SGD then update every
+        parameter with one call per pass, block by block on NumPy; other optimizers take
+        :meth:`step`.
+
+        Parameters
+        ----------
+        flat_params, flat_grads : arrays of shape (sum of the parameter sizes,)
+            ``flat_grads`` is written to when ``l2`` is given.
+        keys : list of str
+            Parameter names in the flat order (every parameter, each with a gradient).
+        shapes : list of tuple
+            Their shapes.
+        l2 : (float, int), optional
+            ``(c, n)``: add :math:`c\,p` to the gradient of the first ``n`` flat elements
+            (an L2 penalty :math:`\tfrac{c}{2}\|p_{:n}\|^2`) before the update.
+
+        Returns
+        -------
+        0-d array or None
+            With ``l2``, :math:`\|p_{:n}\|^2` before the update.
+        """
+        xp = _ns.array_namespace(flat_params)
+        ff = getattr(self.transform, "fused_flat", None)
+        if ff is None or not self.use_fused or not _fused.supported(xp):
+            sq = None
+            if l2 is not None:
+                c, n = l2
+                head = flat_params[:n]
+                sq = xp.vecdot(head, head)
+                if _ns.supports_inplace(xp):
+                    flat_grads[:n] += c * head  # the .grad views see the sum
+                else:
+                    raise ValueError("xpdl.optim: step_flat needs in-place updates")
+            self.step()
+            return sq
+        self.state, sq = ff(flat_params, flat_grads, keys, shapes, self.state, self._scratch,
+                            l2)
+        return sq
+
     def _scratch_for(self, params):
         """Reusable buffers for the fused step (not part of the state): ``get(k)`` is one
         buffer shaped like parameter ``k``; ``get.cache`` is the dict the flat paths keep
