@@ -228,3 +228,25 @@ def test_step_flat_equals_per_parameter_steps(backend, make, block, monkeypatch)
         else:
             np.testing.assert_allclose(backend.to_numpy(b), backend.to_numpy(a),
                                        rtol=backend.rtol, atol=1e-12 if backend.is64 else 1e-6)
+
+
+@pytest.mark.parametrize("shift", [0.0, -1e3, 1e4])
+def test_softmax_head_survives_rows_far_below_the_maximum(backend, shift):
+    """The NumPy head shifts by the overall maximum and falls back to per-row maxima when
+    a row underflows: values and gradients equal the tape's cross-entropy either way."""
+    if backend.name == "jax":
+        pytest.skip("the native head writes in place; JAX takes the portable head")
+    g = np.random.default_rng(5)
+    z = g.normal(size=(9, 4)) * 3
+    z[2] += shift  # one row far below (or above) all the others
+    T = backend.asarray(g.integers(0, 4, 9), dtype=backend.xp.int64)
+    module = _net(backend, "relu", 4)
+    step = FusedStep(layer_plan(module), "softmax", Optimizer(module, sgd(0.0)), backend.xp)
+    zt = Tensor(backend.asarray(z), requires_grad=True)
+    ref = L.cross_entropy(zt, T)
+    ref.backward()
+    value, dz = step._head(backend.asarray(z), T, None, 9, native=step.nat is not None)
+    tol = dict(rtol=backend.rtol, atol=1e-12 if backend.is64 else 1e-5)
+    np.testing.assert_allclose(float(value), ref.item(), **tol)
+    np.testing.assert_allclose(backend.to_numpy(dz), backend.to_numpy(zt.grad), **tol)
+    assert np.isfinite(float(value))

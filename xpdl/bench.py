@@ -148,11 +148,15 @@ class _SklearnRunner:
 
 
 def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n_batches=20,
-                  repeats=5, log=print, pause=0.3):
+                  repeats=5, log=print, pause=0.3, warm=True):
     """Time one training epoch per runner, interleaved; returns a list of result rows.
 
-    Each row: ``{"runner", "seconds_per_epoch", "bound", "ratio_to_bound", "ratio_to"}``
-    where ``ratio_to`` maps each peer's name to this runner's time divided by the peer's.
+    Each round runs every runner (and every bound) once: a ``pause`` in seconds, one
+    untimed epoch when ``warm``, then the timed epoch. Each row:
+    ``{"runner", "seconds_per_epoch", "bound", "ratio_to_bound", "ratio_to", ...}``:
+    median seconds, and ratios as medians over rounds of the ratio within a round;
+    ``ratio_to`` maps each peer's name to this runner's time divided by the peer's.
+    ``times`` and ``bound_times`` keep every round's seconds.
     """
     sizes, batch = SIZES[size]
     Xh, yh = make_classification(batch * n_batches, sizes[0], n_classes=sizes[-1],
@@ -183,17 +187,32 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
     for _ in range(repeats):
         for k, f in jobs:
             # Let the previous runner's thread pools (OpenMP, OpenBLAS) stop spinning:
-            # their busy-waiting would otherwise be charged to whoever runs next.
+            # their busy-waiting would otherwise be charged to whoever runs next. Then one
+            # untimed epoch brings the core, caches and this runner's own threads back to
+            # a steady state, so the timed epoch does not pay for waking up from the pause
+            # (at the small size an epoch is a few milliseconds).
             time.sleep(pause)
+            if warm:
+                f()
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
+
+    def paired(a, b):
+        # Median over rounds of the ratio within each round: the two numbers of a pair
+        # were measured a fraction of a second apart, so slow drifts of the machine's
+        # speed cancel (the ratio of the two medians is also kept, as "ratio_of_medians").
+        return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
     rows = []
     for k in runners:
-        row = {"runner": k, "seconds_per_epoch": med[k], "bound": med.get(f"bound:{k}"),
-               "ratio_to_bound": (med[k] / med[f"bound:{k}"]) if k in bounds else None,
-               "ratio_to": {p: med[k] / med[p] for p in peers if p != k}}
+        bk = f"bound:{k}"
+        row = {"runner": k, "seconds_per_epoch": med[k], "bound": med.get(bk),
+               "ratio_to_bound": paired(k, bk) if k in bounds else None,
+               "ratio_of_medians_to_bound": (med[k] / med[bk]) if k in bounds else None,
+               "ratio_to": {p: paired(k, p) for p in peers if p != k},
+               "times": times[k], "bound_times": times.get(bk)}
         rows.append(row)
     return {"size": size, "layers": sizes, "batch": batch, "n_batches": n_batches,
             "repeats": repeats, "rows": rows}
@@ -202,7 +221,8 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
 def format_table(res):
     peers = sorted({p for r in res["rows"] for p in r["ratio_to"]})
     head = (f"MLP {'-'.join(map(str, res['layers']))}, batch {res['batch']}, "
-            f"{res['n_batches']} batches/epoch, Adam, float32; median of {res['repeats']}")
+            f"{res['n_batches']} batches/epoch, Adam, float32; medians of {res['repeats']} "
+            f"rounds (ratios: median of the per-round ratios)")
     cols = ["runner", "s/epoch", "bound s", "x bound"] + [f"x {p}" for p in peers]
     lines = [head, "  ".join(f"{c:>14}" for c in cols)]
     for r in res["rows"]:

@@ -204,6 +204,22 @@ def r2(xp, y, pred, w=None):
     return float(sum(scores) / len(scores))
 
 
+class _Quiet:
+    """What the loop needs of a tqdm bar, for ``verbose=False`` (no bar object per call)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        return iter(range(self.n))
+
+    def set_postfix(self, postfix):
+        pass
+
+    def close(self):
+        pass
+
+
 class NetworkEstimator(BaseModel):
     """The training loop shared by the MLPs and the iterative solvers of the linear models.
 
@@ -367,13 +383,15 @@ class NetworkEstimator(BaseModel):
         bs = self._batch_size(n)
         module, opt = self.module_, self._optimizer
         params = module.parameters()
-        self._weights = [p for k, p in module.named_parameters() if k.endswith("weight")]
         module.train()
-        bar = tqdm(range(epochs), disable=not getattr(self, "verbose", False),
-                   desc=type(self).__name__, unit="epoch", leave=False)
+        verbose = getattr(self, "verbose", False)
+        bar = tqdm(range(epochs), desc=type(self).__name__, unit="epoch", leave=False) \
+            if verbose else _Quiet(epochs)
         converged = False
         dp = self._dp_on()
         fused = None if dp else self._fused_step()
+        if fused is None:
+            self._weights = [p for k, p in module.named_parameters() if k.endswith("weight")]
         for _ in bar:
             snapshot = [xp.asarray(p.data, copy=True) for p in params]
             if dp:
@@ -383,6 +401,8 @@ class NetworkEstimator(BaseModel):
             else:
                 perm = None if bs >= n else self._rng.permutation(n, xp=xp, device=self._device)
                 acc = 0.0
+                if fused is not None:
+                    fused.begin_epoch()
             for start in range(0, 0 if dp else n, bs):
                 if perm is None:
                     Xb, Tb, wb = X, T, w

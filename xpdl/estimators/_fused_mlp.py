@@ -104,8 +104,10 @@ class FusedStep:
         self.nat = _ns.native_module(xp)
         self._buf = {}
         self._flat = None
+        self._stepper = self._stepper_state = None
         self._rows = {}
         nat = self.nat
+        self._host = _ns.is_numpy(xp)  # host sync is free: data-dependent branches allowed
         if nat is not None and _ns.is_numpy(xp):
             # the ufunc methods skip the Python layer of np.sum / np.vecdot (microseconds
             # per call, which is what a small network's step is made of)
@@ -120,10 +122,25 @@ class FusedStep:
             raise ValueError("xpdl: the optimizer does not hold every parameter of the MLP")
 
     # -- buffers ---------------------------------------------------------------------
-    def _bind(self):
+    def begin_epoch(self):
+        """Check the parameters are still the flat buffer's views (rebinding them when they
+        were replaced: early-stopping restores, divergence, loading) and resolve the
+        optimizer's flat step once; the training loop calls it at every epoch start."""
+        if self.nat is None:
+            return
         fl = self._flat
         if fl is None or not fl.bound():
             fl = self._flat = _Flat(self.xp, self._tensors, len(self.plan))
+        self._stepper = self.opt.flat_stepper(fl.P, fl.G, self._keys, fl.shapes, fl.n_w)
+        self._stepper_state = self.opt.state
+        for t, g in zip(self._tensors, fl.gviews):
+            t.grad = g
+
+    def _bind(self):
+        fl = self._flat
+        if fl is None or self._stepper_state is not self.opt.state or not fl.bound():
+            self.begin_epoch()
+            fl = self._flat
         return fl
 
     # -- the step --------------------------------------------------------------------
@@ -195,14 +212,14 @@ class FusedStep:
                 t *= h
                 d *= t
             dz = d
-        for t, g in zip(self._tensors, gviews):
-            t.grad = g
+        if self._tensors[0].grad is not gviews[0]:  # e.g. after zero_grad()
+            for t, g in zip(self._tensors, gviews):
+                t.grad = g
         if alpha:
             # the L2 gradient and value are taken inside the optimizer's blocked pass
             c = alpha / l2n
-            sq = self.opt.step_flat(fl.P, fl.G, self._keys, fl.shapes, l2=(c, fl.n_w))
-            return value + sq * (0.5 * c)
-        self.opt.step_flat(fl.P, fl.G, self._keys, fl.shapes)
+            return value + self._stepper(c) * (0.5 * c)
+        self._stepper()
         return value
 
     def take(self, A, idx, key):
@@ -280,17 +297,29 @@ class FusedStep:
 
     def _softmax(self, z, T, w, n, native):
         xp = self.xp
-        m = xp.max(z, axis=1, keepdims=True)  # (n, 1): rows shifted by their maximum
         if native:
             nat = self.nat
             k = z.shape[1]
-            z -= m  # z is our own buffer (the last layer's output)
             e = self._buf.get(("e", n))
             if e is None:
                 e = self._buf[("e", n)] = xp.empty(z.shape, dtype=z.dtype,
                                                    device=_ns.device_of(z))
-            nat.exp(z, out=e)
-            se = self._add_reduce(e, axis=1, keepdims=True)
+            if self._host:
+                # NumPy: shift by the overall maximum (one reduction instead of one per
+                # row, which costs several times more on narrow rows); shift again by each
+                # row's maximum in the rare case a row underflowed entirely. A NaN fails
+                # the test too, and then propagates to the loss, where it is caught.
+                z -= z.max()
+                nat.exp(z, out=e)
+                se = self._add_reduce(e, axis=1, keepdims=True)
+                if not se.min() > 1e-30:
+                    z -= z.max(axis=1, keepdims=True)
+                    nat.exp(z, out=e)
+                    se = self._add_reduce(e, axis=1, keepdims=True)
+            else:
+                z -= xp.max(z, axis=1, keepdims=True)  # z is our own buffer
+                nat.exp(z, out=e)
+                se = self._add_reduce(e, axis=1, keepdims=True)
             off = self._rows.get((n, k))
             if off is None:
                 off = self._rows[(n, k)] = nat.arange(n) * k
@@ -307,7 +336,7 @@ class FusedStep:
             e *= xp.reshape(w * (1.0 / n), (n, 1))
             per *= w
             return self._add_reduce(per, axis=0) * (1.0 / n), e
-        zs = z - m
+        zs = z - xp.max(z, axis=1, keepdims=True)  # rows shifted by their maximum
         e = xp.exp(zs)
         se = xp.sum(e, axis=1, keepdims=True)
         tt = xp.astype(xp.expand_dims(T, axis=1) == xp.arange(z.shape[1],

@@ -243,51 +243,72 @@ def _blocks(xp, total):
     return tuple(slice(i, min(i + _BLOCK, total)) for i in range(0, total, _BLOCK))
 
 
-def _l2_block(xp, P, G, S, sl, l2):
-    """Add ``c * P`` to ``G`` over the part of block ``sl`` below ``n`` (``l2 = (c, n)``:
-    the L2 term on the leading ``n`` elements, the weights); returns the block's sum of
-    squares there, taken before the update."""
-    c, n = l2
-    hi = min(sl.stop, n)
-    if hi <= sl.start:
-        return None
-    p, g, s = P[sl.start:hi], G[sl.start:hi], S[sl.start:hi]
-    sq = xp.vecdot(p, p) if not _ns.is_numpy(xp) else p @ p
+def _block_views(xp, arrays, n_l2):
+    """Per block: the views of ``arrays`` (P, G, ..., S first two and last: parameters,
+    gradients, scratch) and, where the block overlaps ``[0, n_l2)``, the views of P, G, S
+    over that overlap (the L2 term's part); made once, used every step."""
+    out = []
+    P, G, S = arrays[0], arrays[1], arrays[-1]
+    for sl in _blocks(xp, P.shape[0]):
+        hi = min(sl.stop, n_l2)
+        l2 = (P[sl.start:hi], G[sl.start:hi], S[sl.start:hi]) if hi > sl.start else None
+        out.append((tuple(a[sl] for a in arrays), l2))
+    return out
+
+
+def _l2_part(xp, numpy, l2v, c):
+    """``g += c * p`` over one block's L2 views; returns ``p @ p`` taken before."""
+    p, g, s = l2v
+    sq = p @ p if numpy else xp.vecdot(p, p)
     xp.multiply(p, c, out=s)
     g += s
     return sq
 
 
-def _add(total, part):
-    if part is None:
-        return total
-    return part if total is None else total + part
+def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
+    r"""A function ``run(lr, t, c=0.0)`` doing one Adam step (:func:`adam_step` with the
+    constants ``kw``) on flat parameter, gradient and moment arrays, block by block.
 
-
-def adam_flat(xp, P, G, M, V, S, l2=None, **kw):
-    r""":func:`adam_step` on flat parameter, gradient and moment arrays, block by block.
-
-    ``l2 = (c, n)`` first adds :math:`c\,p` to the gradient of the leading ``n`` elements
-    (the flat array's weights) and the sum of their squares is returned (before the update);
-    ``G`` is then written to (it is the caller's scratch gradient buffer).
+    With ``c``, :math:`c\,p` is first added to the gradient of the leading ``n_l2``
+    elements (the flat array's weights, an L2 penalty) and ``run`` returns the sum of their
+    squares before the update (else None); ``G`` is written to then. The views are made
+    once: the stepper is valid while the arrays are.
     """
-    sq = None
-    for sl in _blocks(xp, P.shape[0]):
-        if l2 is not None:
-            sq = _add(sq, _l2_block(xp, P, G, S, sl, l2))
-        adam_step(xp, P[sl], G[sl], M[sl], V[sl], S[sl], **kw)
-    return sq
+    blocks = _block_views(xp, (P, G, M, V, S), n_l2)
+    numpy = _ns.is_numpy(xp)
+
+    def run(lr, t, c=0.0):
+        sq = None
+        for (p, g, m, v, s), l2v in blocks:
+            if c and l2v is not None:
+                part = _l2_part(xp, numpy, l2v, c)
+                sq = part if sq is None else sq + part
+            adam_step(xp, p, g, m, v, s, lr=lr, t=t, **kw)
+        return sq
+
+    return run
 
 
-def sgd_flat(xp, P, G, B, S, l2=None, **kw):
-    """:func:`sgd_step` on flat arrays (``B`` the momentum buffer or None), block by block;
-    ``l2`` as in :func:`adam_flat`."""
-    sq = None
-    for sl in _blocks(xp, P.shape[0]):
-        if l2 is not None:
-            sq = _add(sq, _l2_block(xp, P, G, S, sl, l2))
-        sgd_step(xp, P[sl], G[sl], None if B is None else B[sl], S[sl], **kw)
-    return sq
+def sgd_stepper(xp, P, G, B, S, n_l2=0, **kw):
+    """As :func:`adam_stepper` for :func:`sgd_step` (``B`` the momentum buffer or None);
+    ``run(lr, c=0.0)``."""
+    arrays = (P, G, S) if B is None else (P, G, B, S)
+    blocks = _block_views(xp, arrays, n_l2)
+    numpy = _ns.is_numpy(xp)
+
+    def run(lr, c=0.0):
+        sq = None
+        for views, l2v in blocks:
+            if c and l2v is not None:
+                part = _l2_part(xp, numpy, l2v, c)
+                sq = part if sq is None else sq + part
+            if B is None:
+                sgd_step(xp, views[0], views[1], None, views[2], lr=lr, **kw)
+            else:
+                sgd_step(xp, *views, lr=lr, **kw)
+        return sq
+
+    return run
 
 
 def flat_scratch(xp, cache, like):

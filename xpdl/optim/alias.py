@@ -61,25 +61,30 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
         state[pl] += 1
         return state
 
-    names = {}
+    def flat_stepper(P, G, keys, shapes, state, cache, n_l2=0):
+        xp = _fused_namespace(P)
+        M = _fused.flat_views(xp, cache, "flat_m", state, [f"{pa}exp_avg/{k}" for k in keys],
+                              shapes)
+        V = _fused.flat_views(xp, cache, "flat_v", state,
+                              [f"{pa}exp_avg_sq/{k}" for k in keys], shapes)
+        run = _fused.adam_stepper(xp, P, G, M, V, _fused.flat_scratch(xp, cache, P), n_l2,
+                                  b1=b1, b2=b2, eps=eps, wd_l2=wd_l2,
+                                  wd_decoupled=wd_decoupled)
+
+        def step(c=0.0):
+            t = state[pa + "step"] + 1
+            sq = run(_lr_at(lr, state[pl]), t, c)
+            state[pa + "step"] = t
+            state[pl] += 1
+            return sq
+
+        return step
 
     def fused_flat(P, G, keys, shapes, state, cache, l2=None):
-        t = state[pa + "step"] + 1
-        lr_t = _lr_at(lr, state[pl])
-        xp = _fused_namespace(P)
-        nm = names.get(id(keys))
-        if nm is None or nm[0] is not keys:
-            nm = names[id(keys)] = (keys, [f"{pa}exp_avg/{k}" for k in keys],
-                                    [f"{pa}exp_avg_sq/{k}" for k in keys])
-        M = _fused.flat_views(xp, cache, "flat_m", state, nm[1], shapes)
-        V = _fused.flat_views(xp, cache, "flat_v", state, nm[2], shapes)
-        sq = _fused.adam_flat(xp, P, G, M, V, _fused.flat_scratch(xp, cache, P), l2=l2,
-                              lr=lr_t, b1=b1, b2=b2, eps=eps, t=t, wd_l2=wd_l2,
-                              wd_decoupled=wd_decoupled)
-        state[pa + "step"] = t
-        state[pl] += 1
-        return state, sq
+        c, n = l2 if l2 is not None else (0.0, 0)
+        return state, flat_stepper(P, G, keys, shapes, state, cache, n)(c)
 
+    fused_flat.stepper = flat_stepper
     return fused, fused_flat
 
 
@@ -131,17 +136,27 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         state[pl] += 1
         return state
 
-    def fused_flat(P, G, keys, shapes, state, cache, l2=None):
-        lr_t = _lr_at(lr, state[pl])
+    def flat_stepper(P, G, keys, shapes, state, cache, n_l2=0):
         xp = _fused_namespace(P)
         B = None
         if momentum:
             B = _fused.flat_views(xp, cache, "flat_b", state,
                                   [f"{i_mom}/momentum/{k}" for k in keys], shapes)
-        sq = _fused.sgd_flat(xp, P, G, B, _fused.flat_scratch(xp, cache, P), l2=l2, lr=lr_t,
-                             momentum=momentum, nesterov=nesterov, wd=weight_decay)
-        state[pl] += 1
-        return state, sq
+        run = _fused.sgd_stepper(xp, P, G, B, _fused.flat_scratch(xp, cache, P), n_l2,
+                                 momentum=momentum, nesterov=nesterov, wd=weight_decay)
+
+        def step(c=0.0):
+            sq = run(_lr_at(lr, state[pl]), c)
+            state[pl] += 1
+            return sq
+
+        return step
+
+    def fused_flat(P, G, keys, shapes, state, cache, l2=None):
+        c, n = l2 if l2 is not None else (0.0, 0)
+        return state, flat_stepper(P, G, keys, shapes, state, cache, n)(c)
+
+    fused_flat.stepper = flat_stepper
 
     return _with_fused(chain(*parts), fused, fused_flat)
 

@@ -113,23 +113,32 @@ class Optimizer:
         0-d array or None
             With ``l2``, :math:`\|p_{:n}\|^2` before the update.
         """
+        c, n = l2 if l2 is not None else (0.0, 0)
+        return self.flat_stepper(flat_params, flat_grads, keys, shapes, n)(c)
+
+    def flat_stepper(self, flat_params, flat_grads, keys, shapes, n_l2=0):
+        """A function ``step(c=0.0)`` equal to ``step_flat(..., l2=(c, n_l2))`` with the
+        flat state and the views of every block resolved once: the estimators' fused MLP
+        step makes one per epoch. It is valid until the optimizer's state or the arrays are
+        replaced (``load_state_dict``, a portable :meth:`step`, moving the model)."""
         xp = _ns.array_namespace(flat_params)
         ff = getattr(self.transform, "fused_flat", None)
-        if ff is None or not self.use_fused or not _fused.supported(xp):
+        if ff is not None and self.use_fused and _fused.supported(xp):
+            return ff.stepper(flat_params, flat_grads, keys, shapes, self.state,
+                              self._scratch, n_l2)
+
+        def step(c=0.0):
             sq = None
-            if l2 is not None:
-                c, n = l2
-                head = flat_params[:n]
+            if c:
+                head = flat_params[:n_l2]
                 sq = xp.vecdot(head, head)
-                if _ns.supports_inplace(xp):
-                    flat_grads[:n] += c * head  # the .grad views see the sum
-                else:
-                    raise ValueError("xpdl.optim: step_flat needs in-place updates")
+                if not _ns.supports_inplace(xp):
+                    raise ValueError("xpdl.optim: flat steps need in-place updates")
+                flat_grads[:n_l2] += c * head  # the .grad views see the sum
             self.step()
             return sq
-        self.state, sq = ff(flat_params, flat_grads, keys, shapes, self.state, self._scratch,
-                            l2)
-        return sq
+
+        return step
 
     def _scratch_for(self, params):
         """Reusable buffers for the fused step (not part of the state): ``get(k)`` is one
