@@ -86,6 +86,13 @@ def test_bench_prints_ratios(tmp_path, capsys):
     res = json.loads(js.read_text())[0]
     row = res["rows"][0]
     assert row["runner"] == "xpdl[numpy]" and row["ratio_to_bound"] > 0
+    assert len(row["times"]) == len(row["bound_times"]) == 2
+
+
+def test_bench_tape_runner(capsys):
+    assert main(["bench", "--sizes", "small", "--batches", "2", "--repeats", "1", "--vs", "",
+                 "--tape"]) == 0
+    assert "xpdl[numpy]/tape" in capsys.readouterr().out
 
 
 def test_plot(tmp_path):

@@ -57,7 +57,10 @@ def _backend(name):
 
 
 class _XpdlRunner:
-    def __init__(self, backend, sizes, batch, Xh, yh):
+    """xpdl's training loop; ``tape=True`` trains through the autodiff tape instead of the
+    MLP estimators' fused step (to show what the generic path costs)."""
+
+    def __init__(self, backend, sizes, batch, Xh, yh, tape=False):
         from .estimators import MLPClassifier
 
         xp, dev, self.sync = _backend(backend)
@@ -65,6 +68,8 @@ class _XpdlRunner:
         y = _ns.from_host(yh, xp, device=dev, dtype=xp.int64)
         self.m = MLPClassifier(sizes[1:-1], batch_size=batch, max_iter=1, random_state=0,
                                learning_rate=1e-4)
+        if tape:
+            self.m._fused_training = False
         self.m.partial_fit(X, y)  # builds the model; also warms up
         self.X = X
         self.T = y
@@ -148,11 +153,12 @@ class _SklearnRunner:
 
 
 def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n_batches=20,
-                  repeats=5, log=print, pause=0.3, warm=True):
+                  repeats=5, log=print, pause=0.3, warm=True, tape=False):
     """Time one training epoch per runner, interleaved; returns a list of result rows.
 
     Each round runs every runner (and every bound) once: a ``pause`` in seconds, one
-    untimed epoch when ``warm``, then the timed epoch. Each row:
+    untimed epoch when ``warm``, then the timed epoch; ``tape`` adds, per backend, the same
+    training through the autodiff tape (``xpdl[numpy]/tape``). Each row:
     ``{"runner", "seconds_per_epoch", "bound", "ratio_to_bound", "ratio_to", ...}``:
     median seconds, and ratios as medians over rounds of the ratio within a round;
     ``ratio_to`` maps each peer's name to this runner's time divided by the peer's.
@@ -170,6 +176,10 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
             continue
         runners[f"xpdl[{b}]"] = r.epoch
         bounds[f"xpdl[{b}]"] = r.bound
+        if tape:
+            rt = _XpdlRunner(b, sizes, batch, Xh, yh, tape=True)
+            runners[f"xpdl[{b}]/tape"] = rt.epoch
+            bounds[f"xpdl[{b}]/tape"] = r.bound
     peers = []
     if "torch" in vs and importlib.util.find_spec("torch") is not None:
         import torch
@@ -224,11 +234,11 @@ def format_table(res):
             f"{res['n_batches']} batches/epoch, Adam, float32; medians of {res['repeats']} "
             f"rounds (ratios: median of the per-round ratios)")
     cols = ["runner", "s/epoch", "bound s", "x bound"] + [f"x {p}" for p in peers]
-    lines = [head, "  ".join(f"{c:>14}" for c in cols)]
+    lines = [head, "  ".join(f"{c:>16}" for c in cols)]
     for r in res["rows"]:
         vals = [r["runner"], f"{r['seconds_per_epoch']:.4f}",
                 "-" if r["bound"] is None else f"{r['bound']:.4f}",
                 "-" if r["ratio_to_bound"] is None else f"{r['ratio_to_bound']:.2f}"]
         vals += [f"{r['ratio_to'][p]:.2f}" if p in r["ratio_to"] else "-" for p in peers]
-        lines.append("  ".join(f"{v:>14}" for v in vals))
+        lines.append("  ".join(f"{v:>16}" for v in vals))
     return "\n".join(lines)

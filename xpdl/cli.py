@@ -214,7 +214,8 @@ def cmd_bench(args):
         if size not in SIZES:
             raise CLIError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
         res = run_benchmark(backends, vs, size=size, n_batches=args.batches,
-                            repeats=args.repeats, log=lambda m: print(m, file=sys.stderr))
+                            repeats=args.repeats, log=lambda m: print(m, file=sys.stderr),
+                            tape=args.tape)
         print(format_table(res))
         print()
         out.append(res)
@@ -250,6 +251,8 @@ def build_parser():
     b.add_argument("--batches", type=int, default=20, help="minibatches per epoch")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--json", default=None, help="also write the results as JSON")
+    b.add_argument("--tape", action="store_true",
+                   help="also time the same training through the autodiff tape")
     return p
 
 

@@ -28,6 +28,14 @@ class MLPEpoch(XPBenchmark):
     def time_epoch(self, backend, size):
         self.runner.epoch()
 
+    def time_epoch_tape(self, backend, size):
+        """The same epoch through the autodiff tape instead of the fused MLP step."""
+        self.runner.m._fused_training = False
+        try:
+            self.runner.epoch()
+        finally:
+            self.runner.m._fused_training = True
+
     def time_matmul_bound(self, backend, size):
         self.runner.bound()
 
