@@ -250,3 +250,26 @@ def test_softmax_head_survives_rows_far_below_the_maximum(backend, shift):
     np.testing.assert_allclose(float(value), ref.item(), **tol)
     np.testing.assert_allclose(backend.to_numpy(dz), backend.to_numpy(zt.grad), **tol)
     assert np.isfinite(float(value))
+
+
+def test_device_branch_of_the_native_step_equals_the_tape(backend):
+    """CuPy takes the native step without the host-only shortcuts (no data-dependent
+    branch, ``sum`` instead of ``ufunc.reduce``); run that branch on NumPy here, so it is
+    tested without a GPU."""
+    if backend.name != "numpy":
+        pytest.skip("NumPy stands in for CuPy's branch")
+    xp = backend.xp
+    X, T, w, k = _data(backend, "softmax", weighted=True)
+    module = _net(backend, "tanh", k)
+    ref = _tape_loss(backend, module, X, T, w, "softmax", 0.2, 23)
+    ref.backward()
+    want = [np.array(p.grad) for p in module.parameters()]
+    for p in module.parameters():
+        p.grad = None
+    step = FusedStep(layer_plan(module), "softmax", Optimizer(module, sgd(0.0)), xp)
+    step._host = False
+    step._add_reduce = np.sum
+    value = step(X, T, w, 0.2, 23)
+    np.testing.assert_allclose(float(value), ref.item(), rtol=1e-12)
+    for p, g in zip(module.parameters(), want):
+        np.testing.assert_allclose(p.grad, g, rtol=1e-10, atol=1e-14)
