@@ -18,7 +18,7 @@ timeout "${TEST_TIMEOUT:-420}" $PY -m pytest tests -q -p no:cacheprovider -k "cu
 # 2. The side-by-side training benchmark.
 timeout "${BENCH_TIMEOUT:-300}" $PY -m xpdl bench --backends numpy,cupy,torch --vs torch,sklearn \
   --sizes "${BENCH_SIZES:-small,medium,large}" --repeats "${BENCH_REPEATS:-5}" \
-  --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+  --tape --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
 # 3. Where a CuPy epoch spends its time (for the next round of tuning).
 $PY - <<'PY' 2>&1 | tee "$OUT/profile_cupy_medium.txt" | head -40
 import cProfile, pstats, io
