@@ -107,10 +107,12 @@ class FusedStep:
         self._stepper = self._stepper_state = None
         self._rows = {}
         nat = self.nat
-        self._host = _ns.is_numpy(xp)  # host sync is free: data-dependent branches allowed
-        if nat is not None and _ns.is_numpy(xp):
-            # the ufunc methods skip the Python layer of np.sum / np.vecdot (microseconds
-            # per call, which is what a small network's step is made of)
+        # On the host, reading a value costs nothing, so data-dependent branches are fine
+        # (on a GPU each would be a synchronisation).
+        self._host = _ns.is_numpy(xp)
+        if nat is not None and self._host:
+            # the ufunc method skips np.sum's Python layer (a microsecond per call, which is
+            # what a small network's step is made of)
             self._add_reduce = nat.add.reduce
         elif nat is not None:
             self._add_reduce = nat.sum
@@ -121,7 +123,7 @@ class FusedStep:
         if None in self._keys:
             raise ValueError("xpdl: the optimizer does not hold every parameter of the MLP")
 
-    # -- buffers ---------------------------------------------------------------------
+    # -- binding -----------------------------------------------------------------------
     def begin_epoch(self):
         """Check the parameters are still the flat buffer's views (rebinding them when they
         were replaced: early-stopping restores, divergence, loading) and resolve the
