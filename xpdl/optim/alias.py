@@ -23,10 +23,10 @@ def _lr_at(lr, step):
     return float(lr(step)) if callable(lr) else lr
 
 
-def _with_fused(tx, fused, fused_flat=None):
+def _with_fused(tx, fused, flat_stepper=None):
     out = FusedTransformation(tx.init, tx.update)
     out.fused = fused
-    out.fused_flat = fused_flat
+    out.flat_stepper = flat_stepper
     return out
 
 
@@ -80,12 +80,7 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
 
         return step
 
-    def fused_flat(P, G, keys, shapes, state, cache, l2=None):
-        c, n = l2 if l2 is not None else (0.0, 0)
-        return state, flat_stepper(P, G, keys, shapes, state, cache, n)(c)
-
-    fused_flat.stepper = flat_stepper
-    return fused, fused_flat
+    return fused, flat_stepper
 
 
 def _fused_namespace(a):
@@ -152,13 +147,7 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
 
         return step
 
-    def fused_flat(P, G, keys, shapes, state, cache, l2=None):
-        c, n = l2 if l2 is not None else (0.0, 0)
-        return state, flat_stepper(P, G, keys, shapes, state, cache, n)(c)
-
-    fused_flat.stepper = flat_stepper
-
-    return _with_fused(chain(*parts), fused, fused_flat)
+    return _with_fused(chain(*parts), fused, flat_stepper)
 
 
 def gd(lr):

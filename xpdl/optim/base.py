@@ -38,11 +38,12 @@ class FusedTransformation(GradientTransformation):
     """
 
     fused = None
-    # ``fused_flat(P, G, keys, shapes, state, cache, l2=None) -> (state, sum_sq)``: the same
-    # step when the parameters ``keys`` are views, in that order, into one flat array ``P``
-    # and their gradients into ``G``; the state buffers become views into flat arrays too.
-    # ``l2 = (c, n)`` adds ``c * P[:n]`` to ``G[:n]`` first and returns ``P[:n] @ P[:n]``.
-    fused_flat = None
+    # ``flat_stepper(P, G, keys, shapes, state, cache, n_l2=0) -> step``: when the
+    # parameters ``keys`` are views, in that order, into one flat array ``P`` and their
+    # gradients into ``G``, ``step(c=0.0)`` applies one update to all of them (the state
+    # buffers become views into flat arrays too); with ``c``, ``c * P[:n_l2]`` is added to
+    # ``G[:n_l2]`` first and ``P[:n_l2] @ P[:n_l2]`` (before the update) is returned.
+    flat_stepper = None
 
 
 def _namespace_of(tree):

@@ -122,10 +122,9 @@ class Optimizer:
         step makes one per epoch. It is valid until the optimizer's state or the arrays are
         replaced (``load_state_dict``, a portable :meth:`step`, moving the model)."""
         xp = _ns.array_namespace(flat_params)
-        ff = getattr(self.transform, "fused_flat", None)
-        if ff is not None and self.use_fused and _fused.supported(xp):
-            return ff.stepper(flat_params, flat_grads, keys, shapes, self.state,
-                              self._scratch, n_l2)
+        make = getattr(self.transform, "flat_stepper", None)
+        if make is not None and self.use_fused and _fused.supported(xp):
+            return make(flat_params, flat_grads, keys, shapes, self.state, self._scratch, n_l2)
 
         def step(c=0.0):
             sq = None
