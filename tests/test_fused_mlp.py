@@ -273,3 +273,20 @@ def test_device_branch_of_the_native_step_equals_the_tape(backend):
     np.testing.assert_allclose(float(value), ref.item(), rtol=1e-12)
     for p, g in zip(module.parameters(), want):
         np.testing.assert_allclose(p.grad, g, rtol=1e-10, atol=1e-14)
+
+
+def test_l2_block_device_branch(backend):
+    """The L2 part of a flat step as CuPy runs it (``vecdot``, ``multiply(out=)``; NumPy
+    stands in): ``g += c p`` over the block, and ``p @ p`` taken before."""
+    if backend.name != "numpy":
+        pytest.skip("NumPy stands in for CuPy's branch")
+    xp = backend.xp
+    g = np.random.default_rng(6)
+    p0, g0 = g.normal(size=40), g.normal(size=40)
+    p, gr, s = (backend.asarray(a.copy()) for a in (p0, g0, np.zeros(40)))
+    sq = _fused._l2_part(xp, False, (p[:25], gr[:25], s[:25]), 0.3)
+    np.testing.assert_allclose(float(sq), (p0[:25] ** 2).sum(), rtol=backend.rtol)
+    want = g0.copy()
+    want[:25] += 0.3 * p0[:25]
+    np.testing.assert_allclose(backend.to_numpy(gr), want, rtol=backend.rtol, atol=1e-6)
+    np.testing.assert_array_equal(backend.to_numpy(p), backend.to_numpy(backend.asarray(p0)))
