@@ -80,10 +80,12 @@ def test_string_classes_survive(path):
 
 @pytest.mark.parametrize("optimizer,momentum", [("sgd", 0.9), ("adam", None),
                                                 ("rmsprop", None)])
-def test_exact_resume_equals_one_long_fit(path, optimizer, momentum):
+@pytest.mark.parametrize("dropout", [0.25, 0.0])  # the tape, and the fused MLP step
+def test_exact_resume_equals_one_long_fit(path, optimizer, momentum, dropout):
     X, y = _iris()
-    kw = dict(hidden_layer_sizes=(10,), batch_size=25, dropout=0.25, random_state=1,
-              optimizer=optimizer, learning_rate=1e-2, tol=-np.inf, warm_start=True)
+    kw = dict(hidden_layer_sizes=(10,), batch_size=25, dropout=dropout, random_state=1,
+              optimizer=optimizer, learning_rate=1e-2, tol=-np.inf, warm_start=True,
+              alpha=1e-3)
     full = xpdl.MLPClassifier(max_iter=8, **kw).fit(X, y)
     first = xpdl.MLPClassifier(max_iter=3, **kw).fit(X, y)
     xpdl.save(first, path)
