@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import BACKENDS, XPBenchmark
+from .common import BACKENDS, SkipNotImplemented, XPBenchmark
 
 SHAPES = {"256x512": (256, 512, 512), "1024x1024": (1024, 1024, 1024)}
 
@@ -81,25 +81,46 @@ class SoftmaxCrossEntropy(XPBenchmark):
 
 class OptimizerStep(XPBenchmark):
     params = (BACKENDS, ["sgd", "sgd_momentum", "adam", "adamw", "rmsprop", "adagrad"],
-              ["fused", "portable"])
+              ["fused", "portable", "flat"])
     param_names = ["backend", "optimizer", "path"]
 
     def setup(self, backend, optimizer, path):
         from xpdl import Tensor, optim
 
         self.setup_backend(backend)
+        if path == "flat" and backend in ("jax", "array_api_strict"):
+            raise SkipNotImplemented("flat steps need in-place updates on a native module")
         g = np.random.default_rng(0)
-        self.ps = [Tensor(self.asarray(g.normal(size=s)), requires_grad=True)
-                   for s in [(512, 784), (512,), (512, 512), (512,), (10, 512), (10,)]]
-        for p in self.ps:
-            p.grad = self.asarray(g.normal(size=p.shape))
+        shapes = [(512, 784), (512,), (512, 512), (512,), (10, 512), (10,)]
+        if path == "flat":  # the layout of the estimators' fused MLP step
+            xp = self.xp
+            sizes = [int(np.prod(s)) for s in shapes]
+            self.P = self.asarray(g.normal(size=sum(sizes)))
+            self.G = self.asarray(g.normal(size=sum(sizes)))
+            offs = np.cumsum([0] + sizes)
+            self.ps = [Tensor(xp.reshape(self.P[a:b], s), requires_grad=True)
+                       for a, b, s in zip(offs[:-1], offs[1:], shapes)]
+            for p, a, b, s in zip(self.ps, offs[:-1], offs[1:], shapes):
+                p._own = True
+                p.grad = xp.reshape(self.G[a:b], s)
+        else:
+            self.ps = [Tensor(self.asarray(g.normal(size=s)), requires_grad=True)
+                       for s in shapes]
+            for p in self.ps:
+                p.grad = self.asarray(g.normal(size=p.shape))
         cls, kw = {"sgd": (optim.SGD, {"lr": 0.01}),
                    "sgd_momentum": (optim.SGD, {"lr": 0.01, "momentum": 0.9}),
                    "adam": (optim.Adam, {}), "adamw": (optim.AdamW, {}),
                    "rmsprop": (optim.RMSprop, {}), "adagrad": (optim.Adagrad, {})}[optimizer]
         self.opt = cls(self.ps, **kw)
-        self.opt.use_fused = path == "fused"
+        self.opt.use_fused = path != "portable"
+        if path == "flat":
+            self.flat_step = self.opt.flat_stepper(self.P, self.G, self.opt.param_names,
+                                                   shapes)
 
     def time_step(self, backend, optimizer, path):
-        self.opt.step()
+        if path == "flat":
+            self.flat_step()
+        else:
+            self.opt.step()
         self.sync()
