@@ -17,6 +17,7 @@ import time
 
 from . import _namespace as _ns
 from .datasets import make_classification
+from .optim import _compiled
 
 __all__ = ["SIZES", "run_benchmark", "format_table"]
 
@@ -153,12 +154,14 @@ class _SklearnRunner:
 
 
 def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n_batches=20,
-                  repeats=5, log=print, pause=0.3, warm=True, tape=False):
+                  repeats=5, log=print, pause=0.3, warm=True, tape=False, ufuncs=False):
     """Time one training epoch per runner, interleaved; returns a list of result rows.
 
     Each round runs every runner (and every bound) once: a ``pause`` in seconds, one
     untimed epoch when ``warm``, then the timed epoch; ``tape`` adds, per backend, the same
-    training through the autodiff tape (``xpdl[numpy]/tape``). Each row:
+    training through the autodiff tape (``xpdl[numpy]/tape``); ``ufuncs`` adds NumPy's
+    fused step without the compiled optimizer kernels (``xpdl[numpy]/ufuncs``, when Numba
+    is installed: the kernels' own gain, side by side). Each row:
     ``{"runner", "seconds_per_epoch", "bound", "ratio_to_bound", "ratio_to", ...}``:
     median seconds, and ratios as medians over rounds of the ratio within a round;
     ``ratio_to`` maps each peer's name to this runner's time divided by the peer's.
@@ -180,6 +183,15 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
             rt = _XpdlRunner(b, sizes, batch, Xh, yh, tape=True)
             runners[f"xpdl[{b}]/tape"] = rt.epoch
             bounds[f"xpdl[{b}]/tape"] = r.bound
+        if ufuncs and b == "numpy" and _compiled.available():
+            ru = _XpdlRunner(b, sizes, batch, Xh, yh)
+
+            def epoch_ufuncs(ru=ru):
+                with _compiled.disabled():
+                    ru.epoch()
+
+            runners[f"xpdl[{b}]/ufuncs"] = epoch_ufuncs
+            bounds[f"xpdl[{b}]/ufuncs"] = r.bound
     peers = []
     if "torch" in vs and importlib.util.find_spec("torch") is not None:
         import torch
@@ -225,14 +237,15 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
                "times": times[k], "bound_times": times.get(bk)}
         rows.append(row)
     return {"size": size, "layers": sizes, "batch": batch, "n_batches": n_batches,
-            "repeats": repeats, "rows": rows}
+            "repeats": repeats, "numba": _compiled.version(), "rows": rows}
 
 
 def format_table(res):
     peers = sorted({p for r in res["rows"] for p in r["ratio_to"]})
     head = (f"MLP {'-'.join(map(str, res['layers']))}, batch {res['batch']}, "
             f"{res['n_batches']} batches/epoch, Adam, float32; medians of {res['repeats']} "
-            f"rounds (ratios: median of the per-round ratios)")
+            f"rounds (ratios: median of the per-round ratios); compiled optimizer steps: "
+            f"{('numba ' + res['numba']) if res.get('numba') else 'no'}")
     cols = ["runner", "s/epoch", "bound s", "x bound"] + [f"x {p}" for p in peers]
     lines = [head, "  ".join(f"{c:>16}" for c in cols)]
     for r in res["rows"]:

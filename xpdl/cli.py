@@ -62,6 +62,12 @@ def cmd_info(args):
             print(f"  {mod:18} {importlib.import_module(name).__version__}")
         except Exception:
             print(f"  {mod:18} not installed")
+    from .optim import _compiled
+
+    nv = _compiled.version()
+    print(f"  {'numba':18} " + (f"{nv} (compiled optimizer steps on NumPy)" if nv else
+                                "not in use (pip install xpdl[fast] for compiled optimizer "
+                                "steps on NumPy)"))
     print("backends:")
     for b in BACKENDS + ("array_api_strict",):
         try:
@@ -215,7 +221,7 @@ def cmd_bench(args):
             raise CLIError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
         res = run_benchmark(backends, vs, size=size, n_batches=args.batches,
                             repeats=args.repeats, log=lambda m: print(m, file=sys.stderr),
-                            tape=args.tape)
+                            tape=args.tape, ufuncs=args.ufuncs)
         print(format_table(res))
         print()
         out.append(res)
@@ -253,6 +259,8 @@ def build_parser():
     b.add_argument("--json", default=None, help="also write the results as JSON")
     b.add_argument("--tape", action="store_true",
                    help="also time the same training through the autodiff tape")
+    b.add_argument("--ufuncs", action="store_true",
+                   help="also time NumPy without the compiled optimizer steps (numba)")
     return p
 
 

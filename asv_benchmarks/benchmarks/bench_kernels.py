@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xpdl.optim import _compiled
+
 from .common import BACKENDS, SkipNotImplemented, XPBenchmark
 
 SHAPES = {"256x512": (256, 512, 512), "1024x1024": (1024, 1024, 1024)}
@@ -81,18 +83,22 @@ class SoftmaxCrossEntropy(XPBenchmark):
 
 class OptimizerStep(XPBenchmark):
     params = (BACKENDS, ["sgd", "sgd_momentum", "adam", "adamw", "rmsprop", "adagrad"],
-              ["fused", "portable", "flat"])
+              ["fused", "portable", "flat", "flat_ufuncs"])
     param_names = ["backend", "optimizer", "path"]
 
     def setup(self, backend, optimizer, path):
         from xpdl import Tensor, optim
 
         self.setup_backend(backend)
-        if path == "flat" and backend in ("jax", "array_api_strict"):
+        if path.startswith("flat") and backend in ("jax", "array_api_strict"):
             raise SkipNotImplemented("flat steps need in-place updates on a native module")
+        # flat_ufuncs: NumPy's flat step without the compiled (Numba) kernels, when those
+        # are installed, to show what they save
+        if path == "flat_ufuncs" and (backend != "numpy" or not _compiled.available()):
+            raise SkipNotImplemented("the compiled kernels are NumPy's, with Numba")
         g = np.random.default_rng(0)
         shapes = [(512, 784), (512,), (512, 512), (512,), (10, 512), (10,)]
-        if path == "flat":  # the layout of the estimators' fused MLP step
+        if path.startswith("flat"):  # the layout of the estimators' fused MLP step
             xp = self.xp
             sizes = [int(np.prod(s)) for s in shapes]
             self.P = self.asarray(g.normal(size=sum(sizes)))
@@ -117,9 +123,13 @@ class OptimizerStep(XPBenchmark):
         if path == "flat":
             self.flat_step = self.opt.flat_stepper(self.P, self.G, self.opt.param_names,
                                                    shapes)
+        elif path == "flat_ufuncs":
+            with _compiled.disabled():
+                self.flat_step = self.opt.flat_stepper(self.P, self.G, self.opt.param_names,
+                                                       shapes)
 
     def time_step(self, backend, optimizer, path):
-        if path == "flat":
+        if path.startswith("flat"):
             self.flat_step()
         else:
             self.opt.step()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from .. import _namespace as _ns
+from . import _compiled
 
 _KERNELS = {}
 _POOL = None
@@ -116,6 +117,12 @@ def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decouple
         denom = v.sqrt().div_(sbc2).add_(eps)
         p.addcdiv_(m, denom, value=-step)
         return
+    if kind == "numpy" and _compiled.usable(p, g, m, v):
+        # one compiled pass, the same numbers as the ufuncs below
+        _compiled.adam_flat(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                            lr=lr, b1=b1, b2=b2, eps=eps, t=t, wd_l2=wd_l2,
+                            wd_decoupled=wd_decoupled)
+        return
     if wd_decoupled:
         p *= 1 - lr * wd_decoupled
     if wd_l2:
@@ -209,6 +216,10 @@ def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd):
             g = g.add(b, alpha=momentum) if nesterov else b
         p.add_(g, alpha=-lr)
         return
+    if kind == "numpy" and _compiled.usable(p, g, b):
+        _compiled.sgd_flat(p.reshape(-1), g.reshape(-1), None if b is None else b.reshape(-1),
+                           lr=lr, momentum=momentum, nesterov=nesterov, wd=wd)
+        return
     s = scratch
     if wd:
         g = g + wd * p
@@ -274,8 +285,17 @@ def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
     squares before the update (else None); ``G`` is written to then. The views are made
     once: the stepper is valid while the arrays are.
     """
-    blocks = _block_views(xp, (P, G, M, V, S), n_l2)
     numpy = _ns.is_numpy(xp)
+    if numpy and _compiled.usable(P, G, M, V):
+        head = P[:n_l2]
+
+        def run_compiled(lr, t, c=0.0):
+            sq = head @ head if c and n_l2 else None
+            _compiled.adam_flat(P, G, M, V, n_l2=n_l2, c=c, lr=lr, t=t, **kw)
+            return sq
+
+        return run_compiled
+    blocks = _block_views(xp, (P, G, M, V, S), n_l2)
 
     def run(lr, t, c=0.0):
         sq = None
@@ -293,8 +313,17 @@ def sgd_stepper(xp, P, G, B, S, n_l2=0, **kw):
     """As :func:`adam_stepper` for :func:`sgd_step` (``B`` the momentum buffer or None);
     ``run(lr, c=0.0)``."""
     arrays = (P, G, S) if B is None else (P, G, B, S)
-    blocks = _block_views(xp, arrays, n_l2)
     numpy = _ns.is_numpy(xp)
+    if numpy and _compiled.usable(P, G, B):
+        head = P[:n_l2]
+
+        def run_compiled(lr, c=0.0):
+            sq = head @ head if c and n_l2 else None
+            _compiled.sgd_flat(P, G, B, n_l2=n_l2, c=c, lr=lr, **kw)
+            return sq
+
+        return run_compiled
+    blocks = _block_views(xp, arrays, n_l2)
 
     def run(lr, c=0.0):
         sq = None

@@ -1,0 +1,191 @@
+"""Compiled one-pass optimizer steps for NumPy arrays, when Numba is installed.
+
+NumPy runs an Adam step as about twelve passes over the parameters, one ufunc each; every
+pass reads and writes the arrays again. A compiled loop does the whole update in one pass,
+each element loaded once. Measured inside training, 784-512-512-10 (670k float32
+parameters) on a 2-core machine: 0.77 ms per step as blocked ufuncs, 0.10 ms compiled; the
+epoch goes from 1.38x to 1.15x its matrix products (``docs/performance.rst``).
+
+The loops compute exactly the operations of :mod:`xpdl.optim._fused`'s NumPy path, in its
+order and in the arrays' dtype (the constants rounded to it as NumPy rounds Python floats,
+no fused multiply-add, no reassociation), so both give the same bits; the tests check that
+with ``assert_array_equal``.
+
+Optional: ``pip install xpdl[fast]`` (Numba). Without Numba, or with the environment
+variable ``XPDL_NUMBA=0``, or for arrays below :data:`MIN_SIZE` elements (where the
+ufuncs cost little and a first compilation would cost more than it saves), the NumPy path
+runs. Compiled functions are cached on disk by Numba, so the compilation (about a second)
+happens once per machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+__all__ = ["available", "usable", "disabled", "version", "adam_flat", "sgd_flat", "MIN_SIZE"]
+
+#: Arrays with fewer elements keep the ufunc path.
+MIN_SIZE = 1 << 16
+
+_KERNELS: dict = {}
+_MISSING = False
+_OFF = 0
+
+
+def available() -> bool:
+    """Whether the compiled kernels can run: Numba importable, ``XPDL_NUMBA`` not ``"0"``
+    and not inside :func:`disabled`."""
+    global _MISSING
+    if _OFF or _MISSING or os.environ.get("XPDL_NUMBA", "1") == "0":
+        return False
+    if _KERNELS:
+        return True
+    try:
+        _build()
+    except ImportError:
+        _MISSING = True
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within this block the optimizers take the NumPy ufunc path (``xpdl bench
+    --ufuncs`` times both; the tests compare them). Steppers made before it keep their
+    path."""
+    global _OFF
+    _OFF += 1
+    try:
+        yield
+    finally:
+        _OFF -= 1
+
+
+def version():
+    """Numba's version when the kernels are available, else None."""
+    if not available():
+        return None
+    import numba
+
+    return numba.__version__
+
+
+def usable(*arrays) -> bool:
+    """Whether the kernels take these NumPy arrays: available, one floating dtype (float32
+    or float64), C-contiguous, writable, at least :data:`MIN_SIZE` elements."""
+    a0 = arrays[0]
+    if a0.size < MIN_SIZE or a0.dtype.name not in ("float32", "float64"):
+        return False
+    for a in arrays:
+        if a is None:
+            continue
+        if a.dtype != a0.dtype or not a.flags.c_contiguous or not a.flags.writeable:
+            return False
+    return available()
+
+
+def _build():
+    import numba
+
+    jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+    # Every loop starts at 0 and runs over a view: LLVM vectorizes ``range(n)`` but not
+    # ``range(start, n)`` here (measured: 0.13 against 1.2 ms over 670k float32).
+    @jit
+    def adam_l2(p, g, m, v, c, dec, use_wd, wd, b1, c1, b2, c2, eps_s, step_s):
+        # The operations of xpdl.optim._fused (the L2 part, adam_step, _adam_direction):
+        #   g += p*c;  p *= dec;  g = g + wd*p;  m = m*b1 + g*c1;  v = v*b2 + (g*g)*c2;
+        #   p -= (m / (sqrt(v) + eps_s)) * step_s
+        for i in range(p.size):
+            gi = g[i] + p[i] * c
+            g[i] = gi
+            pi = p[i] * dec
+            if use_wd:
+                gi = gi + wd * pi
+            mi = m[i] * b1 + gi * c1
+            vi = v[i] * b2 + (gi * gi) * c2
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi - (mi / (math.sqrt(vi) + eps_s)) * step_s
+
+    @jit
+    def adam_plain(p, g, m, v, dec, use_wd, wd, b1, c1, b2, c2, eps_s, step_s):
+        for i in range(p.size):
+            gi = g[i]
+            pi = p[i] * dec
+            if use_wd:
+                gi = gi + wd * pi
+            mi = m[i] * b1 + gi * c1
+            vi = v[i] * b2 + (gi * gi) * c2
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi - (mi / (math.sqrt(vi) + eps_s)) * step_s
+
+    @jit
+    def adam_kernel(p, g, m, v, n_l2, c, dec, use_wd, wd, b1, c1, b2, c2, eps_s, step_s):
+        if n_l2 > 0:
+            adam_l2(p[:n_l2], g[:n_l2], m[:n_l2], v[:n_l2], c, dec, use_wd, wd, b1, c1, b2,
+                    c2, eps_s, step_s)
+        adam_plain(p[n_l2:], g[n_l2:], m[n_l2:], v[n_l2:], dec, use_wd, wd, b1, c1, b2, c2,
+                   eps_s, step_s)
+
+    @jit
+    def sgd_kernel(p, g, b, n_l2, c, use_wd, wd, lr, mu, nesterov):
+        # xpdl.optim._fused.sgd_step with momentum:
+        #   g += p*c (first n_l2);  g = g + wd*p;  b = b*mu + g;
+        #   p -= (b*mu + g if nesterov else b) * lr
+        for i in range(n_l2):
+            g[i] = g[i] + p[i] * c
+        for i in range(p.size):
+            gi = g[i]
+            if use_wd:
+                gi = gi + wd * p[i]
+            bi = b[i] * mu + gi
+            b[i] = bi
+            if nesterov:
+                p[i] = p[i] - (bi * mu + gi) * lr
+            else:
+                p[i] = p[i] - bi * lr
+
+    @jit
+    def sgd_plain_kernel(p, g, n_l2, c, use_wd, wd, lr):
+        for i in range(n_l2):
+            g[i] = g[i] + p[i] * c
+        for i in range(p.size):
+            gi = g[i]
+            if use_wd:
+                gi = gi + wd * p[i]
+            p[i] = p[i] - gi * lr
+
+    _KERNELS.update(adam=adam_kernel, sgd=sgd_kernel, sgd_plain=sgd_plain_kernel)
+
+
+def adam_flat(p, g, m, v, *, n_l2=0, c=0.0, lr, b1, b2, eps, t, wd_l2=0.0, wd_decoupled=0.0):
+    """One Adam/AdamW step over 1-d arrays in place (``t`` the new step count), with
+    ``c * p`` added to the gradient of the first ``n_l2`` elements (``g`` written); the
+    same numbers as :func:`xpdl.optim._fused.adam_step` after the L2 part."""
+    bc1 = 1 - b1 ** t
+    sbc2 = math.sqrt(1 - b2 ** t)
+    step = lr / bc1
+    f = p.dtype.type
+    if not c:
+        n_l2 = 0
+    # adam_step multiplies p by 1 - lr*wd_dec only when wd_dec is set; p*1 is p exactly.
+    _KERNELS["adam"](p, g, m, v, n_l2, f(c), f(1 - lr * wd_decoupled), bool(wd_l2), f(wd_l2),
+                     f(b1),
+                     f(1 - b1), f(b2), f(1 - b2), f(eps * sbc2), f(step * sbc2))
+
+
+def sgd_flat(p, g, b, *, n_l2=0, c=0.0, lr, momentum, nesterov, wd=0.0):
+    """One SGD step over 1-d arrays in place (``b`` the momentum buffer or None); the same
+    numbers as :func:`xpdl.optim._fused.sgd_step` after the L2 part."""
+    f = p.dtype.type
+    if not c:
+        n_l2 = 0
+    if b is None:
+        _KERNELS["sgd_plain"](p, g, n_l2, f(c), bool(wd), f(wd), f(lr))
+    else:
+        _KERNELS["sgd"](p, g, b, n_l2, f(c), bool(wd), f(wd), f(lr), f(momentum),
+                        bool(nesterov))
