@@ -23,13 +23,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 
 __all__ = ["available", "usable", "disabled", "version", "adam_flat", "sgd_flat", "MIN_SIZE"]
 
 #: Arrays with fewer elements keep the ufunc path.
-MIN_SIZE = 1 << 16
+MIN_SIZE = 1 << 13
 
 _KERNELS: dict = {}
+_READY: dict = {}  # dtype name -> compiled (True) or failed to compile (False)
 _MISSING = False
 _OFF = 0
 
@@ -44,7 +46,7 @@ def available() -> bool:
         return True
     try:
         _build()
-    except ImportError:
+    except ImportError:  # no Numba, or one that does not support this NumPy
         _MISSING = True
         return False
     return True
@@ -83,7 +85,31 @@ def usable(*arrays) -> bool:
             continue
         if a.dtype != a0.dtype or not a.flags.c_contiguous or not a.flags.writeable:
             return False
-    return available()
+    return available() and _ready(a0)
+
+
+def _ready(a):
+    """Compile (or load from Numba's cache) every kernel for ``a``'s dtype, on empty views
+    of ``a``, before any real array is touched; a failure (no writable cache location,
+    an LLVM error, ...) warns once and leaves that dtype on the ufunc path."""
+    name = a.dtype.name
+    ok = _READY.get(name)
+    if ok is None:
+        e = a.reshape(-1)[:0]  # contiguous, writable, empty: nothing runs
+        f = a.dtype.type
+        try:
+            _KERNELS["adam"](e, e, e, e, 0, f(0), f(1), False, f(0), f(0.9), f(0.1), f(0.999),
+                             f(0.001), f(1e-8), f(1e-3))
+            _KERNELS["sgd"](e, e, e, 0, f(0), False, f(0), f(0.1), f(0.9), False)
+            _KERNELS["sgd_plain"](e, e, 0, f(0), False, f(0), f(0.1))
+            ok = True
+        except Exception as exc:  # pragma: no cover - depends on the installation
+            warnings.warn(f"xpdl: the compiled optimizer steps could not be built for {name} "
+                          f"({type(exc).__name__}: {exc}); using NumPy ufuncs", RuntimeWarning,
+                          stacklevel=3)
+            ok = False
+        _READY[name] = ok
+    return ok
 
 
 def _build():
