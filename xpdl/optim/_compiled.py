@@ -25,7 +25,8 @@ import math
 import os
 import warnings
 
-__all__ = ["available", "usable", "disabled", "version", "adam_flat", "sgd_flat", "MIN_SIZE"]
+__all__ = ["available", "usable", "disabled", "version", "adam_flat", "sgd_flat", "adam_consts",
+           "sgd_consts", "MIN_SIZE"]
 
 #: Arrays with fewer elements keep the ufunc path.
 MIN_SIZE = 1 << 13
@@ -98,10 +99,10 @@ def _ready(a):
         e = a.reshape(-1)[:0]  # contiguous, writable, empty: nothing runs
         f = a.dtype.type
         try:
-            _KERNELS["adam"](e, e, e, e, 0, f(0), f(1), False, f(0), f(0.9), f(0.1), f(0.999),
-                             f(0.001), f(1e-8), f(1e-3))
-            _KERNELS["sgd"](e, e, e, 0, f(0), False, f(0), f(0.1), f(0.9), False)
-            _KERNELS["sgd_plain"](e, e, 0, f(0), False, f(0), f(0.1))
+            _KERNELS["adam"](e, e, e, e, 0, 0, 0, *adam_consts(f, lr=1e-3, b1=0.9, b2=0.999,
+                                                                 eps=1e-8, t=1))
+            _KERNELS["sgd"](e, e, e, 0, 0, 0, *sgd_consts(f, lr=0.1, momentum=0.9))
+            _KERNELS["sgd_plain"](e, e, 0, 0, 0, *sgd_consts(f, lr=0.1, momentum=0.0)[:4])
             ok = True
         except Exception as exc:  # pragma: no cover - depends on the installation
             warnings.warn(f"xpdl: the compiled optimizer steps could not be built for {name} "
@@ -112,34 +113,38 @@ def _ready(a):
     return ok
 
 
+# The L2 part runs in chunks of this many elements: each chunk's sum of squares is taken
+# just before its update, while the chunk is in cache, so the parameters are read once.
+_CHUNK = 4096
+
+
 def _build():
     import numba
 
     jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+    # The sum of squares alone may be reassociated (vectorized): it is the L2 term's
+    # reported value, not part of any update.
+    jit_sum = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+
+    @jit_sum
+    def sumsq(p):
+        s = 0.0
+        for i in range(p.size):
+            x = float(p[i])  # float64: the squares of float32 values are exact
+            s += x * x
+        return s
 
     # Every loop starts at 0 and runs over a view: LLVM vectorizes ``range(n)`` but not
     # ``range(start, n)`` here (measured: 0.13 against 1.2 ms over 670k float32).
     @jit
-    def adam_l2(p, g, m, v, c, dec, use_wd, wd, b1, c1, b2, c2, eps_s, step_s):
+    def adam_body(p, g, m, v, l2, c, dec, use_wd, wd, b1, c1, b2, c2, eps_s, step_s):
         # The operations of xpdl.optim._fused (the L2 part, adam_step, _adam_direction):
-        #   g += p*c;  p *= dec;  g = g + wd*p;  m = m*b1 + g*c1;  v = v*b2 + (g*g)*c2;
+        #   g + p*c;  p *= dec;  g = g + wd*p;  m = m*b1 + g*c1;  v = v*b2 + (g*g)*c2;
         #   p -= (m / (sqrt(v) + eps_s)) * step_s
         for i in range(p.size):
-            gi = g[i] + p[i] * c
-            g[i] = gi
-            pi = p[i] * dec
-            if use_wd:
-                gi = gi + wd * pi
-            mi = m[i] * b1 + gi * c1
-            vi = v[i] * b2 + (gi * gi) * c2
-            m[i] = mi
-            v[i] = vi
-            p[i] = pi - (mi / (math.sqrt(vi) + eps_s)) * step_s
-
-    @jit
-    def adam_plain(p, g, m, v, dec, use_wd, wd, b1, c1, b2, c2, eps_s, step_s):
-        for i in range(p.size):
             gi = g[i]
+            if l2:
+                gi = gi + p[i] * c
             pi = p[i] * dec
             if use_wd:
                 gi = gi + wd * pi
@@ -150,22 +155,29 @@ def _build():
             p[i] = pi - (mi / (math.sqrt(vi) + eps_s)) * step_s
 
     @jit
-    def adam_kernel(p, g, m, v, n_l2, c, dec, use_wd, wd, b1, c1, b2, c2, eps_s, step_s):
-        if n_l2 > 0:
-            adam_l2(p[:n_l2], g[:n_l2], m[:n_l2], v[:n_l2], c, dec, use_wd, wd, b1, c1, b2,
-                    c2, eps_s, step_s)
-        adam_plain(p[n_l2:], g[n_l2:], m[n_l2:], v[n_l2:], dec, use_wd, wd, b1, c1, b2, c2,
-                   eps_s, step_s)
+    def adam_kernel(P, G, M, V, lo, hi, l2_end, c, dec, use_wd, wd, b1, c1, b2, c2, eps_s,
+                    step_s):
+        # elements [lo, hi) of the flat arrays; the L2 term over those below l2_end
+        p, g, m, v = P[lo:hi], G[lo:hi], M[lo:hi], V[lo:hi]
+        n_l2 = min(max(l2_end - lo, 0), hi - lo)
+        sq = 0.0
+        for j in range(0, n_l2, _CHUNK):
+            e = min(j + _CHUNK, n_l2)
+            sq += sumsq(p[j:e])
+            adam_body(p[j:e], g[j:e], m[j:e], v[j:e], True, c, dec, use_wd, wd, b1, c1, b2,
+                      c2, eps_s, step_s)
+        adam_body(p[n_l2:], g[n_l2:], m[n_l2:], v[n_l2:], False, c, dec, use_wd, wd, b1, c1,
+                  b2, c2, eps_s, step_s)
+        return sq
 
     @jit
-    def sgd_kernel(p, g, b, n_l2, c, use_wd, wd, lr, mu, nesterov):
+    def sgd_body(p, g, b, l2, c, use_wd, wd, lr, mu, nesterov):
         # xpdl.optim._fused.sgd_step with momentum:
-        #   g += p*c (first n_l2);  g = g + wd*p;  b = b*mu + g;
-        #   p -= (b*mu + g if nesterov else b) * lr
-        for i in range(n_l2):
-            g[i] = g[i] + p[i] * c
+        #   g + p*c;  g = g + wd*p;  b = b*mu + g;  p -= (b*mu + g if nesterov else b) * lr
         for i in range(p.size):
             gi = g[i]
+            if l2:
+                gi = gi + p[i] * c
             if use_wd:
                 gi = gi + wd * p[i]
             bi = b[i] * mu + gi
@@ -176,42 +188,74 @@ def _build():
                 p[i] = p[i] - bi * lr
 
     @jit
-    def sgd_plain_kernel(p, g, n_l2, c, use_wd, wd, lr):
-        for i in range(n_l2):
-            g[i] = g[i] + p[i] * c
+    def sgd_kernel(P, G, B, lo, hi, l2_end, c, use_wd, wd, lr, mu, nesterov):
+        p, g, b = P[lo:hi], G[lo:hi], B[lo:hi]
+        n_l2 = min(max(l2_end - lo, 0), hi - lo)
+        sq = 0.0
+        for j in range(0, n_l2, _CHUNK):
+            e = min(j + _CHUNK, n_l2)
+            sq += sumsq(p[j:e])
+            sgd_body(p[j:e], g[j:e], b[j:e], True, c, use_wd, wd, lr, mu, nesterov)
+        sgd_body(p[n_l2:], g[n_l2:], b[n_l2:], False, c, use_wd, wd, lr, mu, nesterov)
+        return sq
+
+    @jit
+    def sgd_plain_body(p, g, l2, c, use_wd, wd, lr):
         for i in range(p.size):
             gi = g[i]
+            if l2:
+                gi = gi + p[i] * c
             if use_wd:
                 gi = gi + wd * p[i]
             p[i] = p[i] - gi * lr
 
+    @jit
+    def sgd_plain_kernel(P, G, lo, hi, l2_end, c, use_wd, wd, lr):
+        p, g = P[lo:hi], G[lo:hi]
+        n_l2 = min(max(l2_end - lo, 0), hi - lo)
+        sq = 0.0
+        for j in range(0, n_l2, _CHUNK):
+            e = min(j + _CHUNK, n_l2)
+            sq += sumsq(p[j:e])
+            sgd_plain_body(p[j:e], g[j:e], True, c, use_wd, wd, lr)
+        sgd_plain_body(p[n_l2:], g[n_l2:], False, c, use_wd, wd, lr)
+        return sq
+
     _KERNELS.update(adam=adam_kernel, sgd=sgd_kernel, sgd_plain=sgd_plain_kernel)
 
 
-def adam_flat(p, g, m, v, *, n_l2=0, c=0.0, lr, b1, b2, eps, t, wd_l2=0.0, wd_decoupled=0.0):
-    """One Adam/AdamW step over 1-d arrays in place (``t`` the new step count), with
-    ``c * p`` added to the gradient of the first ``n_l2`` elements (``g`` written); the
-    same numbers as :func:`xpdl.optim._fused.adam_step` after the L2 part."""
+def adam_consts(f, *, c=0.0, lr, b1, b2, eps, t, wd_l2=0.0, wd_decoupled=0.0):
+    """The scalar arguments of the Adam kernel after ``lo, hi, l2_end``, in dtype ``f``
+    (a NumPy scalar type), for step ``t``."""
     bc1 = 1 - b1 ** t
     sbc2 = math.sqrt(1 - b2 ** t)
     step = lr / bc1
-    f = p.dtype.type
-    if not c:
-        n_l2 = 0
     # adam_step multiplies p by 1 - lr*wd_dec only when wd_dec is set; p*1 is p exactly.
-    _KERNELS["adam"](p, g, m, v, n_l2, f(c), f(1 - lr * wd_decoupled), bool(wd_l2), f(wd_l2),
-                     f(b1),
-                     f(1 - b1), f(b2), f(1 - b2), f(eps * sbc2), f(step * sbc2))
+    return (f(c), f(1 - lr * wd_decoupled), bool(wd_l2), f(wd_l2), f(b1), f(1 - b1), f(b2),
+            f(1 - b2), f(eps * sbc2), f(step * sbc2))
 
 
-def sgd_flat(p, g, b, *, n_l2=0, c=0.0, lr, momentum, nesterov, wd=0.0):
-    """One SGD step over 1-d arrays in place (``b`` the momentum buffer or None); the same
-    numbers as :func:`xpdl.optim._fused.sgd_step` after the L2 part."""
-    f = p.dtype.type
-    if not c:
-        n_l2 = 0
+def sgd_consts(f, *, c=0.0, lr, momentum, nesterov=False, wd=0.0):
+    """As :func:`adam_consts` for SGD (the first four for the kernel without momentum)."""
+    return (f(c), bool(wd), f(wd), f(lr), f(momentum), bool(nesterov))
+
+
+def adam_flat(p, g, m, v, *, n_l2=0, c=0.0, **kw):
+    """One Adam/AdamW step over 1-d arrays in place (``kw``: ``lr, b1, b2, eps, t`` and
+    optionally ``wd_l2, wd_decoupled``), with ``c * p`` added to the gradient of the first
+    ``n_l2`` elements; the same numbers as :func:`xpdl.optim._fused.adam_step` after the
+    L2 part. ``g`` is only read. Returns the sum of squares of ``p[:n_l2]`` before the
+    update (a float; 0.0 without ``c``)."""
+    consts = adam_consts(p.dtype.type, c=c, **kw)
+    return _KERNELS["adam"](p, g, m, v, 0, p.size, n_l2 if c else 0, *consts)
+
+
+def sgd_flat(p, g, b, *, n_l2=0, c=0.0, **kw):
+    """One SGD step over 1-d arrays in place (``b`` the momentum buffer or None; ``kw``:
+    ``lr, momentum, nesterov, wd``); the same numbers as :func:`xpdl.optim._fused.sgd_step`
+    after the L2 part; returns as :func:`adam_flat`."""
+    consts = sgd_consts(p.dtype.type, c=c, **kw)
+    n_l2 = n_l2 if c else 0
     if b is None:
-        _KERNELS["sgd_plain"](p, g, n_l2, f(c), bool(wd), f(wd), f(lr))
-    else:
-        _KERNELS["sgd"](p, g, b, n_l2, f(c), bool(wd), f(wd), f(lr), f(momentum),
-                        bool(nesterov))
+        return _KERNELS["sgd_plain"](p, g, 0, p.size, n_l2, *consts[:4])
+    return _KERNELS["sgd"](p, g, b, 0, p.size, n_l2, *consts)

@@ -282,17 +282,17 @@ def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
 
     With ``c``, :math:`c\,p` is first added to the gradient of the leading ``n_l2``
     elements (the flat array's weights, an L2 penalty) and ``run`` returns the sum of their
-    squares before the update (else None); ``G`` is written to then. The views are made
+    squares before the update (else None); ``G`` may be written to then (the ufunc
+    path adds the term in place, the compiled one only reads it). The views are made
     once: the stepper is valid while the arrays are.
     """
     numpy = _ns.is_numpy(xp)
     if numpy and _compiled.usable(P, G, M, V):
-        head = P[:n_l2]
+        f = P.dtype.type  # the sum of squares as a NumPy scalar, as P[:n] @ P[:n] gives
 
         def run_compiled(lr, t, c=0.0):
-            sq = head @ head if c and n_l2 else None
-            _compiled.adam_flat(P, G, M, V, n_l2=n_l2, c=c, lr=lr, t=t, **kw)
-            return sq
+            sq = _compiled.adam_flat(P, G, M, V, n_l2=n_l2, c=c, lr=lr, t=t, **kw)
+            return f(sq) if c and n_l2 else None
 
         return run_compiled
     blocks = _block_views(xp, (P, G, M, V, S), n_l2)
@@ -315,12 +315,11 @@ def sgd_stepper(xp, P, G, B, S, n_l2=0, **kw):
     arrays = (P, G, S) if B is None else (P, G, B, S)
     numpy = _ns.is_numpy(xp)
     if numpy and _compiled.usable(P, G, B):
-        head = P[:n_l2]
+        f = P.dtype.type  # the sum of squares as a NumPy scalar, as P[:n] @ P[:n] gives
 
         def run_compiled(lr, c=0.0):
-            sq = head @ head if c and n_l2 else None
-            _compiled.sgd_flat(P, G, B, n_l2=n_l2, c=c, lr=lr, **kw)
-            return sq
+            sq = _compiled.sgd_flat(P, G, B, n_l2=n_l2, c=c, lr=lr, **kw)
+            return f(sq) if c and n_l2 else None
 
         return run_compiled
     blocks = _block_views(xp, arrays, n_l2)

@@ -99,7 +99,8 @@ class Optimizer:
         Parameters
         ----------
         flat_params, flat_grads : arrays of shape (sum of the parameter sizes,)
-            ``flat_grads`` is written to when ``l2`` is given.
+            With ``l2``, ``flat_grads`` may be written to (its content after the step
+            is unspecified).
         keys : list of str
             Parameter names in the flat order (every parameter, each with a gradient).
         shapes : list of tuple
