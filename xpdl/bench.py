@@ -15,9 +15,9 @@ import importlib.util
 import statistics
 import time
 
+from . import _compiled
 from . import _namespace as _ns
 from .datasets import make_classification
-from .optim import _compiled
 
 __all__ = ["SIZES", "run_benchmark", "format_table"]
 

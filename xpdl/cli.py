@@ -62,7 +62,7 @@ def cmd_info(args):
             print(f"  {mod:18} {importlib.import_module(name).__version__}")
         except Exception:
             print(f"  {mod:18} not installed")
-    from .optim import _compiled
+    from . import _compiled
 
     nv = _compiled.version()
     print(f"  {'numba':18} " + (f"{nv} (compiled optimizer steps on NumPy)" if nv else

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xpdl.optim import _compiled
+from xpdl import _compiled
 
 from .common import BACKENDS, SkipNotImplemented, XPBenchmark
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+from .. import _compiled
 from .. import _namespace as _ns
 from ..nn import Linear, ReLU, Sigmoid, Tanh
 
@@ -105,6 +106,7 @@ class FusedStep:
         self._buf = {}
         self._flat = None
         self._stepper = self._stepper_state = None
+        self._lk = None  # compiled layer kernels (NumPy, Numba), set per epoch
         self._rows = {}
         nat = self.nat
         # On the host, reading a value costs nothing, so data-dependent branches are fine
@@ -135,6 +137,8 @@ class FusedStep:
             fl = self._flat = _Flat(self.xp, self._tensors, len(self.plan))
         self._stepper = self.opt.flat_stepper(fl.P, fl.G, self._keys, fl.shapes, fl.n_w)
         self._stepper_state = self.opt.state
+        # compiled ReLU-layer passes on NumPy when Numba is installed (the same bits)
+        self._lk = _compiled.layer_kernels(fl.P) if self._host else None
         for t, g in zip(self._tensors, fl.gviews):
             t.grad = g
 
@@ -176,10 +180,16 @@ class FusedStep:
         plan = self.plan
         L = len(plan)
         bufs = self._layer_buffers(n, fl)
+        lk = self._lk
         acts = [Xb]
         a = Xb
         for (lin, act), (h, m, _, _) in zip(plan, bufs):
             nat.matmul(a, lin.weight.data.T, out=h)
+            if act == "relu" and lk is not None:
+                lk.bias_relu(h, lin.bias.data, m)  # the three passes below, in one
+                acts.append(h)
+                a = h
+                continue
             h += lin.bias.data
             if act == "relu":
                 # mask then multiply: two cheap passes where maximum(h, 0) is one slow one
@@ -194,16 +204,22 @@ class FusedStep:
         value, dz = self._head(a, Tb, wb, n, native=True)
         gviews = fl.gviews
         add_reduce = self._add_reduce
+        summed = False  # whether dz's column sums (the bias gradient) are already taken
         for i in range(L - 1, -1, -1):
             nat.matmul(dz.T, acts[i], out=gviews[i])
-            add_reduce(dz, axis=0, out=gviews[L + i])
+            if not summed:
+                add_reduce(dz, axis=0, out=gviews[L + i])
+            summed = False
             if i == 0:
                 break
             h = acts[i]
             _, m, d, t = bufs[i - 1]
             nat.matmul(dz, plan[i][0].weight.data, out=d)
             act = plan[i - 1][1]
-            if act == "relu":
+            if act == "relu" and lk is not None:
+                lk.mask_colsum(d, m, gviews[L + i - 1])  # d *= m and its column sums
+                summed = True
+            elif act == "relu":
                 d *= m
             elif act == "tanh":  # 1 - tanh^2
                 nat.multiply(h, h, out=t)

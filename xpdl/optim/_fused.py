@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 
+from .. import _compiled
 from .. import _namespace as _ns
-from . import _compiled
 
 _KERNELS = {}
 _POOL = None
