@@ -95,6 +95,26 @@ def test_bench_tape_runner(capsys):
     assert "xpdl[numpy]/tape" in capsys.readouterr().out
 
 
+def test_bench_ufuncs_runner(tmp_path, capsys):
+    """``--ufuncs`` adds NumPy without the compiled kernels when Numba is installed; the
+    JSON says which Numba ran."""
+    pytest.importorskip("numba")
+    js = tmp_path / "b.json"
+    assert main(["bench", "--sizes", "small", "--batches", "2", "--repeats", "1", "--vs", "",
+                 "--ufuncs", "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "xpdl[numpy]/ufuncs" in text and "compiled kernels: numba" in text
+    res = json.loads(js.read_text())[0]
+    assert res["numba"] and [r["runner"] for r in res["rows"]] == ["xpdl[numpy]",
+                                                                   "xpdl[numpy]/ufuncs"]
+
+
+def test_info_says_whether_compiled_kernels_run(monkeypatch, capsys):
+    monkeypatch.setenv("XPDL_NUMBA", "0")
+    assert main(["info"]) == 0
+    assert "numba              not in use" in capsys.readouterr().out
+
+
 def test_plot(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "loss.png"

@@ -160,7 +160,7 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
     Each round runs every runner (and every bound) once: a ``pause`` in seconds, one
     untimed epoch when ``warm``, then the timed epoch; ``tape`` adds, per backend, the same
     training through the autodiff tape (``xpdl[numpy]/tape``); ``ufuncs`` adds NumPy's
-    fused step without the compiled optimizer kernels (``xpdl[numpy]/ufuncs``, when Numba
+    fused step without the compiled kernels (``xpdl[numpy]/ufuncs``, when Numba
     is installed: the kernels' own gain, side by side). Each row:
     ``{"runner", "seconds_per_epoch", "bound", "ratio_to_bound", "ratio_to", ...}``:
     median seconds, and ratios as medians over rounds of the ratio within a round;
@@ -244,7 +244,7 @@ def format_table(res):
     peers = sorted({p for r in res["rows"] for p in r["ratio_to"]})
     head = (f"MLP {'-'.join(map(str, res['layers']))}, batch {res['batch']}, "
             f"{res['n_batches']} batches/epoch, Adam, float32; medians of {res['repeats']} "
-            f"rounds (ratios: median of the per-round ratios); compiled optimizer steps: "
+            f"rounds (ratios: median of the per-round ratios); compiled kernels: "
             f"{('numba ' + res['numba']) if res.get('numba') else 'no'}")
     cols = ["runner", "s/epoch", "bound s", "x bound"] + [f"x {p}" for p in peers]
     lines = [head, "  ".join(f"{c:>16}" for c in cols)]

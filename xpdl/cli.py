@@ -65,9 +65,9 @@ def cmd_info(args):
     from . import _compiled
 
     nv = _compiled.version()
-    print(f"  {'numba':18} " + (f"{nv} (compiled optimizer steps on NumPy)" if nv else
-                                "not in use (pip install xpdl[fast] for compiled optimizer "
-                                "steps on NumPy)"))
+    print(f"  {'numba':18} " + (f"{nv} (compiled kernels on NumPy)" if nv else
+                                "not in use (pip install xpdl[fast] for compiled kernels "
+                                "on NumPy)"))
     print("backends:")
     for b in BACKENDS + ("array_api_strict",):
         try:
@@ -260,7 +260,7 @@ def build_parser():
     b.add_argument("--tape", action="store_true",
                    help="also time the same training through the autodiff tape")
     b.add_argument("--ufuncs", action="store_true",
-                   help="also time NumPy without the compiled optimizer steps (numba)")
+                   help="also time NumPy without the compiled kernels (numba)")
     return p
 
 
