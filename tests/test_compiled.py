@@ -329,3 +329,29 @@ def test_compiled_fused_step_follows_the_tape(backend, head, act, weighted, tiny
     on_numpy = backend.name == "numpy"
     assert calls["sgd"] == (1 if on_numpy else 0)
     assert calls["bias_relu"] == (2 if on_numpy and act == "relu" else 0)
+
+
+@needs_numba
+@pytest.mark.filterwarnings("ignore:xpdl. MLP.*max_iter")
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_exact_resume_with_the_kernels(tmp_path, optimizer, tiny_min, calls):
+    """Save after 3 epochs, load, 5 more: the same parameters and loss curve, bit for bit,
+    as 8 epochs in one fit, with every step through the compiled kernels."""
+    import xpdl
+
+    g = np.random.default_rng(0)
+    X = g.normal(size=(90, 5))
+    y = (X[:, 0] - X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 0.5)
+    kw = dict(hidden_layer_sizes=(12, 6), batch_size=25, random_state=1, optimizer=optimizer,
+              learning_rate=1e-2, tol=-np.inf, warm_start=True, alpha=1e-3)
+    full = MLPClassifier(max_iter=8, **kw).fit(X, y)
+    first = MLPClassifier(max_iter=3, **kw).fit(X, y)
+    path = tmp_path / "m.safetensors"
+    xpdl.save(first, path)
+    resumed = xpdl.load(path)
+    resumed.set_params(max_iter=5).fit(X, y)
+    assert calls["adam" if optimizer == "adam" else "sgd"] == 2 * 8 * 4  # both runs' steps
+    assert resumed.n_iter_ == 8
+    assert resumed.loss_curve_ == full.loss_curve_
+    for a, b in zip(resumed.coefs_ + resumed.intercepts_, full.coefs_ + full.intercepts_):
+        np.testing.assert_array_equal(a, b)
