@@ -128,3 +128,74 @@ def test_dp_parameter_validation():
         xpdl.MLPClassifier(dp_noise_multiplier=1.0, dp_max_grad_norm=0.0).fit(X, y)
     with pytest.raises(ValueError, match="dp_delta"):
         xpdl.MLPClassifier(dp_noise_multiplier=1.0, dp_delta=2.0).fit(X, y)
+
+
+WEIGHTS = [1e3, 1.0, 0.5, 0.0, 20.0, 1e-3, 3.0]
+
+
+def test_weighted_contributions_are_clipped_after_weighting(backend):
+    """Each sample's contribution w_i g_i is clipped as a whole: checked one sample at a
+    time (norm at most C) and summed against per-sample gradients from autodiff."""
+    C = 0.5
+    net = _net(backend)
+    g = np.random.default_rng(3)
+    Xh = g.normal(size=(7, 3))
+    yh = g.integers(0, 4, size=7)
+    X = backend.asarray(Xh)
+    y = backend.asarray(yh, dtype=backend.xp.int64)
+    w = backend.asarray(np.array(WEIGHTS))
+    names = [n for n, _ in net.named_parameters()]
+    params = [p.data for p in net.parameters()]
+    slack = 1 + (1e-9 if backend.is64 else 1e-5)
+    expected = {n: 0.0 for n in names}
+    for i in range(7):
+        yi = y[i:i + 1]
+        one, _ = clipped_gradients(net, X[i:i + 1, :],
+                                   lambda out, yi=yi: cross_entropy(out, yi, reduction="none"),
+                                   C, weights=w[i:i + 1])
+        contribution = math.sqrt(sum(float((backend.to_numpy(a) ** 2).sum())
+                                     for a in one.values()))
+        assert contribution <= C * slack, (i, WEIGHTS[i], contribution)
+
+        def loss(W1, b1, W2, b2, xi=X[i:i + 1, :], yi=yi):
+            return cross_entropy(F.linear(F.tanh(F.linear(xi, W1, b1)), W2, b2), yi)
+
+        grads = [WEIGHTS[i] * backend.to_numpy(a)
+                 for a in xpdl.grad(loss, argnums=(0, 1, 2, 3))(*params)]
+        norm = math.sqrt(sum(float((a ** 2).sum()) for a in grads))
+        if WEIGHTS[i] >= 20:  # heavy samples really are cut back to C
+            assert norm > 2 * C and contribution == pytest.approx(C, rel=1e-4)
+        c = min(1.0, C / (norm / WEIGHTS[i] + 1e-6) / WEIGHTS[i]) if WEIGHTS[i] else 0.0
+        for n, a in zip(names, grads):
+            expected[n] = expected[n] + c * a
+    sums, norms = clipped_gradients(net, X, lambda out: cross_entropy(out, y, reduction="none"),
+                                    C, weights=w)
+    tol = 1e-10 if backend.is64 else 1e-4
+    for n in names:
+        np.testing.assert_allclose(backend.to_numpy(sums[n]), expected[n], rtol=tol, atol=tol)
+
+
+def test_dp_fit_one_heavy_sample_moves_the_model_by_at_most_C():
+    """Neighbouring datasets (a sample of weight 1e6 present, or weighted 0): one noiseless
+    full-batch SGD step with learning rate 1 differs by at most C / B in the parameters,
+    as the accountant assumes; without DP the same sample moves the model much further."""
+    X, y = xpdl.datasets.make_classification(40, 4, n_classes=3, random_state=0,
+                                             dtype=np.float64)
+    C, n = 0.5, 40
+    w_in = np.ones(n)
+    w_in[7] = 1e6
+    w_out = w_in.copy()
+    w_out[7] = 0.0
+    kw = dict(hidden_layer_sizes=(6,), optimizer="sgd", learning_rate=1.0, alpha=0.0,
+              batch_size=n, max_iter=1, dp_noise_multiplier=0.0, dp_max_grad_norm=C,
+              random_state=0)
+
+    def params(m):
+        return np.concatenate([np.ravel(np.asarray(p.data)) for p in m.module_.parameters()])
+
+    a = xpdl.MLPClassifier(**kw).fit(X, y, sample_weight=w_in)
+    b = xpdl.MLPClassifier(**kw).fit(X, y, sample_weight=w_out)
+    assert a.t_ == b.t_ == 1
+    moved = np.linalg.norm(params(a) - params(b)) * n
+    assert moved <= C * (1 + 1e-9)
+    assert moved > 0.5 * C  # the heavy sample does count, up to the bound

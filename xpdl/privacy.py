@@ -18,6 +18,14 @@ Sampling: the estimators draw each batch by Poisson sampling (every sample joins
 probability :math:`q = B/n`, from the seeded generator), which is exactly what the
 accountant below assumes; an epoch is :math:`\lceil n/B\rceil` such steps.
 
+Sample weights: with DP-SGD a sample of weight :math:`w_i` contributes its weighted
+gradient clipped as a whole, :math:`\min(1, C/\|w_i g_i\|)\,w_i g_i`, so no sample moves
+a step by more than :math:`C` (before noise) however heavy it is, and the accountant's
+bound holds unchanged. The weights are used as given, not rescaled to mean 1 as without DP:
+rescaling by their total would let one sample change every other sample's contribution.
+A weight above 1 can therefore add at most what clipping allows; a weight below 1 shrinks
+the sample's pull.
+
 :func:`epsilon` is the Rényi-DP accountant of the Poisson-subsampled Gaussian mechanism
 (Mironov, Talwar and Zhang, 2019): RDP of each order is computed exactly for integer orders
 and by the convergent series for fractional ones, composed over the steps, and converted to
@@ -194,13 +202,18 @@ def clipped_gradients(module, X, per_sample_loss, max_grad_norm, *, weights=None
         (not averaged).
     max_grad_norm : float
         :math:`C`.
+    weights : array of shape (n,), optional
+        Non-negative sample weights :math:`w_i`. Each sample's *weighted* gradient
+        :math:`w_i g_i` is what gets clipped, so every sample's contribution has norm at
+        most :math:`C` whatever its weight (the bound DP-SGD's guarantee rests on).
 
     Returns
     -------
     grads : dict
-        ``{parameter name: array}``, :math:`\sum_i \min(1, C/\|g_i\|) g_i`.
+        ``{parameter name: array}``, :math:`\sum_i \min(1, C/\|w_i g_i\|)\, w_i g_i`
+        (:math:`w_i = 1` without weights).
     norms : array of shape (n,)
-        The per-sample gradient norms :math:`\|g_i\|` before clipping.
+        The norms :math:`\|w_i g_i\|` of the contributions before clipping.
 
     Notes
     -----
@@ -237,9 +250,13 @@ def clipped_gradients(module, X, per_sample_loss, max_grad_norm, *, weights=None
         part = d2 * (xp.sum(a * a, axis=1) + (1.0 if layer.bias is not None else 0.0))
         sq = part if sq is None else sq + part
     norms = xp.sqrt(sq)
-    clip = xp.minimum(max_grad_norm / (norms + 1e-6), 1.0)
+    # A weighted sample contributes w_i g_i, clipped as a whole: w_i g_i min(1, C/(w_i|g_i|))
+    # = g_i min(w_i, C/|g_i|), so no contribution exceeds C whatever its weight (and the
+    # product w_i |g_i| is never formed, so huge weights cannot overflow).
+    limit = max_grad_norm / (norms + 1e-6)
+    clip = xp.minimum(limit, 1.0) if weights is None else xp.minimum(limit, weights)
     if weights is not None:
-        clip = clip * weights
+        norms = norms * weights
     grads = {}
     for name, layer, a, z in taps:
         D = z.grad * xp.expand_dims(clip, axis=1)

@@ -300,7 +300,9 @@ class NetworkEstimator(BaseModel):
         X = V.validate_X(self, X, reset=fresh)
         n = X.shape[0]
         T, n_out = self._targets(y, n, reset=fresh, classes=classes)
-        w = V.validate_sample_weight(self, sample_weight, n)
+        # DP-SGD uses the weights as given (see xpdl.privacy: a rescaling by their total
+        # would let one sample change every other sample's clipped contribution).
+        w = V.validate_sample_weight(self, sample_weight, n, normalize=not self._dp_on())
         if fresh:
             self._rng = Generator(self.random_state)
             self.module_ = self._build_layers(self.n_features_in_, n_out)
