@@ -4,7 +4,8 @@ The file holds the arrays (contiguous, on the host) and, in the safetensors meta
 the key ``"xpdl"``, a JSON document: format name and version, what was saved (estimator,
 module, optimizer state or a dict of arrays), the class and hyperparameters, fitted
 attributes, the optimizer's step counters and the random generator's state, plus a
-SHA-256 of the arrays so that corruption anywhere in the file is detected. Files are
+SHA-256 over the metadata and the arrays so that a flipped bit anywhere in the file is
+detected. Files are
 written by the ``safetensors`` library; reading goes through xpdl's own checks first.
 
 ``load`` checks the header before anything is allocated (its length against the file
@@ -14,9 +15,11 @@ what is wrong for empty, truncated, corrupted, foreign or newer files.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import struct
 import tempfile
 
@@ -27,7 +30,7 @@ from . import _namespace as _ns
 __all__ = ["save", "load", "FORMAT_VERSION"]
 
 FORMAT = "xpdl"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MAX_HEADER = 64 * 1024 * 1024
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
            "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
@@ -36,10 +39,14 @@ _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
 # -- the container -----------------------------------------------------------------------
-def _digest(arrays):
-    """SHA-256 over every array's name, dtype, shape and little-endian C-order bytes, in
-    name order: independent of how the file lays the data block out."""
+def _digest(arrays, meta_text=None):
+    """SHA-256 over the metadata exactly as stored (its JSON text) and every array's name,
+    dtype, shape and little-endian C-order bytes, in name order: independent of how the
+    file lays the data block out, and changed by a flipped bit anywhere."""
     h = hashlib.sha256()
+    if meta_text is not None:
+        h.update(meta_text.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
@@ -56,9 +63,8 @@ def _encode(arrays, meta):
     for name, a in arrays.items():
         if a.dtype not in _CODES:
             raise TypeError(f"xpdl.save: cannot store dtype {a.dtype} ({name})")
-    meta = dict(meta)
-    meta["sha256"] = _digest(arrays)
-    return save(arrays, metadata={"xpdl": json.dumps(meta, allow_nan=True)})
+    text = json.dumps(meta, allow_nan=True)
+    return save(arrays, metadata={"xpdl": text, "xpdl_sha256": _digest(arrays, text)})
 
 
 def _decode(buf, path):
@@ -116,22 +122,61 @@ def _decode(buf, path):
                              f"outside the data block)")
         arrays[name] = np.frombuffer(data, dtype=dt, count=count, offset=lo).reshape(
             shape).astype(dt.newbyteorder("="))
-    if _digest(arrays) != meta.get("sha256"):
-        raise ValueError(f"{where}: the array data is corrupted or truncated (checksum "
-                         f"mismatch)")
+    # Format 1 summed the arrays only, inside the metadata; from format 2 on the sum sits
+    # beside it and covers the metadata's exact text too.
+    if version >= 2:
+        ok = _digest(arrays, meta_raw["xpdl"]) == meta_raw.get("xpdl_sha256")
+    else:
+        ok = _digest(arrays) == meta.get("sha256")
+    if not ok:
+        raise ValueError(f"{where}: the file is corrupted or truncated (checksum mismatch "
+                         f"over the metadata and arrays)")
     return arrays, meta
 
 
+def _umask():
+    """The process umask, read without changing it where the system shows it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (briefly process-wide)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path, payload):
+    """Write ``payload`` to ``path`` through a temporary file renamed over it.
+
+    A symlink is followed: the file it points to is replaced and the link kept. An existing
+    file keeps its permission bits; a new one gets ``0o666 & ~umask``, as ``open`` gives.
+    An existing file without write permission (for anyone: root included) is refused with
+    ``PermissionError`` and left as it is.
+    """
     path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".xpdl-", suffix=".tmp", dir=d)
+    target = os.path.realpath(path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    else:
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "xpdl.save: the path is a directory", path)
+        if not st.st_mode & 0o222 or not os.access(target, os.W_OK):
+            raise PermissionError(errno.EACCES, "xpdl.save: the file is read-only; make it "
+                                  "writable or remove it to save there", path)
+        mode = stat.S_IMODE(st.st_mode)
+    fd, tmp = tempfile.mkstemp(prefix=".xpdl-", suffix=".tmp", dir=os.path.dirname(target))
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -195,6 +240,46 @@ def _module_spec(m):
     return spec
 
 
+_MAX_LAYERS = 10_000
+
+
+def _size(v, what):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{what} must be a non-negative int, got {v!r}")
+    return v
+
+
+def _spec_shapes(spec, prefix, out, count):
+    """The parameter shapes a module spec describes, as ``{name: shape}``: pure integer
+    arithmetic, nothing allocated (checked against the stored arrays before building)."""
+    count[0] += 1
+    if count[0] > _MAX_LAYERS or not isinstance(spec, dict):
+        raise ValueError("corrupted module spec")
+    t = spec.get("type")
+    if t == "Sequential":
+        layers = spec.get("layers")
+        if not isinstance(layers, list):
+            raise ValueError("corrupted module spec (layers)")
+        for i, sub in enumerate(layers):
+            _spec_shapes(sub, f"{prefix}{i}.", out, count)
+    elif t == "Linear":
+        n_in = _size(spec.get("in_features"), "in_features")
+        n_out = _size(spec.get("out_features"), "out_features")
+        out[f"{prefix}weight"] = (n_out, n_in)
+        if spec.get("bias"):
+            out[f"{prefix}bias"] = (n_out,)
+
+
+def _check_shapes(path, expected, stored):
+    """``ValueError`` unless the stored arrays are exactly the parameters the metadata
+    describes: sizes from a file are believed only once its arrays prove them."""
+    got = {k: tuple(v.shape) for k, v in stored.items()}
+    if got != expected:
+        diff = sorted(set(got.items()) ^ set(expected.items()))[:4]
+        raise ValueError(f"xpdl.load({str(path)!r}): the metadata describes parameters that "
+                         f"the file does not store (first differences: {diff})")
+
+
 def _build_module(spec, xp, device, dtype):
     from . import nn
 
@@ -217,17 +302,23 @@ def _build_module(spec, xp, device, dtype):
     raise ValueError(f"xpdl.load: unknown module type {t!r}")
 
 
-_FITTED = ("n_features_in_", "loss_curve_", "validation_scores_", "best_loss_",
-           "best_validation_score_", "n_iter_", "t_", "_no_improve", "_n_outputs", "_y_ndim",
-           "_dp_steps", "epsilon_")
+_FITTED_TYPES = {"n_features_in_": int, "n_iter_": int, "t_": int, "_no_improve": int,
+                 "_n_outputs": int, "_y_ndim": int, "_dp_steps": int, "loss_curve_": list,
+                 "validation_scores_": (list, type(None)),
+                 "best_loss_": (float, int, type(None)),
+                 "best_validation_score_": (float, int, type(None)),
+                 "epsilon_": (float, int)}
 
 
 def _estimator_payload(est):
     from .estimators._validation import check_is_fitted
 
     check_is_fitted(est)
-    params = {k: _jsonable(v) for k, v in est.get_params(deep=False).items()}
-    fitted = {k: _jsonable(getattr(est, k)) for k in _FITTED if k in est.__dict__}
+    # The settings the model was fitted with (set_params since then does not change what
+    # the fitted model is).
+    fitted_with = est.__dict__.get("_fit_params") or est.get_params(deep=False)
+    params = {k: _jsonable(v) for k, v in fitted_with.items()}
+    fitted = {k: _jsonable(getattr(est, k)) for k in _FITTED_TYPES if k in est.__dict__}
     arrays = {f"module/{k}": _host(v) for k, v in est.module_.state_dict().items()}
     meta = {"kind": "estimator", "class": type(est).__name__, "params": params,
             "fitted": fitted, "dtype": _ns.dtype_name(est._xp, est._dtype),
@@ -342,8 +433,11 @@ def load(path, *, xp=None, device=None):
     kind = meta.get("kind")
     try:
         if kind == "estimator":
-            return _load_estimator(arrays, meta, xp, device)
+            return _load_estimator(arrays, meta, xp, device, path)
         if kind == "module":
+            shapes = {}
+            _spec_shapes(meta["spec"], "", shapes, [0])
+            _check_shapes(path, shapes, {k[len("module/"):]: v for k, v in arrays.items()})
             dtype = _float_dtype(xp, device, meta["dtype"])
             m = _build_module(meta["spec"], xp, device, dtype)
             m.load_state_dict({k[len("module/"):]: v for k, v in arrays.items()})
@@ -360,35 +454,61 @@ def load(path, *, xp=None, device=None):
     raise ValueError(f"xpdl.load({str(path)!r}): unknown content kind {kind!r}")
 
 
-def _load_estimator(arrays, meta, xp, device):
+def _load_estimator(arrays, meta, xp, device, path):
     from . import estimators
     from .random import Generator
 
+    where = f"xpdl.load({str(path)!r})"
     cls = getattr(estimators, meta["class"], None)
     if cls is None or meta["class"] not in estimators.__all__:
         raise ValueError(f"xpdl.load: unknown estimator class {meta['class']!r}")
     params = dict(meta["params"])
+    unknown = sorted(set(params) - set(cls._get_param_names()))
+    if unknown:
+        raise ValueError(f"{where}: unknown hyperparameters {unknown} for {cls.__name__}")
     if isinstance(params.get("hidden_layer_sizes"), list):
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
     est = cls(**params)
+    fitted = meta["fitted"]
+    for k, v in fitted.items():  # only the attributes an estimator defines, of their types
+        if k not in _FITTED_TYPES or isinstance(v, bool) or \
+                not isinstance(v, _FITTED_TYPES[k]):
+            raise ValueError(f"{where}: unexpected fitted attribute {k}={v!r}")
+    n_in = fitted.get("n_features_in_")
+    n_out = fitted.get("_n_outputs")
+    if n_out is None:  # files written before _n_outputs was saved
+        n_out = arrays.get("module/0.weight", np.empty((0, 0))).shape[0]
+    # Every size the metadata claims is checked against the stored arrays before a single
+    # parameter is allocated: a tiny file claiming a huge model is refused here.
+    sizes = est._layer_sizes(_size(n_in, "n_features_in_"), _size(n_out, "_n_outputs"))
+    stored = sorted((int(k[len("module/"):-len(".weight")]), tuple(v.shape))
+                    for k, v in arrays.items()
+                    if k.startswith("module/") and k.endswith(".weight") and
+                    k[len("module/"):-len(".weight")].isdigit())
+    claimed = [(int(b), int(a)) for a, b in zip(sizes[:-1], sizes[1:])]
+    if [shape for _, shape in stored] != claimed:
+        raise ValueError(f"{where}: the metadata describes layers {claimed} but the file "
+                         f"stores weights {[shape for _, shape in stored]}")
+    if "classes" in meta or "classes_" in arrays:
+        k = len(meta["classes"]) if "classes" in meta else arrays["classes_"].shape[0]
+        if k < 2 or n_out != (1 if k == 2 else k):
+            raise ValueError(f"{where}: {k} classes do not fit a model with {n_out} outputs")
     est._xp = xp
     est._dtype = _float_dtype(xp, device, meta["dtype"])
     est._device = _ns.device_of(xp.zeros((), dtype=est._dtype, device=device))
-    for k, v in meta["fitted"].items():
+    for k, v in fitted.items():
         setattr(est, k, v)
+    est._n_outputs = n_out
     if "classes" in meta:
         est.classes_ = np.asarray(meta["classes"]).astype(meta.get("classes_kind", "U"))
     elif "classes_" in arrays:
         est.classes_ = _ns.from_host(arrays["classes_"], xp, device=device)
     est._rng = Generator(0)
-    n_out = est.__dict__.get("_n_outputs")
-    if n_out is None:
-        n_out = arrays["module/0.weight"].shape[0]
-        est._n_outputs = n_out
-    est.module_ = est._build_layers(est.n_features_in_, n_out)
+    est.module_ = est._build_layers(n_in, n_out)
     est.module_.load_state_dict({k[len("module/"):]: v for k, v in arrays.items()
                                  if k.startswith("module/")})
     est.module_.eval()
+    est._remember_fit_params()
     if "rng_state" in meta:
         est._rng.set_state(meta["rng_state"])
     if "optimizer_ints" in meta:

@@ -141,6 +141,32 @@ class BaseModel(_SKBase):
         self._dtype = self.module_.parameters()[0].dtype
         return self
 
+    # Hyperparameters that shape ``module_``: a warm refit may not change them.
+    _architecture = ()
+
+    def _remember_fit_params(self):
+        """Record the hyperparameters the fitted model is trained with: :func:`xpdl.save`
+        writes these, not whatever ``set_params`` changed since."""
+        self._fit_params = {k: tuple(v) if isinstance(v, list) else v
+                            for k, v in self.get_params(deep=False).items()}
+
+    def _changed_since_fit(self):
+        """``{name: (fitted value, current value)}`` for hyperparameters set since the last
+        fit."""
+        old = self.__dict__.get("_fit_params")
+        if old is None:
+            return {}
+        out = {}
+        for k, v in self.get_params(deep=False).items():
+            v = tuple(v) if isinstance(v, list) else v
+            try:
+                same = bool(old.get(k) == v)
+            except Exception:  # e.g. arrays compared elementwise
+                same = old.get(k) is v
+            if not same:
+                out[k] = (old.get(k), v)
+        return out
+
     def _forward(self, X):
         """Raw outputs of ``module_`` for validated ``X`` (eval mode, no tape)."""
         self.module_.eval()
@@ -317,9 +343,12 @@ class NetworkEstimator(BaseModel):
             self.t_ = 0
             self._dp_steps = 0
             self._best_params = None
-        elif n_out != self._n_outputs:
-            raise ValueError(f"xpdl: y has {n_out} outputs/classes but the fitted model has "
-                             f"{self._n_outputs}; refit without warm_start")
+        else:
+            if n_out != self._n_outputs:
+                raise ValueError(f"xpdl: y has {n_out} outputs/classes but the fitted model "
+                                 f"has {self._n_outputs}; refit without warm_start")
+            self._continue_with_changed_params()
+        self._remember_fit_params()
         Xv = Tv = None
         if self._early_stopping_on(incremental):
             X, T, w, Xv, Tv = self._split(X, T, w)
@@ -327,6 +356,23 @@ class NetworkEstimator(BaseModel):
         with _ns.quiet_fp(self._xp):
             self._train(X, T, w, epochs, Xv, Tv, incremental)
         return self
+
+    def _continue_with_changed_params(self):
+        """Before a warm or incremental fit: refuse a changed architecture, and give a
+        changed optimizer or learning rate a new optimizer (keeping its state when only the
+        learning rate changed)."""
+        changed = self._changed_since_fit()
+        for k in self._architecture:
+            if k in changed:
+                old, new = changed[k]
+                raise ValueError(f"xpdl: {k} changed from {old!r} to {new!r} since the model "
+                                 f"was fitted; a warm start keeps the fitted network, so refit "
+                                 f"from scratch (warm_start=False) to change it")
+        if "learning_rate" in changed or {"optimizer", "solver"} & set(changed):
+            old = self._optimizer
+            self._optimizer = self._make_optimizer()
+            if not {"optimizer", "solver"} & set(changed):
+                self._optimizer.load_state_dict(old.state_dict())
 
     def _early_stopping_on(self, incremental):
         return bool(getattr(self, "early_stopping", False)) and not incremental

@@ -32,6 +32,11 @@ class _LinearModelMixin:
             b = lin.bias.data
         return xp.reshape(b, ()) if self._single_output() else b
 
+    _architecture = ("fit_intercept",)
+
+    def _layer_sizes(self, n_in, n_out):
+        return (n_in, n_out)
+
     def _zero_linear(self, n_in, n_out, bias):
         xp = self._xp
         lin = Linear(n_in, n_out, bias=bias, rng=0, xp=xp, device=self._device,
@@ -137,6 +142,7 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         w = V.validate_sample_weight(self, sample_weight, n, normalize=False)
         coef, intercept = self._solve_lstsq(X, Y, w)
         self.module_ = self._zero_linear(X.shape[1], k, self.fit_intercept)
+        self._remember_fit_params()
         self.module_[0].weight.data = coef
         if self.fit_intercept:
             self.module_[0].bias.data = intercept

@@ -123,6 +123,7 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         if w is not None:
             w = w * (n / total)  # mean 1: the weighted mean below is sum(w l) / sum(w)
         self.module_ = self._build_layers(X.shape[1], k)
+        self._remember_fit_params()
         params = self.module_.parameters()
         reg = 0.5 / (self.C * total)
 

@@ -102,10 +102,15 @@ class _MLP(NetworkEstimator):
             raise ValueError(f"xpdl: hidden_layer_sizes must be positive ints, got "
                              f"{self.hidden_layer_sizes!r}")
 
-    def _build_layers(self, n_in, n_out):
+    _architecture = ("hidden_layer_sizes", "activation", "dropout")
+
+    def _layer_sizes(self, n_in, n_out):
         sizes = self.hidden_layer_sizes
         sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
-        return self._make_layers((n_in, *sizes, n_out), self.activation, self.dropout)
+        return (n_in, *sizes, n_out)
+
+    def _build_layers(self, n_in, n_out):
+        return self._make_layers(self._layer_sizes(n_in, n_out), self.activation, self.dropout)
 
     @property
     def coefs_(self):
