@@ -343,7 +343,7 @@ def test_exact_resume_with_the_kernels(tmp_path, optimizer, tiny_min, calls):
     X = g.normal(size=(90, 5))
     y = (X[:, 0] - X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 0.5)
     kw = dict(hidden_layer_sizes=(12, 6), batch_size=25, random_state=1, optimizer=optimizer,
-              learning_rate=1e-2, tol=-np.inf, warm_start=True, alpha=1e-3)
+              learning_rate=1e-2, n_iter_no_change=10**6, warm_start=True, alpha=1e-3)
     full = MLPClassifier(max_iter=8, **kw).fit(X, y)
     first = MLPClassifier(max_iter=3, **kw).fit(X, y)
     path = tmp_path / "m.safetensors"

@@ -279,7 +279,7 @@ def test_same_seed_same_results_across_backends(backend):
 def test_warm_start_continues_like_one_long_fit():
     X, y = load_iris(return_X_y=True)
     kw = dict(hidden_layer_sizes=(10,), batch_size=30, dropout=0.2, random_state=0,
-              learning_rate=1e-2, optimizer="adam", tol=-np.inf)
+              learning_rate=1e-2, optimizer="adam", n_iter_no_change=10**6)
     full = MLPClassifier(max_iter=7, **kw).fit(X, y)
     part = MLPClassifier(max_iter=3, warm_start=True, **kw).fit(X, y)
     part.set_params(max_iter=4).fit(X, y)

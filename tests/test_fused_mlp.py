@@ -117,7 +117,7 @@ def test_fused_training_equals_tape_training(backend, Est, activation, optimizer
     wb = backend.asarray(g.uniform(0.5, 1.5, 90))
     kw = dict(hidden_layer_sizes=(16, 8), activation=activation, optimizer=optimizer,
               batch_size=32, max_iter=6, alpha=1e-2, learning_rate=1e-2, random_state=0,
-              tol=-np.inf)
+              n_iter_no_change=10**6)
     fused = Est(**kw).fit(Xb, yb, sample_weight=wb)
     tape = Est(**kw)
     tape._fused_training = False
@@ -149,7 +149,7 @@ def test_parameters_replaced_from_outside_are_picked_up():
     fused step must train the new arrays, not its stale flat copy."""
     g = np.random.default_rng(3)
     X, y = g.normal(size=(60, 4)), g.integers(0, 3, 60)
-    m = MLPClassifier((6,), max_iter=2, random_state=0, tol=-np.inf).fit(X, y)
+    m = MLPClassifier((6,), max_iter=2, random_state=0, n_iter_no_change=10**6).fit(X, y)
     W = m.module_[0].weight
     fresh = np.zeros_like(W.data)
     W.data = fresh

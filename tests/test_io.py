@@ -84,7 +84,7 @@ def test_string_classes_survive(path):
 def test_exact_resume_equals_one_long_fit(path, optimizer, momentum, dropout):
     X, y = _iris()
     kw = dict(hidden_layer_sizes=(10,), batch_size=25, dropout=dropout, random_state=1,
-              optimizer=optimizer, learning_rate=1e-2, tol=-np.inf, warm_start=True,
+              optimizer=optimizer, learning_rate=1e-2, n_iter_no_change=10**6, warm_start=True,
               alpha=1e-3)
     full = xpdl.MLPClassifier(max_iter=8, **kw).fit(X, y)
     first = xpdl.MLPClassifier(max_iter=3, **kw).fit(X, y)

@@ -307,7 +307,7 @@ _FITTED_TYPES = {"n_features_in_": int, "n_iter_": int, "t_": int, "_no_improve"
                  "validation_scores_": (list, type(None)),
                  "best_loss_": (float, int, type(None)),
                  "best_validation_score_": (float, int, type(None)),
-                 "epsilon_": (float, int)}
+                 "epsilon_": (float, int), "_loss_ref": (float, int, type(None))}
 
 
 def _estimator_payload(est):

@@ -184,6 +184,13 @@ class ClassifierMixin(_SKClassifier):
             return cls[_ns.to_host(idx)]  # string labels stay on the host
         return self._xp.take(cls, idx)
 
+    @_available_if(lambda est: est._has_partial_fit())
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over ``(X, y)``, continuing from the current state (fits from scratch
+        on the first call). ``classes`` (every label, in any order) is needed on the first
+        call when a batch may miss some; on later calls it must name the same classes."""
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
     def predict(self, X):
         """Predicted class labels, shape (n_samples,): of the training namespace for
         numeric labels given in it, a NumPy array for host labels (strings)."""
@@ -246,6 +253,60 @@ class _Quiet:
         pass
 
 
+class _Rollback:
+    """The training state to go back to when an epoch diverges.
+
+    An epoch's loss is measured along the way from the parameters it starts with, so the
+    state at the start of an epoch whose loss stayed within ``_good_factor`` times the
+    reference (the untrained model's loss) is known to be sound. That is kept (the last such
+    epoch's start, or this fit call's start); on divergence, parameters, optimizer state,
+    step counters, random generator, early-stopping bookkeeping and ``loss_curve_`` go back
+    to it.
+    """
+
+    _SCALARS = ("t_", "_dp_steps", "best_loss_", "best_validation_score_", "_no_improve",
+                "n_iter_")
+    _good_factor = 10.0
+
+    def __init__(self, est):
+        self.est = est
+        self.good = self.cur = None
+
+    def _capture(self):
+        est = self.est
+        xp = est._xp
+        return {
+            "params": [xp.asarray(p.data, copy=True) for p in est.module_.parameters()],
+            "optim": {k: (xp.asarray(v, copy=True) if _ns.is_array(v) else v)
+                      for k, v in est._optimizer.state_dict().items()},
+            "rng": est._rng.get_state(),
+            **{k: est.__dict__.get(k) for k in self._SCALARS},
+        }
+
+    def epoch_start(self):
+        self.cur = self._capture()
+        if self.good is None:
+            self.good = self.cur
+
+    def epoch_end(self, loss):
+        if loss <= self._good_factor * max(self.est._loss_ref, 1e-8):
+            self.good = self.cur
+
+    def restore(self):
+        est, snap = self.est, self.good
+        for p, a in zip(est.module_.parameters(), snap["params"]):
+            p.data = a
+            p.grad = None
+        est._optimizer.load_state_dict(snap["optim"])
+        est.__dict__.pop("_fused_cache", None)  # its flat views point at the old arrays
+        est._rng.set_state(snap["rng"])
+        for k in self._SCALARS:
+            setattr(est, k, snap[k])
+        del est.loss_curve_[est.n_iter_:]
+        if est.validation_scores_ is not None:
+            del est.validation_scores_[est.n_iter_:]
+
+
 class NetworkEstimator(BaseModel):
     """The training loop shared by the MLPs and the iterative solvers of the linear models.
 
@@ -265,10 +326,7 @@ class NetworkEstimator(BaseModel):
             return n
         if bs == "auto":
             return min(200, n)
-        if not isinstance(bs, int) or bs < 1:
-            raise ValueError(f"xpdl: batch_size must be a positive int, 'auto' or None, "
-                             f"got {bs!r}")
-        return min(bs, n)
+        return min(int(bs), n)
 
     def _make_layers(self, sizes, activation, dropout, init_last="glorot"):
         act = _ACTIVATIONS[activation]
@@ -285,31 +343,17 @@ class NetworkEstimator(BaseModel):
         return Sequential(*layers)
 
     def _check_common_params(self):
+        V.validate_params(self)
         if self._optimizer_name() not in _OPTIMIZERS:
             raise ValueError(f"xpdl: optimizer must be one of {sorted(_OPTIMIZERS)}, got "
                              f"{self._optimizer_name()!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"xpdl: learning_rate must be positive, got {self.learning_rate}")
-        if not (isinstance(self.max_iter, int) and self.max_iter >= 1):
-            raise ValueError(f"xpdl: max_iter must be a positive int, got {self.max_iter!r}")
-        if self.alpha < 0:
-            raise ValueError(f"xpdl: alpha must be non-negative, got {self.alpha}")
-        if not 0.0 <= getattr(self, "dropout", 0.0) < 1.0:
-            raise ValueError(f"xpdl: dropout must be in [0, 1), got {self.dropout}")
-        if self._dp_on():
-            if self.dp_noise_multiplier < 0:
-                raise ValueError("xpdl: dp_noise_multiplier must be non-negative or None")
-            if not self.dp_max_grad_norm > 0:
-                raise ValueError("xpdl: dp_max_grad_norm must be positive")
-            if not 0 < self.dp_delta < 1:
-                raise ValueError("xpdl: dp_delta must be in (0, 1)")
 
     def _dp_on(self):
         return getattr(self, "dp_noise_multiplier", None) is not None
 
     def _make_optimizer(self):
         name = self._optimizer_name()
-        return Optimizer(self.module_, _OPTIMIZERS[name](self.learning_rate))
+        return Optimizer(self.module_, _OPTIMIZERS[name](float(self.learning_rate)))
 
     # -- fitting ----------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
@@ -328,26 +372,20 @@ class NetworkEstimator(BaseModel):
         T, n_out = self._targets(y, n, reset=fresh, classes=classes)
         # DP-SGD uses the weights as given (see xpdl.privacy: a rescaling by their total
         # would let one sample change every other sample's clipped contribution).
-        w = V.validate_sample_weight(self, sample_weight, n, normalize=not self._dp_on())
+        dp = self._dp_on()
+        w = V.validate_sample_weight(self, sample_weight, n, normalize=not dp, rescale=not dp)
         if fresh:
             self._rng = Generator(self.random_state)
             self.module_ = self._build_layers(self.n_features_in_, n_out)
-            self._optimizer = self._make_optimizer()
             self._n_outputs = n_out
-            self.loss_curve_ = []
-            self.validation_scores_ = [] if self._early_stopping_on(incremental) else None
-            self.best_loss_ = math.inf
-            self.best_validation_score_ = -math.inf
-            self._no_improve = 0
-            self.n_iter_ = 0
-            self.t_ = 0
-            self._dp_steps = 0
-            self._best_params = None
+            for k in self._TRAINING_STATE:
+                self.__dict__.pop(k, None)
         else:
             if n_out != self._n_outputs:
                 raise ValueError(f"xpdl: y has {n_out} outputs/classes but the fitted model "
                                  f"has {self._n_outputs}; refit without warm_start")
             self._continue_with_changed_params()
+        self._training_state(self._early_stopping_on(incremental))
         self._remember_fit_params()
         Xv = Tv = None
         if self._early_stopping_on(incremental):
@@ -356,6 +394,39 @@ class NetworkEstimator(BaseModel):
         with _ns.quiet_fp(self._xp):
             self._train(X, T, w, epochs, Xv, Tv, incremental)
         return self
+
+    # What training keeps between calls besides the parameters (made by _training_state).
+    _TRAINING_STATE = ("_optimizer", "loss_curve_", "n_iter_", "t_", "_dp_steps", "_loss_ref",
+                       "_no_improve", "validation_scores_", "best_loss_",
+                       "best_validation_score_", "_best_params")
+
+    def _training_state(self, early_stopping):
+        """Complete the training state for a fit in this mode, whatever came before: a
+        fresh fit, a closed-form fit continued by an iterative solver, a loaded file, or a
+        switch of ``early_stopping`` between warm fits (the bookkeeping of the new mode
+        starts afresh; the parameters and the optimizer's state carry on)."""
+        d = self.__dict__
+        if "_optimizer" not in d:
+            self._optimizer = self._make_optimizer()
+        if "_rng" not in d:
+            self._rng = Generator(self.random_state)
+        for k, v in (("loss_curve_", []), ("n_iter_", 0), ("t_", 0), ("_dp_steps", 0),
+                     ("_loss_ref", None), ("_no_improve", 0), ("_best_params", None),
+                     ("best_validation_score_", -math.inf)):
+            if d.get(k) is None:
+                d[k] = v
+        if early_stopping:
+            if d.get("validation_scores_") is None:  # switched on: a new validation record
+                self.validation_scores_ = []
+                self.best_validation_score_ = -math.inf
+                self._no_improve = 0
+                self._best_params = None
+            self.best_loss_ = None
+        else:
+            if d.get("best_loss_") is None:  # switched off (or partial_fit after it)
+                self.best_loss_ = min(self.loss_curve_, default=math.inf)
+                self._no_improve = 0
+            d.setdefault("validation_scores_", None)
 
     def _continue_with_changed_params(self):
         """Before a warm or incremental fit: refuse a changed architecture, and give a
@@ -368,8 +439,9 @@ class NetworkEstimator(BaseModel):
                 raise ValueError(f"xpdl: {k} changed from {old!r} to {new!r} since the model "
                                  f"was fitted; a warm start keeps the fitted network, so refit "
                                  f"from scratch (warm_start=False) to change it")
-        if "learning_rate" in changed or {"optimizer", "solver"} & set(changed):
-            old = self._optimizer
+        old = self.__dict__.get("_optimizer")
+        if old is not None and ("learning_rate" in changed or
+                                {"optimizer", "solver"} & set(changed)):
             self._optimizer = self._make_optimizer()
             if not {"optimizer", "solver"} & set(changed):
                 self._optimizer.load_state_dict(old.state_dict())
@@ -410,10 +482,10 @@ class NetworkEstimator(BaseModel):
             # result through the host (a synchronisation per step); vecdot stays a kernel.
             s = xp.vecdot(flat, flat)
             total = s if total is None else total + s
-        return total * (0.5 * self.alpha / nb)
+        return total * (0.5 * float(self.alpha) / nb)
 
     def _l2_grad(self, nb):
-        c = self.alpha / nb
+        c = float(self.alpha) / nb
         inplace = _ns.supports_inplace(self._xp)
         for W in self._weights:
             if W.grad is None:
@@ -440,11 +512,13 @@ class NetworkEstimator(BaseModel):
         fused = None if dp else self._fused_step()
         if fused is None:
             self._weights = [p for k, p in module.named_parameters() if k.endswith("weight")]
+        if self.__dict__.get("_loss_ref") is None:
+            self._loss_ref = self._initial_loss(X, T, w)
+        rollback = _Rollback(self)
         for _ in bar:
-            snapshot = [xp.asarray(p.data, copy=True) for p in params]
+            rollback.epoch_start()
             if dp:
-                acc = self._dp_epoch(X, T, w, bs)
-                epoch_loss = float(acc) / n
+                epoch_loss = self._dp_epoch(X, T, w, bs)
                 perm = None
             else:
                 perm = None if bs >= n else self._rng.permutation(n, xp=xp, device=self._device)
@@ -467,7 +541,7 @@ class NetworkEstimator(BaseModel):
                 nb = Xb.shape[0]
                 l2n = nb if self._l2_denominator == "batch" else n
                 if fused is not None:
-                    value = fused(Xb, Tb, wb, self.alpha, l2n)
+                    value = fused(Xb, Tb, wb, float(self.alpha), l2n)
                     acc = acc + value * nb
                     self.t_ += 1
                     continue
@@ -480,11 +554,13 @@ class NetworkEstimator(BaseModel):
                 self.t_ += 1
             if not dp:
                 epoch_loss = float(acc) / n
+            if self._diverged(epoch_loss):
+                epoch = self.n_iter_ + 1
+                rollback.restore()
+                raise DivergenceError(epoch, epoch_loss, self.learning_rate,
+                                      untrained_loss=self._loss_ref)
+            rollback.epoch_end(epoch_loss)
             self.n_iter_ += 1
-            if not math.isfinite(epoch_loss):
-                for p, s in zip(params, snapshot):
-                    p.data = s
-                raise DivergenceError(self.n_iter_, epoch_loss, self.learning_rate)
             self.loss_curve_.append(epoch_loss)
             postfix = {"loss": f"{epoch_loss:.4g}"}
             if Xv is not None:
@@ -525,6 +601,28 @@ class NetworkEstimator(BaseModel):
 
     _warn_on_max_iter = True
 
+    # A loss this many times the untrained model's counts as divergence even while finite
+    # (Adam at learning_rate=1e3 sits at 1e6-1e9 times it instead of overflowing).
+    _divergence_factor = 1e3
+
+    def _initial_loss(self, X, T, w):
+        """The untrained model's data loss on (up to 4,096 of) the training samples: the
+        scale divergence is judged against (eval mode, so no random draws are used)."""
+        m = min(X.shape[0], 4096)
+        self.module_.eval()
+        with no_grad():
+            out = self.module_(X[:m, ...])
+            wm = None if w is None else w[:m]
+            value = float(self._data_loss(out, T[:m, ...], wm).data)
+        self.module_.train()
+        return value if math.isfinite(value) else math.inf
+
+    def _diverged(self, loss):
+        if not math.isfinite(loss):
+            return True
+        ref = max(self._loss_ref, 1e-8)
+        return loss > self._divergence_factor * ref
+
     # The hand-written step of :mod:`._fused_mlp` trains plain MLPs (set False on an
     # instance to train through the tape, as the tests do to compare the two).
     _fused_training = True
@@ -553,8 +651,8 @@ class NetworkEstimator(BaseModel):
 
     def _dp_epoch(self, X, T, w, bs):
         """One DP-SGD epoch: ceil(n/B) steps, each on a Poisson sample of rate B/n, with
-        per-sample clipping and Gaussian noise (see :mod:`xpdl.privacy`). Returns the summed
-        loss of the samples seen (for ``loss_curve_``)."""
+        per-sample clipping and Gaussian noise (see :mod:`xpdl.privacy`). Returns the
+        (weighted) mean loss of the samples seen over the epoch (for ``loss_curve_``)."""
         from ..privacy import clipped_gradients
 
         xp, dev = self._xp, self._device
@@ -562,6 +660,10 @@ class NetworkEstimator(BaseModel):
         module, opt = self.module_, self._optimizer
         named = module.named_parameters()
         C, sigma = float(self.dp_max_grad_norm), float(self.dp_noise_multiplier)
+        # The reported loss is the weighted mean over the samples seen, with the weights
+        # divided by their largest first (so that weights of 1e308 cannot overflow it).
+        w_top = 1.0 if w is None else float(xp.max(w))
+        total = n if w is None else float(xp.sum(w / w_top))
         acc = 0.0
         for _ in range(-(-n // bs)):
             idx = self._rng.poisson_indices(n, bs / n, xp=xp, device=dev)
@@ -578,7 +680,7 @@ class NetworkEstimator(BaseModel):
                     return per
 
                 sums, _ = clipped_gradients(module, Xb, per_sample, C, weights=wb)
-                acc = acc + xp.sum(seen[0] if wb is None else seen[0] * wb)
+                acc = acc + xp.sum(seen[0] if wb is None else seen[0] * (wb / w_top))
             for name, p in named:
                 g = sums[name] if nb else xp.zeros(p.shape, dtype=p.dtype, device=dev)
                 if sigma:
@@ -590,7 +692,7 @@ class NetworkEstimator(BaseModel):
             opt.step()
             self.t_ += 1
             self._dp_steps += 1
-        return acc
+        return float(acc) / total
 
     def _patience(self):
         return self.n_iter_no_change

@@ -6,6 +6,8 @@ in a ``ValueError`` or ``TypeError``; nothing here writes to the caller's arrays
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 
 from .. import _namespace as _ns
@@ -121,10 +123,14 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
                          f"y is None")
     xp = est._xp
     hxp = _ns.host_xp()
+    if classes is not None:
+        classes = _check_classes(est, classes, reset)
     on_device = _ns.is_array(y) and not _ns.is_host_array(y) and \
         _ns.array_namespace(y) is xp and (xp.isdtype(y.dtype, "numeric") or
                                           xp.isdtype(y.dtype, "bool"))
     if on_device:
+        if xp.isdtype(y.dtype, "complex floating"):
+            raise ValueError("xpdl: complex labels are not supported (y)")
         if not _ns.same_device(_ns.device_of(y), est._device):
             y = _ns.move(y, device=est._device)
         host = None
@@ -134,6 +140,7 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
             kinds = {type(v) for v in host.ravel()}
             if len(kinds) > 1:
                 raise ValueError(f"xpdl: y mixes label types {sorted(k.__name__ for k in kinds)}")
+        _check_label_values(host)
         y = host
     if y.ndim == 2 and y.shape[1] == 1:
         from warnings import warn
@@ -156,7 +163,8 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
                 raise ValueError("xpdl: Unknown label type: continuous. A classifier needs "
                                  "discrete classes, not a regression target with continuous "
                                  "values.")
-        uniq = xp.unique_values(y) if classes is None else classes
+        uniq = xp.unique_values(y) if classes is None else \
+            _ns.from_host(classes, xp, device=est._device)
     else:
         if y.dtype.kind == "f":
             if bool(hxp.any(hxp.isnan(y))):
@@ -165,11 +173,11 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
                 raise ValueError("xpdl: Unknown label type: continuous. A classifier needs "
                                  "discrete classes, not a regression target with continuous "
                                  "values.")
-        uniq = hxp.unique_values(y) if classes is None else _ns.host_asarray(classes)
+        uniq = hxp.unique_values(y) if classes is None else classes
         if uniq.dtype.kind in "biuf":  # numeric labels live in the model's namespace
             uniq = _ns.from_host(uniq, xp, device=est._device)
     if reset:
-        if classes is None and uniq.shape[0] < 2:
+        if uniq.shape[0] < 2:
             c = _ns.host_asarray(uniq)[0]
             raise ValueError(f"xpdl: y has only one class ({c!r}); a classifier needs "
                              f"samples of at least two classes")
@@ -195,25 +203,96 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
     return _ns.from_host(idx, xp, device=est._device, dtype=xp.int64)
 
 
-def validate_sample_weight(est, sample_weight, n, normalize=True):
-    """Weights of shape (n,), finite and non-negative, rescaled to mean 1 (so that all-ones
-    weights change nothing) when ``normalize``; ``None`` stays ``None``."""
+def _check_classes(est, classes, reset):
+    """``classes`` of ``partial_fit`` as a sorted host array of unique labels: at least two,
+    real and finite, and on later calls the classes the model already has."""
+    c = _ns.host_asarray(classes)
+    if c.ndim != 1:
+        raise ValueError(f"xpdl: classes must be a 1-D list of labels, got shape {c.shape}")
+    _check_label_values(c, "classes")
+    c = _ns.host_xp().unique_values(c)
+    if c.shape[0] < 2:
+        raise ValueError(f"xpdl: classes must name at least two classes, got {c.tolist()!r}")
+    if not reset:
+        have = _ns.host_asarray(est.classes_)
+        if have.shape != c.shape or not bool((have == c).all()):
+            raise ValueError(f"xpdl: classes={c.tolist()!r} is not the same as on the first "
+                             f"call to partial_fit (classes_={have.tolist()!r})")
+    return c
+
+
+def _check_label_values(y, name="y"):
+    """Refuse complex, NaN and infinite labels (host arrays, any dtype)."""
+    if y.dtype.kind == "c":
+        raise ValueError(f"xpdl: complex labels are not supported ({name})")
+    if y.dtype.kind == "f":
+        if bool(_ns.host_xp().any(_ns.host_xp().isnan(y))):
+            raise ValueError(f"xpdl: Input {name} contains NaN.")
+        if not bool(_ns.host_xp().all(_ns.host_xp().isfinite(y))):
+            raise ValueError(f"xpdl: Input {name} contains infinity.")
+    if y.dtype.kind == "O":
+        for v in y.ravel():
+            if isinstance(v, complex):
+                raise ValueError(f"xpdl: complex labels are not supported ({name})")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"xpdl: Input {name} contains NaN or infinity.")
+
+
+def validate_sample_weight(est, sample_weight, n, normalize=True, return_scale=False,
+                           rescale=True):
+    """Weights of shape (n,), finite and non-negative; ``None`` stays ``None``.
+
+    Weights whose largest value lies outside :math:`[2^{-64}, 2^{64}]` are first divided by
+    a power of two (exactly) to bring it to about 1, so that sums over them neither overflow
+    (weights of 1e308) nor underflow (1e-320). With ``normalize`` they are then rescaled to
+    mean 1 (all-ones weights change nothing). With ``return_scale``, ``(w, e)`` comes back
+    with the given weights equal to ``w * 2**e`` (``normalize`` off), for objectives that
+    depend on the weights' scale (a penalty term weighs against their sum). DP-SGD passes
+    ``rescale=False``: a rescaling by the largest weight would let one sample change every
+    other sample's contribution.
+    """
     if sample_weight is None:
-        return None
+        return (None, 0) if return_scale else None
     xp = est._xp
-    if isinstance(sample_weight, (int, float)):
-        return None if sample_weight > 0 else _bad_weights()
+    if isinstance(sample_weight, numbers.Real) and not isinstance(sample_weight, bool):
+        if not (math.isfinite(sample_weight) and sample_weight > 0):
+            _bad_weights()
+        if normalize:
+            return None
+        sample_weight = xp.full((n,), float(sample_weight), dtype=est._dtype,
+                                device=est._device)
     w = _follow_X(est, sample_weight, "sample_weight")
     if w.ndim != 1 or w.shape[0] != n:
         raise ValueError(f"xpdl: sample_weight must have shape ({n},), got {tuple(w.shape)}")
-    w = xp.astype(w, est._dtype)
+    if not xp.isdtype(w.dtype, "real floating"):
+        if not (xp.isdtype(w.dtype, "integral") or xp.isdtype(w.dtype, "bool")):
+            raise ValueError(f"xpdl: sample_weight must be real numbers, got {w.dtype}")
+        w = xp.astype(w, est._dtype)
     _check_finite(xp, w, "sample_weight")
     if bool(xp.any(w < 0)):
         raise ValueError("xpdl: sample_weight has negative values")
-    total = float(xp.sum(w))
-    if total <= 0:
+    top = float(xp.max(w))
+    if top <= 0:
         _bad_weights()
-    return w * (n / total) if normalize else w
+    e = 0
+    if rescale and not 2.0 ** -64 <= top <= 2.0 ** 64:
+        e = math.frexp(top)[1]
+        half = -e // 2  # two exact power-of-two factors, each representable
+        w = (w * 2.0 ** half) * 2.0 ** (-e - half)
+    w = xp.astype(w, est._dtype)
+    if normalize:
+        w = w * (n / float(xp.sum(w)))
+    return (w, e) if return_scale else w
+
+
+def scaled(value, e, limit):
+    """``value * 2**e`` as a float; ``inf`` past ``limit`` (a penalty weight that large
+    already outweighs any data term: callers take the limit case)."""
+    try:
+        out = math.ldexp(value, e)
+    except OverflowError:
+        return math.inf
+    return out if out <= limit else math.inf
 
 
 def _bad_weights():
@@ -227,3 +306,94 @@ def warn_convergence(est, n_iter):
         _W = UserWarning
     warnings.warn(f"xpdl: {type(est).__name__} reached max_iter={n_iter} before converging; "
                   f"consider more iterations or a higher learning rate", _W, stacklevel=3)
+
+
+# -- hyperparameters ----------------------------------------------------------------------
+def _real(lo=None, hi=None, lo_open=False, hi_open=False, none=False):
+    """A rule: a finite real number (not a bool) in the given bounds (or None)."""
+    lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+    hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+    what = "a finite number" + (f" {lo_s}" if lo_s else "") + \
+        (f" and {hi_s}" if lo_s and hi_s else f" {hi_s}" if hi_s else "") + \
+        (" or None" if none else "")
+
+    def check(v):
+        if v is None:
+            return none
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            return False
+        v = float(v)
+        if not math.isfinite(v):
+            return False
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        return not (hi is not None and (v >= hi if hi_open else v > hi))
+
+    return check, what
+
+
+def _int(lo=1):
+    def check(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= lo
+
+    return check, f"an int >= {lo}"
+
+
+def _bool():
+    def check(v):
+        return isinstance(v, bool) or type(v).__name__ in ("bool", "bool_")  # NumPy bools too
+
+    return check, "True or False"
+
+
+def _seed():
+    def check(v):
+        from ..random import Generator
+
+        return v is None or isinstance(v, Generator) or \
+            (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0)
+
+    return check, "None, an int >= 0 or an xpdl.random.Generator"
+
+
+def _batch():
+    def check(v):
+        if v is None or isinstance(v, str):
+            return v is None or v == "auto"
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+
+    return check, "a positive int, 'auto' or None"
+
+
+_PARAM_RULES = {
+    "learning_rate": _real(0, lo_open=True),
+    "alpha": _real(0),
+    "C": _real(0, lo_open=True),
+    "tol": _real(0),
+    "max_iter": _int(1),
+    "n_iter_no_change": _int(1),
+    "validation_fraction": _real(0, 1, lo_open=True, hi_open=True),
+    "dropout": _real(0, 1, hi_open=True),
+    "dp_noise_multiplier": _real(0, none=True),
+    "dp_max_grad_norm": _real(0, lo_open=True),
+    "dp_delta": _real(0, 1, lo_open=True, hi_open=True),
+    "fit_intercept": _bool(),
+    "warm_start": _bool(),
+    "early_stopping": _bool(),
+    "verbose": _bool(),
+    "random_state": _seed(),
+    "batch_size": _batch(),
+}
+
+
+def validate_params(est):
+    """``ValueError`` naming the first hyperparameter of ``est`` whose value is out of its
+    domain (NaN and infinities, wrong types, strings or None where a number is needed)."""
+    for name in type(est)._get_param_names():
+        rule = _PARAM_RULES.get(name)
+        if rule is None:
+            continue
+        check, what = rule
+        value = getattr(est, name)
+        if not check(value):
+            raise ValueError(f"xpdl: {name} must be {what}, got {value!r}")

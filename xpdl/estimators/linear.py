@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import math
+
 from .. import _namespace as _ns
 from .. import functional as F
 from .. import losses as L
 from ..nn import Linear, Sequential
 from . import _validation as V
 from ._base import NetworkEstimator, RegressorMixin, r2
+
+
+def _exponent(xp, A):
+    """e with max|A| in [2^(e-1), 2^e), or 0 when max|A| is within [2^-64, 2^64] (no
+    rescaling needed; then nothing is copied)."""
+    top = float(xp.max(xp.abs(A)))
+    if top == 0 or 2.0 ** -64 <= top <= 2.0 ** 64:
+        return 0
+    return math.frexp(top)[1]
+
+
+def _times_pow2(A, e):
+    """``A * 2**e`` exactly (two factors, each a representable power of two)."""
+    half = e // 2
+    return (A * 2.0 ** half) * 2.0 ** (e - half)
 
 
 class _LinearModelMixin:
@@ -132,25 +149,60 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         if self.solver not in ("lstsq", "gd", "sgd", "adam"):
             raise ValueError(f"xpdl: solver must be 'lstsq', 'gd', 'sgd' or 'adam', got "
                              f"{self.solver!r}")
-        if self.alpha < 0:
-            raise ValueError(f"xpdl: alpha must be non-negative, got {self.alpha}")
+        V.validate_params(self)
         if self.solver != "lstsq":
             return self._fit(X, y, sample_weight, incremental=False)
         X = V.validate_X(self, X, reset=True)
         n = X.shape[0]
         Y, k = self._targets(y, n, reset=True)
-        w = V.validate_sample_weight(self, sample_weight, n, normalize=False)
-        coef, intercept = self._solve_lstsq(X, Y, w)
+        w, e_w = V.validate_sample_weight(self, sample_weight, n, normalize=False,
+                                          return_scale=True)
+        coef, intercept = self._solve_lstsq(X, Y, w, e_w)
         self.module_ = self._zero_linear(X.shape[1], k, self.fit_intercept)
         self._remember_fit_params()
         self.module_[0].weight.data = coef
         if self.fit_intercept:
             self.module_[0].bias.data = intercept
+        self._n_outputs = k
         self.loss_curve_ = []
         self.n_iter_ = 1
         return self
 
-    def _solve_lstsq(self, X, Y, w):
+    def _solve_lstsq(self, X, Y, w, e_w=0):
+        r"""Coefficients (k, p) and intercept (k,) of the weighted ridge problem.
+
+        Data whose largest magnitude lies outside :math:`[2^{-64}, 2^{64}]` (X scaled by
+        1e200, say) is first divided by powers of two, X and Y each, exactly: the products
+        below then cannot overflow or underflow, and the solution is scaled back. The ridge
+        penalty follows each rescaling (:math:`\alpha\,2^{2e_y - 2e_x - e_w}` for X, Y and
+        the weights divided by :math:`2^{e_x}, 2^{e_y}, 2^{e_w}`), so the problem solved is
+        the same.
+        """
+        xp = self._xp
+        e_x, e_y = _exponent(xp, X), _exponent(xp, Y)
+        if e_x:
+            X = _times_pow2(X, -e_x)
+        if e_y:
+            Y = _times_pow2(Y, -e_y)
+        alpha = float(self.alpha)
+        if alpha and (e_x or e_y or e_w):
+            limit = math.sqrt(float(xp.finfo(X.dtype).max))
+            alpha = V.scaled(alpha, 2 * e_y - 2 * e_x - e_w, limit)
+        if alpha == math.inf:
+            # The penalty outweighs the data by more than the float range:
+            # (G + a I)^-1 B = B / a to within n / a. In the original units
+            # coef = Xc^T W Yc / alpha = B' 2^(e_x + e_y + e_w) / alpha.
+            B, ym = self._solve_scaled(X, Y, w, 0.0, only_moments=True)
+            coef = _times_pow2(B / float(self.alpha), e_x + e_y + e_w)
+            return coef, (None if ym is None else _times_pow2(ym, e_y))
+        coef, intercept = self._solve_scaled(X, Y, w, alpha)
+        if e_x or e_y:
+            coef = _times_pow2(coef, e_y - e_x)
+            if intercept is not None:
+                intercept = _times_pow2(intercept, e_y)
+        return coef, intercept
+
+    def _solve_scaled(self, X, Y, w, alpha, only_moments=False):
         xp = self._xp
         xm = ym = None
         if self.fit_intercept:
@@ -162,20 +214,24 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
                 xm = xp.sum(X * w[:, None], axis=0) / sw
                 ym = xp.sum(Y * w[:, None], axis=0) / sw
         coef = None
+        if only_moments:  # B = Xc^T W Yc alone; the intercept then is the mean of Y
+            Xc, Yc = (X - xm, Y - ym) if self.fit_intercept else (X, Y)
+            B = Xc.T @ (Yc if w is None else Yc * w[:, None])
+            return B.T, ym
         if w is None:
-            coef = self._solve_gram_uncentred(X, Y, xm, ym)
+            coef = self._solve_gram_uncentred(X, Y, xm, ym, alpha)
         if coef is None:
             Xc, Yc = (X - xm, Y - ym) if self.fit_intercept else (X, Y)
             if w is not None:
                 r = xp.sqrt(w)[:, None]
                 Xc, Yc = Xc * r, Yc * r
-            coef = self._solve_gram(Xc, Yc)
+            coef = self._solve_gram(Xc, Yc, alpha)
             if coef is None:
-                coef = self._solve_svd(Xc, Yc)
+                coef = self._solve_svd(Xc, Yc, alpha)
         intercept = (ym - xm @ coef) if self.fit_intercept else None
         return coef.T, intercept
 
-    def _solve_gram_uncentred(self, X, Y, xm, ym):
+    def _solve_gram_uncentred(self, X, Y, xm, ym, alpha):
         """The Gram fast path without materialising centred data:
         ``X_c^T X_c = X^T X - n x̄ x̄^T``. Used only when every column's mean is small
         against its spread (|x̄| < 10 σ), so the subtraction loses under two digits."""
@@ -191,13 +247,13 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
             var = xp.linalg.diagonal(G) / n
             if not bool(xp.all(xm * xm < 100.0 * var)):
                 return None
-        return self._solve_normal(G, B)
+        return self._solve_normal(G, B, alpha)
 
-    def _solve_normal(self, G, B):
+    def _solve_normal(self, G, B, alpha):
         xp = self._xp
         p = G.shape[0]
-        if self.alpha:
-            G = G + self.alpha * xp.eye(p, dtype=G.dtype, device=self._device)
+        if alpha:
+            G = G + alpha * xp.eye(p, dtype=G.dtype, device=self._device)
         ev = xp.linalg.eigvalsh(G)
         lo, hi = float(ev[0]), float(ev[-1])
         limit = 1e6 if _ns.dtype_name(xp, G.dtype) == "float64" else 1e3
@@ -207,7 +263,7 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         self._lstsq_path = "gram"
         return xp.linalg.solve(G, B)
 
-    def _solve_gram(self, Xc, Yc):
+    def _solve_gram(self, Xc, Yc, alpha):
         """Fast path: solve the (ridge) normal equations when they are well conditioned.
 
         The Gram matrix costs one pass of matrix products over X (versus an SVD of X); its
@@ -218,14 +274,14 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         n, p = Xc.shape
         if n < 2 * p:
             return None
-        return self._solve_normal(Xc.T @ Xc, Xc.T @ Yc)
+        return self._solve_normal(Xc.T @ Xc, Xc.T @ Yc, alpha)
 
-    def _solve_svd(self, Xc, Yc):
+    def _solve_svd(self, Xc, Yc, alpha):
         xp = self._xp
         self._lstsq_path = "svd"
         U, s, Vt = xp.linalg.svd(Xc, full_matrices=False)
-        if self.alpha:
-            d = s / (s * s + self.alpha)
+        if alpha:
+            d = s / (s * s + alpha)
         else:
             # Cut-off of LAPACK's gelsd default: singular values below eps * max(s) * max(n, p).
             eps = xp.finfo(Xc.dtype).eps

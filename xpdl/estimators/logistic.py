@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from .. import functional as F
 from .. import losses as L
 from ..autodiff.functions import value_and_grad
+from ..autodiff.tensor import no_grad
 from . import _validation as V
 from ._base import ClassifierMixin, NetworkEstimator
 from .lbfgs import minimize_lbfgs
@@ -75,7 +78,7 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
 
     @property
     def alpha(self):
-        return 1.0 / self.C
+        return 1.0 / float(self.C)
 
     def _single_output(self):
         return False
@@ -111,36 +114,52 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         if self.solver not in ("lbfgs", "gd", "sgd", "adam"):
             raise ValueError(f"xpdl: solver must be 'lbfgs', 'gd', 'sgd' or 'adam', got "
                              f"{self.solver!r}")
-        if not self.C > 0:
-            raise ValueError(f"xpdl: C must be positive, got {self.C}")
+        V.validate_params(self)
         if self.solver != "lbfgs":
             return self._fit(X, y, sample_weight, incremental=False)
         X = V.validate_X(self, X, reset=True)
         n = X.shape[0]
         T, k = self._targets(y, n, reset=True)
-        w = V.validate_sample_weight(self, sample_weight, n, normalize=False)
+        # Weights come divided by 2**e_w when extreme (1e308, 1e-320): the sums below stay
+        # finite, and the penalty's weight against the data term, 1 / (C sum(w)), is
+        # formed with the exponent apart (limited where it would overflow).
+        w, e_w = V.validate_sample_weight(self, sample_weight, n, normalize=False,
+                                          return_scale=True)
         total = n if w is None else float(self._xp.sum(w))
         if w is not None:
             w = w * (n / total)  # mean 1: the weighted mean below is sum(w l) / sum(w)
         self.module_ = self._build_layers(X.shape[1], k)
+        self._n_outputs = k
         self._remember_fit_params()
         params = self.module_.parameters()
-        reg = 0.5 / (self.C * total)
+        limit = math.sqrt(float(self._xp.finfo(self._dtype).max))
+        reg = V.scaled(0.5 / (float(self.C) * total), -e_w, limit)
+        # A penalty past the float range (weights of 1e-320) pins W at 0, its limit; then
+        # only the intercept is fitted.
+        free = params if reg != math.inf else params[1:]
 
         def objective(*arrays):
-            W = arrays[0]
-            out = F.linear(X, W, arrays[1] if len(arrays) > 1 else None)
+            W = arrays[0] if len(arrays) == len(params) else params[0].data
+            b = arrays[-1] if self.fit_intercept else None
+            out = F.linear(X, W, b)
+            if reg == math.inf:
+                return self._data_loss(out, T, w)
             return self._data_loss(out, T, w) + F.sum(W * W) * reg
 
-        vg = value_and_grad(objective, argnums=tuple(range(len(params))))
+        vg = value_and_grad(objective, argnums=tuple(range(len(free))))
 
         def fun(xs):
             v, g = vg(*xs)
             return float(v), list(g)
 
-        xs, info = minimize_lbfgs(fun, [p.data for p in params], max_iter=self.max_iter,
-                                  tol=self.tol, xp=self._xp)
-        for p, a in zip(params, xs):
+        if free:
+            xs, info = minimize_lbfgs(fun, [p.data for p in free], max_iter=self.max_iter,
+                                      tol=self.tol, xp=self._xp)
+        else:
+            with no_grad():
+                value = float(self._data_loss(F.linear(X, params[0].data), T, w).data)
+            xs, info = [], {"n_iter": 0, "value": value, "converged": True}
+        for p, a in zip(free, xs):
             p.data = a
         self.n_iter_ = info["n_iter"]
         self.loss_curve_ = [info["value"]]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
+
 from .. import functional as F
 from .. import losses as L
 from . import _validation as V
-from ._base import ClassifierMixin, NetworkEstimator, RegressorMixin, _available_if, r2
+from ._base import ClassifierMixin, NetworkEstimator, RegressorMixin, r2
 
 _DOC_PARAMS = """
     Parameters
@@ -97,8 +99,12 @@ class _MLP(NetworkEstimator):
             raise ValueError(f"xpdl: activation must be 'relu', 'tanh' or 'sigmoid', got "
                              f"{self.activation!r}")
         sizes = self.hidden_layer_sizes
-        sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
-        if any(not isinstance(s, int) or s < 1 for s in sizes):
+        if isinstance(sizes, str) or not isinstance(sizes, (numbers.Integral, tuple, list)):
+            raise ValueError(f"xpdl: hidden_layer_sizes must be a tuple of positive ints, got "
+                             f"{sizes!r}")
+        sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
+        if any(not isinstance(s, numbers.Integral) or isinstance(s, bool) or s < 1
+               for s in sizes):
             raise ValueError(f"xpdl: hidden_layer_sizes must be positive ints, got "
                              f"{self.hidden_layer_sizes!r}")
 
@@ -106,8 +112,8 @@ class _MLP(NetworkEstimator):
 
     def _layer_sizes(self, n_in, n_out):
         sizes = self.hidden_layer_sizes
-        sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
-        return (n_in, *sizes, n_out)
+        sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
+        return (n_in, *(int(s) for s in sizes), n_out)
 
     def _build_layers(self, n_in, n_out):
         return self._make_layers(self._layer_sizes(n_in, n_out), self.activation, self.dropout)
@@ -151,12 +157,6 @@ class MLPClassifier(ClassifierMixin, _MLP):
             t = self._xp.astype(T, self._dtype)
             return L.binary_cross_entropy_with_logits(out[:, 0], t, reduction=reduction)
         return L.cross_entropy(out, T, reduction=reduction)
-
-    @_available_if(NetworkEstimator._has_partial_fit)
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One epoch over ``(X, y)``; ``classes`` (all labels) is needed on the first call
-        when a batch may miss some."""
-        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
     def _fused_head(self):
         return "logistic" if self._n_outputs == 1 else "softmax"
