@@ -15,6 +15,7 @@ from xpdl import (
     MLPRegressor,
 )
 from xpdl import _namespace as ns
+from xpdl.estimators._base import InMemory
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn import linear_model as sk_lm  # noqa: E402
@@ -450,7 +451,7 @@ def test_training_steps_make_no_host_round_trips(monkeypatch):
         m = MLPClassifier((8,), batch_size=batch_size, max_iter=1, dropout=0.1,
                           random_state=0).fit(Xd, yd)
         counts["n"] = 0
-        m._train(Xd, m._targets(yd, 150, reset=False)[0], None, 2, None, None, True)
+        m._train(InMemory(Xd, m._targets(yd, 150, reset=False)[0], None), 2, None, True)
         return counts["n"]
 
     few, many = conversions(75), conversions(10)  # 2 vs 15 minibatches per epoch

@@ -72,8 +72,9 @@ class _XpdlRunner:
         if tape:
             self.m._fused_training = False
         self.m.partial_fit(X, y)  # builds the model; also warms up
-        self.X = X
-        self.T = y
+        from .estimators._base import InMemory
+
+        self.data = InMemory(X, y, None)
         self.xp, self.dev = xp, dev
         # The matrix products of one epoch, with the same shapes, on the same backend.
         g = self.m._rng
@@ -86,7 +87,7 @@ class _XpdlRunner:
 
     def epoch(self):
         m = self.m
-        m._train(self.X, self.T, None, 1, None, None, True)
+        m._train(self.data, 1, None, True)
         self.sync()
 
     def bound(self):

@@ -253,6 +253,25 @@ class _Quiet:
         pass
 
 
+class InMemory:
+    """Training data held in memory: one chunk, the whole set."""
+
+    def __init__(self, X, T, w):
+        self.X, self.T, self.w = X, T, w
+        self.n = X.shape[0]
+
+    def arrays(self):
+        return self.X, self.T, self.w
+
+    def head(self, m):
+        """The first ``m`` samples (for the untrained model's loss)."""
+        m = min(m, self.n)
+        return (self.X[:m, ...], self.T[:m, ...], None if self.w is None else self.w[:m])
+
+    def chunks(self, est):
+        yield self.X, self.T, self.w
+
+
 class _Rollback:
     """The training state to go back to when an epoch diverges.
 
@@ -387,12 +406,16 @@ class NetworkEstimator(BaseModel):
             self._continue_with_changed_params()
         self._training_state(self._early_stopping_on(incremental))
         self._remember_fit_params()
-        Xv = Tv = None
+        val = None
         if self._early_stopping_on(incremental):
             X, T, w, Xv, Tv = self._split(X, T, w)
+
+            def val():
+                return self._val_score(Xv, Tv)
+
         epochs = 1 if incremental else self.max_iter
         with _ns.quiet_fp(self._xp):
-            self._train(X, T, w, epochs, Xv, Tv, incremental)
+            self._train(InMemory(X, T, w), epochs, val, incremental)
         return self
 
     # What training keeps between calls besides the parameters (made by _training_state).
@@ -495,13 +518,16 @@ class NetworkEstimator(BaseModel):
             else:
                 W.grad = W.grad + c * W.data
 
-    def _train(self, X, T, w, epochs, Xv, Tv, incremental):
+    def _train(self, data, epochs, val, incremental):
+        """Train ``epochs`` epochs over ``data`` (an :class:`InMemory` set, or chunks streamed
+        from a Dask array by :mod:`._dask`); ``val`` is None or a function returning the
+        validation score. Epoch bookkeeping: loss curve, divergence, early stopping."""
         from tqdm.auto import tqdm
 
         xp = self._xp
-        n = X.shape[0]
+        n = data.n
         bs = self._batch_size(n)
-        module, opt = self.module_, self._optimizer
+        module = self.module_
         params = module.parameters()
         module.train()
         verbose = getattr(self, "verbose", False)
@@ -513,46 +539,18 @@ class NetworkEstimator(BaseModel):
         if fused is None:
             self._weights = [p for k, p in module.named_parameters() if k.endswith("weight")]
         if self.__dict__.get("_loss_ref") is None:
-            self._loss_ref = self._initial_loss(X, T, w)
+            self._loss_ref = self._initial_loss(*data.head(4096))
         rollback = _Rollback(self)
         for _ in bar:
             rollback.epoch_start()
             if dp:
-                epoch_loss = self._dp_epoch(X, T, w, bs)
-                perm = None
+                epoch_loss = self._dp_epoch(*data.arrays(), bs)
             else:
-                perm = None if bs >= n else self._rng.permutation(n, xp=xp, device=self._device)
-                acc = 0.0
                 if fused is not None:
                     fused.begin_epoch()
-            for start in range(0, 0 if dp else n, bs):
-                if perm is None:
-                    Xb, Tb, wb = X, T, w
-                elif fused is not None:
-                    idx = perm[start:min(start + bs, n)]
-                    Xb = fused.take(X, idx, "X")
-                    Tb = fused.take(T, idx, "T")
-                    wb = None if w is None else fused.take(w, idx, "w")
-                else:
-                    idx = perm[start:min(start + bs, n)]
-                    Xb = xp.take(X, idx, axis=0)
-                    Tb = xp.take(T, idx, axis=0)
-                    wb = None if w is None else xp.take(w, idx, axis=0)
-                nb = Xb.shape[0]
-                l2n = nb if self._l2_denominator == "batch" else n
-                if fused is not None:
-                    value = fused(Xb, Tb, wb, float(self.alpha), l2n)
-                    acc = acc + value * nb
-                    self.t_ += 1
-                    continue
-                opt.zero_grad()
-                out = module(Xb)
-                loss = self._data_loss(out, Tb, wb)
-                value = loss.data if not self.alpha else loss.data + self._l2_value(l2n)
-                self._backward_and_step(loss, out, Xb, Tb, wb, l2n)
-                acc = acc + value * nb
-                self.t_ += 1
-            if not dp:
+                acc = 0.0
+                for X, T, w in data.chunks(self):
+                    acc = acc + self._minibatches(X, T, w, bs, n, fused)
                 epoch_loss = float(acc) / n
             if self._diverged(epoch_loss):
                 epoch = self.n_iter_ + 1
@@ -563,8 +561,8 @@ class NetworkEstimator(BaseModel):
             self.n_iter_ += 1
             self.loss_curve_.append(epoch_loss)
             postfix = {"loss": f"{epoch_loss:.4g}"}
-            if Xv is not None:
-                score = self._val_score(Xv, Tv)
+            if val is not None:
+                score = val()
                 self.validation_scores_.append(score)
                 postfix["val"] = f"{score:.4f}"
                 module.train()
@@ -587,7 +585,7 @@ class NetworkEstimator(BaseModel):
                 converged = True
                 break
         bar.close()
-        if Xv is not None and getattr(self, "_best_params", None) is not None:
+        if val is not None and getattr(self, "_best_params", None) is not None:
             for p, b in zip(params, self._best_params):
                 p.data = b
         module.eval()
@@ -599,6 +597,44 @@ class NetworkEstimator(BaseModel):
         if not incremental and not converged and self._warn_on_max_iter:
             V.warn_convergence(self, self.max_iter)
 
+    def _minibatches(self, X, T, w, bs, n_total, fused):
+        """One pass over in-memory ``(X, T, w)`` in minibatches of ``bs`` (rows in an order
+        drawn from the seeded generator when there is more than one batch); returns the
+        sum of batch loss times batch size. ``n_total`` is the epoch's sample count."""
+        xp = self._xp
+        n = X.shape[0]
+        module, opt = self.module_, self._optimizer
+        perm = None if bs >= n else self._rng.permutation(n, xp=xp, device=self._device)
+        acc = 0.0
+        for start in range(0, n, bs):
+            if perm is None:
+                Xb, Tb, wb = X, T, w
+            elif fused is not None:
+                idx = perm[start:min(start + bs, n)]
+                Xb = fused.take(X, idx, "X")
+                Tb = fused.take(T, idx, "T")
+                wb = None if w is None else fused.take(w, idx, "w")
+            else:
+                idx = perm[start:min(start + bs, n)]
+                Xb = xp.take(X, idx, axis=0)
+                Tb = xp.take(T, idx, axis=0)
+                wb = None if w is None else xp.take(w, idx, axis=0)
+            nb = Xb.shape[0]
+            l2n = nb if self._l2_denominator == "batch" else n_total
+            if fused is not None:
+                value = fused(Xb, Tb, wb, float(self.alpha), l2n)
+                acc = acc + value * nb
+                self.t_ += 1
+                continue
+            opt.zero_grad()
+            out = module(Xb)
+            loss = self._data_loss(out, Tb, wb)
+            value = loss.data if not self.alpha else loss.data + self._l2_value(l2n)
+            self._backward_and_step(loss, out, Xb, Tb, wb, l2n)
+            acc = acc + value * nb
+            self.t_ += 1
+        return acc
+
     _warn_on_max_iter = True
 
     # A loss this many times the untrained model's counts as divergence even while finite
@@ -606,14 +642,11 @@ class NetworkEstimator(BaseModel):
     _divergence_factor = 1e3
 
     def _initial_loss(self, X, T, w):
-        """The untrained model's data loss on (up to 4,096 of) the training samples: the
-        scale divergence is judged against (eval mode, so no random draws are used)."""
-        m = min(X.shape[0], 4096)
+        """The untrained model's data loss on (the first 4,096 of) the training samples:
+        the scale divergence is judged against (eval mode, so no random draws are used)."""
         self.module_.eval()
         with no_grad():
-            out = self.module_(X[:m, ...])
-            wm = None if w is None else w[:m]
-            value = float(self._data_loss(out, T[:m, ...], wm).data)
+            value = float(self._data_loss(self.module_(X), T, w).data)
         self.module_.train()
         return value if math.isfinite(value) else math.inf
 
