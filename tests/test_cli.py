@@ -121,3 +121,52 @@ def test_plot(tmp_path):
     assert main(["train", "--epochs", "3", "--out", str(tmp_path / "m.safetensors"),
                  "--plot", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _npy_dataset(tmp_path, n=3000, p=6, folder=False):
+    g = np.random.default_rng(0)
+    X = g.normal(size=(n, p))
+    y = (X @ np.linspace(-1, 1, p) > 0).astype(np.float64)
+    A = np.concatenate([X, y[:, None]], axis=1)
+    if not folder:
+        path = tmp_path / "big.npy"
+        np.save(path, A)
+        return str(path)
+    d = tmp_path / "parts"
+    d.mkdir()
+    for i, part in enumerate(np.array_split(A, 3)):
+        np.save(d / f"part{i}.npy", part)
+    return str(d)
+
+
+@pytest.mark.parametrize("folder", [False, True])
+@pytest.mark.parametrize("model", ["mlp", "linear"])
+def test_train_out_of_core_on_npy(tmp_path, capsys, folder, model):
+    pytest.importorskip("dask")
+    out = tmp_path / "m.safetensors"
+    rc = main(["train", "--dataset", _npy_dataset(tmp_path, folder=folder), "--model", model,
+               "--epochs", "3", "--chunk-rows", "400", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "out of core" in text and "Dask (threads)" in text
+    import re
+
+    score = float(re.search(r"test (accuracy|R\^2): ([-0-9.]+)", text).group(2))
+    assert score > (0.8 if model == "mlp" else 0.3)
+    import xpdl
+
+    assert xpdl.load(str(out)).n_features_in_ == 6
+
+
+def test_train_out_of_core_on_a_local_cluster(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    out = tmp_path / "m.safetensors"
+    rc = main(["train", "--dataset", _npy_dataset(tmp_path), "--model", "logistic",
+               "--epochs", "2", "--chunk-rows", "500", "--workers", "1", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "cluster tcp://" in text and out.exists()
+
+
+def test_workers_need_an_out_of_core_dataset(capsys):
+    assert main(["train", "--workers", "2"]) == 2
+    assert "out of core" in capsys.readouterr().err

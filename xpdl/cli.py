@@ -133,16 +133,142 @@ def _load_dataset(spec, label_column):
     raise CLIError(f"dataset {spec!r}: expected 'digits', a .csv or an .npz file")
 
 
+def _is_large(spec):
+    return spec.endswith(".npy") or os.path.isdir(spec)
+
+
+def _load_large(spec, label_column, chunk_rows):
+    """A 2-D ``.npy`` file (or a folder of them, stacked in name order) memory-mapped and
+    read in chunks of ``chunk_rows`` rows as a Dask array: ``(X, y, description)``."""
+    try:
+        import dask.array as da
+    except ImportError:
+        raise CLIError(".npy datasets are read out of core with Dask: pip install "
+                       "'xpdl[dask]'") from None
+    files = sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.endswith(".npy")) \
+        if os.path.isdir(spec) else [spec]
+    if not files:
+        raise CLIError(f"{spec}: no .npy files in this folder")
+    parts = []
+    for f in files:
+        try:
+            mm = np.load(f, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise CLIError(f"{f}: cannot read .npy ({exc})") from None
+        if mm.ndim != 2 or mm.shape[1] < 2 or mm.dtype.kind not in "biuf":
+            raise CLIError(f"{f}: expected a 2-D numeric array with the label in a column, "
+                           f"got shape {mm.shape} and dtype {mm.dtype}")
+        parts.append(da.from_array(mm, chunks=(chunk_rows, -1)))
+    widths = {p.shape[1] for p in parts}
+    if len(widths) != 1:
+        raise CLIError(f"{spec}: the .npy files have different column counts {sorted(widths)}")
+    A = parts[0] if len(parts) == 1 else da.concatenate(parts, axis=0)
+    col = label_column if label_column >= 0 else A.shape[1] + label_column
+    if not 0 <= col < A.shape[1]:
+        raise CLIError(f"{spec}: label column {label_column} is out of range for "
+                       f"{A.shape[1]} columns")
+    keep = [c for c in range(A.shape[1]) if c != col]
+    desc = f"{spec} ({A.shape[0]:,} x {A.shape[1] - 1} features, {A.numblocks[0]} chunks, " \
+           f"out of core)"
+    return A[:, keep], A[:, col], desc
+
+
+def _cluster(args):
+    """A dask.distributed Client for --workers/--scheduler (None: Dask's threads)."""
+    if not args.workers and not args.scheduler:
+        return None
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise CLIError("--workers/--scheduler need dask.distributed: pip install "
+                       "'xpdl[dask]'") from None
+    if args.scheduler:
+        return Client(args.scheduler)
+    return Client(LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                               dashboard_address=None))
+
+
+def _train_large(args):
+    """``xpdl train`` on a dataset larger than memory (see :func:`_load_large`)."""
+    import warnings
+
+    import xpdl
+    from xpdl.random import Generator
+
+    X, y, desc = _load_large(args.dataset, args.label_column, args.chunk_rows)
+    regression = args.model == "linear"
+    y = y.astype(np.float64 if regression else np.int64)
+    nb = X.numblocks[0]
+    if nb < 2:
+        raise CLIError(f"{args.dataset}: one chunk of {args.chunk_rows} rows holds all of it; "
+                       f"lower --chunk-rows so whole chunks can be held out for testing")
+    test = sorted(int(i) for i in Generator(args.seed).permutation(nb)[:max(1, nb // 5)])
+    train = [i for i in range(nb) if i not in test]
+
+    def rows(a, idx):
+        import dask.array as da
+
+        return da.concatenate([a.blocks[i] for i in idx], axis=0)
+
+    Xtr, ytr, Xte, yte = rows(X, train), rows(y, train), rows(X, test), rows(y, test)
+    model = _model(args, early_stopping=len(train) >= 2)
+    client = _cluster(args)
+    where = "threads" if client is None else f"cluster {client.scheduler.address}"
+    print(f"xpdl train: {args.model} on {desc}; {len(train)} train / {len(test)} test chunks; "
+          f"Dask ({where})")
+    try:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(Xtr, ytr)
+        dt = time.perf_counter() - t0
+        score = model.score(Xte, yte)
+    finally:
+        if client is not None:
+            cluster = client.cluster if args.workers else None
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    what = "R^2" if regression else "accuracy"
+    print(f"trained in {dt:.1f} s ({getattr(model, 'n_iter_', 1)} epochs); "
+          f"test {what}: {score:.4f}")
+    xpdl.save(model, args.out)
+    print(f"saved the model to {os.path.abspath(args.out)}")
+    return 0
+
+
+def _model(args, early_stopping=True):
+    import xpdl
+
+    if args.model == "mlp":
+        return xpdl.MLPClassifier((args.hidden,), learning_rate=args.lr, max_iter=args.epochs,
+                                  batch_size=args.batch_size, early_stopping=early_stopping,
+                                  n_iter_no_change=max(10, args.epochs), verbose=True,
+                                  random_state=args.seed)
+    if args.model == "logistic":
+        model = xpdl.LogisticRegression(solver="adam", learning_rate=args.lr * 10,
+                                        max_iter=args.epochs, batch_size=args.batch_size,
+                                        random_state=args.seed)
+        model.verbose = True
+        return model
+    return xpdl.LinearRegression(solver="lstsq")
+
+
 # -- train -----------------------------------------------------------------------------
 def cmd_train(args):
     import xpdl
     from xpdl import _namespace as ns
     from xpdl.random import Generator
 
-    X, y, desc = _load_dataset(args.dataset, args.label_column)
-    regression = args.model == "linear"
     if args.epochs < 1:
         raise CLIError("--epochs must be at least 1")
+    if _is_large(args.dataset):
+        return _train_large(args)
+    if args.workers or args.scheduler:
+        raise CLIError("--workers/--scheduler train on a .npy file or folder (out of core); "
+                       "in-memory datasets train here")
+    X, y, desc = _load_dataset(args.dataset, args.label_column)
+    regression = args.model == "linear"
     g = Generator(args.seed)
     train, test = g.split_indices(X.shape[0], 0.2, None if regression else y)
     xp, dev = _namespace(args.backend)
@@ -153,18 +279,7 @@ def cmd_train(args):
     if numeric:
         ytr = ns.from_host(ytr, xp, device=dev, dtype=xp.float32 if regression else xp.int64)
         yte = ns.from_host(yte, xp, device=dev, dtype=xp.float32 if regression else xp.int64)
-    if args.model == "mlp":
-        model = xpdl.MLPClassifier((args.hidden,), learning_rate=args.lr, max_iter=args.epochs,
-                                   batch_size=args.batch_size, early_stopping=True,
-                                   n_iter_no_change=max(10, args.epochs), verbose=True,
-                                   random_state=args.seed)
-    elif args.model == "logistic":
-        model = xpdl.LogisticRegression(solver="adam", learning_rate=args.lr * 10,
-                                        max_iter=args.epochs, batch_size=args.batch_size,
-                                        random_state=args.seed)
-        model.verbose = True
-    else:
-        model = xpdl.LinearRegression(solver="lstsq")
+    model = _model(args)
     print(f"xpdl train: {args.model} on {desc}; {len(train)} train / {len(test)} test "
           f"samples; backend {args.backend}" + (f" ({dev})" if dev is not None else ""))
     t0 = time.perf_counter()
@@ -213,7 +328,7 @@ def cmd_bench(args):
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     vs = [v.strip() for v in args.vs.split(",") if v.strip()]
     out = []
-    for size in args.sizes.split(","):
+    for size in [] if args.sizes == "none" else args.sizes.split(","):
         size = size.strip()
         from .bench import SIZES
 
@@ -224,6 +339,13 @@ def cmd_bench(args):
                             tape=args.tape, ufuncs=args.ufuncs)
         print(format_table(res))
         print()
+        out.append(res)
+    if args.dask:
+        from .bench_dask import format_dask_table, run_dask_benchmark
+
+        res = run_dask_benchmark(rows=args.dask_rows, chunk=max(1, args.dask_rows // 10),
+                                 repeats=args.repeats, log=lambda m: print(m, file=sys.stderr))
+        print(format_dask_table(res))
         out.append(res)
     if args.json:
         with open(args.json, "w") as f:
@@ -239,7 +361,15 @@ def build_parser():
     t = sub.add_parser("train", help="train a model (default: an MLP on the bundled digits)")
     t.add_argument("--model", choices=("mlp", "logistic", "linear"), default="mlp")
     t.add_argument("--dataset", default="digits",
-                   help="'digits' (bundled), or a .csv/.npz file with a label column")
+                   help="'digits' (bundled), a .csv/.npz file with a label column, or a 2-D "
+                        ".npy file (or a folder of them) read out of core with Dask")
+    t.add_argument("--chunk-rows", type=int, default=100_000,
+                   help="rows per chunk for .npy datasets")
+    t.add_argument("--workers", type=int, default=0,
+                   help="train a .npy dataset on a local dask.distributed cluster of N "
+                        "workers")
+    t.add_argument("--scheduler", default=None,
+                   help="train a .npy dataset on the dask.distributed cluster at ADDRESS")
     t.add_argument("--label-column", type=int, default=-1,
                    help="CSV column holding the labels (default: the last)")
     t.add_argument("--backend", choices=BACKENDS, default="numpy")
@@ -253,7 +383,8 @@ def build_parser():
     b = sub.add_parser("bench", help="side-by-side training benchmark")
     b.add_argument("--backends", default="numpy", help="comma-separated xpdl backends")
     b.add_argument("--vs", default="torch,sklearn", help="peers: torch, sklearn")
-    b.add_argument("--sizes", default="medium", help="small, medium, large (comma-separated)")
+    b.add_argument("--sizes", default="medium",
+                   help="small, medium, large (comma-separated), or none (with --dask)")
     b.add_argument("--batches", type=int, default=20, help="minibatches per epoch")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--json", default=None, help="also write the results as JSON")
@@ -261,6 +392,11 @@ def build_parser():
                    help="also time the same training through the autodiff tape")
     b.add_argument("--ufuncs", action="store_true",
                    help="also time NumPy without the compiled kernels (numba)")
+    b.add_argument("--dask", action="store_true",
+                   help="also time the fits on a Dask array on a LocalCluster, beside "
+                        "dask-ml and the in-memory fit (see xpdl.bench_dask)")
+    b.add_argument("--dask-rows", type=int, default=1_000_000,
+                   help="rows of the Dask benchmark's X (100 features, 10 chunks)")
     return p
 
 

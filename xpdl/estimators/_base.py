@@ -18,6 +18,7 @@ from ..exceptions import DivergenceError
 from ..nn import Dropout, Linear, ReLU, Sequential, Sigmoid, Tanh
 from ..optim import Optimizer, adagrad, adam, adamw, gd, rmsprop, sgd
 from ..random import Generator
+from . import _dask
 from . import _validation as V
 
 try:  # scikit-learn is optional: with it, estimators are full scikit-learn citizens.
@@ -130,8 +131,9 @@ class BaseModel(_SKBase):
         new_xp = self.module_.parameters()[0].xp
         new_dev = self.module_.parameters()[0].device
         for k, v in list(vars(self).items()):
-            if k.endswith("_") and not k.startswith("_") and _ns.is_array(v) and \
-                    not _ns.is_host_array(v) and k != "module_":
+            numeric = _ns.is_array(v) and not (_ns.is_host_array(v) and v.dtype.kind not in
+                                               "biuf")  # string labels stay on the host
+            if k.endswith("_") and not k.startswith("_") and numeric and k != "module_":
                 setattr(self, k, _ns.move(v, xp=new_xp, device=new_dev))
         opt = self.__dict__.get("_optimizer")
         if opt is not None:
@@ -193,16 +195,23 @@ class ClassifierMixin(_SKClassifier):
 
     def predict(self, X):
         """Predicted class labels, shape (n_samples,): of the training namespace for
-        numeric labels given in it, a NumPy array for host labels (strings)."""
+        numeric labels given in it, a NumPy array for host labels (strings); a lazy Dask
+        array for a Dask X."""
+        if _dask.is_dask(X):
+            return _dask.predict(self, "predict", X)
         return self._labels_from_indices(self._predict_indices(X))
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`, shape (n_samples, n_classes)."""
         V.check_is_fitted(self)
+        if _dask.is_dask(X):
+            return _dask.predict(self, "predict_log_proba", X)
         return self._xp.log(self.predict_proba(X))
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy of :meth:`predict` on ``(X, y)`` (weighted by ``sample_weight``)."""
+        if _dask.is_dask(X):
+            return _dask.score(self, X, y, sample_weight)
         X = V.validate_X(self, X, reset=False)
         yi = V.validate_y_classification(self, y, X.shape[0], reset=False)
         xp = self._xp
@@ -217,6 +226,8 @@ class RegressorMixin(_SKRegressor):
     def score(self, X, y, sample_weight=None):
         r"""Coefficient of determination :math:`R^2 = 1 - \sum (y-\hat y)^2 / \sum (y -
         \bar y)^2` (averaged uniformly over outputs)."""
+        if _dask.is_dask(X):
+            return _dask.score(self, X, y, sample_weight)
         X = V.validate_X(self, X, reset=False)
         y = V.validate_y_regression(self, y, X.shape[0])
         w = V.validate_sample_weight(self, sample_weight, X.shape[0])
@@ -386,13 +397,19 @@ class NetworkEstimator(BaseModel):
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         self._check_common_params()
         fresh = not self.__sklearn_is_fitted__() or not (self.warm_start or incremental)
-        X = V.validate_X(self, X, reset=fresh)
-        n = X.shape[0]
-        T, n_out = self._targets(y, n, reset=fresh, classes=classes)
-        # DP-SGD uses the weights as given (see xpdl.privacy: a rescaling by their total
-        # would let one sample change every other sample's clipped contribution).
-        dp = self._dp_on()
-        w = V.validate_sample_weight(self, sample_weight, n, normalize=not dp, rescale=not dp)
+        if _dask.is_dask(X):  # streamed chunk by chunk (see ._dask)
+            data, n_out = _dask.stream_source(self, X, y, sample_weight, reset=fresh,
+                                              classes=classes)
+        else:
+            X = V.validate_X(self, X, reset=fresh)
+            n = X.shape[0]
+            T, n_out = self._targets(y, n, reset=fresh, classes=classes)
+            # DP-SGD uses the weights as given (see xpdl.privacy: a rescaling by their total
+            # would let one sample change every other sample's clipped contribution).
+            dp = self._dp_on()
+            w = V.validate_sample_weight(self, sample_weight, n, normalize=not dp,
+                                         rescale=not dp)
+            data = InMemory(X, T, w)
         if fresh:
             self._rng = Generator(self.random_state)
             self.module_ = self._build_layers(self.n_features_in_, n_out)
@@ -408,14 +425,17 @@ class NetworkEstimator(BaseModel):
         self._remember_fit_params()
         val = None
         if self._early_stopping_on(incremental):
-            X, T, w, Xv, Tv = self._split(X, T, w)
+            if isinstance(data, InMemory):
+                X, T, w, Xv, Tv = self._split(*data.arrays())
+                data = InMemory(X, T, w)
 
-            def val():
-                return self._val_score(Xv, Tv)
-
+                def val():
+                    return self._val_score(Xv, Tv)
+            else:
+                data, val = data.split(self.validation_fraction, self.random_state)
         epochs = 1 if incremental else self.max_iter
         with _ns.quiet_fp(self._xp):
-            self._train(InMemory(X, T, w), epochs, val, incremental)
+            self._train(data, epochs, val, incremental)
         return self
 
     # What training keeps between calls besides the parameters (made by _training_state).
@@ -548,9 +568,12 @@ class NetworkEstimator(BaseModel):
             else:
                 if fused is not None:
                     fused.begin_epoch()
-                acc = 0.0
-                for X, T, w in data.chunks(self):
-                    acc = acc + self._minibatches(X, T, w, bs, n, fused)
+                if bs >= n and not isinstance(data, InMemory):
+                    acc = self._accumulated_step(data, n)
+                else:
+                    acc = 0.0
+                    for X, T, w in data.chunks(self):
+                        acc = acc + self._minibatches(X, T, w, bs, n, fused)
                 epoch_loss = float(acc) / n
             if self._diverged(epoch_loss):
                 epoch = self.n_iter_ + 1
@@ -596,6 +619,25 @@ class NetworkEstimator(BaseModel):
                                     self._dp_steps, self.dp_delta)
         if not incremental and not converged and self._warn_on_max_iter:
             V.warn_convergence(self, self.max_iter)
+
+    def _accumulated_step(self, data, n):
+        """One full-batch step over chunked data: the chunks' gradients are summed (the
+        tape accumulates them), then one update, as on the whole array at once. Returns the
+        summed loss times n, like :meth:`_minibatches`."""
+        opt = self._optimizer
+        opt.zero_grad()
+        acc = 0.0
+        for X, T, w in data.chunks(self):
+            per = self._per_sample_loss(self.module_(X), T)
+            loss = F.sum(per if w is None else per * Tensor(w)) * (1.0 / n)
+            loss.backward()
+            acc = acc + loss.data * n
+        if self.alpha:
+            acc = acc + self._l2_value(n) * n
+            self._l2_grad(n)
+        opt.step()
+        self.t_ += 1
+        return acc
 
     def _minibatches(self, X, T, w, bs, n_total, fused):
         """One pass over in-memory ``(X, T, w)`` in minibatches of ``bs`` (rows in an order

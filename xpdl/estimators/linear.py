@@ -8,6 +8,7 @@ from .. import _namespace as _ns
 from .. import functional as F
 from .. import losses as L
 from ..nn import Linear, Sequential
+from . import _dask
 from . import _validation as V
 from ._base import NetworkEstimator, RegressorMixin, r2
 
@@ -152,17 +153,25 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         V.validate_params(self)
         if self.solver != "lstsq":
             return self._fit(X, y, sample_weight, incremental=False)
+        if _dask.is_dask(X):
+            return _dask.fit_lstsq(self, X, y, sample_weight)
         X = V.validate_X(self, X, reset=True)
         n = X.shape[0]
         Y, k = self._targets(y, n, reset=True)
         w, e_w = V.validate_sample_weight(self, sample_weight, n, normalize=False,
                                           return_scale=True)
         coef, intercept = self._solve_lstsq(X, Y, w, e_w)
-        self.module_ = self._zero_linear(X.shape[1], k, self.fit_intercept)
+        return self._store_lstsq(coef, intercept, k)
+
+    def _store_lstsq(self, coef, intercept, k, y_ndim=None):
+        """The fitted state of a closed-form fit: coef (k, p), intercept (k,) or None."""
+        self.module_ = self._zero_linear(coef.shape[1], k, self.fit_intercept)
         self._remember_fit_params()
         self.module_[0].weight.data = coef
         if self.fit_intercept:
             self.module_[0].bias.data = intercept
+        if y_ndim is not None:
+            self._y_ndim = y_ndim
         self._n_outputs = k
         self.loss_curve_ = []
         self.n_iter_ = 1
@@ -276,7 +285,9 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
             return None
         return self._solve_normal(Xc.T @ Xc, Xc.T @ Yc, alpha)
 
-    def _solve_svd(self, Xc, Yc, alpha):
+    def _solve_svd(self, Xc, Yc, alpha, n_rows=None):
+        """Minimum-norm (ridge) solution through the SVD of ``Xc``, or of an R factor of it
+        (then ``n_rows`` is the data's row count, for the rank cut-off)."""
         xp = self._xp
         self._lstsq_path = "svd"
         U, s, Vt = xp.linalg.svd(Xc, full_matrices=False)
@@ -285,7 +296,7 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         else:
             # Cut-off of LAPACK's gelsd default: singular values below eps * max(s) * max(n, p).
             eps = xp.finfo(Xc.dtype).eps
-            cut = xp.max(s) * max(Xc.shape) * eps
+            cut = xp.max(s) * max(Xc.shape[0] if n_rows is None else n_rows, Xc.shape[1]) * eps
             safe = xp.where(s > cut, s, 1.0)
             d = xp.where(s > cut, 1.0 / safe, 0.0)
         return (Vt.T * d) @ (U.T @ Yc)  # (p, k)
@@ -308,6 +319,8 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
 
     def predict(self, X):
         """Predictions of shape (n_samples,) or (n_samples, n_targets)."""
+        if _dask.is_dask(X):
+            return _dask.predict(self, "predict", X)
         out = self._forward(V.validate_X(self, X, reset=False))
         return self._xp.reshape(out, (-1,)) if self._y_ndim == 1 else out
 

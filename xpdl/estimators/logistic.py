@@ -8,6 +8,7 @@ from .. import functional as F
 from .. import losses as L
 from ..autodiff.functions import value_and_grad
 from ..autodiff.tensor import no_grad
+from . import _dask
 from . import _validation as V
 from ._base import ClassifierMixin, NetworkEstimator
 from .lbfgs import minimize_lbfgs
@@ -117,6 +118,8 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         V.validate_params(self)
         if self.solver != "lbfgs":
             return self._fit(X, y, sample_weight, incremental=False)
+        if _dask.is_dask(X):
+            return _dask.fit_lbfgs(self, X, y, sample_weight, self._penalty_weight)
         X = V.validate_X(self, X, reset=True)
         n = X.shape[0]
         T, k = self._targets(y, n, reset=True)
@@ -132,8 +135,7 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         self._n_outputs = k
         self._remember_fit_params()
         params = self.module_.parameters()
-        limit = math.sqrt(float(self._xp.finfo(self._dtype).max))
-        reg = V.scaled(0.5 / (float(self.C) * total), -e_w, limit)
+        reg = self._penalty_weight(total, e_w)
         # A penalty past the float range (weights of 1e-320) pins W at 0, its limit; then
         # only the intercept is fitted.
         free = params if reg != math.inf else params[1:]
@@ -167,13 +169,23 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
             V.warn_convergence(self, self.max_iter)
         return self
 
+    def _penalty_weight(self, total, e_w):
+        """The weight of ||W||^2 against the weighted mean loss: 1 / (2 C sum(w)), with the
+        weights' power-of-two exponent apart; ``inf`` past the float range."""
+        limit = math.sqrt(float(self._xp.finfo(self._dtype).max))
+        return V.scaled(0.5 / (float(self.C) * total), -e_w, limit)
+
     def decision_function(self, X):
         """Logits: shape (n_samples,) for two classes, (n_samples, n_classes) otherwise."""
+        if _dask.is_dask(X):
+            return _dask.predict(self, "decision_function", X)
         z = self._forward(V.validate_X(self, X, reset=False))
         return z[:, 0] if z.shape[1] == 1 else z
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes)."""
+        if _dask.is_dask(X):
+            return _dask.predict(self, "predict_proba", X)
         z = self._forward(V.validate_X(self, X, reset=False))
         if z.shape[1] == 1:
             p = F.sigmoid(z[:, 0])

@@ -6,6 +6,7 @@ import numbers
 
 from .. import functional as F
 from .. import losses as L
+from . import _dask
 from . import _validation as V
 from ._base import ClassifierMixin, NetworkEstimator, RegressorMixin, r2
 
@@ -171,6 +172,8 @@ class MLPClassifier(ClassifierMixin, _MLP):
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes)."""
+        if _dask.is_dask(X):
+            return _dask.predict(self, "predict_proba", X)
         return self._proba(V.validate_X(self, X, reset=False))
 
     def _predict_indices(self, X):
@@ -210,6 +213,8 @@ class MLPRegressor(RegressorMixin, _MLP):
 
     def predict(self, X):
         """Predictions, shape (n_samples,) or (n_samples, n_outputs) as ``y`` was."""
+        if _dask.is_dask(X):
+            return _dask.predict(self, "predict", X)
         out = self._forward(V.validate_X(self, X, reset=False))
         return self._xp.reshape(out, (-1,)) if self._y_ndim == 1 else out
 
