@@ -35,6 +35,7 @@ __all__ = [
     "as_input_array",
     "host_xp",
     "host_asarray",
+    "aligned",
     "is_host_array",
     "quiet_fp",
     "mask_multiply",
@@ -389,6 +390,15 @@ def host_xp():
 def host_asarray(x):
     """``x`` as a NumPy array on the host (labels of any type, lists)."""
     return np.asarray(to_host(x) if is_array(x) and not isinstance(x, np.ndarray) else x)
+
+
+def aligned(x):
+    """``x``, copied when it is a NumPy array whose data is not aligned or not C-contiguous
+    (arrays deserialised by ``dask.distributed`` can be views at odd offsets of a message
+    buffer, on which every NumPy operation runs several times slower)."""
+    if isinstance(x, np.ndarray) and not (x.flags.aligned and x.flags.c_contiguous):
+        return np.require(x, requirements=["A", "C"])
+    return x
 
 
 def is_host_array(x) -> bool:

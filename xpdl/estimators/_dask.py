@@ -209,6 +209,7 @@ def score(est, X, y, sample_weight):
 
 # -- LinearRegression: one pass of moments, a tall-skinny QR when ill conditioned -----------
 def _checked(xb, dtype, name="X"):
+    xb = _ns.aligned(xb)
     xp = _ns.array_namespace(xb)
     if xb.dtype != dtype:
         xb = xp.astype(xb, dtype)
@@ -452,6 +453,8 @@ class Streamed:
 
     def _ready(self, xb, yb, wb):
         est = self.est
+        xb, yb = _ns.aligned(xb), _ns.aligned(yb)
+        wb = None if wb is None else _ns.aligned(wb)
         _same_rows(xb, yb, "y")
         _same_rows(xb, wb, "sample_weight")
         xb = V.validate_X(est, xb, reset=False)
