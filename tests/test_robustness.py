@@ -287,7 +287,7 @@ def test_extreme_weights_with_a_penalty_follow_scikit_learns_objective(weight):
     solution is that of the objective (closed form for ridge, scikit-learn's
     LogisticRegression for moderate weights; W -> 0 or the unpenalised limit for the
     extreme ones), never zero weights by underflow or a LinAlgError."""
-    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.linear_model import LogisticRegression
 
     X, y = _regression()
     w = np.full(50, weight)

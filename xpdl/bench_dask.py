@@ -57,7 +57,8 @@ def run_dask_benchmark(rows=1_000_000, features=100, chunk=100_000, workers=2, r
 
         def xpdl_lstsq():
             m = LinearRegression().fit(X, y)
-            notes["xpdl lstsq"] = f"max |coef - numpy| {float(hxp.max(hxp.abs(m.coef_ - ref.coef_))):.1e}"
+            diff = float(hxp.max(hxp.abs(m.coef_ - ref.coef_)))
+            notes["xpdl lstsq"] = f"max |coef - numpy| {diff:.1e}"
 
         def numpy_lstsq():
             LinearRegression().fit(Xh, yh)

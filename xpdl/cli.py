@@ -190,9 +190,7 @@ def _cluster(args):
 
 def _train_large(args):
     """``xpdl train`` on a dataset larger than memory (see :func:`_load_large`)."""
-    import warnings
 
-    import xpdl
     from xpdl.random import Generator
 
     X, y, desc = _load_large(args.dataset, args.label_column, args.chunk_rows)
@@ -217,24 +215,36 @@ def _train_large(args):
     print(f"xpdl train: {args.model} on {desc}; {len(train)} train / {len(test)} test chunks; "
           f"Dask ({where})")
     try:
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(Xtr, ytr)
-        dt = time.perf_counter() - t0
-        score = model.score(Xte, yte)
+        _fit_and_report(args, model, Xtr, ytr, Xte, yte, regression)
     finally:
         if client is not None:
             cluster = client.cluster if args.workers else None
             client.close()
             if cluster is not None:
                 cluster.close()
+    return 0
+
+
+def _fit_and_report(args, model, Xtr, ytr, Xte, yte, regression):
+    """Fit, print the time and the test score, save (and plot) the model."""
+    import warnings
+
+    import xpdl
+
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(Xtr, ytr)
+    dt = time.perf_counter() - t0
+    score = model.score(Xte, yte)
     what = "R^2" if regression else "accuracy"
     print(f"trained in {dt:.1f} s ({getattr(model, 'n_iter_', 1)} epochs); "
           f"test {what}: {score:.4f}")
     xpdl.save(model, args.out)
     print(f"saved the model to {os.path.abspath(args.out)}")
-    return 0
+    if args.plot:
+        _plot(model, args.plot)
+        print(f"saved the curves to {os.path.abspath(args.plot)}")
 
 
 def _model(args, early_stopping=True):
@@ -256,7 +266,6 @@ def _model(args, early_stopping=True):
 
 # -- train -----------------------------------------------------------------------------
 def cmd_train(args):
-    import xpdl
     from xpdl import _namespace as ns
     from xpdl.random import Generator
 
@@ -282,22 +291,7 @@ def cmd_train(args):
     model = _model(args)
     print(f"xpdl train: {args.model} on {desc}; {len(train)} train / {len(test)} test "
           f"samples; backend {args.backend}" + (f" ({dev})" if dev is not None else ""))
-    t0 = time.perf_counter()
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(Xtr, ytr)
-    dt = time.perf_counter() - t0
-    score = model.score(Xte, yte)
-    what = "R^2" if regression else "accuracy"
-    print(f"trained in {dt:.1f} s ({getattr(model, 'n_iter_', 1)} epochs); "
-          f"test {what}: {score:.4f}")
-    xpdl.save(model, args.out)
-    print(f"saved the model to {os.path.abspath(args.out)}")
-    if args.plot:
-        _plot(model, args.plot)
-        print(f"saved the curves to {os.path.abspath(args.plot)}")
+    _fit_and_report(args, model, Xtr, ytr, Xte, yte, regression)
     return 0
 
 

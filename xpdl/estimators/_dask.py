@@ -319,7 +319,6 @@ def fit_lstsq(est, X, y, sample_weight):
     if total is None:
         raise ValueError("xpdl: X has no samples (or sample_weight sums to zero)")
     n, mx, my, G, B = total
-    xp = est._xp
     alpha = float(est.alpha)
     k = B.shape[1]
     coef = None
@@ -421,13 +420,7 @@ def fit_lbfgs(est, X, y, sample_weight, objective_terms):
 
     xs_opt, info = minimize_lbfgs(fun, [p.data for p in params], max_iter=est.max_iter,
                                   tol=est.tol, xp=xp)
-    for p, a in zip(params, xs_opt):
-        p.data = a
-    est.n_iter_ = info["n_iter"]
-    est.loss_curve_ = [info["value"]]
-    if not info["converged"]:
-        V.warn_convergence(est, est.max_iter)
-    return est
+    return est._store_lbfgs(params, xs_opt, info)
 
 
 # -- streamed training: the minibatch solvers and the MLPs ---------------------------------

@@ -161,7 +161,11 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
             with no_grad():
                 value = float(self._data_loss(F.linear(X, params[0].data), T, w).data)
             xs, info = [], {"n_iter": 0, "value": value, "converged": True}
-        for p, a in zip(free, xs):
+        return self._store_lbfgs(free, xs, info)
+
+    def _store_lbfgs(self, params, xs, info):
+        """The fitted state after L-BFGS (in memory or on Dask)."""
+        for p, a in zip(params, xs):
             p.data = a
         self.n_iter_ = info["n_iter"]
         self.loss_curve_ = [info["value"]]
