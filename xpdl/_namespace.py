@@ -335,10 +335,10 @@ def move(x, *, xp=None, device=None, dtype=None):
         dtype = dtype_from_name(xp, dtype if isinstance(dtype, str) else dtype_name(xp, dtype))
     if xp is src:
         out = x
+        if dtype is not None and out.dtype != dtype:  # first: the target may lack the old dtype
+            out = xp.astype(out, dtype)
         if device is not None and not same_device(device_of(x), device):
             out = array_api_compat.to_device(out, device)
-        if dtype is not None and out.dtype != dtype:
-            out = xp.astype(out, dtype)
         return out
     host = to_host(x)
     return from_host(host, xp, device=device, dtype=dtype)

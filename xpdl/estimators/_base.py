@@ -127,18 +127,27 @@ class BaseModel(_SKBase):
         """Move a fitted estimator (parameters, optimizer state, array attributes) to
         namespace ``xp`` and/or ``device``; returns it."""
         V.check_is_fitted(self)
-        self.module_.to(xp=xp, device=device)
+        # float64 onto a device without it becomes float32, as in xpdl.load
+        target_xp = self._xp if xp is None else xp
+        f64 = _ns.dtype_name(self._xp, self._dtype) == "float64"
+        dtype = "float32" if f64 and not _ns.supports_float64(target_xp, device) else None
+        self.module_.to(xp=xp, device=device, dtype=dtype)
         new_xp = self.module_.parameters()[0].xp
         new_dev = self.module_.parameters()[0].device
+
+        def move(v):
+            floating = dtype is not None and _ns.array_namespace(v).isdtype(v.dtype,
+                                                                            "real floating")
+            return _ns.move(v, xp=new_xp, device=new_dev, dtype=dtype if floating else None)
+
         for k, v in list(vars(self).items()):
             numeric = _ns.is_array(v) and not (_ns.is_host_array(v) and v.dtype.kind not in
                                                "biuf")  # string labels stay on the host
             if k.endswith("_") and not k.startswith("_") and numeric and k != "module_":
-                setattr(self, k, _ns.move(v, xp=new_xp, device=new_dev))
+                setattr(self, k, move(v))
         opt = self.__dict__.get("_optimizer")
         if opt is not None:
-            opt.state = {k: (_ns.move(v, xp=new_xp, device=new_dev) if _ns.is_array(v) else v)
-                         for k, v in opt.state.items()}
+            opt.state = {k: (move(v) if _ns.is_array(v) else v) for k, v in opt.state.items()}
         self._xp, self._device = new_xp, new_dev
         self._dtype = self.module_.parameters()[0].dtype
         return self

@@ -188,7 +188,10 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
             cls_d = cls
         else:
             cls_d = _ns.from_host(cls, xp, device=est._device)
-        idx = xp.searchsorted(cls_d, xp.astype(y, cls_d.dtype))
+        keys, probe = cls_d, xp.astype(y, cls_d.dtype)
+        if xp.isdtype(cls_d.dtype, "bool"):  # searchsorted is for real numbers only
+            keys, probe = xp.astype(keys, xp.int64), xp.astype(probe, xp.int64)
+        idx = xp.searchsorted(keys, probe)
         idx = xp.clip(idx, 0, cls_d.shape[0] - 1)
         if not bool(xp.all(xp.take(cls_d, idx) == xp.astype(y, cls_d.dtype))):
             raise ValueError("xpdl: y contains labels that are not in classes_")

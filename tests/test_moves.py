@@ -1,0 +1,61 @@
+"""Models move whole (#16.2): fitted on one backend, moved with .to() to another, every
+prediction method and score work there and agree with the source model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import _make  # noqa: E402 - pytest puts tests/ on sys.path
+
+import xpdl
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+TARGETS = ["numpy", "array_api_strict:device1", "array_api_strict:no_float64", "torch", "jax"]
+MAKES = {
+    "linear": lambda: xpdl.LinearRegression(),
+    "logistic": lambda: xpdl.LogisticRegression(),
+    "logistic-bool-y": lambda: xpdl.LogisticRegression(),
+    "mlpc": lambda: xpdl.MLPClassifier((4,), max_iter=3, random_state=0),
+    "mlpr": lambda: xpdl.MLPRegressor((4,), max_iter=3, random_state=0),
+}
+
+
+def _labels(kind, y):
+    if kind in ("linear", "mlpr"):
+        return y * 1.0
+    return y > 0 if kind == "logistic-bool-y" else y
+
+
+def _put(b, a):
+    if a.dtype.kind == "b":
+        return b.xp.asarray(a) if b.name == "jax" else b.xp.asarray(a, device=b.device)
+    return b.asarray(a, dtype=b.xp.int64 if a.dtype.kind == "i" else None)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("kind", sorted(MAKES))
+def test_fitted_models_move_whole(backend, target, kind):
+    X, y = xpdl.datasets.make_classification(60, 4, n_classes=3, random_state=0,
+                                             dtype=np.float64)
+    yy = _labels(kind, y)
+    m = MAKES[kind]().fit(backend.asarray(X), _put(backend, yy))
+    methods = [k for k in ("predict", "predict_proba", "decision_function") if hasattr(m, k)]
+    ref = {k: backend.to_numpy(getattr(m, k)(backend.asarray(X))) for k in methods}
+    ref_score = m.score(backend.asarray(X), _put(backend, yy))
+    dst = _make(target)
+    m.to(xp=dst.xp, device=dst.device)
+    Xd = dst.asarray(X)
+    low = not (backend.is64 and dst.is64)
+    for k in methods:
+        out = getattr(m, k)(Xd)
+        assert xpdl._namespace.array_namespace(out) is dst.xp
+        got = dst.to_numpy(out)
+        if k == "predict" and got.dtype.kind not in "f":
+            assert (got == ref[k]).mean() >= (0.95 if low else 1.0)
+        else:
+            np.testing.assert_allclose(got, ref[k], rtol=2e-4 if low else 1e-10,
+                                       atol=2e-4 if low else 1e-12)
+    assert m.score(Xd, _put(dst, yy)) == pytest.approx(ref_score, abs=0.05 if low else 1e-9)
+    if hasattr(m, "classes_") and m.classes_.dtype != object:
+        assert xpdl._namespace.array_namespace(m.classes_) is dst.xp
