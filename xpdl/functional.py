@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from . import _namespace as _ns
 from .autodiff import ops as _ops
-from .autodiff.tensor import Tensor, record
+from .autodiff.primitive import primitive
+from .autodiff.tensor import Tensor, apply
 from .random import as_generator
 
 __all__ = [
@@ -42,6 +43,22 @@ def _any_tensor(*xs):
 
 
 # -- activations -----------------------------------------------------------------------
+def _act(prim, x, attrs=None):
+    t, plain = _one(x)
+    return _out(apply(prim, t._xp, (t,), attrs), plain)
+
+
+@primitive("relu")
+def _relu(xp, d):
+    return xp.maximum(d, 0.0)
+
+
+@_relu.defvjp
+def _relu_vjp(xp, g, ins, out, saved, needs):
+    # g * mask, not where(mask, g, 0): NumPy's where is ~15x slower than a multiply here.
+    return (_ns.mask_multiply(xp, g, out > 0),)
+
+
 def relu(x):
     """Rectified linear unit, ``max(x, 0)``; the gradient at 0 is 0.
 
@@ -53,22 +70,22 @@ def relu(x):
     -------
     Tensor or array of the shape of ``x``
     """
-    t, plain = _one(x)
-    xp = t._xp
-    out = xp.maximum(t.data, 0.0)
-    # g * mask, not where(mask, g, 0): NumPy's where is ~15x slower than a multiply here.
-    return _out(record(out, xp, (t,), lambda g: (_ns.mask_multiply(xp, g, out > 0),)), plain)
+    return _act(_relu, x)
+
+
+@primitive("leaky_relu")
+def _leaky(xp, d, negative_slope):
+    return xp.where(d > 0, d, d * negative_slope)
+
+
+@_leaky.defvjp
+def _leaky_vjp(xp, g, ins, out, saved, needs, negative_slope):
+    return (xp.where(ins[0] > 0, g, g * negative_slope),)
 
 
 def leaky_relu(x, negative_slope=0.01):
     """``x`` where positive, ``negative_slope * x`` elsewhere. Shape is preserved."""
-    t, plain = _one(x)
-    xp = t._xp
-    d = t.data
-    pos = d > 0
-    out = xp.where(pos, d, d * negative_slope)
-    return _out(record(out, xp, (t,),
-                       lambda g: (xp.where(pos, g, g * negative_slope),)), plain)
+    return _act(_leaky, x, {"negative_slope": negative_slope})
 
 
 def _sigmoid_data(xp, d):
@@ -77,15 +94,22 @@ def _sigmoid_data(xp, d):
     return xp.where(d >= 0, 1 / (1 + e), e / (1 + e))
 
 
+@primitive("sigmoid")
+def _sigmoid(xp, d):
+    return _sigmoid_data(xp, d)
+
+
+@_sigmoid.defvjp
+def _sigmoid_vjp(xp, g, ins, out, saved, needs):
+    return (g * (out * (1 - out)),)
+
+
 def sigmoid(x):
     r"""Logistic function :math:`\sigma(x) = 1/(1+e^{-x})`, computed without overflow.
 
     The gradient is :math:`\sigma(x)(1-\sigma(x))`. Shape is preserved.
     """
-    t, plain = _one(x)
-    xp = t._xp
-    s = _sigmoid_data(xp, t.data)
-    return _out(record(s, xp, (t,), lambda g: (g * (s * (1 - s)),)), plain)
+    return _act(_sigmoid, x)
 
 
 def tanh(x):
@@ -94,21 +118,23 @@ def tanh(x):
     return _out(_ops.tanh(t), plain)
 
 
+@primitive("softplus")
+def _softplus(xp, d, beta, threshold):
+    bx = d * beta
+    # exp is only taken of min(bx, threshold): finite for any input.
+    return xp.where(bx > threshold, d, xp.log1p(xp.exp(xp.minimum(bx, threshold))) / beta)
+
+
+@_softplus.defvjp
+def _softplus_vjp(xp, g, ins, out, saved, needs, beta, threshold):
+    bx = ins[0] * beta
+    return (xp.where(bx > threshold, g, g * _sigmoid_data(xp, bx)),)
+
+
 def softplus(x, beta=1.0, threshold=20.0):
     r"""Smooth ReLU :math:`\frac{1}{\beta}\log(1+e^{\beta x})`, linear where
     :math:`\beta x >` ``threshold`` (PyTorch's definition). Shape is preserved."""
-    t, plain = _one(x)
-    xp = t._xp
-    d = t.data
-    bx = d * beta
-    lin = bx > threshold
-    # exp is only taken of min(bx, threshold): finite for any input.
-    out = xp.where(lin, d, xp.log1p(xp.exp(xp.minimum(bx, threshold))) / beta)
-
-    def backward(g):
-        return (xp.where(lin, g, g * _sigmoid_data(xp, bx)),)
-
-    return _out(record(out, xp, (t,), backward), plain)
+    return _act(_softplus, x, {"beta": beta, "threshold": threshold})
 
 
 def _stable_max(xp, d, axis):
@@ -117,21 +143,34 @@ def _stable_max(xp, d, axis):
     return xp.where(xp.isfinite(m), m, 0.0)
 
 
+@primitive("softmax")
+def _softmax(xp, d, axis):
+    e = xp.exp(d - _stable_max(xp, d, axis))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+@_softmax.defvjp
+def _softmax_vjp(xp, g, ins, out, saved, needs, axis):
+    return (out * (g - xp.sum(g * out, axis=axis, keepdims=True)),)
+
+
 def softmax(x, axis=-1):
     r"""Softmax along ``axis``: :math:`e^{x_i - m}/\sum_j e^{x_j - m}` with :math:`m=\max x`.
 
     The VJP is :math:`s \odot (g - \langle g, s\rangle)`. Shape is preserved.
     """
-    t, plain = _one(x)
-    xp = t._xp
-    d = t.data
-    e = xp.exp(d - _stable_max(xp, d, axis))
-    s = e / xp.sum(e, axis=axis, keepdims=True)
+    return _act(_softmax, x, {"axis": axis})
 
-    def backward(g):
-        return (s * (g - xp.sum(g * s, axis=axis, keepdims=True)),)
 
-    return _out(record(s, xp, (t,), backward), plain)
+@primitive("log_softmax")
+def _log_softmax(xp, d, axis):
+    z = d - _stable_max(xp, d, axis)
+    return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+
+
+@_log_softmax.defvjp
+def _log_softmax_vjp(xp, g, ins, out, saved, needs, axis):
+    return (g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),)
 
 
 def log_softmax(x, axis=-1):
@@ -140,16 +179,22 @@ def log_softmax(x, axis=-1):
 
     The VJP is :math:`g - \operatorname{softmax}(x) \sum g`. Shape is preserved.
     """
-    t, plain = _one(x)
-    xp = t._xp
-    d = t.data
-    z = d - _stable_max(xp, d, axis)
-    out = z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+    return _act(_log_softmax, x, {"axis": axis})
 
-    def backward(g):
-        return (g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),)
 
-    return _out(record(out, xp, (t,), backward), plain)
+@primitive("logsumexp", saves=True)
+def _logsumexp(xp, d, axes, keepdims):
+    m = _stable_max(xp, d, axes)
+    outk = xp.log(xp.sum(xp.exp(d - m), axis=axes, keepdims=True)) + m
+    out = outk if keepdims else xp.reshape(
+        outk, tuple(s for i, s in enumerate(d.shape) if i not in axes))
+    return out, outk
+
+
+@_logsumexp.defvjp
+def _logsumexp_vjp(xp, g, ins, out, outk, needs, axes, keepdims):
+    gk = g if keepdims else xp.reshape(g, outk.shape)
+    return (gk * xp.exp(ins[0] - outk),)
 
 
 def logsumexp(x, axis=None, keepdims=False):
@@ -158,22 +203,38 @@ def logsumexp(x, axis=None, keepdims=False):
     The gradient is the softmax of ``x`` over the same axes.
     """
     t, plain = _one(x)
-    xp = t._xp
-    d = t.data
-    axes = _ops._axes(axis, d.ndim)
-    m = _stable_max(xp, d, axes)
-    outk = xp.log(xp.sum(xp.exp(d - m), axis=axes, keepdims=True)) + m
-    out = outk if keepdims else xp.reshape(
-        outk, tuple(s for i, s in enumerate(d.shape) if i not in axes))
-
-    def backward(g):
-        gk = g if keepdims else xp.reshape(g, outk.shape)
-        return (gk * xp.exp(d - outk),)
-
-    return _out(record(out, xp, (t,), backward), plain)
+    return _out(apply(_logsumexp, t._xp, (t,),
+                      {"axes": _ops._axes(axis, t.data.ndim), "keepdims": keepdims}), plain)
 
 
 # -- layers ----------------------------------------------------------------------------
+@primitive("linear")
+def _linear(xp, X, W, b=None):
+    out = X @ W.T
+    if b is not None:
+        if _ns.supports_inplace(xp):
+            out += b  # out is our own fresh buffer
+        else:
+            out = out + b
+    return out
+
+
+@_linear.defvjp
+def _linear_vjp(xp, g, ins, out, saved, needs):
+    X, W = ins[0], ins[1]
+    gx = gW = gb = None
+    if needs[0]:
+        gx = g @ W
+    if needs[1] or (len(ins) > 2 and needs[2]):
+        g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))
+        if needs[1]:
+            X2 = X if X.ndim == 2 else xp.reshape(X, (-1, X.shape[-1]))
+            gW = g2.T @ X2
+        if len(ins) > 2 and needs[2]:
+            gb = xp.sum(g2, axis=0)
+    return (gx, gW) if len(ins) == 2 else (gx, gW, gb)
+
+
 def linear(x, W, b=None):
     r"""Affine map :math:`x W^\top + b` (PyTorch's layout).
 
@@ -203,28 +264,23 @@ def linear(x, W, b=None):
     if X.shape[-1] != Wd.shape[1]:
         raise ValueError(f"xpdl: linear input has {X.shape[-1]} features, weight expects "
                          f"{Wd.shape[1]}")
-    out = X @ Wd.T
-    if bt is not None:
-        if _ns.supports_inplace(xp):
-            out += bt.data  # out is our own fresh buffer
-        else:
-            out = out + bt.data
-
-    def backward(g):
-        gx = gW = gb = None
-        if xt.requires_grad:
-            gx = g @ Wd
-        if Wt.requires_grad or (bt is not None and bt.requires_grad):
-            g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))
-            if Wt.requires_grad:
-                X2 = X if X.ndim == 2 else xp.reshape(X, (-1, X.shape[-1]))
-                gW = g2.T @ X2
-            if bt is not None and bt.requires_grad:
-                gb = xp.sum(g2, axis=0)
-        return gx, gW, gb
-
     parents = (xt, Wt) if bt is None else (xt, Wt, bt)
-    return _out(record(out, xp, parents, backward), plain)
+    return _out(apply(_linear, xp, parents), plain)
+
+
+@primitive("dropout", saves=True, random=True)
+def _dropout(xp, d, p, rng):
+    if p == 1.0:
+        mask = xp.zeros(d.shape, dtype=d.dtype, device=_ns.device_of(d))
+    else:
+        host = rng.bernoulli(1.0 - p, tuple(d.shape)) * (1.0 / (1.0 - p))
+        mask = _ns.from_host(host, xp, device=_ns.device_of(d), dtype=d.dtype)
+    return d * mask, mask
+
+
+@_dropout.defvjp
+def _dropout_vjp(xp, g, ins, out, mask, needs, p, rng):
+    return (g * mask,)
 
 
 def dropout(x, p, *, rng, training=True):
@@ -236,7 +292,8 @@ def dropout(x, p, *, rng, training=True):
     x : Tensor or array of any shape
     p : float in [0, 1]
     rng : int or xpdl.random.Generator
-        Where the mask comes from (drawn on the host, moved to ``x``'s device).
+        Where the mask comes from (drawn on the host, moved to ``x``'s device; a replayed
+        step draws again, in the same order).
     training : bool, default True
     """
     if not 0.0 <= p <= 1.0:
@@ -244,14 +301,7 @@ def dropout(x, p, *, rng, training=True):
     t, plain = _one(x)
     if not training or p == 0.0:
         return x
-    xp = t._xp
-    d = t.data
-    if p == 1.0:
-        mask = xp.zeros(d.shape, dtype=d.dtype, device=_ns.device_of(d))
-    else:
-        host = as_generator(rng).bernoulli(1.0 - p, tuple(d.shape)) * (1.0 / (1.0 - p))
-        mask = _ns.from_host(host, xp, device=_ns.device_of(d), dtype=d.dtype)
-    return _out(record(d * mask, xp, (t,), lambda g: (g * mask,)), plain)
+    return _out(apply(_dropout, t._xp, (t,), {"p": p, "rng": as_generator(rng)}), plain)
 
 
 # -- elementwise and structural wrappers -----------------------------------------------

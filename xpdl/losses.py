@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from . import _namespace as _ns
 from .autodiff import ops as _ops
-from .autodiff.tensor import Tensor, record
+from .autodiff.primitive import primitive
+from .autodiff.tensor import Tensor, apply
 
 __all__ = ["mse", "mae", "huber", "binary_cross_entropy", "binary_cross_entropy_with_logits",
            "cross_entropy"]
@@ -32,11 +33,14 @@ def _prepare(pred, target, name):
         raise TypeError(f"xpdl.losses.{name}: target must be an array, got {type(t).__name__}")
     if _ns.array_namespace(t) is not xp:
         raise TypeError(f"xpdl.losses.{name}: pred and target come from different namespaces")
-    return p, t, xp, plain
+    # the target is an input of the loss's primitive (no gradient), so a recorded step
+    # reads each batch's target
+    tt = target if isinstance(target, Tensor) else _ops.lift(t, xp)
+    return p, tt, xp, plain
 
 
 def _check_same_shape(p, t, name):
-    if tuple(p.data.shape) != tuple(t.shape):
+    if tuple(p.data.shape) != tuple(t.data.shape):
         raise ValueError(f"xpdl.losses.{name}: pred has shape {tuple(p.data.shape)} but target "
                          f"has shape {tuple(t.shape)}; they must match (reshape one)")
 
@@ -50,24 +54,71 @@ def _as_float(t, dtype, xp):
     return t if t.dtype == dtype else xp.astype(t, dtype)
 
 
-def _elementwise_loss(p, xp, value, dvalue, reduction, plain):
-    """Wrap an elementwise loss ``value`` with derivative ``dvalue`` and reduce it."""
-    _check_reduction(reduction)
-    d = p.data
+@primitive("elementwise_loss", saves=True)
+def _elementwise(xp, p, t, pointwise, reduction, kw):
+    """An elementwise loss: ``pointwise(xp, p, t, **kw) -> (value, dvalue/dp)``, reduced."""
+    value, dvalue = pointwise(xp, p, _as_float(t, p.dtype, xp), **kw)
     if reduction == "none":
-        out = value
-        res = record(out, xp, (p,), lambda g: (g * dvalue,))
-    else:
-        n = 1
-        for s in d.shape:
-            n *= s
-        out = xp.sum(value)
-        scale = 1.0
-        if reduction == "mean":
-            out = out / n
-            scale = 1.0 / n
-        res = record(out, xp, (p,), lambda g: (dvalue * (g * scale),))
+        return value, dvalue
+    out = xp.sum(value)
+    if reduction == "mean":
+        out = out / _size(p)
+    return out, dvalue
+
+
+@_elementwise.defvjp
+def _elementwise_vjp(xp, g, ins, out, dvalue, needs, pointwise, reduction, kw):
+    if reduction == "none":
+        return g * dvalue, None
+    scale = 1.0 / _size(ins[0]) if reduction == "mean" else 1.0
+    return dvalue * (g * scale), None
+
+
+def _size(a):
+    n = 1
+    for s in a.shape:
+        n *= s
+    return n
+
+
+def _elementwise_loss(p, t, xp, pointwise, reduction, plain, **kw):
+    _check_reduction(reduction)
+    res = apply(_elementwise, xp, (p, t), {"pointwise": pointwise, "reduction": reduction,
+                                           "kw": kw})
     return res.data if plain else res
+
+
+def _mse(xp, p, t):
+    diff = p - t
+    return diff * diff, 2 * diff
+
+
+def _mae(xp, p, t):
+    diff = p - t
+    return xp.abs(diff), xp.sign(diff)
+
+
+def _huber(xp, p, t, delta):
+    diff = p - t
+    ad = xp.abs(diff)
+    small = ad < delta
+    value = xp.where(small, 0.5 * diff * diff, delta * (ad - 0.5 * delta))
+    return value, xp.where(small, diff, delta * xp.sign(diff))
+
+
+def _bce(xp, d, t):
+    # Clip before the log as well, so p in {0, 1} gives -100 without a log(0) warning.
+    logp = xp.clip(xp.log(xp.clip(d, _TINY, None)), -100.0, None)
+    log1mp = xp.clip(xp.log(xp.clip(1 - d, _TINY, None)), -100.0, None)
+    value = -(t * logp + (1 - t) * log1mp)
+    return value, (d - t) / xp.clip(d * (1 - d), 1e-12, None)
+
+
+def _bce_logits(xp, x, t):
+    e = xp.exp(-xp.abs(x))
+    value = xp.maximum(x, 0.0) - x * t + xp.log1p(e)
+    sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return value, sig - t
 
 
 def mse(pred, target, reduction="mean"):
@@ -85,8 +136,7 @@ def mse(pred, target, reduction="mean"):
     """
     p, t, xp, plain = _prepare(pred, target, "mse")
     _check_same_shape(p, t, "mse")
-    diff = p.data - _as_float(t, p.data.dtype, xp)
-    return _elementwise_loss(p, xp, diff * diff, 2 * diff, reduction, plain)
+    return _elementwise_loss(p, t, xp, _mse, reduction, plain)
 
 
 def mae(pred, target, reduction="mean"):
@@ -94,8 +144,7 @@ def mae(pred, target, reduction="mean"):
     is :math:`\operatorname{sign}(p - t)` (0 where equal)."""
     p, t, xp, plain = _prepare(pred, target, "mae")
     _check_same_shape(p, t, "mae")
-    diff = p.data - _as_float(t, p.data.dtype, xp)
-    return _elementwise_loss(p, xp, xp.abs(diff), xp.sign(diff), reduction, plain)
+    return _elementwise_loss(p, t, xp, _mae, reduction, plain)
 
 
 def huber(pred, target, delta=1.0, reduction="mean"):
@@ -106,12 +155,7 @@ def huber(pred, target, delta=1.0, reduction="mean"):
         raise ValueError(f"xpdl.losses.huber: delta must be positive, got {delta}")
     p, t, xp, plain = _prepare(pred, target, "huber")
     _check_same_shape(p, t, "huber")
-    diff = p.data - _as_float(t, p.data.dtype, xp)
-    ad = xp.abs(diff)
-    small = ad < delta
-    value = xp.where(small, 0.5 * diff * diff, delta * (ad - 0.5 * delta))
-    dvalue = xp.where(small, diff, delta * xp.sign(diff))
-    return _elementwise_loss(p, xp, value, dvalue, reduction, plain)
+    return _elementwise_loss(p, t, xp, _huber, reduction, plain, delta=delta)
 
 
 def binary_cross_entropy(prob, target, reduction="mean"):
@@ -123,14 +167,7 @@ def binary_cross_entropy(prob, target, reduction="mean"):
     """
     p, t, xp, plain = _prepare(prob, target, "binary_cross_entropy")
     _check_same_shape(p, t, "binary_cross_entropy")
-    d = p.data
-    t = _as_float(t, d.dtype, xp)
-    # Clip before the log as well, so p in {0, 1} gives -100 without a log(0) warning.
-    logp = xp.clip(xp.log(xp.clip(d, _TINY, None)), -100.0, None)
-    log1mp = xp.clip(xp.log(xp.clip(1 - d, _TINY, None)), -100.0, None)
-    value = -(t * logp + (1 - t) * log1mp)
-    dvalue = (d - t) / xp.clip(d * (1 - d), 1e-12, None)
-    return _elementwise_loss(p, xp, value, dvalue, reduction, plain)
+    return _elementwise_loss(p, t, xp, _bce, reduction, plain)
 
 
 def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
@@ -141,12 +178,7 @@ def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
     """
     p, t, xp, plain = _prepare(logits, target, "binary_cross_entropy_with_logits")
     _check_same_shape(p, t, "binary_cross_entropy_with_logits")
-    x = p.data
-    t = _as_float(t, x.dtype, xp)
-    e = xp.exp(-xp.abs(x))
-    value = xp.maximum(x, 0.0) - x * t + xp.log1p(e)
-    sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-    return _elementwise_loss(p, xp, value, sig - t, reduction, plain)
+    return _elementwise_loss(p, t, xp, _bce_logits, reduction, plain)
 
 
 def cross_entropy(logits, target, reduction="mean"):
@@ -173,46 +205,55 @@ def cross_entropy(logits, target, reduction="mean"):
     targets.
     """
     _check_reduction(reduction)
-    p, t, xp, plain = _prepare(logits, target, "cross_entropy")
-    x = p.data
+    p, tt, xp, plain = _prepare(logits, target, "cross_entropy")
+    x, t = p.data, tt.data
     if x.ndim != 2:
         raise ValueError(f"xpdl.losses.cross_entropy: logits must be 2-D (n_samples, "
                          f"n_classes), got shape {tuple(x.shape)}")
     n, c = x.shape
-    dev = _ns.device_of(x)
     if xp.isdtype(t.dtype, "integral"):
         if tuple(t.shape) != (n,):
             raise ValueError(f"xpdl.losses.cross_entropy: integer targets must have shape "
                              f"({n},), got {tuple(t.shape)}")
-        tt = xp.astype(xp.expand_dims(t, axis=1) == xp.arange(c, device=dev), x.dtype)
-        tsum = None  # one-hot rows sum to 1
     elif xp.isdtype(t.dtype, "real floating"):
         if tuple(t.shape) != (n, c):
             raise ValueError(f"xpdl.losses.cross_entropy: probability targets must have the "
                              f"logits' shape {(n, c)}, got {tuple(t.shape)}")
-        tt = _as_float(t, x.dtype, xp)
-        tsum = xp.sum(tt, axis=1, keepdims=True)
     else:
         raise TypeError(f"xpdl.losses.cross_entropy: target must be integer class indices or "
                         f"float probabilities, got dtype {t.dtype}")
+    res = apply(_cross_entropy, xp, (p, tt), {"reduction": reduction})
+    return res.data if plain else res
+
+
+@primitive("cross_entropy", saves=True)
+def _cross_entropy(xp, x, t, reduction):
+    n, c = x.shape
+    if xp.isdtype(t.dtype, "integral"):
+        tt = xp.astype(xp.expand_dims(t, axis=1) == xp.arange(c, device=_ns.device_of(x)),
+                       x.dtype)
+        tsum = None  # one-hot rows sum to 1
+    else:
+        tt = _as_float(t, x.dtype, xp)
+        tsum = xp.sum(tt, axis=1, keepdims=True)
     m = xp.max(x, axis=1, keepdims=True)
     z = x - m
     e = xp.exp(z)
     se = xp.sum(e, axis=1, keepdims=True)
-    logp = z - xp.log(se)
-    per = -xp.sum(tt * logp, axis=1)
-
-    def dlogits():
-        soft = e / se
-        return soft - tt if tsum is None else soft * tsum - tt
-
-    if reduction == "none":
-        res = record(per, xp, (p,), lambda g: (dlogits() * xp.expand_dims(g, axis=1),))
-    else:
-        out = xp.sum(per)
-        scale = 1.0
+    per = -xp.sum(tt * (z - xp.log(se)), axis=1)
+    if reduction != "none":
+        per = xp.sum(per)
         if reduction == "mean":
-            out = out / n
-            scale = 1.0 / n
-        res = record(out, xp, (p,), lambda g: (dlogits() * (g * scale),))
-    return res.data if plain else res
+            per = per / n
+    return per, (e, se, tt, tsum)
+
+
+@_cross_entropy.defvjp
+def _cross_entropy_vjp(xp, g, ins, out, saved, needs, reduction):
+    e, se, tt, tsum = saved
+    soft = e / se
+    d = soft - tt if tsum is None else soft * tsum - tt
+    if reduction == "none":
+        return d * xp.expand_dims(g, axis=1), None
+    scale = 1.0 / ins[0].shape[0] if reduction == "mean" else 1.0
+    return d * (g * scale), None

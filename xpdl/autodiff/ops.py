@@ -1,9 +1,12 @@
 """Differentiable primitives: each forward next to its vector-Jacobian product.
 
-Every function takes Tensors (and Python scalars where noted) and returns a Tensor. The
-backward closures return one gradient per parent; broadcasting is undone centrally by
-:func:`xpdl.autodiff.tensor.unbroadcast`, so these VJPs may return gradients of the
-broadcast shape. All arithmetic goes through the inputs' namespace ``xp``.
+Every primitive (:class:`~xpdl.autodiff.primitive.Primitive`) is defined here once, as a
+forward and a VJP on plain arrays; the functions below apply them to Tensors (and Python
+scalars where noted) and return a Tensor. The VJPs return one gradient per input;
+broadcasting is undone centrally by :func:`xpdl.autodiff.tensor.unbroadcast`, so they may
+return gradients of the broadcast shape. All arithmetic goes through the inputs' namespace
+``xp``. The eager tape and a replayed program (:mod:`xpdl.autodiff.program`) call the same
+functions.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import numbers
 import operator
 
 from .. import _namespace as _ns
-from .tensor import Tensor, _wrap, record
+from .primitive import primitive
+from .tensor import Tensor, _mode, _wrap, apply
 
 _Scalar = (int, float, bool, numbers.Number)
 
@@ -69,189 +73,288 @@ def _binary_prep(a, b):
     return _operand(a, xp), _operand(b, xp), xp
 
 
-def add(a, b):
-    a, b, xp = _binary_prep(a, b)
-    out = _data(a) + _data(b)
-    return record(out, xp, (a, b), lambda g: (g, g))
+def _binary(prim):
+    def f(a, b):
+        a, b, xp = _binary_prep(a, b)
+        return apply(prim, xp, (a, b))
+
+    f.__name__ = prim.name
+    return f
 
 
-def sub(a, b):
-    a, b, xp = _binary_prep(a, b)
-    out = _data(a) - _data(b)
-    return record(out, xp, (a, b), lambda g: (g, -g if _needs(b) else None))
+@primitive("add")
+def _add(xp, a, b):
+    return a + b
 
 
-def mul(a, b):
-    a, b, xp = _binary_prep(a, b)
-    ad, bd = _data(a), _data(b)
-
-    def backward(g):
-        return (g * bd if _needs(a) else None, g * ad if _needs(b) else None)
-
-    return record(ad * bd, xp, (a, b), backward)
+@_add.defvjp
+def _add_vjp(xp, g, ins, out, saved, needs):
+    return g, g
 
 
-def div(a, b):
-    a, b, xp = _binary_prep(a, b)
-    ad, bd = _data(a), _data(b)
-    out = ad / bd
-
-    def backward(g):
-        ga = g / bd if _needs(a) else None
-        gb = -(g * out) / bd if _needs(b) else None
-        return ga, gb
-
-    return record(out, xp, (a, b), backward)
+@primitive("sub")
+def _sub(xp, a, b):
+    return a - b
 
 
-def pow(a, b):  # noqa: A001 - mirrors operator.pow
-    a, b, xp = _binary_prep(a, b)
-    ad, bd = _data(a), _data(b)
-    out = ad ** bd
-
-    def backward(g):
-        ga = gb = None
-        if _needs(a):
-            if isinstance(bd, _Scalar):
-                ga = g * (bd * ad ** (bd - 1)) if bd != 0 else g * 0
-            else:
-                ga = g * (bd * ad ** (bd - 1))
-        if _needs(b):
-            # d/db a**b = a**b log a; taken as 0 where a == 0 (PyTorch's convention).
-            if isinstance(ad, _Scalar):
-                gb = g * out * math.log(ad) if ad > 0 else g * 0
-            else:
-                safe = xp.where(ad == 0, 1, ad)
-                gb = xp.where(ad == 0, 0, g * out * xp.log(safe))
-        return ga, gb
-
-    return record(out, xp, (a, b), backward)
+@_sub.defvjp
+def _sub_vjp(xp, g, ins, out, saved, needs):
+    return g, (-g if needs[1] else None)
 
 
-def maximum(a, b):
-    return _minmax(a, b, True)
+@primitive("mul")
+def _mul(xp, a, b):
+    return a * b
 
 
-def minimum(a, b):
-    return _minmax(a, b, False)
+@_mul.defvjp
+def _mul_vjp(xp, g, ins, out, saved, needs):
+    a, b = ins
+    return (g * b if needs[0] else None, g * a if needs[1] else None)
 
 
-def _minmax(a, b, is_max):
-    a, b, xp = _binary_prep(a, b)
-    ad, bd = _data(a), _data(b)
-    out = xp.maximum(ad, bd) if is_max else xp.minimum(ad, bd)
+@primitive("div")
+def _div(xp, a, b):
+    return a / b
 
-    def backward(g):
-        # Ties split the gradient in half, as PyTorch does.
-        wins = (ad > bd) if is_max else (ad < bd)
-        tie = ad == bd
-        half = g * 0.5
-        ga = xp.where(wins, g, xp.where(tie, half, 0.0)) if _needs(a) else None
-        gb = xp.where(wins, 0.0, xp.where(tie, half, g)) if _needs(b) else None
-        return ga, gb
 
-    return record(out, xp, (a, b), backward)
+@_div.defvjp
+def _div_vjp(xp, g, ins, out, saved, needs):
+    a, b = ins
+    return (g / b if needs[0] else None, -(g * out) / b if needs[1] else None)
+
+
+@primitive("pow")
+def _pow(xp, a, b):
+    return a ** b
+
+
+@_pow.defvjp
+def _pow_vjp(xp, g, ins, out, saved, needs):
+    ad, bd = ins
+    ga = gb = None
+    if needs[0]:
+        if isinstance(bd, _Scalar):
+            ga = g * (bd * ad ** (bd - 1)) if bd != 0 else g * 0
+        else:
+            ga = g * (bd * ad ** (bd - 1))
+    if needs[1]:
+        # d/db a**b = a**b log a; taken as 0 where a == 0 (PyTorch's convention).
+        if isinstance(ad, _Scalar):
+            gb = g * out * math.log(ad) if ad > 0 else g * 0
+        else:
+            safe = xp.where(ad == 0, 1, ad)
+            gb = xp.where(ad == 0, 0, g * out * xp.log(safe))
+    return ga, gb
+
+
+@primitive("maximum")
+def _maximum(xp, a, b):
+    return xp.maximum(a, b)
+
+
+@_maximum.defvjp
+def _maximum_vjp(xp, g, ins, out, saved, needs):
+    return _minmax_vjp(xp, g, ins, needs, True)
+
+
+@primitive("minimum")
+def _minimum(xp, a, b):
+    return xp.minimum(a, b)
+
+
+@_minimum.defvjp
+def _minimum_vjp(xp, g, ins, out, saved, needs):
+    return _minmax_vjp(xp, g, ins, needs, False)
+
+
+def _minmax_vjp(xp, g, ins, needs, is_max):
+    # Ties split the gradient in half, as PyTorch does.
+    ad, bd = ins
+    wins = (ad > bd) if is_max else (ad < bd)
+    tie = ad == bd
+    half = g * 0.5
+    ga = xp.where(wins, g, xp.where(tie, half, 0.0)) if needs[0] else None
+    gb = xp.where(wins, 0.0, xp.where(tie, half, g)) if needs[1] else None
+    return ga, gb
+
+
+add, sub, mul, div = _binary(_add), _binary(_sub), _binary(_mul), _binary(_div)
+pow = _binary(_pow)  # noqa: A001 - mirrors operator.pow
+maximum, minimum = _binary(_maximum), _binary(_minimum)
+
+
+@primitive("where")
+def _where(xp, c, a, b):
+    return xp.where(c, a, b)
+
+
+@_where.defvjp
+def _where_vjp(xp, g, ins, out, saved, needs):
+    m = xp.astype(ins[0], g.dtype)  # multiplying by a 0/1 mask is faster than where
+    return (None, g * m if needs[1] else None, g * (1 - m) if needs[2] else None)
 
 
 def where(cond, a, b):
     """``a`` where ``cond`` else ``b``; the gradient flows to the branch taken."""
     a, b, xp = _binary_prep(a, b)
-    c = _data(cond)
-    if not _ns.is_array(c):
+    c = cond if cond.__class__ is Tensor else None
+    cd = _data(cond)
+    if not _ns.is_array(cd):
         raise TypeError("xpdl: where() needs a boolean array condition")
-    out = xp.where(c, _data(a), _data(b))
-
-    def backward(g):
-        m = xp.astype(c, g.dtype)  # multiplying by a 0/1 mask is faster than where
-        return (g * m if _needs(a) else None, g * (1 - m) if _needs(b) else None)
-
-    return record(out, xp, (a, b), backward)
+    return apply(_where, xp, (c if c is not None else _wrap(cd, xp), a, b))
 
 
 # -- matrix product --------------------------------------------------------------------
+@primitive("matmul")
+def _matmul(xp, A, B):
+    return A @ B
+
+
+@_matmul.defvjp
+def _matmul_vjp(xp, g, ins, out, saved, needs):
+    A, B = ins
+    ga = gb = None
+    if needs[0]:
+        if A.ndim >= 2 and B.ndim >= 2:
+            ga = g @ (B.T if B.ndim == 2 else xp.matrix_transpose(B))
+        elif B.ndim == 1 and A.ndim == 1:
+            ga = g * B
+        elif B.ndim == 1:  # (..., n, k) @ (k,) -> (..., n)
+            ga = xp.expand_dims(g, axis=-1) * B
+        else:  # (k,) @ (..., k, m) -> (..., m)
+            ga = (B @ xp.expand_dims(g, axis=-1))[..., 0]
+    if needs[1]:
+        if A.ndim >= 2 and B.ndim >= 2:
+            gb = (A.T if A.ndim == 2 else xp.matrix_transpose(A)) @ g
+        elif A.ndim == 1 and B.ndim == 1:
+            gb = g * A
+        elif A.ndim == 1:  # (k,) @ (..., k, m)
+            gb = xp.expand_dims(A, axis=-1) * xp.expand_dims(g, axis=-2)
+        else:  # (..., n, k) @ (k,)
+            gb = (xp.matrix_transpose(A) @ xp.expand_dims(g, axis=-1))[..., 0]
+    return ga, gb
+
+
 def matmul(a, b):
     a, b, xp = _binary_prep(a, b)
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError("xpdl: matmul needs two arrays, not a scalar")
-    A, B = a.data, b.data
-    out = A @ B
-
-    def backward(g):
-        ga = gb = None
-        if a.requires_grad:
-            if A.ndim >= 2 and B.ndim >= 2:
-                ga = g @ (B.T if B.ndim == 2 else xp.matrix_transpose(B))
-            elif B.ndim == 1 and A.ndim == 1:
-                ga = g * B
-            elif B.ndim == 1:  # (..., n, k) @ (k,) -> (..., n)
-                ga = xp.expand_dims(g, axis=-1) * B
-            else:  # (k,) @ (..., k, m) -> (..., m)
-                ga = (B @ xp.expand_dims(g, axis=-1))[..., 0]
-        if b.requires_grad:
-            if A.ndim >= 2 and B.ndim >= 2:
-                gb = (A.T if A.ndim == 2 else xp.matrix_transpose(A)) @ g
-            elif A.ndim == 1 and B.ndim == 1:
-                gb = g * A
-            elif A.ndim == 1:  # (k,) @ (..., k, m)
-                gb = xp.expand_dims(A, axis=-1) * xp.expand_dims(g, axis=-2)
-            else:  # (..., n, k) @ (k,)
-                gb = (xp.matrix_transpose(A) @ xp.expand_dims(g, axis=-1))[..., 0]
-        return ga, gb
-
-    return record(out, xp, (a, b), backward)
+    return apply(_matmul, xp, (a, b))
 
 
 # -- elementwise unary -----------------------------------------------------------------
-def neg(x):
-    return record(-x.data, x._xp, (x,), lambda g: (-g,))
+def _unary(prim):
+    def f(x):
+        return apply(prim, x._xp, (x,))
+
+    f.__name__ = prim.name
+    return f
 
 
-def exp(x):
-    xp = x._xp
-    out = xp.exp(x.data)
-    return record(out, xp, (x,), lambda g: (g * out,))
+@primitive("neg")
+def _neg(xp, x):
+    return -x
 
 
-def log(x):
-    xp = x._xp
-    d = x.data
-    return record(xp.log(d), xp, (x,), lambda g: (g / d,))
+@_neg.defvjp
+def _neg_vjp(xp, g, ins, out, saved, needs):
+    return (-g,)
 
 
-def sqrt(x):
-    xp = x._xp
-    out = xp.sqrt(x.data)
-    return record(out, xp, (x,), lambda g: (g / (2 * out),))
+@primitive("exp")
+def _exp(xp, x):
+    return xp.exp(x)
 
 
-def abs(x):  # noqa: A001
-    xp = x._xp
-    d = x.data
-    return record(xp.abs(d), xp, (x,), lambda g: (g * xp.sign(d),))
+@_exp.defvjp
+def _exp_vjp(xp, g, ins, out, saved, needs):
+    return (g * out,)
 
 
-def tanh(x):
-    xp = x._xp
-    out = xp.tanh(x.data)
-    return record(out, xp, (x,), lambda g: (g * (1 - out * out),))
+@primitive("log")
+def _log(xp, x):
+    return xp.log(x)
+
+
+@_log.defvjp
+def _log_vjp(xp, g, ins, out, saved, needs):
+    return (g / ins[0],)
+
+
+@primitive("sqrt")
+def _sqrt(xp, x):
+    return xp.sqrt(x)
+
+
+@_sqrt.defvjp
+def _sqrt_vjp(xp, g, ins, out, saved, needs):
+    return (g / (2 * out),)
+
+
+@primitive("abs")
+def _abs(xp, x):
+    return xp.abs(x)
+
+
+@_abs.defvjp
+def _abs_vjp(xp, g, ins, out, saved, needs):
+    return (g * xp.sign(ins[0]),)
+
+
+@primitive("tanh")
+def _tanh(xp, x):
+    return xp.tanh(x)
+
+
+@_tanh.defvjp
+def _tanh_vjp(xp, g, ins, out, saved, needs):
+    return (g * (1 - out * out),)
+
+
+neg, exp, log, sqrt = _unary(_neg), _unary(_exp), _unary(_log), _unary(_sqrt)
+abs, tanh = _unary(_abs), _unary(_tanh)  # noqa: A001
+
+
+@primitive("clip")
+def _clip(xp, d, min=None, max=None):  # noqa: A002
+    return xp.clip(d, min, max)
+
+
+@_clip.defvjp
+def _clip_vjp(xp, g, ins, out, saved, needs, min=None, max=None):  # noqa: A002
+    # The gradient passes where min <= x <= max (PyTorch's clamp).
+    d = ins[0]
+    keep = None
+    if min is not None:
+        keep = d >= min
+    if max is not None:
+        hi = d <= max
+        keep = hi if keep is None else xp.logical_and(keep, hi)
+    return (g if keep is None else g * xp.astype(keep, g.dtype),)
 
 
 def clip(x, min=None, max=None):  # noqa: A002
-    xp = x._xp
-    d = x.data
-    out = xp.clip(d, min, max)
+    return apply(_clip, x._xp, (x,), {"min": _data(min), "max": _data(max)})
 
-    def backward(g):
-        # The gradient passes where min <= x <= max (PyTorch's clamp).
-        keep = None
-        if min is not None:
-            keep = d >= _data(min)
-        if max is not None:
-            hi = d <= _data(max)
-            keep = hi if keep is None else xp.logical_and(keep, hi)
-        return (g if keep is None else g * xp.astype(keep, g.dtype),)
 
-    return record(out, xp, (x,), backward)
+@primitive("sqnorm")
+def _sqnorm(xp, x):
+    flat = xp.reshape(x, (-1,))
+    # vecdot, not flat @ flat: a 1-D matmul is a BLAS dot, which on CuPy returns its result
+    # through the host (a synchronisation per step); vecdot stays a kernel.
+    return xp.vecdot(flat, flat)
+
+
+@_sqnorm.defvjp
+def _sqnorm_vjp(xp, g, ins, out, saved, needs):
+    return ((2 * g) * ins[0],)
+
+
+def sqnorm(x):
+    r"""The squared Euclidean norm :math:`\sum x^2` over all elements (a 0-d result); the
+    gradient is :math:`2x`. Used for L2 penalties."""
+    return apply(_sqnorm, x._xp, (x,))
 
 
 # -- reductions ------------------------------------------------------------------------
@@ -279,69 +382,92 @@ def _expand(g, shape, axes, keepdims, xp):
     return xp.broadcast_to(g, tuple(shape))
 
 
+@primitive("sum")
+def _sum(xp, d, axis=None, keepdims=False):
+    return xp.sum(d, axis=axis, keepdims=keepdims)
+
+
+@_sum.defvjp
+def _sum_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
+    shape = ins[0].shape
+    return (_expand(g, shape, _axes(axis, len(shape)), keepdims, xp),)
+
+
 def sum(x, axis=None, keepdims=False):  # noqa: A001
-    xp = x._xp
-    d = x.data
-    out = xp.sum(d, axis=axis, keepdims=keepdims)
-    shape = d.shape
-
-    def backward(g):
-        return (_expand(g, shape, _axes(axis, len(shape)), keepdims, xp),)
-
-    return record(out, xp, (x,), backward)
+    return apply(_sum, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
 
 
-def mean(x, axis=None, keepdims=False):
-    xp = x._xp
-    d = x.data
-    out = xp.mean(d, axis=axis, keepdims=keepdims)
-    shape = d.shape
+@primitive("mean")
+def _mean(xp, d, axis=None, keepdims=False):
+    return xp.mean(d, axis=axis, keepdims=keepdims)
+
+
+@_mean.defvjp
+def _mean_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
+    shape = ins[0].shape
     axes = _axes(axis, len(shape))
     n = 1
     for i in axes:
         n *= shape[i]
+    return (_expand(g / n, shape, axes, keepdims, xp),)
 
-    def backward(g):
-        return (_expand(g / n, shape, axes, keepdims, xp),)
 
-    return record(out, xp, (x,), backward)
+def mean(x, axis=None, keepdims=False):
+    return apply(_mean, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
+
+
+@primitive("max")
+def _max(xp, d, axis=None, keepdims=False):
+    return xp.max(d, axis=axis, keepdims=keepdims)
+
+
+@_max.defvjp
+def _max_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
+    d = ins[0]
+    shape = d.shape
+    axes = _axes(axis, len(shape))
+    m = out if keepdims else xp.reshape(out, _kept_shape(shape, axes))
+    mask = xp.astype(d == m, g.dtype)
+    count = xp.sum(mask, axis=axes, keepdims=True)
+    gk = g if keepdims else xp.reshape(g, _kept_shape(shape, axes))
+    return (mask * (gk / count),)
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001
     """Maximum; ties share the gradient equally (like ``torch.amax``)."""
-    xp = x._xp
-    d = x.data
-    out = xp.max(d, axis=axis, keepdims=keepdims)
-    shape = d.shape
-    axes = _axes(axis, len(shape))
-
-    def backward(g):
-        m = out if keepdims else xp.reshape(out, _kept_shape(shape, axes))
-        mask = xp.astype(d == m, g.dtype)
-        count = xp.sum(mask, axis=axes, keepdims=True)
-        gk = g if keepdims else xp.reshape(g, _kept_shape(shape, axes))
-        return (mask * (gk / count),)
-
-    return record(out, xp, (x,), backward)
+    return apply(_max, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
 
 
 # -- shape -----------------------------------------------------------------------------
+@primitive("reshape")
+def _reshape(xp, d, shape):
+    return xp.reshape(d, shape)
+
+
+@_reshape.defvjp
+def _reshape_vjp(xp, g, ins, out, saved, needs, shape):
+    return (xp.reshape(g, ins[0].shape),)
+
+
 def reshape(x, shape):
-    xp = x._xp
-    d = x.data
-    old = d.shape
-    return record(xp.reshape(d, tuple(shape)), xp, (x,), lambda g: (xp.reshape(g, old),))
+    return apply(_reshape, x._xp, (x,), {"shape": tuple(shape)})
 
 
-def permute_dims(x, axes):
-    xp = x._xp
-    axes = tuple(axes)
+@primitive("permute_dims")
+def _permute(xp, d, axes):
+    return xp.permute_dims(d, axes)
+
+
+@_permute.defvjp
+def _permute_vjp(xp, g, ins, out, saved, needs, axes):
     inv = [0] * len(axes)
     for i, a in enumerate(axes):
         inv[a] = i
-    inv = tuple(inv)
-    return record(xp.permute_dims(x.data, axes), xp, (x,),
-                  lambda g: (xp.permute_dims(g, inv),))
+    return (xp.permute_dims(g, tuple(inv)),)
+
+
+def permute_dims(x, axes):
+    return apply(_permute, x._xp, (x,), {"axes": tuple(axes)})
 
 
 def transpose(x):
@@ -349,13 +475,21 @@ def transpose(x):
     return permute_dims(x, tuple(range(x.ndim - 1, -1, -1)))
 
 
+@primitive("matrix_transpose")
+def _mT(xp, d):
+    return xp.matrix_transpose(d)
+
+
+@_mT.defvjp
+def _mT_vjp(xp, g, ins, out, saved, needs):
+    return (xp.matrix_transpose(g),)
+
+
 def matrix_transpose(x):
     """``x.mT``: swaps the last two axes."""
-    xp = x._xp
     if x.ndim < 2:
         raise ValueError("xpdl: mT needs at least 2 dimensions")
-    return record(xp.matrix_transpose(x.data), xp, (x,),
-                  lambda g: (xp.matrix_transpose(g),))
+    return apply(_mT, x._xp, (x,))
 
 
 def _lift_all(tensors, what):
@@ -368,32 +502,42 @@ def _lift_all(tensors, what):
     return tensors, tensors[0]._xp
 
 
+@primitive("concat")
+def _concat(xp, *ds, axis=0):
+    return xp.concat(list(ds), axis=axis)
+
+
+@_concat.defvjp
+def _concat_vjp(xp, g, ins, out, saved, needs, axis=0):
+    ax = axis % out.ndim
+    res, start = [], 0
+    for d in ins:
+        n = d.shape[ax]
+        idx = (slice(None),) * ax + (slice(start, start + n), Ellipsis)
+        res.append(g[idx])
+        start += n
+    return tuple(res)
+
+
 def concat(tensors, axis=0):
     tensors, xp = _lift_all(tensors, "concat")
-    out = xp.concat([t.data for t in tensors], axis=axis)
+    return apply(_concat, xp, tuple(tensors), {"axis": axis})
+
+
+@primitive("stack")
+def _stack(xp, *ds, axis=0):
+    return xp.stack(list(ds), axis=axis)
+
+
+@_stack.defvjp
+def _stack_vjp(xp, g, ins, out, saved, needs, axis=0):
     ax = axis % out.ndim
-    sizes = [t.data.shape[ax] for t in tensors]
-
-    def backward(g):
-        res, start = [], 0
-        for n in sizes:
-            idx = (slice(None),) * ax + (slice(start, start + n), Ellipsis)
-            res.append(g[idx])
-            start += n
-        return tuple(res)
-
-    return record(out, xp, tuple(tensors), backward)
+    return tuple(g[(slice(None),) * ax + (i, Ellipsis)] for i in range(len(ins)))
 
 
 def stack(tensors, axis=0):
     tensors, xp = _lift_all(tensors, "stack")
-    out = xp.stack([t.data for t in tensors], axis=axis)
-    ax = axis % out.ndim
-
-    def backward(g):
-        return tuple(g[(slice(None),) * ax + (i, Ellipsis)] for i in range(len(tensors)))
-
-    return record(out, xp, tuple(tensors), backward)
+    return apply(_stack, xp, tuple(tensors), {"axis": axis})
 
 
 def _key_data(key):
@@ -406,36 +550,43 @@ def _is_int_array(k):
     return _ns.is_array(k) and not k.dtype == _ns.array_namespace(k).bool
 
 
-def getitem(x, key):
-    xp = x._xp
-    key = _key_data(key)
-    d = x.data
-    out = d[key]
+@primitive("getitem")
+def _getitem(xp, d, key):
+    return d[key]
+
+
+@_getitem.defvjp
+def _getitem_vjp(xp, g, ins, out, saved, needs, key):
+    d = ins[0]
     parts = key if isinstance(key, tuple) else (key,)
-    int_arrays = [k for k in parts if _is_int_array(k)]
+    if any(_is_int_array(k) for k in parts):
+        idx = parts[0]
+        rest_ok = all(k is Ellipsis or k == slice(None) for k in parts[1:])
+        if not (_is_int_array(idx) and idx.ndim == 1 and rest_ok):
+            raise NotImplementedError(
+                "xpdl: the gradient of integer-array indexing is supported for one 1-D "
+                "index array on the first axis (x[idx])")
+        # Scatter-add through a one-hot product: correct with repeated indices and
+        # written on the standard (no index_add in the Array API).
+        n = d.shape[0]
+        onehot = xp.astype(xp.expand_dims(idx, axis=-1)
+                           == xp.arange(n, device=_ns.device_of(d)), g.dtype)
+        g2 = xp.reshape(g, (g.shape[0], -1))
+        return (xp.reshape(onehot.T @ g2, d.shape),)
+    z = xp.zeros(d.shape, dtype=g.dtype, device=_ns.device_of(d))
+    if _ns.is_jax(xp):
+        return (z.at[key].add(g),)
+    z[key] = g  # basic or boolean indexing selects each element once
+    return (z,)
 
-    def backward(g):
-        if int_arrays:
-            idx = parts[0]
-            rest_ok = all(k is Ellipsis or k == slice(None) for k in parts[1:])
-            if not (_is_int_array(idx) and idx.ndim == 1 and rest_ok):
-                raise NotImplementedError(
-                    "xpdl: the gradient of integer-array indexing is supported for one 1-D "
-                    "index array on the first axis (x[idx])")
-            # Scatter-add through a one-hot product: correct with repeated indices and
-            # written on the standard (no index_add in the Array API).
-            n = d.shape[0]
-            onehot = xp.astype(xp.expand_dims(idx, axis=-1)
-                               == xp.arange(n, device=_ns.device_of(d)), g.dtype)
-            g2 = xp.reshape(g, (g.shape[0], -1))
-            return (xp.reshape(onehot.T @ g2, d.shape),)
-        z = xp.zeros(d.shape, dtype=g.dtype, device=_ns.device_of(d))
-        if _ns.is_jax(xp):
-            return (z.at[key].add(g),)
-        z[key] = g  # basic or boolean indexing selects each element once
-        return (z,)
 
-    return record(out, xp, (x,), backward)
+def getitem(x, key):
+    key = _key_data(key)
+    parts = key if isinstance(key, tuple) else (key,)
+    if any(_ns.is_array(k) for k in parts) and _mode.recorder is not None:
+        # an index array is data, not part of the program's structure
+        _mode.recorder.opaque("indexing with an array inside a compiled step")
+    return apply(_getitem, x._xp, (x,), {"key": key})
 
 
 # -- comparisons (no gradient) ---------------------------------------------------------

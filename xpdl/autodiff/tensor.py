@@ -1,12 +1,17 @@
 """``Tensor``, the tape and the backward pass.
 
-A :class:`Tensor` wraps an array of any supported namespace. Operations on tensors that
-require gradients record a node: the parent tensors and a closure that maps the output's
-gradient to one gradient per parent (the vector-Jacobian products, written next to each
-forward in :mod:`xpdl.autodiff.ops`). :meth:`Tensor.backward` walks the nodes in reverse
-topological order, found iteratively so that deep graphs do not hit Python's recursion
-limit, and sums each gradient back to its operand's shape in one place
-(:func:`unbroadcast`), so no VJP has to know about broadcasting.
+A :class:`Tensor` wraps an array of any supported namespace. An operation on tensors that
+require gradients records a node: the :class:`~xpdl.autodiff.primitive.Primitive` applied
+(its forward and vector-Jacobian product are defined once, in
+:mod:`xpdl.autodiff.ops` and :mod:`xpdl.functional`), the parent tensors, the attributes
+and what the forward saved for the backward pass. Because a node is data rather than a
+closure, a step can be recorded into a replayable program (:mod:`xpdl.autodiff.program`).
+
+:meth:`Tensor.backward` walks the nodes in reverse topological order, found iteratively so
+that deep graphs do not hit Python's recursion limit, sums each gradient back to its
+operand's shape in one place (:func:`unbroadcast`), so no VJP has to know about
+broadcasting, and then frees the graph it walked (unless ``retain_graph=True``), so a loss
+tensor kept after its step holds no activations.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = ["Tensor", "no_grad", "enable_grad", "is_grad_enabled"]
 
 class _GradMode(threading.local):
     enabled = True
+    recorder = None  # an xpdl.autodiff.program recorder while a step is being recorded
 
 
 _mode = _GradMode()
@@ -95,8 +101,8 @@ class Tensor:
     array([2., 4., 6.])
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_xp", "_parents", "_backward", "_seq",
-                 "_mark", "_g", "_own", "_retain", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_xp", "_parents", "_prim", "_attrs",
+                 "_saved", "_seq", "_mark", "_g", "_own", "_retain", "__weakref__")
     # Let NumPy/CuPy/torch arrays on the left of an operator defer to us.
     __array_priority__ = 1000.0
     __array_ufunc__ = None
@@ -146,7 +152,7 @@ class Tensor:
 
     @property
     def is_leaf(self):
-        return self._backward is None
+        return self._prim is None
 
     def __len__(self):
         return self.data.shape[0]
@@ -203,7 +209,7 @@ class Tensor:
         return float(d)
 
     # -- backward ---------------------------------------------------------------------
-    def backward(self, grad=None) -> None:
+    def backward(self, grad=None, retain_graph=False) -> None:
         """Accumulate the gradient of this tensor into ``.grad`` of every leaf it depends on.
 
         Parameters
@@ -211,6 +217,10 @@ class Tensor:
         grad : array or Tensor, optional
             Gradient with respect to this tensor, of its shape. Not needed for a tensor with
             one element (taken as 1).
+        retain_graph : bool, default False
+            Keep the graph (and the activations it saved) for another backward pass.
+            By default the graph is freed as in PyTorch: a second ``backward`` through it
+            raises ``RuntimeError``.
         """
         if not self.requires_grad:
             raise ValueError("xpdl: backward() on a tensor that does not require grad "
@@ -227,7 +237,7 @@ class Tensor:
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"xpdl: grad has shape {tuple(grad.shape)}, "
                                  f"expected {self.shape}")
-        _run_backward(self, grad)
+        _run_backward(self, grad, retain_graph)
 
 
 def _fill(t, data, xp):
@@ -237,7 +247,9 @@ def _fill(t, data, xp):
     t.requires_grad = False
     t._xp = xp
     t._parents = ()
-    t._backward = None
+    t._prim = None
+    t._attrs = None
+    t._saved = None
     t._seq = _next_seq()
     t._mark = None
     t._g = None
@@ -252,23 +264,63 @@ def _wrap(data, xp) -> Tensor:
     return t
 
 
-def record(data, xp, parents, backward) -> Tensor:
-    """Wrap ``data`` as the result of an operation on ``parents``.
+def apply(prim, xp, inputs, attrs=None) -> Tensor:
+    """Run primitive ``prim`` on ``inputs`` (Tensors and Python scalars) and wrap the result.
 
-    ``backward(g)`` must return one gradient (or ``None``) per parent; a parent that is not a
-    Tensor (a Python scalar) gets ``None``. Nothing is recorded under :func:`no_grad` or when
-    no parent requires a gradient.
+    A node (primitive, parents, attributes, saved values) is recorded when recording is on
+    and an input requires a gradient; an active program recorder (see
+    :mod:`xpdl.autodiff.program`) is told about every call either way.
     """
+    attrs = _NO_ATTRS if attrs is None else attrs
+    datas = [x.data if x.__class__ is Tensor else x for x in inputs]
+    res = prim.forward(xp, *datas, **attrs)
+    if prim.saves:
+        out, saved = res
+    else:
+        out, saved = res, None
+    t = object.__new__(Tensor)
+    _fill(t, out, xp)
+    if _mode.enabled:
+        for p in inputs:
+            if p.__class__ is Tensor and p.requires_grad:
+                t.requires_grad = True
+                t._parents = inputs
+                t._prim = prim
+                t._attrs = attrs
+                t._saved = saved
+                break
+    rec = _mode.recorder
+    if rec is not None:
+        rec.on_forward(prim, inputs, attrs, out, saved)
+    return t
+
+
+def record(data, xp, parents, backward) -> Tensor:
+    """Wrap ``data`` as the result of an operation on ``parents`` whose VJP is the closure
+    ``backward(g)`` (one gradient or ``None`` per parent; a parent that is not a Tensor gets
+    ``None``). For custom operations: such a node runs on the tape but cannot be replayed,
+    so a :func:`xpdl.compile_step` step containing one runs eagerly. Define a
+    :class:`~xpdl.autodiff.primitive.Primitive` to have it replayed.
+    """
+    from .primitive import closure_primitive
+
     t = object.__new__(Tensor)
     _fill(t, data, xp)
+    rec = _mode.recorder
+    if rec is not None:
+        rec.opaque("a closure recorded with xpdl.autodiff.tensor.record")
     if _mode.enabled:
         for p in parents:
             if p.__class__ is Tensor and p.requires_grad:
                 t.requires_grad = True
-                t._parents = parents
-                t._backward = backward
-                return t
+                t._parents = tuple(parents)
+                t._prim = closure_primitive
+                t._attrs = {"backward": backward}
+                break
     return t
+
+
+_NO_ATTRS: dict = {}
 
 
 def unbroadcast(g, shape, xp):
@@ -312,9 +364,12 @@ def _toposort(root):
     return nodes
 
 
-def _run_backward(root, grad):
+def _run_backward(root, grad, retain_graph=False):
     xp = root._xp
     nodes = _toposort(root)
+    rec = _mode.recorder
+    if rec is not None:
+        rec.on_seed(grad)
     root._g = grad
     try:
         for node in reversed(nodes):
@@ -324,21 +379,60 @@ def _run_backward(root, grad):
             node._g = None
             if node._retain:
                 node.grad = g if node.grad is None else node.grad + g
-            if node._backward is None:
+                if rec is not None:
+                    rec.opaque("retain_grad() inside a compiled step")
+            prim = node._prim
+            if prim is None:
                 if g.dtype != node.data.dtype:
-                    g = xp.astype(g, node.data.dtype)
+                    g2 = xp.astype(g, node.data.dtype)
+                    if rec is not None:
+                        rec.on_cast(g, g2)
+                    g = g2
                 # Out of place: the first gradient may alias an array the caller owns.
                 if not node._retain:
-                    node.grad = g if node.grad is None else node.grad + g
+                    if node.grad is None:
+                        node.grad = g
+                    else:
+                        new = node.grad + g
+                        if rec is not None:
+                            rec.on_add(node.grad, g, new)
+                        node.grad = new
                 continue
-            for p, pg in zip(node._parents, node._backward(g)):
-                if pg is None or p.__class__ is not Tensor or not p.requires_grad:
+            parents = node._parents
+            datas = [p.data if p.__class__ is Tensor else p for p in parents]
+            needs = [p.__class__ is Tensor and p.requires_grad for p in parents]
+            grads = prim.vjp(xp, g, datas, node.data, node._saved, needs, **node._attrs)
+            if rec is not None:
+                rec.on_vjp(prim, datas, node.data, node._saved, g, needs, node._attrs, grads)
+            for p, pg, need in zip(parents, grads, needs):
+                if pg is None or not need:
                     continue
                 pshape = p.data.shape
                 if pg.shape != pshape:
-                    pg = unbroadcast(pg, pshape, xp)
+                    pg2 = unbroadcast(pg, pshape, xp)
+                    if rec is not None:
+                        rec.on_unbroadcast(pg, pshape, pg2)
+                    pg = pg2
                 prev = p._g
-                p._g = pg if prev is None else prev + pg
+                if prev is None:
+                    p._g = pg
+                else:
+                    p._g = prev + pg
+                    if rec is not None:
+                        rec.on_add(prev, pg, p._g)
     finally:
         for node in nodes:  # an exception mid-way must not leave stale partial gradients
             node._g = None
+        if not retain_graph:
+            for node in nodes:
+                if node._prim is not None:
+                    node._parents = ()
+                    node._saved = None
+                    node._attrs = _NO_ATTRS
+                    node._prim = _freed()
+
+
+def _freed():
+    from .primitive import freed_primitive
+
+    return freed_primitive
