@@ -14,6 +14,7 @@ from .autodiff import (
     no_grad,
     value_and_grad,
 )
+from .autodiff.program import compile_step
 from .estimators import LinearRegression, LogisticRegression, MLPClassifier, MLPRegressor
 from .exceptions import DivergenceError, NotFittedError
 from .io import load, save
@@ -28,6 +29,7 @@ __all__ = [
     "enable_grad",
     "is_grad_enabled",
     "check_grad",
+    "compile_step",
     "functional",
     "losses",
     "nn",

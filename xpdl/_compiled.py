@@ -1,5 +1,4 @@
-"""Compiled one-pass optimizer steps (and two MLP layer kernels) for NumPy arrays, when
-Numba is installed.
+"""Compiled one-pass optimizer steps for NumPy arrays, when Numba is installed.
 
 NumPy runs an Adam step as about twelve passes over the parameters, one ufunc each; every
 pass reads and writes the arrays again. A compiled loop does the whole update in one pass,
@@ -27,7 +26,7 @@ import os
 import warnings
 
 __all__ = ["available", "usable", "disabled", "version", "adam_flat", "sgd_flat", "adam_consts",
-           "sgd_consts", "layer_kernels", "LayerKernels", "MIN_SIZE"]
+           "sgd_consts", "MIN_SIZE"]
 
 #: Arrays with fewer elements keep the ufunc path.
 MIN_SIZE = 1 << 13
@@ -104,9 +103,6 @@ def _ready(a):
                                                                  eps=1e-8, t=1))
             _KERNELS["sgd"](e, e, e, 0, 0, 0, *sgd_consts(f, lr=0.1, momentum=0.9))
             _KERNELS["sgd_plain"](e, e, 0, 0, 0, *sgd_consts(f, lr=0.1, momentum=0.0)[:4])
-            e2 = e.reshape(0, 0)
-            _KERNELS["bias_relu"](e2, e, e2 > 0, f(1), f(0))
-            _KERNELS["mask_colsum"](e2, e2 > 0, e, f(1), f(0))
             ok = True
         except Exception as exc:  # pragma: no cover - depends on the installation
             warnings.warn(f"xpdl: the compiled optimizer steps could not be built for {name} "
@@ -225,68 +221,7 @@ def _build():
         sgd_plain_body(p[n_l2:], g[n_l2:], False, c, use_wd, wd, lr)
         return sq
 
-    # The fused MLP step's ReLU layers (xpdl/estimators/_fused_mlp.py), same bits as its
-    # ufuncs: forward ``h += b; m = h > 0; h *= m`` and backward ``d *= m`` followed by the
-    # bias gradient ``add.reduce(d, axis=0)`` (NumPy adds the rows in order along axis 0).
-    @jit
-    def bias_relu(h, b, m, one, zero):
-        n, k = h.shape
-        for i in range(n):
-            hi = h[i]
-            mi = m[i]
-            for j in range(k):
-                x = hi[j] + b[j]
-                keep = x > zero
-                mi[j] = keep
-                hi[j] = x * (one if keep else zero)
-
-    @jit
-    def mask_colsum(d, m, gb, one, zero):
-        n, k = d.shape
-        if n == 0:
-            return
-        d0 = d[0]
-        m0 = m[0]
-        for j in range(k):
-            x = d0[j] * (one if m0[j] else zero)
-            d0[j] = x
-            gb[j] = x
-        for i in range(1, n):
-            di = d[i]
-            mi = m[i]
-            for j in range(k):
-                x = di[j] * (one if mi[j] else zero)
-                di[j] = x
-                gb[j] = gb[j] + x
-
-    _KERNELS.update(adam=adam_kernel, sgd=sgd_kernel, sgd_plain=sgd_plain_kernel,
-                    bias_relu=bias_relu, mask_colsum=mask_colsum)
-
-
-class LayerKernels:
-    """The fused MLP step's compiled ReLU-layer operations for one dtype (see
-    :func:`layer_kernels`)."""
-
-    def __init__(self, f):
-        self._one, self._zero = f(1), f(0)
-        self._br, self._mc = _KERNELS["bias_relu"], _KERNELS["mask_colsum"]
-
-    def bias_relu(self, h, b, m):
-        """``h += b; m[...] = h > 0; h *= m`` in one pass (``h``, ``m`` of shape (n, k),
-        C-contiguous; ``b`` of shape (k,))."""
-        self._br(h, b, m, self._one, self._zero)
-
-    def mask_colsum(self, d, m, gb):
-        """``d *= m; gb[...] = sum(d, axis=0)`` in one pass (rows added in order)."""
-        self._mc(d, m, gb, self._one, self._zero)
-
-
-def layer_kernels(P):
-    """:class:`LayerKernels` for the dtype of ``P`` (the fused MLP step's flat parameter
-    array) when the compiled kernels apply to it (:func:`usable`), else None."""
-    if not usable(P):
-        return None
-    return LayerKernels(P.dtype.type)
+    _KERNELS.update(adam=adam_kernel, sgd=sgd_kernel, sgd_plain=sgd_plain_kernel)
 
 
 def adam_consts(f, *, c=0.0, lr, b1, b2, eps, t, wd_l2=0.0, wd_decoupled=0.0):

@@ -70,7 +70,7 @@ class _XpdlRunner:
         self.m = MLPClassifier(sizes[1:-1], batch_size=batch, max_iter=1, random_state=0,
                                learning_rate=1e-4)
         if tape:
-            self.m._fused_training = False
+            self.m._compiled_training = False
         self.m.partial_fit(X, y)  # builds the model; also warms up
         from .estimators._base import InMemory
 

@@ -30,11 +30,11 @@ class MLPEpoch(XPBenchmark):
 
     def time_epoch_tape(self, backend, size):
         """The same epoch through the autodiff tape instead of the fused MLP step."""
-        self.runner.m._fused_training = False
+        self.runner.m._compiled_training = False
         try:
             self.runner.epoch()
         finally:
-            self.runner.m._fused_training = True
+            self.runner.m._compiled_training = True
 
     def time_matmul_bound(self, backend, size):
         self.runner.bound()

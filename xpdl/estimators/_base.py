@@ -13,6 +13,8 @@ import math
 
 from .. import _namespace as _ns
 from .. import functional as F
+from ..autodiff import ops as _ops
+from ..autodiff.program import compile_step
 from ..autodiff.tensor import Tensor, no_grad
 from ..exceptions import DivergenceError
 from ..nn import Dropout, Linear, ReLU, Sequential, Sigmoid, Tanh
@@ -105,7 +107,7 @@ class BaseModel(_SKBase):
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_xp", None)
-        state.pop("_fused_cache", None)
+        state.pop("_step_cache", None)
         opt = state.pop("_optimizer", None)
         if opt is not None:
             state["_optimizer_state"] = opt.state_dict()
@@ -337,7 +339,6 @@ class _Rollback:
             p.data = a
             p.grad = None
         est._optimizer.load_state_dict(snap["optim"])
-        est.__dict__.pop("_fused_cache", None)  # its flat views point at the old arrays
         est._rng.set_state(snap["rng"])
         for k in self._SCALARS:
             setattr(est, k, snap[k])
@@ -523,29 +524,15 @@ class NetworkEstimator(BaseModel):
         return (take(X, train_idx), take(T, train_idx), take(w, train_idx),
                 take(X, val_idx), take(T, val_idx))
 
-    def _l2_value(self, nb):
-        r"""The L2 term :math:`\tfrac{\alpha}{2 n}\sum\|W\|^2` as a plain array (its
-        gradient is added by :meth:`_l2_grad`, cheaper than taping it)."""
-        xp = self._xp
+    def _l2_loss(self, nb):
+        r"""The L2 term :math:`\tfrac{\alpha}{2 n_b}\sum\|W\|^2` over the weights (not the
+        biases), as a Tensor on the tape (its gradient is :math:`\alpha W / n_b`)."""
         total = None
-        for W in self._weights:
-            flat = xp.reshape(W.data, (-1,))
-            # vecdot, not flat @ flat: a 1-D matmul is a BLAS dot, which on CuPy returns its
-            # result through the host (a synchronisation per step); vecdot stays a kernel.
-            s = xp.vecdot(flat, flat)
-            total = s if total is None else total + s
+        for k, W in self.module_.named_parameters():
+            if k.endswith("weight"):
+                s = _ops.sqnorm(W)
+                total = s if total is None else total + s
         return total * (0.5 * float(self.alpha) / nb)
-
-    def _l2_grad(self, nb):
-        c = float(self.alpha) / nb
-        inplace = _ns.supports_inplace(self._xp)
-        for W in self._weights:
-            if W.grad is None:
-                continue
-            if inplace:
-                W.grad += c * W.data  # the gradient of a Linear weight is a fresh buffer
-            else:
-                W.grad = W.grad + c * W.data
 
     def _train(self, data, epochs, val, incremental):
         """Train ``epochs`` epochs over ``data`` (an :class:`InMemory` set, or chunks streamed
@@ -564,9 +551,6 @@ class NetworkEstimator(BaseModel):
             if verbose else _Quiet(epochs)
         converged = False
         dp = self._dp_on()
-        fused = None if dp else self._fused_step()
-        if fused is None:
-            self._weights = [p for k, p in module.named_parameters() if k.endswith("weight")]
         if self.__dict__.get("_loss_ref") is None:
             self._loss_ref = self._initial_loss(*data.head(4096))
         rollback = _Rollback(self)
@@ -575,14 +559,13 @@ class NetworkEstimator(BaseModel):
             if dp:
                 epoch_loss = self._dp_epoch(*data.arrays(), bs)
             else:
-                if fused is not None:
-                    fused.begin_epoch()
                 if bs >= n and not isinstance(data, InMemory):
                     acc = self._accumulated_step(data, n)
                 else:
+                    step = self._compiled_step(n)
                     acc = 0.0
                     for X, T, w in data.chunks(self):
-                        acc = acc + self._minibatches(X, T, w, bs, n, fused)
+                        acc = acc + self._minibatches(X, T, w, bs, step)
                 epoch_loss = float(acc) / n
             if self._diverged(epoch_loss):
                 epoch = self.n_iter_ + 1
@@ -642,49 +625,63 @@ class NetworkEstimator(BaseModel):
             loss.backward()
             acc = acc + loss.data * n
         if self.alpha:
-            acc = acc + self._l2_value(n) * n
-            self._l2_grad(n)
+            l2 = self._l2_loss(n)
+            l2.backward()  # adds alpha W / n to the summed gradients
+            acc = acc + l2.data * n
         opt.step()
         self.t_ += 1
         return acc
 
-    def _minibatches(self, X, T, w, bs, n_total, fused):
+    def _minibatches(self, X, T, w, bs, step):
         """One pass over in-memory ``(X, T, w)`` in minibatches of ``bs`` (rows in an order
-        drawn from the seeded generator when there is more than one batch); returns the
-        sum of batch loss times batch size. ``n_total`` is the epoch's sample count."""
+        drawn from the seeded generator when there is more than one batch), each trained by
+        ``step`` (from :meth:`_compiled_step`); returns the sum of batch loss times batch
+        size."""
         xp = self._xp
         n = X.shape[0]
-        module, opt = self.module_, self._optimizer
         perm = None if bs >= n else self._rng.permutation(n, xp=xp, device=self._device)
         acc = 0.0
         for start in range(0, n, bs):
             if perm is None:
                 Xb, Tb, wb = X, T, w
-            elif fused is not None:
-                idx = perm[start:min(start + bs, n)]
-                Xb = fused.take(X, idx, "X")
-                Tb = fused.take(T, idx, "T")
-                wb = None if w is None else fused.take(w, idx, "w")
             else:
                 idx = perm[start:min(start + bs, n)]
                 Xb = xp.take(X, idx, axis=0)
                 Tb = xp.take(T, idx, axis=0)
                 wb = None if w is None else xp.take(w, idx, axis=0)
-            nb = Xb.shape[0]
-            l2n = nb if self._l2_denominator == "batch" else n_total
-            if fused is not None:
-                value = fused(Xb, Tb, wb, float(self.alpha), l2n)
-                acc = acc + value * nb
-                self.t_ += 1
-                continue
-            opt.zero_grad()
-            out = module(Xb)
-            loss = self._data_loss(out, Tb, wb)
-            value = loss.data if not self.alpha else loss.data + self._l2_value(l2n)
-            self._backward_and_step(loss, out, Xb, Tb, wb, l2n)
-            acc = acc + value * nb
+            acc = acc + step(Xb, Tb, wb) * Xb.shape[0]
             self.t_ += 1
         return acc
+
+    # Set False (on an instance) to run every step eagerly on the tape instead of replaying
+    # the recorded program: the tests and ``xpdl bench`` compare the two.
+    _compiled_training = True
+
+    def _compiled_step(self, n_total):
+        """The training step (data loss + L2, backward, update) as a
+        :func:`xpdl.compile_step` program, kept while the module, optimizer and the
+        constants it was recorded with stay the same. ``n_total`` is the epoch's sample
+        count (the L2 term's denominator when ``_l2_denominator`` is ``"n"``)."""
+        alpha = float(self.alpha)
+        per_batch = self._l2_denominator == "batch"
+        consts = (alpha, None if per_batch else n_total)
+        cached = self.__dict__.get("_step_cache")
+        if cached is not None and cached[0] is self.module_ and cached[1] is self._optimizer \
+                and cached[2] == consts:
+            step = cached[3]
+        else:
+            def loss_fn(out, T, w=None):
+                loss = self._data_loss(out, T, w)
+                if alpha:
+                    loss = loss + self._l2_loss(out.shape[0] if per_batch else n_total)
+                return loss
+
+            step = compile_step(self.module_, loss_fn, self._optimizer)
+            self._step_cache = (self.module_, self._optimizer, consts, step)
+        if not self._compiled_training:
+            params = [p for _, p in self._optimizer._params]
+            return lambda X, T, w: step._eager_step((X, T, w), params)
+        return step
 
     _warn_on_max_iter = True
 
@@ -706,32 +703,6 @@ class NetworkEstimator(BaseModel):
             return True
         ref = max(self._loss_ref, 1e-8)
         return loss > self._divergence_factor * ref
-
-    # The hand-written step of :mod:`._fused_mlp` trains plain MLPs (set False on an
-    # instance to train through the tape, as the tests do to compare the two).
-    _fused_training = True
-
-    def _fused_head(self):
-        """The loss as the fused step names it, or None when the tape must be used."""
-        return None
-
-    def _fused_step(self):
-        if not self._fused_training:
-            return None
-        head = self._fused_head()
-        if head is None:
-            return None
-        from ._fused_mlp import FusedStep, layer_plan
-
-        plan = layer_plan(self.module_)
-        if plan is None:
-            return None
-        cached = getattr(self, "_fused_cache", None)
-        if cached is not None and cached.opt is self._optimizer and cached.plan == plan and \
-                cached.head == head and cached.xp is self._xp:
-            return cached
-        self._fused_cache = FusedStep(plan, head, self._optimizer, self._xp)
-        return self._fused_cache
 
     def _dp_epoch(self, X, T, w, bs):
         """One DP-SGD epoch: ceil(n/B) steps, each on a Poisson sample of rate B/n, with
@@ -772,7 +743,7 @@ class NetworkEstimator(BaseModel):
                                              dtype=p.dtype)
                 p.grad = g / bs  # normalised by the expected batch size
             if self.alpha:
-                self._l2_grad(bs)
+                self._l2_loss(bs).backward()  # adds alpha W / B to the noisy gradients
             opt.step()
             self.t_ += 1
             self._dp_steps += 1
@@ -780,12 +751,6 @@ class NetworkEstimator(BaseModel):
 
     def _patience(self):
         return self.n_iter_no_change
-
-    def _backward_and_step(self, loss, out, Xb, Tb, wb, l2n):
-        loss.backward()
-        if self.alpha:
-            self._l2_grad(l2n)
-        self._optimizer.step()
 
     def _has_partial_fit(self):
         return self._optimizer_name() in _OPTIMIZERS

@@ -106,8 +106,8 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
     def _per_sample_loss(self, out, T, reduction="none"):
         """Per-sample losses (or their mean with ``reduction="mean"``, one fused node)."""
         if out.shape[1] == 1:
-            return L.binary_cross_entropy_with_logits(out[:, 0], self._xp.astype(T, self._dtype),
-                                                      reduction=reduction)
+            # integer targets: the loss casts them to the logits' dtype
+            return L.binary_cross_entropy_with_logits(out[:, 0], T, reduction=reduction)
         return L.cross_entropy(out, T, reduction=reduction)
 
     def fit(self, X, y, sample_weight=None):

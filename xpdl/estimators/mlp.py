@@ -154,13 +154,9 @@ class MLPClassifier(ClassifierMixin, _MLP):
 
     def _per_sample_loss(self, out, T, reduction="none"):
         """Per-sample losses (or their mean with ``reduction="mean"``, one fused node)."""
-        if out.shape[1] == 1:
-            t = self._xp.astype(T, self._dtype)
-            return L.binary_cross_entropy_with_logits(out[:, 0], t, reduction=reduction)
+        if out.shape[1] == 1:  # integer targets: the loss casts them to the logits' dtype
+            return L.binary_cross_entropy_with_logits(out[:, 0], T, reduction=reduction)
         return L.cross_entropy(out, T, reduction=reduction)
-
-    def _fused_head(self):
-        return "logistic" if self._n_outputs == 1 else "softmax"
 
     def _proba(self, X):
         z = self._forward(X)
@@ -207,9 +203,6 @@ class MLPRegressor(RegressorMixin, _MLP):
         if reduction == "mean":  # mean over samples and outputs, one fused node
             return L.mse(out, T) * 0.5
         return F.mean(L.mse(out, T, reduction="none"), axis=1) * 0.5
-
-    def _fused_head(self):
-        return "squared"
 
     def predict(self, X):
         """Predictions, shape (n_samples,) or (n_samples, n_outputs) as ``y`` was."""

@@ -1,0 +1,357 @@
+"""The recorded/replayed training step (xpdl.compile_step) against the eager tape, which
+is itself tested against finite differences and PyTorch; and the tape freeing its graph."""
+
+from __future__ import annotations
+
+import gc
+import warnings
+import weakref
+
+import numpy as np
+import pytest
+
+import xpdl
+import xpdl.functional as F
+from xpdl import MLPClassifier, MLPRegressor, Tensor, nn, optim
+from xpdl import losses as L
+from xpdl.random import Generator
+
+pytestmark = pytest.mark.filterwarnings("ignore:xpdl.*max_iter")
+
+OPTIMIZERS = {
+    "gd": lambda m: optim.GD(m, lr=0.05),
+    "sgd": lambda m: optim.SGD(m, lr=0.05),
+    "momentum": lambda m: optim.SGD(m, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "nesterov": lambda m: optim.SGD(m, lr=0.05, momentum=0.9, nesterov=True),
+    "adam": lambda m: optim.Adam(m, lr=1e-2, weight_decay=1e-3),
+    "adamw": lambda m: optim.AdamW(m, lr=1e-2),
+    "rmsprop": lambda m: optim.RMSprop(m, lr=1e-3, momentum=0.5, centered=True),
+    "adagrad": lambda m: optim.Adagrad(m, lr=1e-2),
+}
+
+ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def _net(backend, act="relu", k=3, dropout=0.0, seed=0, p=5):
+    g = Generator(seed)
+    kw = dict(rng=g, xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+    layers = [nn.Linear(p, 12, **kw), ACTS[act]()]
+    if dropout:
+        layers.append(nn.Dropout(dropout, rng=g))
+    layers += [nn.Linear(12, 7, **kw), ACTS[act](), nn.Linear(7, k, **kw)]
+    return nn.Sequential(*layers)
+
+
+def _loss(name):
+    """``loss_fn(out, y, w=None)`` for each loss, weights and an L2 term included."""
+
+    def fn(out, y, w=None):
+        if name == "cross_entropy":
+            per = L.cross_entropy(out, y, reduction="none")
+        elif name == "cross_entropy_probs":
+            per = L.cross_entropy(out, F.softmax(y * 1.0, axis=1), reduction="none")
+        elif name == "bce_logits":
+            per = L.binary_cross_entropy_with_logits(out[:, 0], y, reduction="none")
+        elif name == "bce":
+            per = L.binary_cross_entropy(F.sigmoid(out[:, 0]), y, reduction="none")
+        elif name == "mse":
+            per = F.mean(L.mse(out, y, reduction="none"), axis=1)
+        elif name == "mae":
+            per = F.sum(L.mae(out, y, reduction="none"), axis=1)
+        else:
+            per = F.mean(L.huber(out, y, delta=0.5, reduction="none"), axis=1)
+        data = F.mean(per) if w is None else F.mean(per * w)
+        return data + xpdl.autodiff.ops.sqnorm(out) * 0.0 + F.logsumexp(out) * 1e-3
+
+    return fn
+
+
+def _batches(backend, loss, n=90, p=5, seed=0):
+    g = np.random.default_rng(seed)
+    X = g.normal(size=(n, p))
+    if loss == "cross_entropy":
+        y, k = backend.asarray(g.integers(0, 3, n), dtype=backend.xp.int64), 3
+    elif loss == "cross_entropy_probs":
+        y, k = backend.asarray(g.normal(size=(n, 3))), 3
+    elif loss in ("bce_logits", "bce"):
+        y, k = backend.asarray(g.integers(0, 2, n).astype(float)), 1
+    else:
+        y, k = backend.asarray(g.normal(size=(n, 2))), 2
+    w = backend.asarray(g.uniform(0.2, 2.0, n))
+    return backend.asarray(X), y, w, k
+
+
+def _eager_step(model, loss_fn, opt, X, y, w):
+    opt.zero_grad()
+    y = Tensor(y)
+    loss = loss_fn(model(X), y) if w is None else loss_fn(model(X), y, Tensor(w))
+    loss.backward()
+    opt.step()
+    return loss.data
+
+
+def _compare(backend, act, loss, opt_name, dropout, weighted, steps=40, bs=32):
+    X, y, w, k = _batches(backend, loss)
+    m1, m2 = (_net(backend, act, k, dropout) for _ in range(2))
+    o1, o2 = OPTIMIZERS[opt_name](m1), OPTIMIZERS[opt_name](m2)
+    fn = _loss(loss)
+    step = xpdl.compile_step(m1, fn, o1)
+    n = X.shape[0]
+    exact = backend.name == "numpy"
+    tol = dict(rtol=1e-12 if backend.is64 else 1e-5, atol=1e-13 if backend.is64 else 1e-6)
+    for i in range(steps):
+        lo = (i % 3) * bs
+        sl = slice(lo, min(lo + bs, n))
+        Xb, yb = X[sl, ...], y[sl, ...]
+        wb = w[sl] if weighted else None
+        a = step(Xb, yb, wb)
+        b = _eager_step(m2, fn, o2, Xb, yb, wb)
+        if exact:
+            assert float(a) == float(b), (i, float(a), float(b))
+        else:
+            np.testing.assert_allclose(float(a), float(b), **tol)
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        if exact:
+            np.testing.assert_array_equal(backend.to_numpy(p1), backend.to_numpy(p2))
+        else:
+            np.testing.assert_allclose(backend.to_numpy(p1), backend.to_numpy(p2), **tol)
+    for k_, v in o1.state_dict().items():
+        v2 = o2.state_dict()[k_]
+        if isinstance(v, int):
+            assert v == v2
+        elif exact:
+            np.testing.assert_array_equal(backend.to_numpy(v), backend.to_numpy(v2))
+    assert step.mode == "replay"
+    return step
+
+
+@pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
+def test_replay_equals_the_tape_for_every_optimizer(backend, opt_name):
+    """40 steps (three batch shapes: 32, 32, 26) replayed against the eager tape: bit for bit
+    on NumPy, to rounding elsewhere; parameters and optimizer state too."""
+    step = _compare(backend, "relu", "cross_entropy", opt_name, 0.0, True)
+    assert step.recordings <= 5  # two shapes, each recorded twice, plus at most one more
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_probs", "bce_logits", "bce",
+                                  "mse", "mae", "huber"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_replay_equals_the_tape_for_every_loss(backend, loss, weighted):
+    _compare(backend, "tanh", loss, "adam", 0.0, weighted, steps=12)
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_replay_equals_the_tape_for_every_activation_with_and_without_dropout(backend, act,
+                                                                              dropout):
+    """Dropout masks are drawn again on replay, in the recorded order, from the same
+    generator: the same masks as the tape's."""
+    _compare(backend, act, "mse", "sgd", dropout, False, steps=12)
+
+
+def test_same_seed_same_numbers_on_every_backend(backend):
+    """A replayed fit with dropout on any backend equals the NumPy one."""
+    if not backend.is64:
+        pytest.skip("compares float64 trajectories")
+
+    def run(bk):
+        X, y, w, k = _batches(bk, "cross_entropy")
+        m = _net(bk, "relu", k, dropout=0.3)
+        step = xpdl.compile_step(m, _loss("cross_entropy"), optim.Adam(m, lr=1e-2))
+        losses = [float(step(X[i * 30:(i + 1) * 30, ...], y[i * 30:(i + 1) * 30, ...], None))
+                  for i in range(3) for _ in range(4)]
+        return losses, [bk.to_numpy(p) for p in m.parameters()]
+
+    from conftest import _make
+
+    ref_l, ref_p = run(_make("numpy"))
+    got_l, got_p = run(backend)
+    np.testing.assert_allclose(got_l, ref_l, rtol=1e-10)
+    for a, b in zip(got_p, ref_p):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_guards_record_again_on_shape_mode_and_requires_grad_changes(backend):
+    X, y, w, k = _batches(backend, "mse")
+    m = _net(backend, "relu", k, dropout=0.2)
+    opt = optim.SGD(m, lr=0.01)
+    step = xpdl.compile_step(m, _loss("mse"), opt)
+    step(X[:30, ...], y[:30, ...])
+    step(X[30:60, ...], y[30:60, ...])
+    assert (step.mode, step.recordings) == ("replay", 2)
+    step(X[60:90, ...], y[60:90, ...])
+    assert step.recordings == 2  # replayed
+    step(X[:20, ...], y[:20, ...])  # another batch shape
+    assert step.recordings == 3
+    m.eval()  # another mode (dropout off)
+    step(X[:30, ...], y[:30, ...])
+    assert step.recordings == 4
+    m.train()
+    first = m.parameters()[0]
+    first.requires_grad = False  # frozen layer: no gradient, no update
+    before = backend.to_numpy(first)
+    step(X[:30, ...], y[:30, ...])
+    step(X[30:60, ...], y[30:60, ...])
+    step(X[60:90, ...], y[60:90, ...])
+    assert step.recordings == 6
+    np.testing.assert_array_equal(backend.to_numpy(first), before)
+
+
+def test_a_step_computing_outside_xpdl_stays_eager_with_a_warning(backend):
+    """A loss that casts ``y.data`` with ``xp`` directly would freeze the first batch's
+    targets into the program: the second recording sees other constants, so the step keeps
+    running on the tape, and its numbers stay right."""
+    X, y, w, k = _batches(backend, "mse")
+    xp = backend.xp
+    m1, m2 = _net(backend, "relu", k), _net(backend, "relu", k)
+    o1, o2 = optim.SGD(m1, lr=0.05), optim.SGD(m2, lr=0.05)
+
+    def sneaky(out, t):
+        return L.mse(out, xp.asarray(t.data * 1.0))
+
+    step = xpdl.compile_step(m1, sneaky, o1)
+    with pytest.warns(RuntimeWarning, match="runs eagerly"):
+        for i in range(3):
+            a = step(X[i * 30:(i + 1) * 30, ...], y[i * 30:(i + 1) * 30, ...])
+            b = _eager_step(m2, sneaky, o2, X[i * 30:(i + 1) * 30, ...], y[i * 30:(i + 1) * 30, ...],
+                            None)
+            np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+    assert step.mode.startswith("eager (")
+
+
+def test_full_batch_steps_replay_after_two_calls():
+    """The same batch every call (full-batch training): nothing input-dependent is frozen
+    (only scalars and the backward seed are constants), so the second call verifies."""
+    from conftest import _make
+
+    bk = _make("numpy")
+    X, y, w, k = _batches(bk, "mse")
+    m = _net(bk, "relu", k)
+    step = xpdl.compile_step(m, _loss("mse"), optim.Adam(m, lr=1e-2))
+    for _ in range(5):
+        step(X, y, w)
+    assert step.mode == "replay" and step.recordings == 2
+
+
+def test_compile_step_checks_its_arguments(backend):
+    X, y, w, k = _batches(backend, "mse")
+    m = _net(backend, "relu", k)
+    with pytest.raises(TypeError, match="optimizer"):
+        xpdl.compile_step(m, L.mse, object())
+    step = xpdl.compile_step(m, L.mse, optim.SGD(m, lr=0.1))
+    if backend.name != "numpy":
+        with pytest.raises(TypeError, match="numpy"):
+            step(np.zeros((3, 5)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="one-element"):
+        xpdl.compile_step(m, lambda o, t: o, optim.SGD(m, lr=0.1))(X, y)
+
+
+def test_nn_model_through_compile_step_is_the_estimator(backend):
+    """An nn.Sequential trained with optim.Adam through compile_step, batches taken as the
+    estimator takes them, gives the MLPClassifier's fit bit for bit on NumPy: one engine."""
+    g = np.random.default_rng(3)
+    Xh = g.normal(size=(100, 4))
+    yh = (Xh[:, 0] + Xh[:, 1] > 0).astype(np.int64) + (Xh[:, 2] > 0.5)
+    X, y = backend.asarray(Xh), backend.asarray(yh, dtype=backend.xp.int64)
+    est = MLPClassifier((9,), batch_size=25, max_iter=3, alpha=1e-3, learning_rate=1e-2,
+                        random_state=7, n_iter_no_change=10**6).fit(X, y)
+    gen = Generator(7)
+    kw = dict(rng=gen, xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+    model = nn.Sequential(nn.Linear(4, 9, init="he", **kw), nn.ReLU(),
+                          nn.Linear(9, 3, init="glorot", **kw))
+    opt = optim.Adam(model, lr=1e-2)
+
+    def loss_fn(out, t):
+        l2 = sum((xpdl.autodiff.ops.sqnorm(mod.weight) for mod in (model[0], model[2])),
+                 start=0.0)
+        return L.cross_entropy(out, t) + l2 * (0.5 * 1e-3 / out.shape[0])
+
+    step = xpdl.compile_step(model, loss_fn, opt)
+    for _ in range(3):
+        perm = gen.permutation(100, xp=backend.xp, device=backend.device)
+        for s in range(0, 100, 25):
+            idx = perm[s:s + 25]
+            step(backend.xp.take(X, idx, axis=0), backend.xp.take(y, idx, axis=0))
+    exact = backend.name == "numpy"
+    for a, b in zip([model[0].weight, model[2].weight], est.coefs_):
+        a, b = backend.to_numpy(a).T, backend.to_numpy(b)
+        if exact:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-9 if backend.is64 else 1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("Est,activation,optimizer", [
+    (MLPClassifier, "relu", "adam"), (MLPClassifier, "tanh", "sgd"),
+    (MLPRegressor, "sigmoid", "adamw"), (MLPRegressor, "relu", "rmsprop")])
+def test_estimator_fit_replayed_equals_the_tape(backend, Est, activation, optimizer):
+    """Whole fits, replayed program against the tape at every step
+    (``_compiled_training = False``): bit for bit on NumPy, to rounding elsewhere."""
+    g = np.random.default_rng(1)
+    X = g.normal(size=(90, 5))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(np.int64) + (X[:, 3] > 0.5)
+    if Est is MLPRegressor:
+        y = np.stack([np.sin(X[:, 0]), X[:, 1] * X[:, 2]], axis=1)
+    Xb = backend.asarray(X)
+    yb = backend.asarray(y, dtype=backend.xp.int64) if y.dtype.kind == "i" else backend.asarray(y)
+    wb = backend.asarray(g.uniform(0.5, 1.5, 90))
+    kw = dict(hidden_layer_sizes=(16, 8), activation=activation, optimizer=optimizer,
+              batch_size=32, max_iter=6, alpha=1e-2, learning_rate=1e-2, random_state=0,
+              n_iter_no_change=10**6)
+    fast = Est(**kw).fit(Xb, yb, sample_weight=wb)
+    assert fast._step_cache[3].mode == "replay"
+    tape = Est(**kw)
+    tape._compiled_training = False
+    tape.fit(Xb, yb, sample_weight=wb)
+    if backend.name == "numpy":
+        assert fast.loss_curve_ == tape.loss_curve_
+        for a, b in zip(fast.coefs_ + fast.intercepts_, tape.coefs_ + tape.intercepts_):
+            np.testing.assert_array_equal(a, b)
+        return
+    rtol = 1e-10 if backend.is64 else 2e-4
+    np.testing.assert_allclose(fast.loss_curve_, tape.loss_curve_, rtol=rtol)
+    for a, b in zip(fast.coefs_ + fast.intercepts_, tape.coefs_ + tape.intercepts_):
+        np.testing.assert_allclose(backend.to_numpy(a), backend.to_numpy(b), rtol=rtol,
+                                   atol=1e-12 if backend.is64 else 1e-5)
+
+
+# -- the tape frees its graph ------------------------------------------------------------
+def test_backward_frees_the_graph_unless_retained(backend):
+    X, y, w, k = _batches(backend, "mse")
+    m = _net(backend, "tanh", k)
+    loss = L.mse(m(X), y)
+    loss.backward(retain_graph=True)
+    g1 = [backend.to_numpy(p.grad) for p in m.parameters()]
+    loss.backward()  # allowed once more; the gradients add up
+    for p, g in zip(m.parameters(), g1):
+        np.testing.assert_allclose(backend.to_numpy(p.grad), 2 * g, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()
+
+
+def test_kept_losses_keep_no_activations(backend):
+    """Like PyTorch without retain_graph: after backward, a loss tensor kept for logging
+    does not keep the step's activations alive."""
+    X, y, w, k = _batches(backend, "mse")
+    m = _net(backend, "relu", k)
+    kept, refs = [], []
+    for _ in range(3):
+        hidden = m[1](m[0](X))
+        refs.append(weakref.ref(hidden))
+        loss = L.mse(m[4](m[3](m[2](hidden))), y)
+        del hidden
+        loss.backward()
+        kept.append(loss)
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert all(np.isfinite(float(x.data)) for x in kept)
+
+
+def test_the_untouched_autodiff_api_still_works_after_freeing():
+    """grad/value_and_grad/check_grad build a fresh graph per call."""
+    x = np.array([0.3, -1.2, 2.0])
+    f = xpdl.grad(lambda t: (F.tanh(t) * t).sum())
+    np.testing.assert_allclose(f(x), f(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert xpdl.check_grad(lambda t: (F.softplus(t) ** 2).sum(), x) < 1e-6

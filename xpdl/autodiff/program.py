@@ -1,0 +1,503 @@
+"""Record a training step once, replay it as a program: :func:`compile_step`.
+
+**Record.** The first call of a compiled step runs it eagerly on the tape while a recorder
+notes every primitive call (:mod:`xpdl.autodiff.primitive`): the forward calls, and, during
+``backward()``, every VJP call, every sum back to an operand's shape and every gradient
+accumulation. Each array seen gets a *slot*: the step's inputs (``X``, ``y``, weights), the
+parameters, values computed by earlier calls, or constants (Python scalars, arrays made
+outside primitives). The result is a flat list of calls, forward then backward.
+
+**Verify.** A step may compute something from its inputs outside xpdl's operations (for
+instance ``xp.astype(y.data, ...)``); the recording would freeze that value as a constant.
+So the program is used only after a second recording, on inputs with different values,
+gives the same calls and the same constants; otherwise the step keeps running eagerly (a
+``RuntimeWarning`` says why). Indexing with an array, ``retain_grad`` and closure nodes made
+by :func:`xpdl.autodiff.tensor.record` also keep a step eager.
+
+**Replay.** Later calls walk the list, calling each primitive's own ``forward``/``vjp`` on
+the slots: no Tensor objects, no graph, no topological sort, no closures per step. Slots
+are dropped after their last use (planned once from the list), so memory follows the same
+liveness as the tape. A random primitive (dropout) draws again from the generator it was
+recorded with, in the recorded order: same seed, same numbers as the eager tape. On JAX
+the replay of a step without random primitives is one ``jax.jit``-compiled pure function.
+
+**Guards.** A program is keyed by the inputs' shapes, dtypes and device, the parameters'
+shapes, dtypes and ``requires_grad``, and the model's training mode; any change records
+again (a few programs are kept: the last minibatch of an epoch is usually smaller).
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+
+from .. import _namespace as _ns
+from .tensor import Tensor, _mode, enable_grad, unbroadcast
+
+__all__ = ["compile_step", "CompiledStep"]
+
+_MAX_PROGRAMS = 4
+_PY_SCALARS = (int, float, bool, complex)
+
+
+class _Recorder:
+    """Collects the calls of one eager step (installed as ``_mode.recorder``)."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.slot_of = {}  # id(array or saved object) -> slot
+        self.keep = []  # keeps every recorded object alive, so ids stay unique
+        self.n = 0
+        self.nodes = []  # (fn, arg slots, out slots, multi)
+        self.consts = []  # (slot, value)
+        self.seed = None  # the slot of backward's initial gradient (ones)
+        self.random = False
+        self.why_opaque = None
+
+    def new_slot(self, obj):
+        s = self.n
+        self.n += 1
+        self.keep.append(obj)
+        self.slot_of[id(obj)] = s
+        return s
+
+    def ref(self, obj):
+        """The slot of ``obj``; a new constant slot for anything not seen before."""
+        # Python scalars (whose ids CPython shares) are constants every time they appear.
+        py = obj is None or type(obj) in _PY_SCALARS
+        s = None if py else self.slot_of.get(id(obj))
+        if s is None:
+            s = self.n
+            self.n += 1
+            self.keep.append(obj)
+            if not py:
+                self.slot_of[id(obj)] = s
+            self.consts.append((s, obj))
+        return s
+
+    def opaque(self, why):
+        if self.why_opaque is None:
+            self.why_opaque = why
+
+    # -- hooks called by the tape -------------------------------------------------------
+    def on_forward(self, prim, inputs, attrs, out, saved):
+        xp = self.xp
+        args = tuple(self.ref(x.data if x.__class__ is Tensor else x) for x in inputs)
+        if prim.saves:
+            outs = (self.new_slot(out), self.new_slot(saved))
+        else:
+            outs = (self.new_slot(out),)
+        fwd = prim.forward
+        self.random = self.random or prim.random
+        if attrs:
+            def fn(*v, fwd=fwd, attrs=attrs):
+                return fwd(xp, *v, **attrs)
+        else:
+            def fn(*v, fwd=fwd):
+                return fwd(xp, *v)
+        self.nodes.append((fn, args, outs, prim.saves, ("f", prim.name)))
+
+    def on_seed(self, grad):
+        self.seed = self.ref(grad)
+
+    def on_vjp(self, prim, datas, out, saved, g, needs, attrs, grads):
+        xp = self.xp
+        args = (self.ref(g), self.ref(out), self.ref(saved)) + tuple(self.ref(d) for d in datas)
+        outs = tuple(None if (gr is None or not nd) else self.new_slot(gr)
+                     for gr, nd in zip(grads, needs))
+        vjp = prim.vjp
+        needs = tuple(needs)
+
+        def fn(g, out, saved, *ins, vjp=vjp, needs=needs, attrs=attrs):
+            return vjp(xp, g, ins, out, saved, needs, **attrs)
+
+        self.nodes.append((fn, args, outs, True, ("b", prim.name, needs)))
+
+    def on_unbroadcast(self, g, shape, res):
+        xp = self.xp
+        shape = tuple(shape)
+        self.nodes.append((lambda g: unbroadcast(g, shape, xp), (self.ref(g),),
+                           (self.new_slot(res),), False, ("u", shape)))
+
+    def on_add(self, a, b, res):
+        self.nodes.append((operator.add, (self.ref(a), self.ref(b)), (self.new_slot(res),),
+                           False, ("a",)))
+
+    def on_cast(self, g, res):
+        xp, dt = self.xp, res.dtype
+        self.nodes.append((lambda g: xp.astype(g, dt), (self.ref(g),), (self.new_slot(res),),
+                           False, ("c", str(dt))))
+
+
+class _Program:
+    """A recorded step: calls over slots, the slots of inputs, parameters, gradients and
+    the loss, constants, and for each call the slots that die after it."""
+
+    def __init__(self, rec, input_slots, param_slots, grad_slots, loss_slot):
+        self.nodes = rec.nodes
+        self.seed = rec.seed
+        self.n = rec.n
+        self.consts = rec.consts
+        self.input_slots = input_slots
+        self.param_slots = param_slots
+        self.grad_slots = grad_slots
+        self.loss_slot = loss_slot
+        self.random = rec.random
+        self.signature = tuple(sig for *_, sig in rec.nodes)
+        self._plan()
+        self._jitted = None
+
+    def _plan(self):
+        """Free each slot after its last reader (the results are kept to the end)."""
+        keep = set(self.param_slots) | {s for s in self.grad_slots if s is not None}
+        keep.add(self.loss_slot)
+        keep |= {s for s, _ in self.consts}
+        keep |= {s for s in self.input_slots if s is not None}
+        last = {}
+        for i, (_, args, _, _, _) in enumerate(self.nodes):
+            for a in args:
+                last[a] = i
+        free = [[] for _ in self.nodes]
+        for s, i in last.items():
+            if s not in keep:
+                free[i].append(s)
+        self.steps = [(fn, args, outs, multi, tuple(fr))
+                      for (fn, args, outs, multi, _), fr in zip(self.nodes, free)]
+
+    def same_as(self, other, inputs_differ):
+        """Whether ``other`` (a second recording) has the same calls and constants: True,
+        False, or None when undecided (an array constant made afresh in each recording
+        kept its value, but so did the inputs it may have been computed from)."""
+        if self.signature != other.signature or len(self.consts) != len(other.consts):
+            return False
+        undecided = False
+        for (s1, a), (s2, b) in zip(self.consts, other.consts):
+            if s1 != s2 or not _same_value(a, b):
+                return False
+            if a is not b and _ns.is_array(a) and s1 != self.seed and not inputs_differ:
+                undecided = True
+        return None if undecided else True
+
+    def run(self, inputs, params):
+        env = [None] * self.n
+        for s, v in self.consts:
+            env[s] = v
+        for s, v in zip(self.input_slots, inputs):
+            if s is not None:
+                env[s] = v
+        for s, v in zip(self.param_slots, params):
+            env[s] = v
+        for fn, args, outs, multi, free in self.steps:
+            res = fn(*[env[a] for a in args])
+            if multi:
+                for s, r in zip(outs, res):
+                    if s is not None:
+                        env[s] = r
+            else:
+                env[outs[0]] = res
+            for s in free:
+                env[s] = None
+        return env[self.loss_slot], [None if s is None else env[s] for s in self.grad_slots]
+
+
+def _same_value(a, b):
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    if isinstance(a, (int, float, bool)) or isinstance(b, (int, float, bool)):
+        return type(a) is type(b) and (a == b or (a != a and b != b))
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
+                and all(_same_value(x, y) for x, y in zip(a, b)))
+    if not (_ns.is_array(a) and _ns.is_array(b)):
+        return False
+    if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+        return False
+    xp = _ns.array_namespace(a)
+    if xp.isdtype(a.dtype, "real floating"):
+        return bool(xp.all((a == b) | (xp.isnan(a) & xp.isnan(b))))
+    return bool(xp.all(a == b))
+
+
+def _differ(a, b):
+    """Whether two recorded input tuples hold different values (so that a constant
+    computed from the inputs would differ between the two recordings)."""
+    for x, y in zip(a, b):
+        if x is None:
+            continue
+        if not _same_value(x, y):
+            return True
+    return False
+
+
+_FLAT_BACKENDS = ("numpy", "cupy", "torch")
+
+
+class _Flat:
+    """Parameters as views into one flat array ``P``, gradients into ``G``."""
+
+    def __init__(self, xp, params):
+        shapes = [tuple(p.data.shape) for p in params]
+        self.shapes = shapes
+        self.P = xp.concat([xp.reshape(p.data, (-1,)) for p in params])
+        self.G = xp.zeros_like(self.P)
+        self.pviews, self.gviews, off = [], [], 0
+        for shp in shapes:
+            size = 1
+            for d in shp:
+                size *= d
+            self.pviews.append(xp.reshape(self.P[off:off + size], shp))
+            self.gviews.append(xp.reshape(self.G[off:off + size], shp))
+            off += size
+        for p, v in zip(params, self.pviews):
+            p.data = v
+            p._own = True
+
+    def bound(self, params):
+        return len(params) == len(self.pviews) and all(
+            p.data is v for p, v in zip(params, self.pviews))
+
+
+class CompiledStep:
+    """The callable returned by :func:`compile_step`.
+
+    Attributes
+    ----------
+    mode : str
+        ``"eager"`` until a program is verified, ``"replay"`` after, ``"eager (reason)"``
+        when the step cannot be replayed.
+    recordings : int
+        How many times the step has been recorded (tests and benchmarks read it).
+    """
+
+    def __init__(self, model, loss_fn, optimizer):
+        if not hasattr(optimizer, "_params") or not hasattr(optimizer, "step"):
+            raise TypeError("xpdl.compile_step: optimizer must be an xpdl.optim optimizer "
+                            "object (e.g. xpdl.optim.Adam(model, lr))")
+        if not callable(model) or not callable(loss_fn):
+            raise TypeError("xpdl.compile_step: model and loss_fn must be callable")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self._programs = {}  # key -> ("pending", program, inputs copy) | ("ok", program)
+        self._eager = {}  # key -> reason
+        self._flat = None
+        self.recordings = 0
+        self.mode = "eager"
+
+    # -- the step ------------------------------------------------------------------------
+    def __call__(self, X, y, sample_weight=None):
+        """One training step on ``(X, y[, sample_weight])``: forward, loss, backward and
+        the optimizer's update. Returns the loss before the update (a 0-d array)."""
+        params = [p for _, p in self.optimizer._params]
+        xp = params[0].xp
+        inputs = (_data(X), _data(y), None if sample_weight is None else _data(sample_weight))
+        for a in inputs:
+            if a is not None and _ns.is_array(a) and _ns.array_namespace(a) is not xp:
+                raise TypeError(f"xpdl.compile_step: the batch is a "
+                                f"{_ns.backend_name(_ns.array_namespace(a))} array but the "
+                                f"parameters are {_ns.backend_name(xp)}; move one of them")
+        key = self._key(xp, inputs, params)
+        if key in self._eager:
+            return self._eager_step(inputs, params)
+        entry = self._programs.get(key)
+        if entry is None:
+            prog, loss = self._record(xp, inputs, params, key)
+            if prog is not None:
+                self._remember(key, ("pending", prog, _copies(xp, inputs)))
+            return loss
+        if entry[0] == "pending":
+            _, first, seen = entry
+            prog, loss = self._record(xp, inputs, params, key)
+            if prog is None:
+                return loss
+            same = prog.same_as(first, _differ(inputs, seen))
+            if same:
+                self._programs[key] = ("ok", prog)
+                self.mode = "replay"
+            elif same is None:  # ask again with other inputs
+                self._programs[key] = ("pending", prog, _copies(xp, inputs))
+            else:
+                self._give_up(key, "the step computes values from its inputs outside "
+                                   "xpdl's operations, or takes a data-dependent branch")
+            return loss
+        return self._replay(entry[1], xp, inputs, params)
+
+    def _remember(self, key, entry):
+        if len(self._programs) >= _MAX_PROGRAMS:
+            self._programs.pop(next(iter(self._programs)))
+        self._programs[key] = entry
+
+    def _give_up(self, key, why):
+        self._programs.pop(key, None)
+        self._eager[key] = why
+        self.mode = f"eager ({why})"
+        warnings.warn(f"xpdl.compile_step: this step runs eagerly (on the tape) every time: "
+                      f"{why}", RuntimeWarning, stacklevel=3)
+
+    def _key(self, xp, inputs, params):
+        parts = [id(xp), bool(getattr(self.model, "training", True))]
+        for a in inputs:
+            if a is None:
+                parts.append(None)
+            else:
+                parts.append((tuple(a.shape), str(a.dtype), str(_ns.device_of(a))))
+        for p in params:
+            parts.append((tuple(p.data.shape), str(p.data.dtype), str(p.device),
+                          p.requires_grad))
+        return tuple(parts)
+
+    def _forward_backward(self, inputs, params):
+        X, y, w = inputs
+        for p in params:
+            p.grad = None
+        with enable_grad():
+            out = self.model(Tensor(X))
+            yt = Tensor(y) if _ns.is_array(y) else y
+            if w is None:
+                loss = self.loss_fn(out, yt)
+            else:
+                loss = self.loss_fn(out, yt, Tensor(w))
+        if not isinstance(loss, Tensor) or loss.size != 1:
+            raise ValueError("xpdl.compile_step: loss_fn must return a one-element Tensor")
+        if loss.requires_grad:
+            loss.backward()
+        return loss
+
+    def _eager_step(self, inputs, params):
+        loss = self._forward_backward(inputs, params)
+        self._apply_update(params[0].xp, params, [p.grad for p in params])
+        return loss.data
+
+    def _record(self, xp, inputs, params, key):
+        rec = _Recorder(xp)
+        input_slots = [None if a is None else rec.new_slot(a) for a in inputs]
+        param_slots = [rec.new_slot(p.data) for p in params]
+        prev = _mode.recorder
+        _mode.recorder = rec
+        try:
+            loss = self._forward_backward(inputs, params)
+        finally:
+            _mode.recorder = prev
+        self.recordings += 1
+        prog = None
+        if rec.why_opaque is not None:
+            self._give_up(key, rec.why_opaque)
+        elif loss.requires_grad:
+            grad_slots = [None if p.grad is None else rec.slot_of.get(id(p.grad))
+                          for p in params]
+            if any(g is None and p.grad is not None for g, p in zip(grad_slots, params)):
+                self._give_up(key, "a gradient was formed outside the recorded calls")
+            else:
+                prog = _Program(rec, input_slots, param_slots, grad_slots,
+                                rec.slot_of[id(loss.data)])
+        self._apply_update(xp, params, [p.grad for p in params])
+        return prog, loss.data
+
+    def _replay(self, prog, xp, inputs, params):
+        if _ns.is_jax(xp) and not prog.random:
+            if prog._jitted is None:
+                import jax
+
+                prog._jitted = jax.jit(lambda ins, ps: prog.run(ins, ps))
+            loss, grads = prog._jitted(tuple(inputs), [p.data for p in params])
+        else:
+            if not _ns.is_jax(xp):
+                self._flat_layout(xp, params)  # bind the parameters to their flat views
+            loss, grads = prog.run(inputs, [p.data for p in params])
+        self._apply_update(xp, params, grads)
+        return loss
+
+    def _flat_layout(self, xp, params):
+        """Parameters as views into one flat array and gradients into another, with the
+        optimizer's flat stepper bound to them (NumPy, CuPy, torch); rebuilt when a
+        parameter array or the optimizer state was replaced (a rollback, ``load``,
+        ``.to()``). None where the namespace cannot update in place."""
+        fl = self._flat
+        opt = self.optimizer
+        if fl is not None and fl.state is opt.state and fl.bound(params) and all(
+                opt.state.get(k) is v for k, v in fl.state_arrays):
+            return fl
+        if not _ns.supports_inplace(xp) or _ns.backend_name(xp) not in _FLAT_BACKENDS:
+            return None
+        self._flat = fl = _Flat(xp, params)
+        fl.stepper = opt.flat_stepper(fl.P, fl.G, [k for k, _ in opt._params], fl.shapes)
+        fl.state = opt.state
+        # the stepper holds views of the state arrays: if another path replaces them (a
+        # plain step(), load_state_dict), the layout is made again
+        fl.state_arrays = [(k, v) for k, v in opt.state.items() if _ns.is_array(v)]
+        return fl
+
+    def _apply_update(self, xp, params, grads):
+        """Give the parameters their gradients and run the optimizer: through the flat
+        layout where there is one (one pass over all parameters), else ``step()``."""
+        flat = None
+        if all(g is not None for g in grads) and not _ns.is_jax(xp):
+            flat = self._flat_layout(xp, params)
+        if flat is None:
+            for p, g in zip(params, grads):
+                p.grad = g
+            self.optimizer.step()
+            return
+        for p, gv, g in zip(params, flat.gviews, grads):
+            if g is not gv:
+                gv[...] = g
+            p.grad = gv
+        flat.stepper()
+
+
+def _data(a):
+    return a.data if isinstance(a, Tensor) else a
+
+
+def _copies(xp, inputs):
+    return tuple(None if a is None else xp.asarray(a, copy=True) for a in inputs)
+
+
+def compile_step(model, loss_fn, optimizer):
+    """A training step recorded once and replayed: forward, loss, backward and update.
+
+    Parameters
+    ----------
+    model : callable
+        Maps a Tensor ``X`` of shape (n_samples, ...) to outputs (an :mod:`xpdl.nn`
+        module, or any function of xpdl operations on parameters the optimizer holds).
+    loss_fn : callable
+        ``loss_fn(output, y)`` (or ``loss_fn(output, y, sample_weight)`` when the step is
+        called with weights) returning a one-element Tensor; ``y`` and the weights arrive
+        as Tensors without gradient. Compute with xpdl operations (:mod:`xpdl.functional`,
+        :mod:`xpdl.losses`, Tensor operators): values computed from ``y.data`` with ``xp``
+        directly cannot be replayed (the step then stays eager, with a warning).
+    optimizer : xpdl.optim.Optimizer
+        Holds the parameters; its :meth:`~xpdl.optim.Optimizer.step` applies the update.
+
+    Returns
+    -------
+    CompiledStep
+        ``step(X, y, sample_weight=None) -> loss`` (0-d array, before the update).
+
+    Notes
+    -----
+    The first call runs the step on the tape and records it; a later call with different
+    input values records it again and, when both recordings agree, the program is replayed
+    from then on (see :mod:`xpdl.autodiff.program`). A change of input shape, dtype or
+    device, of the model's training mode or of a parameter's ``requires_grad`` records
+    again. The replay calls the primitives' own forward and VJP functions in the recorded
+    order, so on NumPy it gives the eager tape's numbers bit for bit.
+
+    Examples
+    --------
+    >>> import numpy as np, xpdl
+    >>> from xpdl import nn, optim, losses
+    >>> model = nn.Sequential(nn.Linear(3, 8, rng=0), nn.ReLU(), nn.Linear(8, 1, rng=0))
+    >>> step = xpdl.compile_step(model, losses.mse, optim.Adam(model, lr=1e-2))
+    >>> X = np.random.default_rng(0).normal(size=(32, 3))
+    >>> y = X[:, :1] * 2.0
+    >>> first = float(step(X, y))
+    >>> for _ in range(200):
+    ...     last = float(step(X, y))
+    >>> last < first / 10, step.mode
+    (True, 'replay')
+    """
+    return CompiledStep(model, loss_fn, optimizer)
