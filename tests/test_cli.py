@@ -105,8 +105,8 @@ def test_bench_ufuncs_runner(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "xpdl[numpy]/ufuncs" in text and "compiled kernels: numba" in text
     res = json.loads(js.read_text())[0]
-    assert res["numba"] and [r["runner"] for r in res["rows"]] == ["xpdl[numpy]",
-                                                                   "xpdl[numpy]/ufuncs"]
+    assert res["numba"] and [r["runner"] for r in res["rows"]] == [
+        "xpdl[numpy]", "xpdl[numpy]/nn", "xpdl[numpy]/ufuncs"]
 
 
 def test_info_says_whether_compiled_kernels_run(monkeypatch, capsys):

@@ -212,9 +212,9 @@ def test_a_step_computing_outside_xpdl_stays_eager_with_a_warning(backend):
     step = xpdl.compile_step(m1, sneaky, o1)
     with pytest.warns(RuntimeWarning, match="runs eagerly"):
         for i in range(3):
-            a = step(X[i * 30:(i + 1) * 30, ...], y[i * 30:(i + 1) * 30, ...])
-            b = _eager_step(m2, sneaky, o2, X[i * 30:(i + 1) * 30, ...], y[i * 30:(i + 1) * 30, ...],
-                            None)
+            Xb, yb = X[i * 30:(i + 1) * 30, ...], y[i * 30:(i + 1) * 30, ...]
+            a = step(Xb, yb)
+            b = _eager_step(m2, sneaky, o2, Xb, yb, None)
             np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
     assert step.mode.startswith("eager (")
 

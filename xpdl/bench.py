@@ -58,8 +58,8 @@ def _backend(name):
 
 
 class _XpdlRunner:
-    """xpdl's training loop; ``tape=True`` trains through the autodiff tape instead of the
-    MLP estimators' fused step (to show what the generic path costs)."""
+    """xpdl's training loop; ``tape=True`` runs every step eagerly on the autodiff tape
+    instead of replaying the recorded program (to show what the replay saves)."""
 
     def __init__(self, backend, sizes, batch, Xh, yh, tape=False):
         from .estimators import MLPClassifier
@@ -99,6 +99,51 @@ class _XpdlRunner:
                 _ = G.T @ (self.Xb if i == 0 else self.Gs[i - 1])
                 if i:
                     _ = G @ W
+        self.sync()
+
+
+class _SequentialRunner:
+    """The same network built by hand from :mod:`xpdl.nn`, trained with
+    :class:`xpdl.optim.Adam` through :func:`xpdl.compile_step` (the estimator's loss: mean
+    cross-entropy plus its L2 term), batches drawn as the estimator draws them."""
+
+    def __init__(self, backend, sizes, batch, Xh, yh, alpha=1e-4):
+        from . import losses, nn, optim
+        from .autodiff.ops import sqnorm
+        from .autodiff.program import compile_step
+        from .random import Generator
+
+        xp, dev, self.sync = _backend(backend)
+        self.xp, self.dev = xp, dev
+        self.X = _ns.from_host(Xh, xp, device=dev, dtype=xp.float32)
+        self.y = _ns.from_host(yh, xp, device=dev, dtype=xp.int64)
+        self.g = Generator(0)
+        layers = []
+        for i in range(len(sizes) - 1):
+            last = i == len(sizes) - 2
+            layers.append(nn.Linear(sizes[i], sizes[i + 1], init="glorot" if last else "he",
+                                    rng=self.g, xp=xp, device=dev, dtype="float32"))
+            if not last:
+                layers.append(nn.ReLU())
+        model = nn.Sequential(*layers)
+        weights = [m.weight for m in layers if hasattr(m, "weight")]
+
+        def loss_fn(out, t):
+            l2 = sqnorm(weights[0])
+            for W in weights[1:]:
+                l2 = l2 + sqnorm(W)
+            return losses.cross_entropy(out, t) + l2 * (0.5 * alpha / out.shape[0])
+
+        self.step = compile_step(model, loss_fn, optim.Adam(model, lr=1e-4))
+        self.batch = batch
+        self.epoch()
+
+    def epoch(self):
+        xp, n = self.xp, self.X.shape[0]
+        perm = self.g.permutation(n, xp=xp, device=self.dev)
+        for s in range(0, n, self.batch):
+            idx = perm[s:s + self.batch]
+            self.step(xp.take(self.X, idx, axis=0), xp.take(self.y, idx, axis=0))
         self.sync()
 
 
@@ -155,13 +200,16 @@ class _SklearnRunner:
 
 
 def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n_batches=20,
-                  repeats=5, log=print, pause=0.3, warm=True, tape=False, ufuncs=False):
+                  repeats=5, log=print, pause=0.3, warm=True, tape=False, ufuncs=False,
+                  sequential=True):
     """Time one training epoch per runner, interleaved; returns a list of result rows.
 
     Each round runs every runner (and every bound) once: a ``pause`` in seconds, one
     untimed epoch when ``warm``, then the timed epoch; ``tape`` adds, per backend, the same
-    training through the autodiff tape (``xpdl[numpy]/tape``); ``ufuncs`` adds NumPy's
-    fused step without the compiled kernels (``xpdl[numpy]/ufuncs``, when Numba
+    training through the autodiff tape (``xpdl[numpy]/tape``); ``sequential`` adds the
+    same network built from :mod:`xpdl.nn` and trained through :func:`xpdl.compile_step`
+    (``xpdl[numpy]/nn``); ``ufuncs`` adds NumPy's replayed step without the compiled
+    kernels (``xpdl[numpy]/ufuncs``, when Numba
     is installed: the kernels' own gain, side by side). Each row:
     ``{"runner", "seconds_per_epoch", "bound", "ratio_to_bound", "ratio_to", ...}``:
     median seconds, and ratios as medians over rounds of the ratio within a round;
@@ -180,6 +228,9 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
             continue
         runners[f"xpdl[{b}]"] = r.epoch
         bounds[f"xpdl[{b}]"] = r.bound
+        if sequential:
+            runners[f"xpdl[{b}]/nn"] = _SequentialRunner(b, sizes, batch, Xh, yh).epoch
+            bounds[f"xpdl[{b}]/nn"] = r.bound
         if tape:
             rt = _XpdlRunner(b, sizes, batch, Xh, yh, tape=True)
             runners[f"xpdl[{b}]/tape"] = rt.epoch

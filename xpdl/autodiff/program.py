@@ -19,7 +19,9 @@ the slots: no Tensor objects, no graph, no topological sort, no closures per ste
 are dropped after their last use (planned once from the list), so memory follows the same
 liveness as the tape. A random primitive (dropout) draws again from the generator it was
 recorded with, in the recorded order: same seed, same numbers as the eager tape. On JAX
-the replay of a step without random primitives is one ``jax.jit``-compiled pure function.
+the replay of a step without random primitives becomes one ``jax.jit``-compiled pure
+function once it has been replayed a few times (compiling costs as much as many eager
+replays of a small step).
 
 **Guards.** A program is keyed by the inputs' shapes, dtypes and device, the parameters'
 shapes, dtypes and ``requires_grad``, and the model's training mode; any change records
@@ -146,6 +148,8 @@ class _Program:
         self.signature = tuple(sig for *_, sig in rec.nodes)
         self._plan()
         self._jitted = None
+        self._sinks = None
+        self.replays = 0
 
     def _plan(self):
         """Free each slot after its last reader (the results are kept to the end)."""
@@ -163,6 +167,36 @@ class _Program:
                 free[i].append(s)
         self.steps = [(fn, args, outs, multi, tuple(fr))
                       for (fn, args, outs, multi, _), fr in zip(self.nodes, free)]
+
+    def bind_sinks(self, nat, gviews):
+        """Where a parameter's gradient is the sum of two contributions (the data term's
+        and the L2 term's), let that last addition write into the parameter's view of the
+        flat gradient buffer (``nat.add(a, b, out=view)``): the same value, one pass
+        fewer than summing and then copying."""
+        if self._sinks is not None and len(self._sinks) == len(gviews) and all(
+                a is b for a, b in zip(self._sinks, gviews)):
+            return
+        producer = {}
+        for i, (_, _, outs, _, _) in enumerate(self.steps):
+            for s in outs:
+                if s is not None:
+                    producer[s] = i
+        counts = {}
+        for s in self.grad_slots:
+            counts[s] = counts.get(s, 0) + 1
+        for s, gv in zip(self.grad_slots, gviews):
+            i = producer.get(s)
+            if i is None or counts[s] > 1:
+                continue
+            fn, args, outs, multi, free = self.steps[i]
+            base = getattr(fn, "_plain", fn)
+            if base is operator.add and len(outs) == 1:
+                def add_into(a, b, out=gv, add=nat.add):
+                    return add(a, b, out=out)
+
+                add_into._plain = operator.add
+                self.steps[i] = (add_into, args, outs, multi, free)
+        self._sinks = list(gviews)
 
     def same_as(self, other, inputs_differ):
         """Whether ``other`` (a second recording) has the same calls and constants: True,
@@ -232,6 +266,9 @@ def _differ(a, b):
 
 
 _FLAT_BACKENDS = ("numpy", "cupy", "torch")
+# On JAX a program is compiled with jax.jit once it has been replayed this many times (a
+# compilation costs about as much as a few hundred eager replays of a small step).
+_JIT_AFTER = 16
 
 
 class _Flat:
@@ -337,15 +374,20 @@ class CompiledStep:
                       f"{why}", RuntimeWarning, stacklevel=3)
 
     def _key(self, xp, inputs, params):
+        """What a program is valid for: namespace, training mode, each input's and
+        parameter's shape and dtype (and device, off NumPy), parameters' requires_grad.
+        Built from attributes only (no string conversions): it runs every step."""
+        host = _ns.is_numpy(xp)
         parts = [id(xp), bool(getattr(self.model, "training", True))]
         for a in inputs:
             if a is None:
                 parts.append(None)
             else:
-                parts.append((tuple(a.shape), str(a.dtype), str(_ns.device_of(a))))
+                parts.append((a.shape, a.dtype, None if host else _ns.device_of(a)))
         for p in params:
-            parts.append((tuple(p.data.shape), str(p.data.dtype), str(p.device),
-                          p.requires_grad))
+            d = p.data
+            parts.append((d.shape, d.dtype, p.requires_grad,
+                          None if host else _ns.device_of(d)))
         return tuple(parts)
 
     def _forward_backward(self, inputs, params):
@@ -396,15 +438,18 @@ class CompiledStep:
         return prog, loss.data
 
     def _replay(self, prog, xp, inputs, params):
-        if _ns.is_jax(xp) and not prog.random:
+        prog.replays += 1
+        if _ns.is_jax(xp) and not prog.random and prog.replays > _JIT_AFTER:
             if prog._jitted is None:
                 import jax
 
                 prog._jitted = jax.jit(lambda ins, ps: prog.run(ins, ps))
             loss, grads = prog._jitted(tuple(inputs), [p.data for p in params])
         else:
-            if not _ns.is_jax(xp):
-                self._flat_layout(xp, params)  # bind the parameters to their flat views
+            flat = None if _ns.is_jax(xp) else self._flat_layout(xp, params)
+            nat = _ns.native_module(xp)
+            if flat is not None and nat is not None:
+                prog.bind_sinks(nat, flat.gviews)
             loss, grads = prog.run(inputs, [p.data for p in params])
         self._apply_update(xp, params, grads)
         return loss
