@@ -255,8 +255,11 @@ SCALE_FREE = [
     lambda: xpdl.LinearRegression(),
     lambda: xpdl.LinearRegression(solver="gd", max_iter=50),
     lambda: xpdl.LinearRegression(solver="adam", max_iter=5, random_state=0),
-    lambda: xpdl.MLPRegressor((4,), max_iter=5, random_state=0),
-    lambda: xpdl.MLPClassifier((4,), max_iter=5, random_state=0),
+    # alpha=0: with an L2 term the MLPs follow scikit-learn, whose penalty is divided by
+    # the total weight (equal weights c then change the objective; see
+    # test_mlp_weights_are_repetitions)
+    lambda: xpdl.MLPRegressor((4,), max_iter=5, random_state=0, alpha=0.0),
+    lambda: xpdl.MLPClassifier((4,), max_iter=5, random_state=0, alpha=0.0),
 ]
 
 
@@ -309,3 +312,28 @@ def test_extreme_weights_with_a_penalty_follow_scikit_learns_objective(weight):
         assert float(lg.intercept_[0]) == pytest.approx(math.log(p / (1 - p)), rel=1e-6)
     else:  # the data dominate: the unpenalised fit (separable here, so large weights)
         assert np.all(np.isfinite(lg.coef_)) and np.abs(lg.coef_).max() > 10
+
+
+@pytest.mark.parametrize("Est", [xpdl.MLPRegressor, xpdl.MLPClassifier])
+def test_mlp_weights_are_repetitions(backend, Est):
+    """Integer weights (zeros included) equal repeating the samples, L2 term and all, for a
+    full-batch fit: scikit-learn's check_sample_weight_equivalence, which its own MLPs pass
+    (their L2 term is divided by the total weight, not the sample count)."""
+    if not backend.is64:
+        pytest.skip("compares float64 fits")
+    g = np.random.default_rng(42)
+    X = g.random((15, 6))
+    y = g.integers(0, 3, 15) if Est is xpdl.MLPClassifier else X @ g.normal(size=6)
+    sw = g.integers(0, 5, 15)
+    Xr, yr = np.repeat(X, sw, axis=0), np.repeat(y, sw)
+    kw = dict(hidden_layer_sizes=(5,), batch_size=None, max_iter=30, alpha=0.5,
+              learning_rate=1e-2, random_state=0, n_iter_no_change=10**6)
+    as_y = (lambda a: backend.asarray(a, dtype=backend.xp.int64)) \
+        if Est is xpdl.MLPClassifier else backend.asarray
+    a = Est(**kw).fit(backend.asarray(X), as_y(y), sample_weight=backend.asarray(sw * 1.0))
+    b = Est(**kw).fit(backend.asarray(Xr), as_y(yr))
+    np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-9)
+    method = "predict_proba" if Est is xpdl.MLPClassifier else "predict"
+    np.testing.assert_allclose(backend.to_numpy(getattr(a, method)(backend.asarray(X))),
+                               backend.to_numpy(getattr(b, method)(backend.asarray(X))),
+                               rtol=1e-8, atol=1e-10)

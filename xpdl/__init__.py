@@ -15,9 +15,32 @@ from .autodiff import (
     value_and_grad,
 )
 from .autodiff.program import compile_step
-from .estimators import LinearRegression, LogisticRegression, MLPClassifier, MLPRegressor
-from .exceptions import DivergenceError, NotFittedError
+from .exceptions import DivergenceError
 from .io import load, save
+
+# The estimators (which build on scikit-learn's base classes where it is installed) and
+# NotFittedError (scikit-learn's subclass) load on first use: ``import xpdl`` imports
+# neither scikit-learn nor SciPy.
+_LAZY = {"LinearRegression": "estimators", "LogisticRegression": "estimators",
+         "MLPClassifier": "estimators", "MLPRegressor": "estimators",
+         "NotFittedError": "exceptions"}
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif name in ("estimators", "bench", "bench_dask", "cli", "io"):
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 

@@ -55,7 +55,7 @@ def cmd_info(args):
 
     print(f"xpdl {xpdl.__version__}  (Python {platform.python_version()}, "
           f"{platform.system()} {platform.machine()})")
-    for mod in ("numpy", "array_api_compat", "array_api_extra", "safetensors", "tqdm",
+    for mod in ("numpy", "array_api_compat", "safetensors", "tqdm",
                 "scikit-learn", "array_api_strict"):
         name = "sklearn" if mod == "scikit-learn" else mod
         try:

@@ -5,16 +5,28 @@ from __future__ import annotations
 __all__ = ["NotFittedError", "DivergenceError"]
 
 
-try:  # be scikit-learn's NotFittedError where it is installed, so its tools recognise ours
-    from sklearn.exceptions import NotFittedError as _Base
-except ImportError:  # pragma: no cover
-    class _Base(ValueError, AttributeError):
-        pass
+def _not_fitted_error():
+    """Made on first use, so that ``import xpdl`` does not import scikit-learn: where it is
+    installed the class subclasses scikit-learn's NotFittedError (its tools recognise ours);
+    elsewhere it is a ``ValueError`` and an ``AttributeError``, like scikit-learn's."""
+    try:
+        from sklearn.exceptions import NotFittedError as base
+    except ImportError:  # pragma: no cover - exercised only without scikit-learn
+        bases = (ValueError, AttributeError)
+    else:
+        bases = (base,)
+    return type("NotFittedError", bases, {
+        "__doc__": "An estimator was used before ``fit`` (a ``ValueError`` and an "
+                   "``AttributeError``; scikit-learn's ``NotFittedError`` where it is "
+                   "installed).",
+        "__module__": __name__})
 
 
-class NotFittedError(_Base):
-    """An estimator was used before ``fit`` (a ``ValueError`` and an ``AttributeError``, like
-    scikit-learn's)."""
+def __getattr__(name):
+    if name == "NotFittedError":
+        cls = globals()["NotFittedError"] = _not_fitted_error()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class DivergenceError(FloatingPointError):

@@ -408,6 +408,7 @@ class NetworkEstimator(BaseModel):
         self._check_common_params()
         fresh = not self.__sklearn_is_fitted__() or not (self.warm_start or incremental)
         if _dask.is_dask(X):  # streamed chunk by chunk (see ._dask)
+            self._weight_mean = 1.0  # Dask weights are used as given
             data, n_out = _dask.stream_source(self, X, y, sample_weight, reset=fresh,
                                               classes=classes)
         else:
@@ -417,8 +418,12 @@ class NetworkEstimator(BaseModel):
             # DP-SGD uses the weights as given (see xpdl.privacy: a rescaling by their total
             # would let one sample change every other sample's clipped contribution).
             dp = self._dp_on()
-            w = V.validate_sample_weight(self, sample_weight, n, normalize=not dp,
-                                         rescale=not dp)
+            if dp:
+                w, self._weight_mean = V.validate_sample_weight(
+                    self, sample_weight, n, normalize=False, rescale=False), 1.0
+            else:
+                w, self._weight_mean = V.validate_sample_weight(self, sample_weight, n,
+                                                                return_mean=True)
             data = InMemory(X, T, w)
         if fresh:
             self._rng = Generator(self.random_state)
@@ -526,12 +531,15 @@ class NetworkEstimator(BaseModel):
 
     def _l2_loss(self, nb):
         r"""The L2 term :math:`\tfrac{\alpha}{2 n_b}\sum\|W\|^2` over the weights (not the
-        biases), as a Tensor on the tape (its gradient is :math:`\alpha W / n_b`)."""
+        biases), as a Tensor on the tape (its gradient is :math:`\alpha W / n_b`); ``nb`` a
+        number or a 0-d Tensor (a batch's total weight)."""
         total = None
         for k, W in self.module_.named_parameters():
             if k.endswith("weight"):
                 s = _ops.sqnorm(W)
                 total = s if total is None else total + s
+        if isinstance(nb, Tensor):
+            return total * (0.5 * float(self.alpha)) / nb
         return total * (0.5 * float(self.alpha) / nb)
 
     def _train(self, data, epochs, val, incremental):
@@ -664,7 +672,9 @@ class NetworkEstimator(BaseModel):
         count (the L2 term's denominator when ``_l2_denominator`` is ``"n"``)."""
         alpha = float(self.alpha)
         per_batch = self._l2_denominator == "batch"
-        consts = (alpha, None if per_batch else n_total)
+        # the given weights' mean: a batch's total given weight is sum(w_batch) times it
+        wmean = float(self.__dict__.get("_weight_mean", 1.0))
+        consts = (alpha, None if per_batch else n_total, wmean)
         cached = self.__dict__.get("_step_cache")
         if cached is not None and cached[0] is self.module_ and cached[1] is self._optimizer \
                 and cached[2] == consts:
@@ -673,7 +683,13 @@ class NetworkEstimator(BaseModel):
             def loss_fn(out, T, w=None):
                 loss = self._data_loss(out, T, w)
                 if alpha:
-                    loss = loss + self._l2_loss(out.shape[0] if per_batch else n_total)
+                    if not per_batch:
+                        denom = n_total
+                    elif w is None or wmean != wmean:
+                        denom = out.shape[0] * wmean
+                    else:  # scikit-learn's: the batch's total given weight
+                        denom = F.sum(w) * wmean
+                    loss = loss + self._l2_loss(denom)
                 return loss
 
             step = compile_step(self.module_, loss_fn, self._optimizer)

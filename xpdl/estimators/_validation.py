@@ -242,7 +242,7 @@ def _check_label_values(y, name="y"):
 
 
 def validate_sample_weight(est, sample_weight, n, normalize=True, return_scale=False,
-                           rescale=True):
+                           rescale=True, return_mean=False):
     """Weights of shape (n,), finite and non-negative; ``None`` stays ``None``.
 
     Weights whose largest value lies outside :math:`[2^{-64}, 2^{64}]` are first divided by
@@ -252,16 +252,20 @@ def validate_sample_weight(est, sample_weight, n, normalize=True, return_scale=F
     with the given weights equal to ``w * 2**e`` (``normalize`` off), for objectives that
     depend on the weights' scale (a penalty term weighs against their sum). DP-SGD passes
     ``rescale=False``: a rescaling by the largest weight would let one sample change every
-    other sample's contribution.
+    other sample's contribution. With ``return_mean`` (and ``normalize``), ``(w, m)`` comes
+    back with ``m`` the given weights' mean (a float, ``inf`` or 0 past the float range):
+    the MLPs' L2 term is divided by a batch's total given weight, as in scikit-learn.
     """
     if sample_weight is None:
+        if return_mean:
+            return None, 1.0
         return (None, 0) if return_scale else None
     xp = est._xp
     if isinstance(sample_weight, numbers.Real) and not isinstance(sample_weight, bool):
         if not (math.isfinite(sample_weight) and sample_weight > 0):
             _bad_weights()
         if normalize:
-            return None
+            return (None, float(sample_weight)) if return_mean else None
         sample_weight = xp.full((n,), float(sample_weight), dtype=est._dtype,
                                 device=est._device)
     w = _follow_X(est, sample_weight, "sample_weight")
@@ -284,7 +288,10 @@ def validate_sample_weight(est, sample_weight, n, normalize=True, return_scale=F
         w = (w * 2.0 ** half) * 2.0 ** (-e - half)
     w = xp.astype(w, est._dtype)
     if normalize:
-        w = w * (n / float(xp.sum(w)))
+        total = float(xp.sum(w))
+        w = w * (n / total)
+        if return_mean:
+            return w, scaled(total / n, e, math.inf)
     return (w, e) if return_scale else w
 
 
