@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NotFittedError", "DivergenceError"]
+__all__ = ["NotFittedError", "DivergenceError"]  # noqa: F822 (NotFittedError: module __getattr__)
 
 
 def _not_fitted_error():
