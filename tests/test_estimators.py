@@ -390,16 +390,65 @@ def test_pipeline_gridsearch_cross_val_score():
                                  MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)],
                          ids=lambda e: type(e).__name__)
 def test_check_estimator(est):
+    """scikit-learn's full suite with no expected failures (weights are repetitions for
+    the MLPs too: their L2 term is divided by the total weight, as in scikit-learn)."""
     from sklearn.utils.estimator_checks import check_estimator
 
-    expected = {}
-    if isinstance(est, (MLPClassifier, MLPRegressor)):
-        expected["check_sample_weight_equivalence_on_dense_data"] = (
-            "minibatch training: repeating a sample changes the batches, so weights are "
-            "equivalent in expectation, not exactly")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        check_estimator(est, expected_failed_checks=expected)
+        check_estimator(est)
+
+
+_DISPATCH_CHECK = """
+import warnings
+import sklearn
+from sklearn.utils.estimator_checks import check_estimator
+import xpdl
+failed = []
+with sklearn.config_context(array_api_dispatch=True):
+    for est in [xpdl.LinearRegression(), xpdl.LogisticRegression(),
+                xpdl.MLPClassifier(max_iter=100), xpdl.MLPRegressor(max_iter=100)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for r in check_estimator(est, on_fail=None):
+                if r["status"] == "failed":
+                    failed.append((type(est).__name__, r["check_name"], str(r["exception"])))
+print("FAILED", failed)
+print("CHECKS RUN")
+"""
+
+
+@pytest.mark.slow
+def test_check_estimator_with_array_api_dispatch():
+    """With SCIPY_ARRAY_API=1 and array_api_dispatch=True (set before SciPy is imported,
+    hence a fresh interpreter), every check passes for all four estimators, among them
+    check_array_api_same_namespace: predicting with another namespace than fit's raises
+    the ValueError it expects, naming the method."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("array_api_strict")
+    env = dict(os.environ, SCIPY_ARRAY_API="1")
+    out = subprocess.run([sys.executable, "-c", _DISPATCH_CHECK], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert "CHECKS RUN" in out.stdout, out.stderr[-3000:]
+    assert "FAILED []" in out.stdout, out.stdout[-3000:]
+
+
+def test_other_namespace_at_predict_names_the_method():
+    pytest.importorskip("array_api_strict")
+    import array_api_strict as xps
+
+    X, y = _regression(n=30)
+    m = LinearRegression().fit(xps.asarray(X), xps.asarray(y))
+    for method in ("predict", "score"):
+        args = (X,) if method == "predict" else (X, y)
+        with pytest.raises(ValueError, match=rf"LinearRegression\.{method}\(\) must use the "
+                                             r"same namespace"):
+            getattr(m, method)(*args)
+        with pytest.raises(TypeError, match="fitted on array_api_strict"):
+            getattr(m, method)(*args)
 
 
 def test_l2_penalty_gradient_matches_autodiff():

@@ -20,6 +20,28 @@ def check_is_fitted(est):
                              f"'fit' with appropriate arguments before using this estimator.")
 
 
+class NamespaceMismatchError(TypeError, ValueError):
+    """Arrays of another namespace than the fitted model's: a ``TypeError`` (the kind of
+    input is wrong) and a ``ValueError`` (what scikit-learn's array API checks expect)."""
+
+
+_PUBLIC_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function",
+                   "score", "transform", "partial_fit", "fit")
+
+
+def _calling_method(est):
+    """The public method of ``est`` the current check runs under (for error messages)."""
+    import sys
+
+    f = sys._getframe(2)
+    found = "predict"
+    while f is not None:
+        if f.f_code.co_name in _PUBLIC_METHODS and f.f_locals.get("self") is est:
+            found = f.f_code.co_name
+        f = f.f_back
+    return found
+
+
 def _check_finite(xp, a, name):
     # One pass on the common (finite) path; the second only to say which problem it is.
     if xp.isdtype(a.dtype, "real floating") and not bool(xp.all(xp.isfinite(a))):
@@ -60,9 +82,10 @@ def validate_X(est, X, *, reset):
         est.n_features_in_ = int(p)
     else:
         if xp is not est._xp:
-            raise TypeError(
-                f"xpdl: {type(est).__name__} was fitted on {_ns.backend_name(est._xp)} arrays "
-                f"but got {_ns.backend_name(xp)}; convert X or move the model with "
+            raise NamespaceMismatchError(
+                f"xpdl: {type(est).__name__}.{_calling_method(est)}() must use the same "
+                f"namespace as fit: the model was fitted on {_ns.backend_name(est._xp)} "
+                f"arrays but got {_ns.backend_name(xp)}; convert X or move the model with "
                 f".to(xp=...)")
         if not _ns.same_device(dev, est._device):
             raise ValueError(f"xpdl: {type(est).__name__} lives on device {est._device!r} but X "
