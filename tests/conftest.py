@@ -81,8 +81,11 @@ def _make(name):
         return Backend(name, xp, "cpu")
     if name.startswith("array_api_strict"):
         strict = pytest.importorskip("array_api_strict")
-        strict.set_array_api_strict_flags(api_version="2024.12")
-        dev = name.split(":")[1]
+        # "array_api_strict:device1@2023.12": the older standard (the flags are global:
+        # every test sets them afresh when it makes its backend)
+        rest, _, version = name.partition("@")
+        strict.set_array_api_strict_flags(api_version=version or "2024.12")
+        dev = rest.split(":")[1]
         return Backend(name, strict, strict.Device(dev))
     if name in ("torch", "torch:cuda"):
         pytest.importorskip("torch")
@@ -110,8 +113,8 @@ def _make(name):
     raise ValueError(name)
 
 
-BACKENDS = ["numpy", "array_api_strict:device1", "array_api_strict:no_float64", "torch",
-            "torch:cuda", "cupy", "jax"]
+BACKENDS = ["numpy", "array_api_strict:device1", "array_api_strict:no_float64",
+            "array_api_strict:device1@2023.12", "torch", "torch:cuda", "cupy", "jax"]
 
 
 @pytest.fixture(params=BACKENDS)

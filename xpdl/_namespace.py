@@ -189,6 +189,20 @@ _INPLACE: dict = {}
 _BOOL_MUL: dict = {}
 
 
+def lit(xp, value, like):
+    """``value`` (a Python scalar) as an argument of an ``xp`` function next to array
+    ``like``: as it is where the namespace takes Python scalars in functions (the 2024.12
+    standard: NumPy, CuPy, torch, JAX, array_api_strict at 2024.12), else a 0-d array of
+    ``like``'s dtype and device (array_api_strict at 2023.12)."""
+    if not isinstance(value, (int, float, bool)) or not is_strict(xp) or \
+            getattr(xp, "__array_api_version__", "2024.12") >= "2024.12":
+        return value
+    dt = like.dtype
+    if isinstance(value, float) and not xp.isdtype(dt, ("real floating", "complex floating")):
+        dt = default_float_dtype(xp, device_of(like))
+    return xp.asarray(value, dtype=dt, device=device_of(like))
+
+
 def mask_multiply(xp, g, mask):
     """``g * mask`` for a boolean ``mask``: NumPy, CuPy and torch multiply by booleans
     directly (one pass); the standard needs the mask cast to ``g``'s dtype first."""

@@ -154,7 +154,7 @@ def integrated_gradients(model, X, target=None, baseline=None, n_steps=50,
     # Trapezoid weights: 1/2 at both ends, 1 inside, divided by the number of intervals.
     w = xp.ones((steps + 1,), dtype=X.dtype, device=dev)
     w = xp.where((xp.arange(steps + 1, device=dev) == 0) |
-                 (xp.arange(steps + 1, device=dev) == steps), 0.5, w)
+                 (xp.arange(steps + 1, device=dev) == steps), _ns.lit(xp, 0.5, w), w)
     avg = xp.sum(g * xp.reshape(w, (-1, 1, 1)), axis=0) / steps
     attr = (X - B) * avg
     if not return_delta:

@@ -50,7 +50,7 @@ def _act(prim, x, attrs=None):
 
 @primitive("relu")
 def _relu(xp, d):
-    return xp.maximum(d, 0.0)
+    return xp.maximum(d, _ns.lit(xp, 0.0, d))
 
 
 @_relu.defvjp
@@ -122,7 +122,8 @@ def tanh(x):
 def _softplus(xp, d, beta, threshold):
     bx = d * beta
     # exp is only taken of min(bx, threshold): finite for any input.
-    return xp.where(bx > threshold, d, xp.log1p(xp.exp(xp.minimum(bx, threshold))) / beta)
+    return xp.where(bx > threshold, d,
+                    xp.log1p(xp.exp(xp.minimum(bx, _ns.lit(xp, threshold, bx)))) / beta)
 
 
 @_softplus.defvjp
@@ -140,7 +141,7 @@ def softplus(x, beta=1.0, threshold=20.0):
 def _stable_max(xp, d, axis):
     m = xp.max(d, axis=axis, keepdims=True)
     # A slice of all -inf would give nan from (-inf) - (-inf); shift by 0 there instead.
-    return xp.where(xp.isfinite(m), m, 0.0)
+    return xp.where(xp.isfinite(m), m, _ns.lit(xp, 0.0, m))
 
 
 @primitive("softmax")

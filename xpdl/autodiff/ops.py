@@ -73,6 +73,15 @@ def _binary_prep(a, b):
     return _operand(a, xp), _operand(b, xp), xp
 
 
+def _lits(xp, a, b):
+    """Python scalars among ``a, b`` as arrays where the namespace needs them so."""
+    if isinstance(a, _Scalar) and not isinstance(b, _Scalar):
+        a = _ns.lit(xp, a, b)
+    elif isinstance(b, _Scalar) and not isinstance(a, _Scalar):
+        b = _ns.lit(xp, b, a)
+    return a, b
+
+
 def _binary(prim):
     def f(a, b):
         a, b, xp = _binary_prep(a, b)
@@ -143,13 +152,15 @@ def _pow_vjp(xp, g, ins, out, saved, needs):
         if isinstance(ad, _Scalar):
             gb = g * out * math.log(ad) if ad > 0 else g * 0
         else:
-            safe = xp.where(ad == 0, 1, ad)
-            gb = xp.where(ad == 0, 0, g * out * xp.log(safe))
+            safe = xp.where(ad == 0, _ns.lit(xp, 1, ad), ad)
+            gb = g * out * xp.log(safe)
+            gb = xp.where(ad == 0, _ns.lit(xp, 0, gb), gb)
     return ga, gb
 
 
 @primitive("maximum")
 def _maximum(xp, a, b):
+    a, b = _lits(xp, a, b)
     return xp.maximum(a, b)
 
 
@@ -160,6 +171,7 @@ def _maximum_vjp(xp, g, ins, out, saved, needs):
 
 @primitive("minimum")
 def _minimum(xp, a, b):
+    a, b = _lits(xp, a, b)
     return xp.minimum(a, b)
 
 
@@ -171,11 +183,13 @@ def _minimum_vjp(xp, g, ins, out, saved, needs):
 def _minmax_vjp(xp, g, ins, needs, is_max):
     # Ties split the gradient in half, as PyTorch does.
     ad, bd = ins
+    ad, bd = _lits(xp, ad, bd)
     wins = (ad > bd) if is_max else (ad < bd)
     tie = ad == bd
     half = g * 0.5
-    ga = xp.where(wins, g, xp.where(tie, half, 0.0)) if needs[0] else None
-    gb = xp.where(wins, 0.0, xp.where(tie, half, g)) if needs[1] else None
+    zero = _ns.lit(xp, 0.0, g)
+    ga = xp.where(wins, g, xp.where(tie, half, zero)) if needs[0] else None
+    gb = xp.where(wins, zero, xp.where(tie, half, g)) if needs[1] else None
     return ga, gb
 
 
@@ -186,6 +200,7 @@ maximum, minimum = _binary(_maximum), _binary(_minimum)
 
 @primitive("where")
 def _where(xp, c, a, b):
+    a, b = _lits(xp, a, b)
     return xp.where(c, a, b)
 
 

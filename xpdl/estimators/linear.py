@@ -297,8 +297,8 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
             # Cut-off of LAPACK's gelsd default: singular values below eps * max(s) * max(n, p).
             eps = xp.finfo(Xc.dtype).eps
             cut = xp.max(s) * max(Xc.shape[0] if n_rows is None else n_rows, Xc.shape[1]) * eps
-            safe = xp.where(s > cut, s, 1.0)
-            d = xp.where(s > cut, 1.0 / safe, 0.0)
+            safe = xp.where(s > cut, s, _ns.lit(xp, 1.0, s))
+            d = xp.where(s > cut, 1.0 / safe, _ns.lit(xp, 0.0, s))
         return (Vt.T * d) @ (U.T @ Yc)  # (p, k)
 
     # -- iterative solvers ------------------------------------------------------------

@@ -208,7 +208,8 @@ def clip_by_global_norm(max_norm):
             xp = _ns.array_namespace(g)
             sq = xp.sum(g * g)
             total = sq if total is None else total + sq
-        coef = xp.minimum(max_norm / (xp.sqrt(total) + 1e-6), 1.0)
+        r = max_norm / (xp.sqrt(total) + 1e-6)
+        coef = xp.minimum(r, _ns.lit(xp, 1.0, r))
         return {k: g * xp.astype(coef, g.dtype) for k, g in grads.items()}, state
 
     return GradientTransformation(lambda params: {}, update)
