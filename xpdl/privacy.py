@@ -267,7 +267,8 @@ def clipped_gradients(module, X, per_sample_loss, max_grad_norm, *, weights=None
     # = g_i min(w_i, C/|g_i|), so no contribution exceeds C whatever its weight (and the
     # product w_i |g_i| is never formed, so huge weights cannot overflow).
     limit = max_grad_norm / (norms + 1e-6)
-    clip = xp.minimum(limit, _ns.lit(xp, 1.0, limit)) if weights is None else xp.minimum(limit, weights)
+    one = _ns.lit(xp, 1.0, limit)
+    clip = xp.minimum(limit, one) if weights is None else xp.minimum(limit, weights)
     if weights is not None:
         norms = norms * weights
     grads = {}

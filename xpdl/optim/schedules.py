@@ -7,12 +7,28 @@ Each takes a number or another schedule where it takes a value, so they compose:
 from __future__ import annotations
 
 import math
+import numbers
 
 __all__ = ["constant", "step_decay", "exponential_decay", "cosine_decay", "linear_warmup"]
 
 
 def _value(v, step):
-    return float(v(step)) if callable(v) else float(v)
+    if not callable(v):
+        return float(v)
+    out = v(step)
+    return float(out) if _concrete(step) else out
+
+
+def _concrete(step):
+    """A plain step number; otherwise an array (traced inside ``jax.jit``), on which the
+    schedules compute with its namespace instead of Python's math."""
+    return isinstance(step, numbers.Number)
+
+
+def _xp(step):
+    from .. import _namespace as _ns
+
+    return _ns.array_namespace(step)
 
 
 def constant(value):
@@ -41,7 +57,11 @@ def cosine_decay(init_value, decay_steps, alpha=0.0):
         raise ValueError("xpdl: decay_steps must be positive")
 
     def f(step):
-        c = 0.5 * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
+        if _concrete(step):
+            c = 0.5 * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
+        else:
+            xp = _xp(step)
+            c = 0.5 * (1 + xp.cos(math.pi * xp.minimum(step, decay_steps) / decay_steps))
         return _value(init_value, step) * ((1 - alpha) * c + alpha)
 
     return f
@@ -54,9 +74,14 @@ def linear_warmup(schedule, warmup_steps, init_value=0.0):
         raise ValueError("xpdl: warmup_steps must be non-negative")
 
     def f(step):
-        if step < warmup_steps:
-            target = _value(schedule, 0)
-            return init_value + (target - init_value) * step / warmup_steps
-        return _value(schedule, step - warmup_steps)
+        if _concrete(step):
+            if step < warmup_steps:
+                target = _value(schedule, 0)
+                return init_value + (target - init_value) * step / warmup_steps
+            return _value(schedule, step - warmup_steps)
+        xp = _xp(step)
+        rise = init_value + (_value(schedule, 0) - init_value) * step / max(warmup_steps, 1)
+        return xp.where(step < warmup_steps, rise,
+                        _value(schedule, xp.maximum(step - warmup_steps, 0)))
 
     return f

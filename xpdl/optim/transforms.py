@@ -9,12 +9,18 @@ is AdamW's decoupled decay).
 from __future__ import annotations
 
 import math
+import numbers
 
 from .. import _namespace as _ns
 from .base import GradientTransformation, can_inplace
 
 __all__ = ["add_decayed_weights", "trace", "scale_by_adam", "scale_by_rms",
            "scale_by_adagrad", "scale_by_learning_rate", "clip_by_global_norm"]
+
+
+def _concrete(v):
+    """Whether a step counter is a plain number (not an array traced by ``jax.jit``)."""
+    return isinstance(v, numbers.Number)
 
 
 def _zeros_like(tree):
@@ -84,7 +90,8 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
         ip = can_inplace(grads, inplace)
         t = state["step"] + 1
         bc1 = 1 - b1 ** t
-        sbc2 = math.sqrt(1 - b2 ** t)
+        # a traced step counter (inside jax.jit) takes the array path: no Python math on it
+        sbc2 = math.sqrt(1 - b2 ** t) if _concrete(t) else (1 - b2 ** t) ** 0.5
         new = {"step": t}
         out = {}
         for k, g in grads.items():
@@ -185,7 +192,10 @@ def scale_by_learning_rate(learning_rate):
 
     def update(grads, state, params=None, *, inplace=False):
         step = state["step"]
-        lr = float(learning_rate(step)) if sched else learning_rate
+        lr = learning_rate
+        if sched:
+            lr = learning_rate(step)
+            lr = float(lr) if _concrete(step) else lr  # traced inside jax.jit
         return {k: g * (-lr) for k, g in grads.items()}, {"step": step + 1}
 
     return GradientTransformation(init, update)
