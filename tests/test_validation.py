@@ -197,3 +197,59 @@ def test_estimators_on_random_shapes_and_extreme_values(data):
             assert proba.shape == (n, len(np.unique(y)))
             assert np.all(np.isfinite(proba))
             np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-4)
+
+
+# -- pandas: feature names and nullable dtypes (#16.1) ------------------------------------
+_ESTIMATORS = [lambda: xpdl.LinearRegression(), lambda: xpdl.LogisticRegression(),
+               lambda: xpdl.MLPClassifier((4,), max_iter=3, random_state=0),
+               lambda: xpdl.MLPRegressor((4,), max_iter=3, random_state=0)]
+
+
+def _frame_problem(make):
+    pd = pytest.importorskip("pandas")
+    g = np.random.default_rng(0)
+    X = g.normal(size=(40, 3))
+    est = make()
+    y = (X[:, 0] > 0).astype(np.int64) if est._is_classifier else X @ np.array([1.0, 2, 3])
+    return pd, pd.DataFrame(X, columns=["a", "b", "c"]), X, y, est
+
+
+@pytest.mark.filterwarnings("ignore:xpdl.*max_iter")
+@pytest.mark.parametrize("make", _ESTIMATORS, ids=["linear", "logistic", "mlpc", "mlpr"])
+def test_feature_names_follow_scikit_learn(make, tmp_path):
+    pd, df, X, y, est = _frame_problem(make)
+    est.fit(df, y)
+    assert list(est.feature_names_in_) == ["a", "b", "c"]
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        np.testing.assert_allclose(est.predict(df), est.predict(X), rtol=1e-12)
+    with pytest.raises(ValueError, match="same order as they were in fit"):
+        est.predict(df[["b", "a", "c"]])
+    with pytest.raises(ValueError, match="unseen at fit time:\n- z"):
+        est.predict(df.rename(columns={"a": "z"}))
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        est.predict(X)
+    path = tmp_path / "m.safetensors"
+    xpdl.save(est, path)
+    assert list(xpdl.load(path).feature_names_in_) == ["a", "b", "c"]
+    plain = make().fit(X, y)
+    assert not hasattr(plain, "feature_names_in_")
+    with pytest.warns(UserWarning, match="has feature names, but"):
+        plain.predict(df)
+    with pytest.raises(TypeError, match="all input features have string names"):
+        make().fit(pd.DataFrame(X, columns=["a", 1, "c"]), y)
+
+
+@pytest.mark.filterwarnings("ignore:xpdl.*max_iter")
+@pytest.mark.parametrize("make", _ESTIMATORS, ids=["linear", "logistic", "mlpc", "mlpr"])
+def test_pandas_nullable_and_integer_frames(make):
+    pd, df, X, y, est = _frame_problem(make)
+    na = pd.DataFrame({"a": pd.array([1, None] + [3] * 38, dtype="Int64"), "b": X[:, 1],
+                       "c": X[:, 2]})
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        make().fit(na, y)
+    ints = pd.DataFrame({"a": np.arange(40) % 7, "b": np.arange(40) % 5, "c": np.arange(40)})
+    nullable = ints.astype("Int64")
+    d1 = make().fit(ints, y)._dtype
+    d2 = make().fit(ints.to_numpy(), y)._dtype
+    d3 = make().fit(nullable, y)._dtype
+    assert d1 == d2 == d3 and "float32" in str(d1)

@@ -373,6 +373,10 @@ def as_input_array(x, name="X"):
                         f"(use X.toarray())")
     if x is None:
         raise ValueError(f"xpdl: {name} is None; this estimator requires {name} to be passed")
+    if hasattr(x, "to_numpy") and hasattr(x, "dtypes"):
+        a = _from_pandas(x)
+        if a is not None:
+            return a
     try:
         a = np.asarray(x)
     except Exception as exc:
@@ -381,6 +385,23 @@ def as_input_array(x, name="X"):
     if a.dtype.kind in "OUSV":
         return _numeric_or_raise(a, name)
     return a
+
+
+def _from_pandas(df):
+    """A pandas DataFrame with extension dtypes (nullable ``Int64``, ``Float64``,
+    ``boolean``) as a float64 array with ``pd.NA`` as NaN (so that the NaN check names it);
+    None for plain NumPy-backed frames (``np.asarray`` keeps their dtype)."""
+    dtypes = list(df.dtypes) if hasattr(df.dtypes, "__iter__") else [df.dtypes]
+    if all(isinstance(d, np.dtype) for d in dtypes):
+        return None
+    try:
+        common = np.result_type(*[d if isinstance(d, np.dtype) else d.numpy_dtype
+                                  for d in dtypes])
+        if common.kind in "biuf" and not bool(np.asarray(df.isna()).any()):
+            return df.to_numpy(dtype=common)  # Int64 without NA: integers, as an int array
+        return df.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError, AttributeError):
+        return None  # strings and the like: the generic path names the problem
 
 
 def _numeric_or_raise(a, name):

@@ -330,6 +330,8 @@ def _estimator_payload(est):
             meta["classes_kind"] = cls.dtype.kind
         else:
             arrays["classes_"] = _host(cls)
+    if "feature_names_in_" in est.__dict__:
+        meta["feature_names_in"] = [str(c) for c in est.feature_names_in_.tolist()]
     if "_rng" in est.__dict__:
         meta["rng_state"] = est._rng.get_state()
     opt = est.__dict__.get("_optimizer")
@@ -503,6 +505,12 @@ def _load_estimator(arrays, meta, xp, device, path):
         est.classes_ = np.asarray(meta["classes"]).astype(meta.get("classes_kind", "U"))
     elif "classes_" in arrays:
         est.classes_ = _ns.from_host(arrays["classes_"], xp, device=device)
+    if "feature_names_in" in meta:
+        fn = meta["feature_names_in"]
+        if not isinstance(fn, list) or len(fn) != n_in or \
+                not all(isinstance(c, str) for c in fn):
+            raise ValueError(f"{where}: feature_names_in must be {n_in} strings")
+        est.feature_names_in_ = np.asarray(fn, dtype=object)
     est._rng = Generator(0)
     est.module_ = est._build_layers(n_in, n_out)
     est.module_.load_state_dict({k[len("module/"):]: v for k, v in arrays.items()

@@ -42,6 +42,63 @@ def _calling_method(est):
     return found
 
 
+def _feature_names(X):
+    """Column names of a DataFrame as a NumPy object array when they are all strings; None
+    for arrays and for frames with default (integer) column names."""
+    cols = getattr(X, "columns", None)
+    if cols is None or _ns.is_array(X):
+        return None
+    cols = list(cols)
+    kinds = {type(c).__name__ for c in cols}
+    strings = [isinstance(c, str) for c in cols]
+    if all(strings) and cols:
+        import numpy as np
+
+        return np.asarray(cols, dtype=object)
+    if any(strings):
+        raise TypeError(f"xpdl: feature names are only supported if all input features have "
+                        f"string names, but your input has {sorted(kinds)} as feature name / "
+                        f"column name types; convert them all to str")
+    return None
+
+
+def _check_feature_names(est, names, reset):
+    """scikit-learn's contract for ``feature_names_in_``: set at fit from a DataFrame's
+    string column names; at predict, the same names in the same order (else ValueError),
+    with a warning when only one side has names."""
+    name = type(est).__name__
+    if reset:
+        if names is not None:
+            est.feature_names_in_ = names
+        else:
+            est.__dict__.pop("feature_names_in_", None)
+        return
+    fitted = est.__dict__.get("feature_names_in_")
+    if fitted is None and names is None:
+        return
+    if fitted is None:
+        warnings.warn(f"X has feature names, but {name} was fitted without feature names",
+                      UserWarning, stacklevel=4)
+        return
+    if names is None:
+        warnings.warn(f"X does not have valid feature names, but {name} was fitted with "
+                      f"feature names", UserWarning, stacklevel=4)
+        return
+    if len(names) == len(fitted) and all(a == b for a, b in zip(names, fitted)):
+        return
+    msg = "The feature names should match those that were passed during fit.\n"
+    unseen = [n for n in names if n not in set(fitted)]
+    missing = [n for n in fitted if n not in set(names)]
+    if not unseen and not missing:
+        msg += "Feature names must be in the same order as they were in fit.\n"
+    if unseen:
+        msg += "Feature names unseen at fit time:\n" + "".join(f"- {n}\n" for n in unseen)
+    if missing:
+        msg += ("Feature names seen at fit time, yet now missing:\n" +
+                "".join(f"- {n}\n" for n in missing))
+    raise ValueError(msg)
+
+
 def _check_finite(xp, a, name):
     # One pass on the common (finite) path; the second only to say which problem it is.
     if xp.isdtype(a.dtype, "real floating") and not bool(xp.all(xp.isfinite(a))):
@@ -58,6 +115,8 @@ def validate_X(est, X, *, reset):
     """
     if not reset:
         check_is_fitted(est)
+    names = _feature_names(X)
+    _check_feature_names(est, names, reset)
     X = _ns.as_input_array(X, "X")
     xp, dev = _ns.get_namespace_and_device(X)
     if X.ndim != 2:
