@@ -23,7 +23,7 @@ from .io import load, save
 # neither scikit-learn nor SciPy.
 _LAZY = {"LinearRegression": "estimators", "LogisticRegression": "estimators",
          "MLPClassifier": "estimators", "MLPRegressor": "estimators",
-         "NotFittedError": "exceptions"}
+         "NotFittedError": "exceptions", "export_onnx": "export"}
 
 
 def __getattr__(name):
@@ -31,7 +31,7 @@ def __getattr__(name):
 
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    elif name in ("estimators", "bench", "bench_dask", "cli", "io"):
+    elif name in ("estimators", "bench", "bench_dask", "cli", "io", "export"):
         value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -66,6 +66,7 @@ __all__ = [
     "DivergenceError",
     "save",
     "load",
+    "export_onnx",
     "datasets",
     "privacy",
     "explain",

@@ -189,6 +189,32 @@ _INPLACE: dict = {}
 _BOOL_MUL: dict = {}
 
 
+def has_values(x) -> bool:
+    """Whether the values of array ``x`` can be read now: False for arrays traced by
+    ``jax.jit``, Dask arrays and ndonnx arrays without a propagated value (an ONNX graph's
+    input). Input checks that read values (NaN, negative weights) skip such arrays rather
+    than force a computation or fail."""
+    mod = type(x).__module__
+    if mod.startswith("numpy") or mod.startswith("torch") or mod.startswith("cupy"):
+        return True
+    if mod.startswith("jax"):
+        try:
+            import jax
+
+            return not isinstance(x, jax.core.Tracer)
+        except (ImportError, AttributeError):  # pragma: no cover
+            return True
+    if mod.startswith("dask"):
+        return False
+    if mod.startswith("ndonnx"):
+        try:
+            x.unwrap_numpy()
+        except ValueError:
+            return False
+        return True
+    return True
+
+
 def lit(xp, value, like):
     """``value`` (a Python scalar) as an argument of an ``xp`` function next to array
     ``like``: as it is where the namespace takes Python scalars in functions (the 2024.12
@@ -314,6 +340,12 @@ def to_host(x) -> np.ndarray:
     if is_strict(xp):
         x = x.to_device(xp.Device("CPU_DEVICE"))
         return np.asarray(x)
+    if type(x).__module__.startswith("ndonnx"):
+        try:
+            return np.asarray(x.unwrap_numpy())  # a constant of the graph
+        except ValueError as exc:
+            raise ValueError("xpdl: this ndonnx array is symbolic (an input of an ONNX "
+                             "graph, or computed from one): it has no values to read") from exc
     return np.asarray(x)
 
 

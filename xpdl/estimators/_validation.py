@@ -101,6 +101,9 @@ def _check_feature_names(est, names, reset):
 
 def _check_finite(xp, a, name):
     # One pass on the common (finite) path; the second only to say which problem it is.
+    # Traced and lazy arrays (jax.jit, ndonnx graph inputs) have no values to check.
+    if not _ns.has_values(a):
+        return
     if xp.isdtype(a.dtype, "real floating") and not bool(xp.all(xp.isfinite(a))):
         if bool(xp.any(xp.isnan(a))):
             raise ValueError(f"xpdl: Input {name} contains NaN.")
@@ -146,7 +149,7 @@ def validate_X(est, X, *, reset):
                 f"namespace as fit: the model was fitted on {_ns.backend_name(est._xp)} "
                 f"arrays but got {_ns.backend_name(xp)}; convert X or move the model with "
                 f".to(xp=...)")
-        if not _ns.same_device(dev, est._device):
+        if dev is not None and not _ns.same_device(dev, est._device):  # None: traced
             raise ValueError(f"xpdl: {type(est).__name__} lives on device {est._device!r} but X "
                              f"is on {dev!r}; move X or the model (.to(device=...))")
         if p != est.n_features_in_:

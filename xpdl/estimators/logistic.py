@@ -184,14 +184,14 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         if _dask.is_dask(X):
             return _dask.predict(self, "decision_function", X)
         z = self._forward(V.validate_X(self, X, reset=False))
-        return z[:, 0] if z.shape[1] == 1 else z
+        return z[:, 0] if self._n_outputs == 1 else z
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes)."""
         if _dask.is_dask(X):
             return _dask.predict(self, "predict_proba", X)
         z = self._forward(V.validate_X(self, X, reset=False))
-        if z.shape[1] == 1:
+        if self._n_outputs == 1:
             p = F.sigmoid(z[:, 0])
             return self._xp.stack([1 - p, p], axis=1)
         return F.softmax(z, axis=1)
@@ -199,6 +199,6 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
     def _predict_indices(self, X):
         z = self._forward(V.validate_X(self, X, reset=False))
         xp = self._xp
-        if z.shape[1] == 1:
+        if self._n_outputs == 1:
             return xp.astype(z[:, 0] > 0, xp.int64)
         return xp.argmax(z, axis=1)

@@ -161,7 +161,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
     def _proba(self, X):
         z = self._forward(X)
         xp = self._xp
-        if z.shape[1] == 1:
+        if self._n_outputs == 1:
             p = F.sigmoid(z[:, 0])
             return xp.stack([1 - p, p], axis=1)
         return F.softmax(z, axis=1)
@@ -176,7 +176,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
         X = V.validate_X(self, X, reset=False)
         z = self._forward(X)
         xp = self._xp
-        if z.shape[1] == 1:
+        if self._n_outputs == 1:
             return xp.astype(z[:, 0] > 0, xp.int64)
         return xp.argmax(z, axis=1)
 

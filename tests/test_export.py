@@ -1,0 +1,143 @@
+"""Traceable inference (#16.4): predict on traced and symbolic arrays (jax.jit, ndonnx) and
+xpdl.export_onnx, checked against onnxruntime (an independent ONNX executor)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpdl
+from xpdl import nn
+
+pytestmark = pytest.mark.filterwarnings("ignore:xpdl.*max_iter")
+
+
+def _data(n=80, p=5, seed=0):
+    g = np.random.default_rng(seed)
+    X = g.normal(size=(n, p)).astype(np.float32)
+    y3 = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0.3)
+    return X, y3
+
+
+CASES = {
+    "mlpc_multiclass": (lambda: xpdl.MLPClassifier((8,), max_iter=5, random_state=0), "y3"),
+    "mlpc_binary_strings": (lambda: xpdl.MLPClassifier((8,), max_iter=5, random_state=0),
+                            "strings"),
+    "logistic_binary": (lambda: xpdl.LogisticRegression(), "y2"),
+    "logistic_multiclass": (lambda: xpdl.LogisticRegression(), "y3"),
+    "linear_two_targets": (lambda: xpdl.LinearRegression(alpha=0.1), "Y"),
+    "mlpr": (lambda: xpdl.MLPRegressor((8, 4), activation="tanh", max_iter=5,
+                                       random_state=0), "y"),
+}
+
+
+def _targets(kind, X, y3, backend=None):
+    y = {"y3": y3, "y2": (y3 > 0).astype(np.int64),
+         "strings": np.array(["cat", "dog"])[(y3 > 0).astype(int)],
+         "Y": np.stack([X @ np.arange(1.0, 6.0), X[:, 0] - X[:, 1]], axis=1),
+         "y": np.sin(X[:, 0]) + X[:, 1]}[kind]
+    if backend is None or kind == "strings":
+        return y
+    return backend.asarray(y, dtype=backend.xp.int64 if y.dtype.kind == "i" else
+                           backend.xp.float32)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_export_onnx_matches_onnxruntime(backend, case, tmp_path):
+    """Fitted on any backend in float32, exported, run by onnxruntime: labels equal and
+    probabilities/predictions within 1e-6 of xpdl's own (float32)."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("ndonnx")
+    make, kind = CASES[case]
+    X, y3 = _data()
+    Xb = backend.asarray(X, dtype=backend.xp.float32)
+    est = make().fit(Xb, _targets(kind, X, y3, backend))
+    path = tmp_path / "m.onnx"
+    xpdl.export_onnx(est, path, ("N", X.shape[1]))
+    sess = ort.InferenceSession(str(path))
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(None, {"X": X})))
+    if hasattr(est, "predict_proba"):
+        assert names == ["label", "probabilities"]
+        np.testing.assert_array_equal(got["label"], backend.to_numpy(est.predict(Xb)))
+        np.testing.assert_allclose(got["probabilities"], backend.to_numpy(est.predict_proba(Xb)),
+                                   atol=1e-6, rtol=0)
+    else:
+        assert names == ["prediction"]
+        np.testing.assert_allclose(got["prediction"], backend.to_numpy(est.predict(Xb)),
+                                   atol=1e-6, rtol=1e-6)
+    # the exported model was a copy: the original still predicts on its own backend
+    assert xpdl._namespace.array_namespace(est.module_.parameters()[0].data) is backend.xp
+
+
+def test_export_onnx_of_a_hand_built_module(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("ndonnx")
+    g = xpdl.random.Generator(0)
+    model = nn.Sequential(nn.Linear(5, 16, rng=g), nn.Tanh(), nn.Dropout(0.5, rng=g),
+                          nn.Linear(16, 8, rng=g), nn.ReLU(), nn.Linear(8, 3, rng=g),
+                          nn.Sigmoid())
+    model.train()  # export evaluates (dropout off) without changing the model's mode
+    X, _ = _data()
+    xpdl.export_onnx(model, tmp_path / "m.onnx", ("N", 5))
+    (out,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"X": X})
+    assert model.training
+    model.eval()
+    np.testing.assert_allclose(out, model(X).data, atol=1e-6)
+
+
+def test_predict_on_symbolic_arrays_does_not_read_values():
+    """An ndonnx graph input has no values: the NaN check skips it instead of failing."""
+    ndx = pytest.importorskip("ndonnx")
+    X, y3 = _data()
+    est = xpdl.MLPClassifier((4,), max_iter=3, random_state=0).fit(X, y3)
+    from xpdl.export import _light_copy
+
+    c = _light_copy(est)
+    c.to(xp=ndx)
+    x = ndx.argument(shape=("N", 5), dtype=ndx.float32)
+    proba = c.predict_proba(x)
+    assert isinstance(proba, ndx.Array)
+    with pytest.raises(ValueError, match="contains NaN"):  # concrete arrays are still checked
+        est.predict(np.full((2, 5), np.nan, dtype=np.float32))
+
+
+def test_saving_a_model_moved_to_ndonnx_works(tmp_path):
+    ndx = pytest.importorskip("ndonnx")
+    X, y3 = _data()
+    est = xpdl.LogisticRegression().fit(X, y3)
+    from xpdl.export import _light_copy
+
+    c = _light_copy(est)
+    c.to(xp=ndx)
+    xpdl.save(c, tmp_path / "m.safetensors")
+    back = xpdl.load(tmp_path / "m.safetensors")
+    np.testing.assert_allclose(back.predict_proba(X), est.predict_proba(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_inference_under_jax_jit(case):
+    """predict, predict_proba and decision_function of a model on JAX run inside jax.jit
+    (the input checks do not read the traced values) and equal the eager results."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    make, kind = CASES[case]
+    if kind == "strings":
+        pytest.skip("string labels live on the host, outside a jitted function")
+    X, y3 = _data()
+    Xj = jnp.asarray(X)
+    y = _targets(kind, X, y3)
+    est = make().fit(Xj, jnp.asarray(y))
+    for method in ("predict", "predict_proba", "decision_function"):
+        f = getattr(est, method, None)
+        if f is None:
+            continue
+        np.testing.assert_allclose(np.asarray(jax.jit(f)(Xj)), np.asarray(f(Xj)), rtol=1e-5,
+                                   atol=1e-6)
+    g = xpdl.random.Generator(0)
+    model = nn.Sequential(nn.Linear(5, 7, rng=g, xp=jnp), nn.ReLU(), nn.Linear(7, 2, rng=g,
+                                                                                 xp=jnp))
+    model.eval()
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda a: model(a).data)(Xj)),
+                               np.asarray(model(Xj).data), rtol=1e-5, atol=1e-6)
