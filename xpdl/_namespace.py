@@ -46,8 +46,9 @@ _FLOAT_NAMES = ("float32", "float64")
 _PY_SCALARS = (bool, int, float, complex)
 _DTYPE_NAMES = (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float32", "float64", "complex64", "complex128",
+    "float32", "float64", "complex64", "complex128", "float16", "bfloat16",
 )
+_HALF = ("float16", "bfloat16")
 
 
 # The namespace of an array depends only on its type: cache it, since array_namespace is on
@@ -320,12 +321,32 @@ def resolve_float_dtype(x, xp, device=None, dtype=None):
             raise ValueError(f"xpdl: float64 was asked for but device {device!r} has no float64")
         return dt
     if x is not None and xp.isdtype(x.dtype, "real floating"):
-        return x.dtype
+        try:
+            half = dtype_name(xp, x.dtype) in _HALF
+        except TypeError:
+            half = True
+        # half-precision inputs are computed in float32, as scikit-learn accepts them
+        return default_float_dtype(xp, device) if half else x.dtype
     return default_float_dtype(xp, device)
 
 
 def _numpy_dtype(xp, dtype):
-    return None if dtype is None else np.dtype(dtype_name(xp, dtype))
+    if dtype is None:
+        return None
+    name = dtype_name(xp, dtype)
+    if name == "bfloat16":
+        return _bfloat16()
+    return np.dtype(name)
+
+
+def _bfloat16():
+    """NumPy's bfloat16 (from ml_dtypes, which JAX installs), or a TypeError."""
+    try:
+        import ml_dtypes
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise TypeError("xpdl: bfloat16 arrays on the host need ml_dtypes "
+                        "(pip install ml_dtypes)") from exc
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 def to_host(x) -> np.ndarray:
@@ -336,7 +357,10 @@ def to_host(x) -> np.ndarray:
     if is_cupy(xp):
         return x.get()
     if is_torch(xp):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            return x.float().numpy().astype(_bfloat16())  # exact: bfloat16 fits in float32
+        return x.numpy()
     if is_strict(xp):
         x = x.to_device(xp.Device("CPU_DEVICE"))
         return np.asarray(x)
@@ -355,6 +379,11 @@ def from_host(a, xp, device=None, dtype=None):
     Casting happens on the host so the same input gives the same bits everywhere.
     """
     a = np.asarray(a)
+    if dtype is not None and dtype_name(xp, dtype) == "bfloat16" and not is_jax(xp):
+        # torch takes no ml_dtypes arrays: round on the host, hand over the float32 values
+        # (exactly representable), cast there
+        b = a.astype(_bfloat16(), copy=False).astype(np.float32)
+        return xp.astype(from_host(b, xp, device=device), dtype_from_name(xp, "bfloat16"))
     if dtype is not None:
         a = a.astype(_numpy_dtype(xp, dtype), copy=False)
     if is_cupy(xp):

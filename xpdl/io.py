@@ -35,6 +35,12 @@ _MAX_HEADER = 64 * 1024 * 1024
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
            "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
            "U16": np.uint16, "U32": np.uint32, "U64": np.uint64}
+try:  # bfloat16 on the host comes from ml_dtypes (installed with JAX)
+    import ml_dtypes as _ml
+
+    _DTYPES["BF16"] = _ml.bfloat16
+except ImportError:  # pragma: no cover - depends on the installation
+    pass
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
