@@ -16,7 +16,7 @@ MODULES = ["xpdl", "xpdl.functional", "xpdl.random", "xpdl.autodiff", "xpdl.loss
 OPTIONAL = []
 
 # Modules allowed to import NumPy: the backend layer and the edges (host RNG, IO, data, CLI).
-EDGE = re.compile(r"xpdl/(_namespace|random|io|datasets/.*|cli|__main__)\.py$")
+EDGE = re.compile(r"xpdl/(_namespace|random|io|export|datasets/.*|cli|__main__)\.py$")
 
 
 @pytest.mark.parametrize("name", MODULES + OPTIONAL)
@@ -43,3 +43,20 @@ def test_math_does_not_import_numpy():
         if re.search(r"^\s*(import numpy|from numpy)", text, re.MULTILINE):
             offenders.append(rel)
     assert not offenders, f"these modules import NumPy in the math: {offenders}"
+
+
+def test_import_xpdl_is_light():
+    """``import xpdl`` loads neither scikit-learn nor SciPy (the estimators load on first
+    use), and NotFittedError is still scikit-learn's where it is installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, xpdl; print('sklearn' in sys.modules, 'scipy' in sys.modules);"
+            "e = xpdl.NotFittedError; print('sklearn' in sys.modules);"
+            "import sklearn.exceptions as se; print(issubclass(e, se.NotFittedError),"
+            " issubclass(e, ValueError), issubclass(e, AttributeError))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == "False False"
+    assert out[1] == "True"  # asking for NotFittedError brings scikit-learn's base class
+    assert out[2] == "True True True"

@@ -190,6 +190,11 @@ _INPLACE: dict = {}
 _BOOL_MUL: dict = {}
 
 
+def host_object_array(items):
+    """A 1-D NumPy object array of ``items`` (feature names)."""
+    return np.asarray(list(items), dtype=object)
+
+
 def has_values(x) -> bool:
     """Whether the values of array ``x`` can be read now: False for arrays traced by
     ``jax.jit``, Dask arrays and ndonnx arrays without a propagated value (an ONNX graph's

@@ -35,13 +35,19 @@ _MAX_HEADER = 64 * 1024 * 1024
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
            "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
            "U16": np.uint16, "U32": np.uint32, "U64": np.uint64}
-try:  # bfloat16 on the host comes from ml_dtypes (installed with JAX)
-    import ml_dtypes as _ml
-
-    _DTYPES["BF16"] = _ml.bfloat16
-except ImportError:  # pragma: no cover - depends on the installation
-    pass
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+def _with_bfloat16():
+    """Add BF16 (ml_dtypes' bfloat16, installed with JAX) to the known dtypes; imported only
+    when a file or an array needs it (ml_dtypes takes a second to import)."""
+    if "BF16" not in _DTYPES:
+        try:
+            import ml_dtypes
+        except ImportError:  # pragma: no cover - depends on the installation
+            return
+        _DTYPES["BF16"] = ml_dtypes.bfloat16
+        _CODES[np.dtype(ml_dtypes.bfloat16)] = "BF16"
 
 
 # -- the container -----------------------------------------------------------------------
@@ -67,6 +73,8 @@ def _encode(arrays, meta):
 
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     for name, a in arrays.items():
+        if a.dtype not in _CODES and a.dtype.name == "bfloat16":
+            _with_bfloat16()
         if a.dtype not in _CODES:
             raise TypeError(f"xpdl.save: cannot store dtype {a.dtype} ({name})")
     text = json.dumps(meta, allow_nan=True)
@@ -113,6 +121,8 @@ def _decode(buf, path):
     arrays = {}
     for name, info in header.items():
         try:
+            if info.get("dtype") == "BF16":
+                _with_bfloat16()
             dt = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
             shape = tuple(int(s) for s in info["shape"])
             lo, hi = (int(v) for v in info["data_offsets"])

@@ -52,9 +52,7 @@ def _feature_names(X):
     kinds = {type(c).__name__ for c in cols}
     strings = [isinstance(c, str) for c in cols]
     if all(strings) and cols:
-        import numpy as np
-
-        return np.asarray(cols, dtype=object)
+        return _ns.host_object_array(cols)
     if any(strings):
         raise TypeError(f"xpdl: feature names are only supported if all input features have "
                         f"string names, but your input has {sorted(kinds)} as feature name / "
