@@ -170,3 +170,46 @@ def test_train_out_of_core_on_a_local_cluster(tmp_path, capsys):
 def test_workers_need_an_out_of_core_dataset(capsys):
     assert main(["train", "--workers", "2"]) == 2
     assert "out of core" in capsys.readouterr().err
+
+
+# -- a CLI that guides (#18.5/6) -----------------------------------------------------------
+def test_version_and_help_show_defaults(capsys):
+    import xpdl
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"xpdl {xpdl.__version__}"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--out", "--force", "--lr", "--epochs", "--backend"):
+        assert flag in text
+    assert "(default: model.safetensors)" in text and "(default: 60)" in text
+
+
+def test_train_checks_arguments_before_training(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"keep me")
+    assert main(["train", "--out", str(out)]) == 2
+    assert "--out" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert main(["train", "--out", str(tmp_path / "nope" / "m.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    for bad in (["--lr", "-1"], ["--hidden", "0"], ["--batch-size", "0"]):
+        assert main(["train", *bad, "--out", str(tmp_path / "x.safetensors")]) == 2
+        assert bad[0] in capsys.readouterr().err
+    assert main(["train", "--model", "linear", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "classification" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+    assert main(["train", "--epochs", "1", "--out", str(out), "--force"]) == 0
+    assert out.read_bytes()[:8] != b"keep me"
+
+
+def test_info_into_a_closed_pipe_is_not_an_error():
+    r = subprocess.run(f"{sys.executable} -m xpdl info | head -1", shell=True,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("xpdl ") and "Error" not in r.stderr
+
+
+def test_bench_names_unknown_peers(capsys):
+    assert main(["bench", "--vs", "torch,foo", "--sizes", "none"]) == 2
+    assert "foo" in capsys.readouterr().err

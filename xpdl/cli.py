@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -209,6 +210,7 @@ def _train_large(args):
         return da.concatenate([a.blocks[i] for i in idx], axis=0)
 
     Xtr, ytr, Xte, yte = rows(X, train), rows(y, train), rows(X, test), rows(y, test)
+    _check_outputs(args)
     model = _model(args, early_stopping=len(train) >= 2)
     client = _cluster(args)
     where = "threads" if client is None else f"cluster {client.scheduler.address}"
@@ -265,12 +267,47 @@ def _model(args, early_stopping=True):
 
 
 # -- train -----------------------------------------------------------------------------
+def _check_train_args(args):
+    """Hyperparameters, checked before anything is loaded (exit code 2, flag named)."""
+    for flag, value, ok in (("--epochs", args.epochs, args.epochs >= 1),
+                            ("--hidden", args.hidden, args.hidden >= 1),
+                            ("--batch-size", args.batch_size, args.batch_size >= 1),
+                            ("--lr", args.lr, args.lr > 0 and args.lr == args.lr
+                             and args.lr != float("inf")),
+                            ("--chunk-rows", args.chunk_rows, args.chunk_rows >= 1)):
+        if not ok:
+            raise CLIError(f"{flag} must be {'positive' if flag == '--lr' else 'at least 1'}, "
+                           f"got {value}")
+    if args.model == "linear" and args.dataset == "digits":
+        raise CLIError("--model linear fits a regression, but the digits dataset is a "
+                       "classification task (10 classes): use --model mlp or --model logistic, "
+                       "or give --dataset a file with a numeric target")
+
+
+def _check_outputs(args):
+    """Where the model (and the plot) go, checked before training: an existing file is not
+    overwritten without --force, the folder must be writable, --plot needs matplotlib."""
+    targets = [("--out", args.out)] + ([("--plot", args.plot)] if args.plot else [])
+    for flag, path in targets:
+        full = os.path.abspath(path)
+        folder = os.path.dirname(full)
+        if os.path.isdir(full):
+            raise CLIError(f"{flag} {path}: is a folder; give a file name")
+        if os.path.exists(full) and not args.force:
+            raise CLIError(f"{flag} {path} exists; pass --force to overwrite it")
+        if not os.path.isdir(folder):
+            raise CLIError(f"{flag} {path}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise CLIError(f"{flag} {path}: the folder {folder} is not writable")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise CLIError("--plot needs matplotlib: pip install 'xpdl[plot]'")
+
+
 def cmd_train(args):
     from xpdl import _namespace as ns
     from xpdl.random import Generator
 
-    if args.epochs < 1:
-        raise CLIError("--epochs must be at least 1")
+    _check_train_args(args)
     if _is_large(args.dataset):
         return _train_large(args)
     if args.workers or args.scheduler:
@@ -288,6 +325,7 @@ def cmd_train(args):
     if numeric:
         ytr = ns.from_host(ytr, xp, device=dev, dtype=xp.float32 if regression else xp.int64)
         yte = ns.from_host(yte, xp, device=dev, dtype=xp.float32 if regression else xp.int64)
+    _check_outputs(args)
     model = _model(args)
     print(f"xpdl train: {args.model} on {desc}; {len(train)} train / {len(test)} test "
           f"samples; backend {args.backend}" + (f" ({dev})" if dev is not None else ""))
@@ -321,6 +359,16 @@ def cmd_bench(args):
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     vs = [v.strip() for v in args.vs.split(",") if v.strip()]
+    unknown = sorted(set(vs) - {"torch", "sklearn"})
+    if unknown:
+        raise CLIError(f"--vs: unknown peer(s) {unknown}; choose from torch, sklearn")
+    for peer, mod in (("torch", "torch"), ("sklearn", "sklearn")):
+        if peer in vs and importlib.util.find_spec(mod) is None:
+            print(f"xpdl bench: peer {peer!r} is not installed; its rows are left out",
+                  file=sys.stderr)
+    pause = 0.3
+    if args.quick:
+        args.sizes, args.batches, args.repeats, pause = "small", 5, 1, 0.0
     out = []
     for size in [] if args.sizes == "none" else args.sizes.split(","):
         size = size.strip()
@@ -330,7 +378,7 @@ def cmd_bench(args):
             raise CLIError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
         res = run_benchmark(backends, vs, size=size, n_batches=args.batches,
                             repeats=args.repeats, log=lambda m: print(m, file=sys.stderr),
-                            tape=args.tape, ufuncs=args.ufuncs)
+                            tape=args.tape, ufuncs=args.ufuncs, pause=pause)
         print(format_table(res))
         print()
         out.append(res)
@@ -348,12 +396,20 @@ def cmd_bench(args):
 
 
 def build_parser():
+    from xpdl import __version__
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="xpdl", description="Deep learning on the Array API "
-                                "standard: NumPy, CuPy, PyTorch, JAX.")
+                                "standard: NumPy, CuPy, PyTorch, JAX.", formatter_class=fmt)
+    p.add_argument("--version", action="version", version=f"xpdl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions, importable backends and their devices")
-    t = sub.add_parser("train", help="train a model (default: an MLP on the bundled digits)")
-    t.add_argument("--model", choices=("mlp", "logistic", "linear"), default="mlp")
+    sub.add_parser("info", help="versions, importable backends and their devices",
+                   formatter_class=fmt)
+    t = sub.add_parser("train", help="train a model (default: an MLP on the bundled digits)",
+                       formatter_class=fmt)
+    t.add_argument("--model", choices=("mlp", "logistic", "linear"), default="mlp",
+                   help="mlp: MLPClassifier; logistic: LogisticRegression; linear: "
+                        "LinearRegression (a numeric target)")
     t.add_argument("--dataset", default="digits",
                    help="'digits' (bundled), a .csv/.npz file with a label column, or a 2-D "
                         ".npy file (or a folder of them) read out of core with Dask")
@@ -366,21 +422,28 @@ def build_parser():
                    help="train a .npy dataset on the dask.distributed cluster at ADDRESS")
     t.add_argument("--label-column", type=int, default=-1,
                    help="CSV column holding the labels (default: the last)")
-    t.add_argument("--backend", choices=BACKENDS, default="numpy")
-    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="where the arrays live and the work runs")
+    t.add_argument("--epochs", type=int, default=60, help="passes over the training data")
     t.add_argument("--hidden", type=int, default=100, help="hidden units of the MLP")
     t.add_argument("--lr", type=float, default=3e-3, help="learning rate (Adam)")
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="model.safetensors")
+    t.add_argument("--batch-size", type=int, default=64, help="samples per minibatch")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seeds the split, the initial weights and the batch order")
+    t.add_argument("--out", default="model.safetensors",
+                   help="where to save the trained model (safetensors + JSON metadata)")
+    t.add_argument("--force", action="store_true",
+                   help="overwrite --out (and --plot) if the file exists")
     t.add_argument("--plot", default=None, help="save loss/accuracy curves (matplotlib)")
-    b = sub.add_parser("bench", help="side-by-side training benchmark")
+    b = sub.add_parser("bench", help="side-by-side training benchmark", formatter_class=fmt)
+    b.add_argument("--quick", action="store_true",
+                   help="a 10-second check: small size, 5 batches, 1 round, no pauses")
     b.add_argument("--backends", default="numpy", help="comma-separated xpdl backends")
     b.add_argument("--vs", default="torch,sklearn", help="peers: torch, sklearn")
     b.add_argument("--sizes", default="medium",
                    help="small, medium, large (comma-separated), or none (with --dask)")
     b.add_argument("--batches", type=int, default=20, help="minibatches per epoch")
-    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--repeats", type=int, default=5, help="interleaved rounds (medians)")
     b.add_argument("--json", default=None, help="also write the results as JSON")
     b.add_argument("--tape", action="store_true",
                    help="also time the same training through the autodiff tape")
@@ -398,6 +461,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return {"info": cmd_info, "train": cmd_train, "bench": cmd_bench}[args.command](args)
+    except BrokenPipeError:  # e.g. `xpdl info | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except CLIError as exc:
         print(f"xpdl: error: {exc}", file=sys.stderr)
         return 2
@@ -406,6 +473,7 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
+
 
 
 if __name__ == "__main__":  # pragma: no cover
