@@ -20,9 +20,11 @@ def lint(session):
 
 @nox.session
 def docs(session):
-    """Build the Sphinx docs with warnings as errors."""
+    """Build the Sphinx docs with warnings as errors, then check in headless Chromium, with
+    the network off, that every page's math is rendered (tools/check_docs_math.py)."""
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html",
                 *session.posargs)
+    session.run("python", "tools/check_docs_math.py", "docs/_build/html")
 
 
 @nox.session
