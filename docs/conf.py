@@ -25,9 +25,17 @@ else:  # pragma: no cover
     extensions.append("sphinx.ext.napoleon")
 autosummary_generate = False
 autodoc_default_options = {"inherited-members": False}
+# The example gallery runs its scripts at build time and keeps their figures.
+if importlib.util.find_spec("sphinx_gallery") and importlib.util.find_spec("matplotlib"):
+    extensions.append("sphinx_gallery.gen_gallery")
+    sphinx_gallery_conf = {"examples_dirs": "examples", "gallery_dirs": "auto_examples",
+                           "filename_pattern": r"plot_", "download_all_examples": False,
+                           "remove_config_comments": True}
+    exclude_patterns = ["_build", "examples", "auto_examples/*.ipynb", "auto_examples/*.py",
+                        "auto_examples/*.zip", "auto_examples/*.json"]
 html_theme = ("pydata_sphinx_theme" if importlib.util.find_spec("pydata_sphinx_theme")
               else "alabaster")
 html_theme_options = {"navigation_with_keys": False} if html_theme != "alabaster" else {}
-exclude_patterns = ["_build"]
+exclude_patterns = globals().get("exclude_patterns", ["_build"])
 nitpicky = False
 suppress_warnings = ["ref.citation"]
