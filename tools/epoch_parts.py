@@ -4,8 +4,8 @@
 
 Times one epoch of ``xpdl bench``'s runner and its matrix-multiply bound (interleaved, a
 short pause and one untimed epoch before each, medians of 7), then the parts inside the
-epoch by wrapping them: the native module's functions (matmul, take, ...), the softmax
-head and the optimizer step. Wrapping costs about a microsecond per call, so the parts of
+epoch by wrapping them: every call of the replayed program (grouped by primitive, forward
+and backward) and the optimizer step. Wrapping costs about a microsecond per call, so the parts of
 the small size read high. A profiler for people, not a benchmark: ``xpdl bench`` and asv
 are the measurements.
 """
@@ -21,7 +21,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("size", nargs="?", default="medium")
     ap.add_argument("--backend", default="numpy")
-    ap.add_argument("--tape", action="store_true", help="the tape path instead of the fused")
+    ap.add_argument("--tape", action="store_true",
+                    help="every step eagerly on the tape instead of the replayed program")
     args = ap.parse_args()
 
     from xpdl.bench import SIZES, _XpdlRunner
@@ -40,7 +41,7 @@ def main():
             f()
             acc.append(time.perf_counter() - t0)
     e, b = statistics.median(te), statistics.median(tb)
-    print(f"{args.size} {'tape' if args.tape else 'fused'} on {args.backend}: epoch "
+    print(f"{args.size} {'tape' if args.tape else 'replayed'} on {args.backend}: epoch "
           f"{e / nb * 1e6:.0f} us/batch, bound {b / nb * 1e6:.0f} us/batch, ratio {e / b:.3f}")
 
     parts = {}
@@ -53,22 +54,29 @@ def main():
             return out
         return g
 
-    step = getattr(r.m, "_fused_cache", None)
-    if step is not None and step.nat is not None and not args.tape:
-        class Timed:
-            def __init__(self, mod):
-                self._mod = mod
+    step = getattr(r.m, "_step_cache", (None,) * 4)[3]
+    progs = [] if step is None or args.tape else \
+        [e[1] for e in step._programs.values() if e[0] == "ok"]
+    for prog in progs:  # time every replayed call, grouped by primitive and direction
+        wrapped = []
+        for (fn, ins, outs, multi, free), sig in zip(prog.steps, prog.signature):
+            name = {"f": "forward ", "b": "backward "}.get(sig[0], "") + (
+                sig[1] if sig[0] in "fb" else {"a": "gradient sums", "u": "unbroadcast",
+                                                "c": "casts"}[sig[0]])
 
-            def __getattr__(self, k):
-                v = getattr(self._mod, k)
-                return timed(k, v) if callable(v) else v
+            def g(*a, _fn=fn, _name=name):
+                t0 = time.perf_counter()
+                out = _fn(*a)
+                parts[_name] = parts.get(_name, 0.0) + time.perf_counter() - t0
+                return out
 
-        step.nat = Timed(step.nat)
-        step._head = timed("head (loss and its gradient)", step._head)
-        step._stepper_state = None  # the next step makes a new, wrapped stepper
+            wrapped.append((g, ins, outs, multi, free))
+        prog.steps = wrapped
+    if step is not None and not args.tape:
         opt = r.m._optimizer
+        step._flat = None  # the next step makes a new, wrapped stepper
         make = opt.flat_stepper
-        opt.flat_stepper = lambda *a, **k: timed("optimizer step (with L2)", make(*a, **k))
+        opt.flat_stepper = lambda *a, **k: timed("optimizer step", make(*a, **k))
     r.epoch()
     parts.clear()
     reps = 5
