@@ -213,3 +213,17 @@ def test_info_into_a_closed_pipe_is_not_an_error():
 def test_bench_names_unknown_peers(capsys):
     assert main(["bench", "--vs", "torch,foo", "--sizes", "none"]) == 2
     assert "foo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "the file is empty"),
+    ("a,b,label\n", "only a header line"),
+    ("a;b;label\n1;2;0\n3;4;1\n", "separated by ;"),
+    ("a,b,label\n1,2,0\n3,,1\n", "line 3 has an empty cell (column 2)"),
+])
+def test_csv_problems_get_specific_messages(tmp_path, capsys, content, message):
+    csv = tmp_path / "d.csv"
+    csv.write_text(content)
+    assert main(["train", "--dataset", str(csv), "--out", str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "--dataset" in err

@@ -105,17 +105,35 @@ def _load_dataset(spec, label_column):
         except (ValueError, OSError) as exc:
             raise CLIError(f"{spec}: cannot read .npz ({exc})") from None
     if spec.endswith(".csv"):
-        with open(spec) as f:
-            first = f.readline()
+        try:
+            with open(spec) as f:
+                lines = [ln for ln in f.read().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CLIError(f"--dataset {spec}: cannot read it ({exc})") from None
+        if not lines:
+            raise CLIError(f"--dataset {spec}: the file is empty")
+        first = lines[0]
+        if "," not in first and (";" in first or "\t" in first):
+            sep = ";" if ";" in first else "a tab"
+            raise CLIError(f"--dataset {spec}: columns are separated by {sep}; xpdl reads "
+                           f"comma-separated files (convert it, e.g. with pandas: "
+                           f"pd.read_csv(path, sep=...).to_csv(out, index=False))")
         try:
             [float(v) for v in first.strip().split(",")]
             skip = 0
         except ValueError:
             skip = 1
+        if len(lines) <= skip:
+            raise CLIError(f"--dataset {spec}: only a header line, no data rows")
+        for i, ln in enumerate(lines[skip:], start=skip + 1):
+            cells = ln.split(",")
+            if any(c.strip() == "" for c in cells):
+                raise CLIError(f"--dataset {spec}: line {i} has an empty cell (column "
+                               f"{[c.strip() for c in cells].index('') + 1}); fill or drop it")
         try:
             data = np.loadtxt(spec, delimiter=",", skiprows=skip, dtype=str, ndmin=2)
         except ValueError as exc:
-            raise CLIError(f"{spec}: cannot parse CSV ({exc})") from None
+            raise CLIError(f"--dataset {spec}: cannot parse CSV ({exc})") from None
         col = label_column if label_column >= 0 else data.shape[1] + label_column
         if not 0 <= col < data.shape[1]:
             raise CLIError(f"{spec}: label column {label_column} is out of range for "
