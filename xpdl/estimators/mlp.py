@@ -140,7 +140,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
     >>> from xpdl import MLPClassifier
     >>> from xpdl.datasets import make_classification
     >>> X, y = make_classification(200, 5, random_state=0)
-    >>> clf = MLPClassifier((16,), max_iter=50, learning_rate=1e-2, random_state=0).fit(X, y)
+    >>> clf = MLPClassifier((16,), max_iter=300, learning_rate=1e-2, random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 2)
     """)
