@@ -90,12 +90,29 @@ def _eager_step(model, loss_fn, opt, X, y, w):
     return loss.data
 
 
-def _compare(backend, act, loss, opt_name, dropout, weighted, steps=40, bs=32):
+def _with_l2(fn, model, alpha):
+    """``fn`` plus the estimators' L2 term, ``alpha * sum ||W||^2`` over the weights."""
+    weights = [m.weight for m in model if hasattr(m, "weight")]
+
+    def with_l2(out, y, w=None):
+        l2 = xpdl.autodiff.ops.sqnorm(weights[0])
+        for W in weights[1:]:
+            l2 = l2 + xpdl.autodiff.ops.sqnorm(W)
+        return fn(out, y, w) + l2 * alpha
+
+    return with_l2
+
+
+def _compare(backend, act, loss, opt_name, dropout, weighted, steps=40, bs=32, l2=0.0):
     X, y, w, k = _batches(backend, loss)
     m1, m2 = (_net(backend, act, k, dropout) for _ in range(2))
     o1, o2 = OPTIMIZERS[opt_name](m1), OPTIMIZERS[opt_name](m2)
     fn = _loss(loss)
-    step = xpdl.compile_step(m1, fn, o1)
+    if l2:
+        fn1, fn2 = _with_l2(fn, m1, l2), _with_l2(fn, m2, l2)
+    else:
+        fn1 = fn2 = fn
+    step = xpdl.compile_step(m1, fn1, o1)
     n = X.shape[0]
     exact = backend.name == "numpy"
     tol = dict(rtol=1e-12 if backend.is64 else 1e-5, atol=1e-13 if backend.is64 else 1e-6)
@@ -105,7 +122,7 @@ def _compare(backend, act, loss, opt_name, dropout, weighted, steps=40, bs=32):
         Xb, yb = X[sl, ...], y[sl, ...]
         wb = w[sl] if weighted else None
         a = step(Xb, yb, wb)
-        b = _eager_step(m2, fn, o2, Xb, yb, wb)
+        b = _eager_step(m2, fn2, o2, Xb, yb, wb)
         if exact:
             assert float(a) == float(b), (i, float(a), float(b))
         else:
@@ -131,6 +148,21 @@ def test_replay_equals_the_tape_for_every_optimizer(backend, opt_name):
     on NumPy, to rounding elsewhere; parameters and optimizer state too."""
     step = _compare(backend, "relu", "cross_entropy", opt_name, 0.0, True)
     assert step.recordings <= 5  # two shapes, each recorded twice, plus at most one more
+
+
+@pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
+def test_l2_gradient_folded_into_the_update_equals_the_tape(backend, opt_name):
+    """An L2 term on the weights (the estimators' loss): where parameters are flat (NumPy,
+    CuPy, torch) its gradient ``2 alpha W`` is added by the optimizer's own pass instead
+    of by the program; still bit for bit the eager tape's step on NumPy."""
+    step = _compare(backend, "relu", "cross_entropy", opt_name, 0.0, True, l2=0.05)
+    fused = [plan[2] for kind, prog, *_ in step._programs.values() if kind == "ok"
+             for plan in prog._flat_plans.values()]
+    if backend.name in ("numpy", "torch"):
+        assert fused and all(f is not None and len(f[1]) == 3 for f in fused)
+        assert all(f[0] == pytest.approx(0.1) for f in fused)  # 2 alpha
+    else:  # no flat layout: the program adds the gradients itself
+        assert not fused
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_probs", "bce_logits", "bce",

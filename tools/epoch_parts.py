@@ -55,28 +55,38 @@ def main():
         return g
 
     step = getattr(r.m, "_step_cache", (None,) * 4)[3]
-    progs = [] if step is None or args.tape else \
-        [e[1] for e in step._programs.values() if e[0] == "ok"]
-    for prog in progs:  # time every replayed call, grouped by primitive and direction
-        wrapped = []
-        for (fn, ins, outs, multi, free), sig in zip(prog.steps, prog.signature):
-            name = {"f": "forward ", "b": "backward "}.get(sig[0], "") + (
-                sig[1] if sig[0] in "fb" else {"a": "gradient sums", "u": "unbroadcast",
-                                                "c": "casts"}[sig[0]])
-
-            def g(*a, _fn=fn, _name=name):
-                t0 = time.perf_counter()
-                out = _fn(*a)
-                parts[_name] = parts.get(_name, 0.0) + time.perf_counter() - t0
-                return out
-
-            wrapped.append((g, ins, outs, multi, free))
-        prog.steps = wrapped
     if step is not None and not args.tape:
         opt = r.m._optimizer
         step._flat = None  # the next step makes a new, wrapped stepper
         make = opt.flat_stepper
         opt.flat_stepper = lambda *a, **k: timed("optimizer step", make(*a, **k))
+        r.epoch()  # builds the layout and binds the plans to it
+    progs = [] if step is None or args.tape else \
+        [e[1] for e in step._programs.values() if e[0] == "ok"]
+    for prog in progs:  # time every replayed call, grouped by primitive and direction
+        # the plain plan (other namespaces) and the plans for a flat layout
+        plans = [(prog, "steps", prog.nodes)] + [(plan, 0, plan[3])
+                                                  for plan in prog._flat_plans.values()]
+        for holder, where, nodes in plans:
+            steps = getattr(holder, where) if isinstance(where, str) else holder[where]
+            wrapped = []
+            for (fn, ins, outs, multi, free), node in zip(steps, nodes):
+                sig = node[4]
+                name = {"f": "forward ", "b": "backward "}.get(sig[0], "") + (
+                    sig[1] if sig[0] in "fb" else {"a": "gradient sums", "u": "unbroadcast",
+                                                    "c": "casts"}[sig[0]])
+
+                def g(*a, _fn=fn, _name=name):
+                    t0 = time.perf_counter()
+                    out = _fn(*a)
+                    parts[_name] = parts.get(_name, 0.0) + time.perf_counter() - t0
+                    return out
+
+                wrapped.append((g, ins, outs, multi, free))
+            if isinstance(where, str):
+                setattr(holder, where, wrapped)
+            else:
+                holder[where] = wrapped
     r.epoch()
     parts.clear()
     reps = 5

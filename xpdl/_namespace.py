@@ -263,6 +263,17 @@ def native_module(xp):
     return _NATIVE[key]
 
 
+def matmul_into(xp, a, b, out=None):
+    """``a @ b``, written into ``out`` when given (an array of :func:`native_module`'s
+    module, which then exists): the same BLAS call either way."""
+    return a @ b if out is None else native_module(xp).matmul(a, b, out=out)
+
+
+def sum0_into(xp, a, out=None):
+    """``xp.sum(a, axis=0)``, written into ``out`` when given (as :func:`matmul_into`)."""
+    return xp.sum(a, axis=0) if out is None else native_module(xp).sum(a, axis=0, out=out)
+
+
 def supports_inplace(xp) -> bool:
     """Whether arrays of ``xp`` may be written in place (JAX arrays are immutable)."""
     ok = _INPLACE.get(id(xp))

@@ -209,7 +209,7 @@ def logsumexp(x, axis=None, keepdims=False):
 
 
 # -- layers ----------------------------------------------------------------------------
-@primitive("linear")
+@primitive("linear", vjp_into=True)
 def _linear(xp, X, W, b=None):
     out = X @ W.T
     if b is not None:
@@ -221,18 +221,20 @@ def _linear(xp, X, W, b=None):
 
 
 @_linear.defvjp
-def _linear_vjp(xp, g, ins, out, saved, needs):
+def _linear_vjp(xp, g, ins, out, saved, needs, outs=(None, None, None)):
+    # ``outs``: buffers a replayed program gives for the gradients (NumPy/CuPy, see
+    # Primitive's vjp_into); the same products and sum, written in place.
     X, W = ins[0], ins[1]
     gx = gW = gb = None
     if needs[0]:
-        gx = g @ W
+        gx = _ns.matmul_into(xp, g, W, outs[0])
     if needs[1] or (len(ins) > 2 and needs[2]):
         g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))
         if needs[1]:
             X2 = X if X.ndim == 2 else xp.reshape(X, (-1, X.shape[-1]))
-            gW = g2.T @ X2
+            gW = _ns.matmul_into(xp, g2.T, X2, outs[1])
         if len(ins) > 2 and needs[2]:
-            gb = xp.sum(g2, axis=0)
+            gb = _ns.sum0_into(xp, g2, outs[2])
     return (gx, gW) if len(ins) == 2 else (gx, gW, gb)
 
 

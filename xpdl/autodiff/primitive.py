@@ -33,6 +33,15 @@ class Primitive:
     random : bool, default False
         Whether ``forward`` draws from a generator (replayed programs draw again, in the
         recorded order, so the same seed gives the same numbers).
+    vjp_reads : callable ``needs -> tuple of str``, optional
+        Which values the VJP's result depends on, among ``"g"``, ``"out"``, ``"saved"``
+        and ``"in0"``, ``"in1"``, ...; shapes do not count (a program's shapes are fixed).
+        Default: all of them. A recorded program folds a VJP call whose values are all
+        constants (the L2 term's chain of scalings, for instance) into a constant.
+    vjp_into : bool, default False
+        Whether ``vjp`` takes ``outs=`` (a tuple, one array or None per input) and writes
+        the gradients there, with the same bits: a replayed program lets a parameter's
+        gradient land in its flat gradient buffer without a copy (NumPy, CuPy).
 
     Examples
     --------
@@ -46,23 +55,27 @@ class Primitive:
     array([ 3., 12.])
     """
 
-    def __init__(self, name, forward, vjp, *, saves=False, random=False):
+    def __init__(self, name, forward, vjp, *, saves=False, random=False, vjp_reads=None,
+                 vjp_into=False):
         self.name = name
         self.forward = forward
         self.vjp = vjp
         self.saves = saves
         self.random = random
+        self.vjp_reads = vjp_reads
+        self.vjp_into = vjp_into
 
     def __repr__(self):
         return f"Primitive({self.name!r})"
 
 
-def primitive(name, *, saves=False, random=False):
+def primitive(name, **options):
     """Decorator form: ``@primitive("name")`` on the forward, then ``@p.defvjp`` on the
-    VJP (used by :mod:`xpdl.autodiff.ops` to keep each VJP next to its forward)."""
+    VJP (used by :mod:`xpdl.autodiff.ops` to keep each VJP next to its forward);
+    ``options`` are :class:`Primitive`'s keywords."""
 
     def wrap(forward):
-        p = Primitive(name, forward, None, saves=saves, random=random)
+        p = Primitive(name, forward, None, **options)
 
         def defvjp(vjp):
             p.vjp = vjp

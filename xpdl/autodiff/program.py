@@ -23,6 +23,11 @@ the replay of a step without random primitives becomes one ``jax.jit``-compiled 
 function once it has been replayed a few times (compiling costs as much as many eager
 replays of a small step).
 
+**Plan.** Calls whose values depend on constants only are folded into constants; for
+a flat layout, the ``c * W`` gradients of L2 terms move into the optimizer's pass and
+VJPs that can write gradients straight into the flat gradient buffer do
+(:meth:`_Program.flat_plan`, :meth:`_Program.bind`).
+
 **Guards.** A program is keyed by the inputs' shapes, dtypes and device, the parameters'
 shapes, dtypes and ``requires_grad``, and the model's training mode; any change records
 again (a few programs are kept: the last minibatch of an epoch is usually smaller).
@@ -50,7 +55,7 @@ class _Recorder:
         self.slot_of = {}  # id(array or saved object) -> slot
         self.keep = []  # keeps every recorded object alive, so ids stay unique
         self.n = 0
-        self.nodes = []  # (fn, arg slots, out slots, multi)
+        self.nodes = []  # (fn, arg slots, out slots, multi, signature, extra)
         self.consts = []  # (slot, value)
         self.seed = None  # the slot of backward's initial gradient (ones)
         self.random = False
@@ -97,7 +102,8 @@ class _Recorder:
         else:
             def fn(*v, fwd=fwd):
                 return fwd(xp, *v)
-        self.nodes.append((fn, args, outs, prim.saves, ("f", prim.name)))
+        self.nodes.append((fn, args, outs, prim.saves, ("f", prim.name),
+                           {"random": prim.random}))
 
     def on_seed(self, grad):
         self.seed = self.ref(grad)
@@ -113,90 +119,166 @@ class _Recorder:
         def fn(g, out, saved, *ins, vjp=vjp, needs=needs, attrs=attrs):
             return vjp(xp, g, ins, out, saved, needs, **attrs)
 
-        self.nodes.append((fn, args, outs, True, ("b", prim.name, needs)))
+        reads = None
+        if prim.vjp_reads is not None:
+            pos = {"g": 0, "out": 1, "saved": 2}
+            reads = tuple(pos[r] if r in pos else 3 + int(r[2:]) for r in prim.vjp_reads(needs))
+        self.nodes.append((fn, args, outs, True, ("b", prim.name, needs),
+                           {"reads": reads, "prim": prim, "needs": needs, "attrs": attrs,
+                            "xp": xp}))
 
     def on_unbroadcast(self, g, shape, res):
         xp = self.xp
         shape = tuple(shape)
         self.nodes.append((lambda g: unbroadcast(g, shape, xp), (self.ref(g),),
-                           (self.new_slot(res),), False, ("u", shape)))
+                           (self.new_slot(res),), False, ("u", shape), {}))
 
     def on_add(self, a, b, res):
         self.nodes.append((operator.add, (self.ref(a), self.ref(b)), (self.new_slot(res),),
-                           False, ("a",)))
+                           False, ("a",), {}))
 
     def on_cast(self, g, res):
         xp, dt = self.xp, res.dtype
         self.nodes.append((lambda g: xp.astype(g, dt), (self.ref(g),), (self.new_slot(res),),
-                           False, ("c", str(dt))))
+                           False, ("c", str(dt)), {}))
 
 
 class _Program:
     """A recorded step: calls over slots, the slots of inputs, parameters, gradients and
-    the loss, constants, and for each call the slots that die after it."""
+    the loss, constants, and for each call the slots that die after it.
+
+    Planning (once per program): calls whose values depend on constants only are folded
+    into constants (the L2 term's chain of scalings of the seed gradient); slots are freed
+    after their last reader. For a flat layout (NumPy, CuPy, torch) a second plan
+    (:meth:`flat_plan`) also folds each ``c * W`` gradient of a squared norm
+    (``sqnorm``'s VJP with a constant ``g``) into the optimizer's pass, and lets the
+    gradients land in their views of the flat gradient buffer."""
 
     def __init__(self, rec, input_slots, param_slots, grad_slots, loss_slot):
-        self.nodes = rec.nodes
-        self.seed = rec.seed
         self.n = rec.n
+        self.seed = rec.seed
         self.consts = rec.consts
         self.input_slots = input_slots
         self.param_slots = param_slots
         self.grad_slots = grad_slots
         self.loss_slot = loss_slot
         self.random = rec.random
-        self.signature = tuple(sig for *_, sig in rec.nodes)
-        self._plan()
+        self.signature = tuple(node[4] for node in rec.nodes)
+        self.nodes, folded = _fold(rec)
+        self.run_consts = list(rec.consts) + folded
+        self._values = dict(folded)
+        self.steps = self._plan(self.nodes, grad_slots)
+        self._flat_plans = {}
         self._jitted = None
-        self._sinks = None
         self.replays = 0
 
-    def _plan(self):
+    def _plan(self, nodes, grad_slots):
         """Free each slot after its last reader (the results are kept to the end)."""
-        keep = set(self.param_slots) | {s for s in self.grad_slots if s is not None}
+        keep = set(self.param_slots) | {s for s in grad_slots if s is not None}
         keep.add(self.loss_slot)
-        keep |= {s for s, _ in self.consts}
+        keep |= {s for s, _ in self.run_consts}
         keep |= {s for s in self.input_slots if s is not None}
         last = {}
-        for i, (_, args, _, _, _) in enumerate(self.nodes):
-            for a in args:
+        for i, node in enumerate(nodes):
+            for a in node[1]:
                 last[a] = i
-        free = [[] for _ in self.nodes]
+        free = [[] for _ in nodes]
         for s, i in last.items():
             if s not in keep:
                 free[i].append(s)
-        self.steps = [(fn, args, outs, multi, tuple(fr))
-                      for (fn, args, outs, multi, _), fr in zip(self.nodes, free)]
+        return [(fn, args, outs, multi, tuple(fr))
+                for (fn, args, outs, multi, *_), fr in zip(nodes, free)]
 
-    def bind_sinks(self, nat, gviews):
-        """Where a parameter's gradient is the sum of two contributions (the data term's
-        and the L2 term's), let that last addition write into the parameter's view of the
-        flat gradient buffer (``nat.add(a, b, out=view)``): the same value, one pass
-        fewer than summing and then copying."""
-        if self._sinks is not None and len(self._sinks) == len(gviews) and all(
-                a is b for a, b in zip(self._sinks, gviews)):
+    def flat_plan(self, nat, fuse_l2=True):
+        """``(steps, grad_slots, l2)`` for a replay into a flat layout: ``l2`` is None or
+        ``(c, indices)``, the parameters whose gradient ``c * W`` (from a squared norm
+        with a constant output gradient) the optimizer adds in its own pass instead
+        (:meth:`xpdl.optim.Optimizer.flat_stepper`'s ``n_l2``; the same bits: ``g + c*W``
+        either way). ``nat`` is the native module (NumPy, CuPy) or None (torch)."""
+        key = (id(nat), fuse_l2)
+        plan = self._flat_plans.get(key)
+        if plan is None:
+            nodes, grad_slots, l2 = list(self.nodes), list(self.grad_slots), None
+            if fuse_l2:
+                nodes, grad_slots, l2 = self._fuse_l2(nodes, grad_slots)
+            plan = self._flat_plans[key] = [self._plan(nodes, grad_slots), grad_slots, l2,
+                                            nodes, None]
+        return plan
+
+    def bind(self, plan, nat, gviews):
+        """Point the plan's last writers of the parameters' gradients at ``gviews`` (the
+        parameters' views of the flat gradient buffer): a gradient sum writes there with
+        ``nat.add(a, b, out=view)``, a VJP that can (``Primitive.vjp_into``, e.g. linear's
+        products and bias sum) writes there itself. The same values, no copy afterwards.
+        Done again when the flat buffer is replaced."""
+        if plan[4] is not None and len(plan[4]) == len(gviews) and all(
+                a is b for a, b in zip(plan[4], gviews)):
             return
-        producer = {}
-        for i, (_, _, outs, _, _) in enumerate(self.steps):
-            for s in outs:
-                if s is not None:
-                    producer[s] = i
+        steps, grad_slots, _, nodes, _ = plan
+        if nat is None:
+            plan[4] = list(gviews)
+            return
         counts = {}
-        for s in self.grad_slots:
+        for s in grad_slots:
             counts[s] = counts.get(s, 0) + 1
-        for s, gv in zip(self.grad_slots, gviews):
-            i = producer.get(s)
-            if i is None or counts[s] > 1:
-                continue
-            fn, args, outs, multi, free = self.steps[i]
-            base = getattr(fn, "_plain", fn)
-            if base is operator.add and len(outs) == 1:
-                def add_into(a, b, out=gv, add=nat.add):
-                    return add(a, b, out=out)
+        view_of = {s: gv for s, gv in zip(grad_slots, gviews)
+                   if s is not None and counts[s] == 1}
+        fixed = set(self.input_slots) | set(self.param_slots) | {s for s, _ in self.run_consts}
+        new = []
+        for (fn, args, outs, multi, free), node in zip(steps, nodes):
+            targets = tuple(view_of.get(s) if s not in fixed else None for s in outs)
+            if any(t is not None for t in targets):
+                sig, extra = node[4], node[5]
+                if sig[0] == "a":
+                    def fn(a, b, out=targets[0], add=nat.add):
+                        return add(a, b, out=out)
+                elif sig[0] == "b" and extra["prim"].vjp_into:
+                    fn = _vjp_into(extra, targets)
+            new.append((fn, args, outs, multi, free))
+        plan[0] = new
+        plan[4] = list(gviews)
 
-                add_into._plain = operator.add
-                self.steps[i] = (add_into, args, outs, multi, free)
-        self._sinks = list(gviews)
+    def _fuse_l2(self, nodes, grad_slots):
+        """Drop each ``sqnorm`` VJP of a parameter ``W`` with a constant ``g`` whose result
+        only goes into that parameter's final gradient sum (``data + coef(g) W``), and the
+        sum; the parameter's gradient becomes the data term's. Done where all such
+        parameters share one ``c`` (the estimators' L2 term)."""
+        index = {s: i for i, s in enumerate(self.param_slots)}
+        readers = {}
+        for i, node in enumerate(nodes):
+            for a in node[1]:
+                readers.setdefault(a, []).append(i)
+        counts = {}
+        for s in grad_slots:
+            counts[s] = counts.get(s, 0) + 1
+        found = []  # (param index, vjp node, sum node, data slot, c)
+        for i, (_, args, outs, _, sig, extra) in enumerate(nodes):
+            if sig[:2] != ("b", "sqnorm") or args[0] not in self._values:
+                continue
+            k = index.get(args[3])
+            r = readers.get(outs[0], [])
+            if k is None or len(r) != 1 or nodes[r[0]][4][0] != "a":
+                continue
+            j = r[0]
+            s_sum = nodes[j][2][0]
+            if grad_slots[k] != s_sum or counts[s_sum] != 1 or s_sum in readers:
+                continue
+            a, b = nodes[j][1]
+            other = b if a == outs[0] else a
+            if other == outs[0] or other in counts:
+                continue
+            coef = extra["prim"].vjp_coef(self._values[args[0]])
+            found.append((k, i, j, other, float(coef)))
+        if not found:
+            return nodes, grad_slots, None
+        c = found[0][4]
+        found = [f for f in found if f[4] == c]
+        drop = {f[1] for f in found} | {f[2] for f in found}
+        grad_slots = list(grad_slots)
+        for k, _, _, other, _ in found:
+            grad_slots[k] = other
+        return ([nd for i, nd in enumerate(nodes) if i not in drop], grad_slots,
+                (c, tuple(sorted(f[0] for f in found))))
 
     def same_as(self, other, inputs_differ):
         """Whether ``other`` (a second recording) has the same calls and constants: True,
@@ -212,16 +294,18 @@ class _Program:
                 undecided = True
         return None if undecided else True
 
-    def run(self, inputs, params):
+    def run(self, inputs, params, steps=None, grad_slots=None):
+        steps = self.steps if steps is None else steps
+        grad_slots = self.grad_slots if grad_slots is None else grad_slots
         env = [None] * self.n
-        for s, v in self.consts:
+        for s, v in self.run_consts:
             env[s] = v
         for s, v in zip(self.input_slots, inputs):
             if s is not None:
                 env[s] = v
         for s, v in zip(self.param_slots, params):
             env[s] = v
-        for fn, args, outs, multi, free in self.steps:
+        for fn, args, outs, multi, free in steps:
             res = fn(*[env[a] for a in args])
             if multi:
                 for s, r in zip(outs, res):
@@ -231,7 +315,37 @@ class _Program:
                 env[outs[0]] = res
             for s in free:
                 env[s] = None
-        return env[self.loss_slot], [None if s is None else env[s] for s in self.grad_slots]
+        return env[self.loss_slot], [None if s is None else env[s] for s in grad_slots]
+
+
+def _fold(rec):
+    """The recorded calls without those whose values depend on constants only (their
+    results, as recorded, become constants), and those constants ``[(slot, value)]``.
+    A VJP's dependencies are its primitive's ``vjp_reads``; random calls never fold."""
+    const = {s for s, _ in rec.consts}
+    nodes, folded = [], []
+    for node in rec.nodes:
+        args, outs, extra = node[1], node[2], node[5]
+        reads = extra.get("reads")
+        used = args if reads is None else [args[i] for i in reads]
+        if not extra.get("random") and all(a in const for a in used):
+            for s in outs:
+                if s is not None and s not in const:
+                    const.add(s)
+                    folded.append((s, rec.keep[s]))
+            continue
+        nodes.append(node)
+    return nodes, folded
+
+
+def _vjp_into(extra, targets):
+    """A VJP call writing the gradients that have a buffer in ``targets`` there."""
+    xp, vjp, needs, attrs = extra["xp"], extra["prim"].vjp, extra["needs"], extra["attrs"]
+
+    def fn(g, out, saved, *ins):
+        return vjp(xp, g, ins, out, saved, needs, outs=targets, **attrs)
+
+    return fn
 
 
 def _same_value(a, b):
@@ -272,20 +386,23 @@ _JIT_AFTER = 16
 
 
 class _Flat:
-    """Parameters as views into one flat array ``P``, gradients into ``G``."""
+    """Parameters as views into one flat array ``P``, gradients into ``G``, in the order
+    ``order`` (parameter indices; those whose L2 gradient the optimizer adds come first,
+    ``n_l2`` elements)."""
 
-    def __init__(self, xp, params):
-        shapes = [tuple(p.data.shape) for p in params]
-        self.shapes = shapes
-        self.P = xp.concat([xp.reshape(p.data, (-1,)) for p in params])
+    def __init__(self, xp, params, order, n_l2):
+        self.order, self.n_l2 = order, n_l2
+        self.shapes = [tuple(params[i].data.shape) for i in order]
+        self.P = xp.concat([xp.reshape(params[i].data, (-1,)) for i in order])
         self.G = xp.zeros_like(self.P)
-        self.pviews, self.gviews, off = [], [], 0
-        for shp in shapes:
+        self.pviews, self.gviews = [None] * len(params), [None] * len(params)
+        off = 0
+        for i, shp in zip(order, self.shapes):
             size = 1
             for d in shp:
                 size *= d
-            self.pviews.append(xp.reshape(self.P[off:off + size], shp))
-            self.gviews.append(xp.reshape(self.G[off:off + size], shp))
+            self.pviews[i] = xp.reshape(self.P[off:off + size], shp)
+            self.gviews[i] = xp.reshape(self.G[off:off + size], shp)
             off += size
         for p, v in zip(params, self.pviews):
             p.data = v
@@ -320,6 +437,7 @@ class CompiledStep:
         self._programs = {}  # key -> ("pending", program, inputs copy) | ("ok", program)
         self._eager = {}  # key -> reason
         self._flat = None
+        self.fuse_l2 = True  # False: keep the L2 gradients in the program (to compare)
         self.recordings = 0
         self.mode = "eager"
 
@@ -446,39 +564,60 @@ class CompiledStep:
                 prog._jitted = jax.jit(lambda ins, ps: prog.run(ins, ps))
             loss, grads = prog._jitted(tuple(inputs), [p.data for p in params])
         else:
-            flat = None if _ns.is_jax(xp) else self._flat_layout(xp, params)
-            nat = _ns.native_module(xp)
-            if flat is not None and nat is not None:
-                prog.bind_sinks(nat, flat.gviews)
-            loss, grads = prog.run(inputs, [p.data for p in params])
+            plan = flat = None
+            if None not in prog.grad_slots and _ns.supports_inplace(xp) and \
+                    _ns.backend_name(xp) in _FLAT_BACKENDS:
+                nat = _ns.native_module(xp)
+                plan = prog.flat_plan(nat, self.fuse_l2)
+                flat = self._flat_layout(xp, params, () if plan[2] is None else plan[2][1])
+                prog.bind(plan, nat, flat.gviews)
+            datas = [p.data for p in params]
+            if flat is None:
+                loss, grads = prog.run(inputs, datas)
+            else:
+                loss, grads = prog.run(inputs, datas, plan[0], plan[1])
+                if plan[2] is not None:
+                    self._apply_update(xp, params, grads, flat, plan[2][0])
+                    return loss
         self._apply_update(xp, params, grads)
         return loss
 
-    def _flat_layout(self, xp, params):
+    def _flat_layout(self, xp, params, first=None):
         """Parameters as views into one flat array and gradients into another, with the
         optimizer's flat stepper bound to them (NumPy, CuPy, torch); rebuilt when a
         parameter array or the optimizer state was replaced (a rollback, ``load``,
-        ``.to()``). None where the namespace cannot update in place."""
+        ``.to()``), or when the parameters ``first`` (indices: those whose L2 gradient
+        the stepper adds) are not the layout's leading ones (None: any layout will do).
+        None where the namespace cannot update in place."""
         fl = self._flat
         opt = self.optimizer
         if fl is not None and fl.state is opt.state and fl.bound(params) and all(
-                opt.state.get(k) is v for k, v in fl.state_arrays):
+                opt.state.get(k) is v for k, v in fl.state_arrays) and (
+                first is None or fl.first == tuple(first)):
             return fl
         if not _ns.supports_inplace(xp) or _ns.backend_name(xp) not in _FLAT_BACKENDS:
             return None
-        self._flat = fl = _Flat(xp, params)
-        fl.stepper = opt.flat_stepper(fl.P, fl.G, [k for k, _ in opt._params], fl.shapes)
+        first = tuple(first or ())
+        order = first + tuple(i for i in range(len(params)) if i not in first)
+        n_l2 = 0
+        for i in first:
+            n_l2 += params[i].size
+        self._flat = fl = _Flat(xp, params, order, n_l2)
+        fl.first = first
+        keys = [k for k, _ in opt._params]
+        fl.stepper = opt.flat_stepper(fl.P, fl.G, [keys[i] for i in order], fl.shapes, n_l2)
         fl.state = opt.state
         # the stepper holds views of the state arrays: if another path replaces them (a
         # plain step(), load_state_dict), the layout is made again
         fl.state_arrays = [(k, v) for k, v in opt.state.items() if _ns.is_array(v)]
         return fl
 
-    def _apply_update(self, xp, params, grads):
+    def _apply_update(self, xp, params, grads, flat=None, c=0.0):
         """Give the parameters their gradients and run the optimizer: through the flat
-        layout where there is one (one pass over all parameters), else ``step()``."""
-        flat = None
-        if all(g is not None for g in grads) and not _ns.is_jax(xp):
+        layout where there is one (one pass over all parameters), else ``step()``. With
+        ``c`` (a fused L2 term), the stepper adds ``c * W`` to the gradients of the
+        layout's leading ``n_l2`` elements in its pass."""
+        if flat is None and all(g is not None for g in grads) and not _ns.is_jax(xp):
             flat = self._flat_layout(xp, params)
         if flat is None:
             for p, g in zip(params, grads):
@@ -489,7 +628,7 @@ class CompiledStep:
             if g is not gv:
                 gv[...] = g
             p.grad = gv
-        flat.stepper()
+        flat.stepper(c)
 
 
 def _data(a):
@@ -530,6 +669,12 @@ def compile_step(model, loss_fn, optimizer):
     device, of the model's training mode or of a parameter's ``requires_grad`` records
     again. The replay calls the primitives' own forward and VJP functions in the recorded
     order, so on NumPy it gives the eager tape's numbers bit for bit.
+
+    Where parameters are flat (NumPy, CuPy, torch), the gradient :math:`cW` of a squared
+    norm with a constant scale (an L2 term, ``alpha * sqnorm(W)``) is added by the
+    optimizer in its pass instead of by the program (the same sum); after such a step a
+    weight's ``.grad`` holds its gradient without that term, as with PyTorch's
+    ``weight_decay``.
 
     Examples
     --------
