@@ -33,11 +33,8 @@ TORCH_CLS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 @pytest.fixture
 def tiny_min(monkeypatch):
-    """Every array takes the compiled path (the thresholds are for speed, not semantics):
-    no size threshold, and Adam per parameter rather than through its small-model flat
-    buffers."""
+    """Every array takes the compiled path (the threshold is for speed, not semantics)."""
     monkeypatch.setattr(_compiled, "MIN_SIZE", 1)
-    monkeypatch.setattr(_fused, "_SPLIT_MIN", 1)
 
 
 @pytest.fixture
@@ -277,7 +274,6 @@ def test_a_kernel_that_cannot_build_falls_back_once_with_a_warning(backend, monk
     monkeypatch.setattr(_compiled, "_KERNELS", dict(_compiled._KERNELS, adam=broken))
     monkeypatch.setattr(_compiled, "_READY", {})
     monkeypatch.setattr(_compiled, "MIN_SIZE", 1)
-    monkeypatch.setattr(_fused, "_SPLIT_MIN", 1)
     a = np.ones(8)
     with pytest.warns(RuntimeWarning, match="could not be built for float64"):
         assert not _compiled.usable(a, a.copy())

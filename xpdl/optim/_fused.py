@@ -18,48 +18,6 @@ from .. import _compiled
 from .. import _namespace as _ns
 
 _KERNELS = {}
-_POOL = None
-# Below this many parameters a second thread costs more (dispatch ~50 µs) than it saves.
-_SPLIT_MIN = 1 << 18
-
-
-def flat_ok(xp, n_params, total):
-    """Whether the flat multi-parameter step pays: NumPy, several parameters, small."""
-    return _ns.is_numpy(xp) and n_params > 1 and total < _SPLIT_MIN
-
-
-def run_split(xp, tasks, sizes):
-    """Run ``tasks`` (callables), two threads when the namespace is NumPy and the work is
-    large: NumPy's ufuncs release the GIL but use one core, so the fused optimizer step
-    would otherwise leave the second core idle. Tasks touch disjoint arrays."""
-    global _POOL
-    total = sum(sizes)
-    if not _ns.is_numpy(xp) or total < _SPLIT_MIN or len(tasks) < 2:
-        for t in tasks:
-            t()
-        return
-    # Greedy balance by size: the worker takes the biggest tasks up to half of the work.
-    order = sorted(range(len(tasks)), key=lambda i: -sizes[i])
-    mine, theirs, acc = [], [], 0
-    for i in order:
-        if acc + sizes[i] <= total / 2 or not theirs:
-            theirs.append(tasks[i])
-            acc += sizes[i]
-        else:
-            mine.append(tasks[i])
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(1, thread_name_prefix="xpdl-optim")
-
-    def worker():
-        for t in theirs:
-            t()
-
-    fut = _POOL.submit(worker)
-    for t in mine:
-        t()
-    fut.result()
 
 
 def _kind(xp):
@@ -169,37 +127,6 @@ def flat_views(xp, cache, tag, state, names, shapes):
         off += size
     cache[tag] = (flat, views)
     return flat
-
-
-def adam_step_flat(xp, params, grads, state, cache, keys, m_names, v_names, *, lr, b1, b2,
-                   eps, t, wd_l2, wd_decoupled):
-    """Adam over many small NumPy parameters at once: the moments live in two flat
-    buffers and the update runs as 12 ufunc calls in all instead of 12 per parameter
-    (the per-call overhead dominates for small models)."""
-    shapes = [tuple(grads[k].shape) for k in keys]
-    m = flat_views(xp, cache, "adam_m", state, m_names, shapes)
-    v = flat_views(xp, cache, "adam_v", state, v_names, shapes)
-    if wd_l2:
-        flat_g = [xp.reshape(grads[k] + wd_l2 * params[k], (-1,)) for k in keys]
-    else:
-        flat_g = [xp.reshape(grads[k], (-1,)) for k in keys]
-    g = xp.concat(flat_g)
-    s = cache.get("adam_s")
-    if s is None or s.shape != g.shape or s.dtype != g.dtype:
-        s = cache["adam_s"] = xp.empty(g.shape, dtype=g.dtype)
-    bc1 = 1 - b1 ** t
-    _adam_direction(xp, g, m, v, s, b1=b1, b2=b2, eps=eps, step=lr / bc1,
-                    sbc2=math.sqrt(1 - b2 ** t))
-    off = 0
-    for k, shp in zip(keys, shapes):
-        p = params[k]
-        size = 1
-        for d in shp:
-            size *= d
-        if wd_decoupled:
-            p *= 1 - lr * wd_decoupled
-        p -= xp.reshape(s[off:off + size], shp)
-        off += size
 
 
 def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd):

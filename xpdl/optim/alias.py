@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from .. import _namespace as _ns
 from . import _fused
 from .base import FusedTransformation, chain
@@ -36,27 +34,10 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
     def fused(params, grads, state, scratch):
         t = state[pa + "step"] + 1
         lr_t = _lr_at(lr, state[pl])
-        xp = _fused_namespace(next(iter(grads.values())))
-        sizes = [math.prod(g.shape) for g in grads.values()]
-        total = sum(sizes)
-        if _fused.flat_ok(xp, len(grads), total):
-            keys = list(grads)
-            _fused.adam_step_flat(xp, params, grads, state, scratch.cache, keys,
-                                  [f"{pa}exp_avg/{k}" for k in keys],
-                                  [f"{pa}exp_avg_sq/{k}" for k in keys], lr=lr_t, b1=b1,
-                                  b2=b2, eps=eps, t=t, wd_l2=wd_l2,
-                                  wd_decoupled=wd_decoupled)
-            state[pa + "step"] = t
-            state[pl] += 1
-            return state
-        tasks = []
         for k, g in grads.items():
-            args = (xp, params[k], g, state[f"{pa}exp_avg/{k}"], state[f"{pa}exp_avg_sq/{k}"],
-                    scratch(k))
-            tasks.append(lambda a=args: _fused.adam_step(*a, lr=lr_t, b1=b1, b2=b2, eps=eps,
-                                                         t=t, wd_l2=wd_l2,
-                                                         wd_decoupled=wd_decoupled))
-        _fused.run_split(xp, tasks, sizes)
+            _fused.adam_step(_fused_namespace(g), params[k], g, state[f"{pa}exp_avg/{k}"],
+                             state[f"{pa}exp_avg_sq/{k}"], scratch(k), lr=lr_t, b1=b1, b2=b2,
+                             eps=eps, t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled)
         state[pa + "step"] = t
         state[pl] += 1
         return state

@@ -89,39 +89,19 @@ class Optimizer:
             else:
                 p.data = p.data + updates[n]
 
-    def step_flat(self, flat_params, flat_grads, keys, shapes, l2=None):
-        r""":meth:`step` when the parameters named ``keys`` are, in that order, views into
-        the flat array ``flat_params`` and their ``.grad`` views into ``flat_grads`` (as the
-        estimators' fused MLP step lays them out): Adam, AdamW and SGD then update every
-        parameter with one call per pass, block by block on NumPy; other optimizers take
-        :meth:`step`.
-
-        Parameters
-        ----------
-        flat_params, flat_grads : arrays of shape (sum of the parameter sizes,)
-            With ``l2``, ``flat_grads`` may be written to (its content after the step
-            is unspecified).
-        keys : list of str
-            Parameter names in the flat order (every parameter, each with a gradient).
-        shapes : list of tuple
-            Their shapes.
-        l2 : (float, int), optional
-            ``(c, n)``: add :math:`c\,p` to the gradient of the first ``n`` flat elements
-            (an L2 penalty :math:`\tfrac{c}{2}\|p_{:n}\|^2`) before the update.
-
-        Returns
-        -------
-        0-d array or None
-            With ``l2``, :math:`\|p_{:n}\|^2` before the update.
-        """
-        c, n = l2 if l2 is not None else (0.0, 0)
-        return self.flat_stepper(flat_params, flat_grads, keys, shapes, n)(c)
-
     def flat_stepper(self, flat_params, flat_grads, keys, shapes, n_l2=0):
-        """A function ``step(c=0.0)`` equal to ``step_flat(..., l2=(c, n_l2))`` with the
-        flat state and the views of every block resolved once: the estimators' fused MLP
-        step makes one per epoch. It is valid until the optimizer's state or the arrays are
-        replaced (``load_state_dict``, a portable :meth:`step`, moving the model)."""
+        r"""A function ``step(c=0.0)`` doing :meth:`step` when the parameters named
+        ``keys`` are, in that order, views into the flat array ``flat_params`` and their
+        ``.grad`` views into ``flat_grads`` (the layout of :func:`xpdl.compile_step`):
+        Adam, AdamW and SGD update every parameter with one call per pass (one compiled
+        loop with Numba, block by block otherwise); other optimizers take :meth:`step`.
+        With ``c``, :math:`c\,p` is added to the gradient of the first ``n_l2`` flat
+        elements first (an L2 penalty :math:`\tfrac{c}{2}\|p_{:n}\|^2`; ``flat_grads`` may
+        be written) and ``step`` returns :math:`\|p_{:n}\|^2` before the update.
+
+        The flat state and the views of every block are resolved once: the stepper is
+        valid until the optimizer's state or the arrays are replaced (``load_state_dict``,
+        a portable :meth:`step`, moving the model)."""
         xp = _ns.array_namespace(flat_params)
         make = getattr(self.transform, "flat_stepper", None)
         if make is not None and self.use_fused and _fused.supported(xp):
