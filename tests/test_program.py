@@ -387,3 +387,25 @@ def test_the_untouched_autodiff_api_still_works_after_freeing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert xpdl.check_grad(lambda t: (F.softplus(t) ** 2).sum(), x) < 1e-6
+
+
+def test_constant_chains_fold_at_planning(backend):
+    """The scaling of the seed gradient by constants (the add and mul VJPs of the L2 term,
+    the mean's VJP over the batch) is computed once at planning: fewer calls replayed than
+    recorded, the folded ones all VJPs that read only constants, and the replay still
+    equals the tape (tests above)."""
+    from collections import Counter
+
+    X, y, w, k = _batches(backend, "cross_entropy")
+    m = _net(backend, "relu", k)
+    step = xpdl.compile_step(m, _with_l2(_loss("cross_entropy"), m, 0.05),
+                             optim.SGD(m, lr=0.05))
+    for _ in range(3):
+        step(X[:32, ...], y[:32, ...])
+    assert step.mode == "replay"
+    prog = next(p for kind, p, *_ in step._programs.values() if kind == "ok")
+    folded = Counter(prog.signature) - Counter(node[4] for node in prog.nodes)
+    assert sum(folded.values()) >= 3
+    assert {sig[:2] for sig in folded} <= {("b", "add"), ("b", "mul"), ("b", "mean")}
+    assert ("b", "mul") in {sig[:2] for sig in folded}
+    assert len(prog.run_consts) - len(prog.consts) >= sum(folded.values())

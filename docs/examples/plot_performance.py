@@ -16,7 +16,7 @@ import numpy as np
 here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 results = None
 for base in (here.parent / "results", Path.cwd() / "docs" / "results", Path.cwd() / "results"):
-    f = base / "cpu_bench_engine_2026-12-02.json"
+    f = base / "cpu_bench_engine_fused_2026-12-02.json"
     if f.exists():
         results = json.loads(f.read_text())
         break
