@@ -11,7 +11,7 @@ import xpdl
 import xpdl.functional as F
 from xpdl import nn
 from xpdl.losses import cross_entropy
-from xpdl.privacy import clipped_gradients, epsilon
+from xpdl.privacy import ClippedStep, clipped_gradients, epsilon
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -120,6 +120,56 @@ def test_dp_same_seed_same_model_across_backends(backend):
     np.testing.assert_allclose(backend.to_numpy(m.predict_proba(backend.asarray(X))),
                                ref.predict_proba(X), rtol=1e-8, atol=1e-10)
     assert m.epsilon_ == ref.epsilon_
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_clipped_step_replays_and_equals_the_eager_clipping(backend, l2):
+    """The DP step as a hook on the recorded program: after two recordings the linear
+    layers' VJPs hand their output gradients to the clipping instead of forming weight
+    gradients; the clipped sums, norms and per-sample losses equal the eager
+    clipped_gradients (bit for bit on NumPy), zero weights included. A loss with an L2
+    term on a weight (whose gradient is not a linear layer's) stays eager, with the same
+    results."""
+    net = _net(backend)
+    W = net[0].weight
+
+    def per_sample(out, t):
+        per = cross_entropy(out, t, reduction="none")
+        return per + xpdl.autodiff.ops.sqnorm(W) * 1e-2 if l2 else per
+
+    step = ClippedStep(net, per_sample)
+    g = np.random.default_rng(0)
+    for i in range(5):
+        X = backend.asarray(g.normal(size=(9, 3)))
+        y = backend.asarray(g.integers(0, 4, size=9), dtype=backend.xp.int64)
+        w = backend.asarray(np.r_[g.uniform(0.1, 3.0, 7), 0.0, 1.0])
+        C = (0.05, 1.0, 100.0)[i % 3]
+        got, norms, per = step(X, y, C, weights=w)
+        want, want_norms = clipped_gradients(net, X, lambda out, y=y: per_sample(out, y), C,
+                                             weights=w)
+        want_per = per_sample(net(X), y)
+        for k in want:
+            if backend.name == "numpy":
+                np.testing.assert_array_equal(got[k], want[k])
+            else:
+                np.testing.assert_allclose(backend.to_numpy(got[k]), backend.to_numpy(want[k]),
+                                           rtol=1e-10 if backend.is64 else 1e-5, atol=1e-7)
+        np.testing.assert_allclose(backend.to_numpy(norms), backend.to_numpy(want_norms),
+                                   rtol=1e-10 if backend.is64 else 1e-5)
+        np.testing.assert_allclose(backend.to_numpy(per), backend.to_numpy(want_per),
+                                   rtol=1e-10 if backend.is64 else 1e-5)
+    assert step.mode == ("eager" if l2 else "replay")
+    assert step.recordings == (1 if l2 else 2)
+
+
+def test_dp_fit_trains_through_the_replayed_clipping():
+    X, y = xpdl.datasets.load_digits(dtype=np.float64)
+    m = xpdl.MLPClassifier((16,), max_iter=2, batch_size=64, dp_noise_multiplier=1.0,
+                           random_state=0).fit(X / 16, y)
+    step = m._dp_cache[1]
+    assert step.mode == "replay"
+    # Poisson batches padded to multiples of 8: a few programs for about 56 steps
+    assert len(step._programs) <= 8 and step.recordings < 28
 
 
 def test_dp_parameter_validation():

@@ -98,6 +98,7 @@ def _light_copy(est):
     optimizer, the compiled step and the generator are not needed to predict)."""
     new = copy.copy(est)
     new.__dict__ = {k: v for k, v in est.__dict__.items()
-                    if k not in ("_optimizer", "_step_cache", "_rng", "_best_params")}
+                    if k not in ("_optimizer", "_step_cache", "_dp_cache", "_rng",
+                                  "_best_params")}
     new.module_ = copy.deepcopy(est.module_)
     return new

@@ -14,6 +14,13 @@ batch size. For a linear layer :math:`z_i = W a_i + b` the per-sample gradient o
 activations and output gradients of one backward pass and forms the clipped sums as
 :math:`(c \odot \Delta)^\top A` without materialising any per-sample weight gradient.
 
+Execution: the estimators run the clipping as a hook on a recorded program
+(:class:`ClippedStep`, see :func:`xpdl.compile_step`): the linear layers' VJPs hand over
+:math:`\Delta` and :math:`A` instead of weight gradients, and :func:`clip_taps` computes
+the norms and calls the linear VJP on the clipped :math:`c \odot \Delta`, the same
+function the tape uses. Poisson batches are padded with zero-weight rows (which clip to
+nothing) to multiples of :math:`\max(8, \lceil B/8\rceil)`, so a few programs serve.
+
 Sampling: the estimators draw each batch by Poisson sampling (every sample joins with
 probability :math:`q = B/n`, from the seeded generator), which is exactly what the
 accountant below assumes; an epoch is :math:`\lceil n/B\rceil` such steps.
@@ -43,7 +50,8 @@ import math
 from . import _namespace as _ns
 from .autodiff.tensor import Tensor
 
-__all__ = ["epsilon", "rdp", "clipped_gradients", "DEFAULT_ORDERS"]
+__all__ = ["epsilon", "rdp", "clipped_gradients", "clip_taps", "ClippedStep",
+           "DEFAULT_ORDERS"]
 
 DEFAULT_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) +
                        [64, 80, 96, 128, 160, 192, 256])
@@ -202,6 +210,57 @@ def epsilon(noise_multiplier, sample_rate, steps, delta, orders=DEFAULT_ORDERS):
     return max(best, 0.0)
 
 
+def clip_taps(xp, taps, max_grad_norm, weights=None):
+    r"""Clip per-sample gradients of linear layers from their VJP inputs and sum them.
+
+    Parameters
+    ----------
+    xp : namespace
+    taps : list of ``(g, inputs)``
+        For each linear layer (:func:`xpdl.functional.linear`), the gradient ``g`` of its
+        output, shape (n, out_features), and its inputs ``(x, W)`` or ``(x, W, b)``.
+    max_grad_norm : float
+        :math:`C`.
+    weights : array of shape (n,), optional
+        Sample weights (see :func:`clipped_gradients`); 0 drops a sample.
+
+    Returns
+    -------
+    sums : list of tuples
+        Per tap, the linear VJP's gradients of ``(x, W[, b])`` for the output gradient
+        :math:`c \odot g` (``x``'s is None): the clipped sums over the samples.
+    norms : array of shape (n,)
+        :math:`\|w_i g_i\|` before clipping.
+
+    Notes
+    -----
+    Per sample, :math:`\|g_i\|^2 = \sum_\text{layers}\|\delta_i\|^2(\|a_i\|^2 + [b])`;
+    the clipping factor is :math:`c_i = \min(w_i, C/(\|g_i\| + 10^{-6}))`. The sums are
+    the linear primitive's own VJP (one definition of that gradient), used by the eager
+    :func:`clipped_gradients` and by the replayed DP step alike.
+    """
+    from .functional import _linear
+
+    sq = None
+    for g, ins in taps:
+        a = ins[0]
+        part = xp.sum(g * g, axis=1) * (xp.sum(a * a, axis=1) + (1.0 if len(ins) > 2 else 0.0))
+        sq = part if sq is None else sq + part
+    norms = xp.sqrt(sq)
+    # A weighted sample contributes w_i g_i, clipped as a whole: w_i g_i min(1, C/(w_i|g_i|))
+    # = g_i min(w_i, C/|g_i|), so no contribution exceeds C whatever its weight (and the
+    # product w_i |g_i| is never formed, so huge weights cannot overflow).
+    limit = max_grad_norm / (norms + 1e-6)
+    one = _ns.lit(xp, 1.0, limit)
+    clip = xp.minimum(limit, one) if weights is None else xp.minimum(limit, weights)
+    if weights is not None:
+        norms = norms * weights
+    col = xp.expand_dims(clip, axis=1)
+    sums = [_linear.vjp(xp, g * col, ins, None, None, (False, True, len(ins) > 2))
+            for g, ins in taps]
+    return sums, norms
+
+
 def clipped_gradients(module, X, per_sample_loss, max_grad_norm, *, weights=None):
     r"""Sum over the samples of each sample's gradient clipped to ``max_grad_norm``.
 
@@ -257,24 +316,165 @@ def clipped_gradients(module, X, per_sample_loss, max_grad_norm, *, weights=None
     finally:
         for p, r in zip(params, saved):
             p.requires_grad = r
-    sq = None
-    for _, layer, a, z in taps:
-        d2 = xp.sum(z.grad * z.grad, axis=1)
-        part = d2 * (xp.sum(a * a, axis=1) + (1.0 if layer.bias is not None else 0.0))
-        sq = part if sq is None else sq + part
-    norms = xp.sqrt(sq)
-    # A weighted sample contributes w_i g_i, clipped as a whole: w_i g_i min(1, C/(w_i|g_i|))
-    # = g_i min(w_i, C/|g_i|), so no contribution exceeds C whatever its weight (and the
-    # product w_i |g_i| is never formed, so huge weights cannot overflow).
-    limit = max_grad_norm / (norms + 1e-6)
-    one = _ns.lit(xp, 1.0, limit)
-    clip = xp.minimum(limit, one) if weights is None else xp.minimum(limit, weights)
-    if weights is not None:
-        norms = norms * weights
+    sums, norms = clip_taps(xp, [(z.grad, (a, layer.weight.data) + (
+        () if layer.bias is None else (layer.bias.data,))) for _, layer, a, z in taps],
+        max_grad_norm, weights)
     grads = {}
-    for name, layer, a, z in taps:
-        D = z.grad * xp.expand_dims(clip, axis=1)
-        grads[f"{name}.weight"] = D.T @ a
+    for (name, layer, _, _), tap in zip(taps, sums):
+        grads[f"{name}.weight"] = tap[1]
         if layer.bias is not None:
-            grads[f"{name}.bias"] = xp.sum(D, axis=0)
+            grads[f"{name}.bias"] = tap[2]
     return grads, norms
+
+
+class ClippedStep:
+    """:func:`clipped_gradients` recorded once per batch shape and replayed.
+
+    The first calls for a shape run the module and ``per_sample_loss`` on the tape while
+    :func:`xpdl.compile_step`'s recorder notes every call; once a second recording agrees,
+    later calls replay that program with each linear layer's VJP stopped short of its
+    parameter gradients (it hands over its output gradient and inputs instead), and
+    :func:`clip_taps` forms the norms and the clipped sums from them: the per-sample
+    clipping is a hook on the recorded program. A module whose parameters are not all
+    linear layers' (or a loss the recorder cannot follow) runs :func:`clipped_gradients`
+    eagerly.
+
+    Parameters
+    ----------
+    module : xpdl.nn.Module
+    per_sample_loss : callable
+        ``per_sample_loss(output, target) -> Tensor of shape (n,)``; ``target`` arrives as a
+        Tensor without gradient.
+
+    Examples
+    --------
+    >>> import numpy as np, xpdl
+    >>> from xpdl import nn, losses
+    >>> from xpdl.privacy import ClippedStep
+    >>> net = nn.Sequential(nn.Linear(3, 4, rng=0), nn.Tanh(), nn.Linear(4, 2, rng=1))
+    >>> step = ClippedStep(net, lambda out, t: losses.cross_entropy(out, t, reduction="none"))
+    >>> rng = np.random.default_rng(0)
+    >>> for _ in range(3):  # recorded, recorded again (verified), replayed
+    ...     X = rng.normal(size=(8, 3)).astype(np.float32)
+    ...     grads, norms, per = step(X, np.arange(8) % 2, max_grad_norm=0.5)
+    >>> step.mode, sorted(grads), bool(np.all(norms > 0)), per.shape
+    ('replay', ['0.bias', '0.weight', '2.bias', '2.weight'], True, (8,))
+    """
+
+    _MAX_PROGRAMS = 8
+
+    def __init__(self, module, per_sample_loss):
+        self.module = module
+        self.per_sample_loss = per_sample_loss
+        self._programs = {}
+        self._eager = set()
+        self.recordings = 0
+        self.mode = "eager"
+
+    def __call__(self, X, T, max_grad_norm, weights=None):
+        """Clipped gradient sums for the batch ``(X, T)``.
+
+        Returns
+        -------
+        grads : dict ``{parameter name: array}``
+        norms : array of shape (n,)
+            :math:`\\|w_i g_i\\|` before clipping.
+        per_sample : array of shape (n,)
+            Each sample's loss.
+        """
+        from .autodiff import program as P
+
+        named = self.module.named_parameters()
+        params = [p for _, p in named]
+        xp = params[0].xp
+        inputs = (X, T)
+        key = (tuple(X.shape), X.dtype, tuple(T.shape), T.dtype,
+               bool(getattr(self.module, "training", True)),
+               tuple((tuple(p.data.shape), p.data.dtype) for p in params),
+               None if _ns.is_numpy(xp) else str(_ns.device_of(X)))
+        if key in self._eager:
+            return self._eager_call(X, T, max_grad_norm, weights)
+        entry = self._programs.get(key)
+        if entry is not None and entry[0] == "ok":
+            prog, (steps, taps, where) = entry[1], entry[2]
+            taps.clear()
+            per, _ = prog.run(inputs, [p.data for p in params], steps, [None] * len(params))
+            got = list(taps)
+            taps.clear()
+            return self._finish(xp, named, got, where, per, max_grad_norm, weights)
+        prog, plan, got, per = self._record(xp, inputs, params)
+        if prog is None:
+            self._eager.add(key)
+            self.mode = "eager"
+            return self._eager_call(X, T, max_grad_norm, weights)
+        if entry is None:
+            if len(self._programs) >= self._MAX_PROGRAMS:
+                self._programs.pop(next(iter(self._programs)))
+            self._programs[key] = ("pending", prog, P._copies(xp, inputs))
+        else:
+            same = prog.same_as(entry[1], P._differ(inputs, entry[2]))
+            if same:
+                self._programs[key] = ("ok", prog, plan)
+                self.mode = "replay"
+            elif same is None:
+                self._programs[key] = ("pending", prog, P._copies(xp, inputs))
+            else:
+                self._programs.pop(key)
+                self._eager.add(key)
+        return self._finish(xp, named, got, plan[2], per, max_grad_norm, weights)
+
+    def _record(self, xp, inputs, params):
+        """Record the module and loss on the tape; returns (program, tap plan, the
+        recording's taps, per-sample losses), the program None when it cannot clip."""
+        from .autodiff import program as P
+        from .autodiff.tensor import _mode, enable_grad
+        from .functional import _linear
+        from .functional import sum as fsum
+
+        X, T = inputs
+        rec = P._Recorder(xp)
+        in_slots = [rec.new_slot(X), rec.new_slot(T)]
+        param_slots = [rec.new_slot(p.data) for p in params]
+        for p in params:
+            p.grad = None
+        prev = _mode.recorder
+        _mode.recorder = rec
+        try:
+            with enable_grad():
+                per = self.per_sample_loss(self.module(Tensor(X)), Tensor(T))
+                fsum(per).backward()
+        finally:
+            _mode.recorder = prev
+        self.recordings += 1
+        grad_slots = [None if p.grad is None else rec.slot_of.get(id(p.grad)) for p in params]
+        for p in params:
+            p.grad = None  # no unclipped gradient is left behind
+        per_data = per.data
+        if rec.why_opaque is not None or any(g is None for g in grad_slots) or \
+                id(per_data) not in rec.slot_of:
+            return None, None, None, per_data
+        prog = P._Program(rec, in_slots, param_slots, grad_slots, rec.slot_of[id(per_data)])
+        plan = prog.tap_plan(_linear)
+        if plan is None:
+            return None, None, None, per_data
+        got = [(rec.keep[node[1][0]], tuple(rec.keep[a] for a in node[1][3:]))
+               for node in prog.nodes if node[4][0] == "b" and node[5]["prim"] is _linear]
+        return prog, plan, got, per_data
+
+    @staticmethod
+    def _finish(xp, named, taps, where, per, max_grad_norm, weights):
+        sums, norms = clip_taps(xp, taps, max_grad_norm, weights)
+        grads = {name: sums[t][pos] for (name, _), (t, pos) in zip(named, where)}
+        return grads, norms, per
+
+    def _eager_call(self, X, T, max_grad_norm, weights):
+        seen = []
+
+        def per_sample(out):
+            per = self.per_sample_loss(out, Tensor(T))
+            seen.append(per.data)
+            return per
+
+        grads, norms = clipped_gradients(self.module, X, per_sample, max_grad_norm,
+                                         weights=weights)
+        return grads, norms, seen[0]

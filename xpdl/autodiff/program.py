@@ -238,6 +238,45 @@ class _Program:
         plan[0] = new
         plan[4] = list(gviews)
 
+    def tap_plan(self, prim):
+        """Steps for per-sample clipping (:mod:`xpdl.privacy`): each VJP call of ``prim``
+        (the linear layer) computes only the gradient of its first input and appends
+        ``(g, inputs)`` to ``taps`` (a list, emptied by the caller before each run) instead
+        of the parameters' gradients. Returns ``(steps, taps, where)``, ``where[k]`` the
+        (tap index, input position) of parameter ``k``'s gradient; None when a parameter's
+        gradient does not come straight from such a call (another layer type, a parameter
+        used twice, an L2 term)."""
+        plan = self._flat_plans.get(("taps", id(prim)))
+        if plan is not None:
+            return plan
+        index = {s: i for i, s in enumerate(self.param_slots)}
+        read = {a for node in self.nodes for a in node[1]}
+        where = [None] * len(self.param_slots)
+        taps = []
+        nodes = []
+        n_taps = 0
+        for node in self.nodes:
+            fn, args, outs, multi, sig, extra = node
+            if sig[0] == "b" and extra["prim"] is prim:
+                for pos, a in enumerate(args[3:]):
+                    k = index.get(a)
+                    if k is None:
+                        continue
+                    if pos == 0 or where[k] is not None or self.grad_slots[k] != outs[pos] \
+                            or outs[pos] in read:
+                        return None
+                    where[k] = (n_taps, pos)
+                n_taps += 1
+                needs = (extra["needs"][0],) + (False,) * (len(args) - 4)
+                fn = _tap(extra, needs, taps)
+            nodes.append((fn, args, outs, multi, sig, extra))
+        if any(w is None for w in where):
+            return None
+        grad_slots = [None] * len(self.param_slots)
+        plan = self._flat_plans[("taps", id(prim))] = (self._plan(nodes, grad_slots), taps,
+                                                        where)
+        return plan
+
     def _fuse_l2(self, nodes, grad_slots):
         """Drop each ``sqnorm`` VJP of a parameter ``W`` with a constant ``g`` whose result
         only goes into that parameter's final gradient sum (``data + coef(g) W``), and the
@@ -336,6 +375,18 @@ def _fold(rec):
             continue
         nodes.append(node)
     return nodes, folded
+
+
+def _tap(extra, needs, taps):
+    """A VJP call that hands its output gradient and inputs to ``taps`` and computes only
+    the gradients ``needs`` asks for."""
+    xp, vjp, attrs = extra["xp"], extra["prim"].vjp, extra["attrs"]
+
+    def fn(g, out, saved, *ins):
+        taps.append((g, ins))
+        return vjp(xp, g, ins, out, saved, needs, **attrs)
+
+    return fn
 
 
 def _vjp_into(extra, targets):

@@ -108,6 +108,7 @@ class BaseModel(_SKBase):
         state = dict(self.__dict__)
         state.pop("_xp", None)
         state.pop("_step_cache", None)
+        state.pop("_dp_cache", None)
         opt = state.pop("_optimizer", None)
         if opt is not None:
             state["_optimizer_state"] = opt.state_dict()
@@ -720,12 +721,21 @@ class NetworkEstimator(BaseModel):
         ref = max(self._loss_ref, 1e-8)
         return loss > self._divergence_factor * ref
 
+    def _dp_step(self):
+        """The DP-SGD clipped-gradient step for the current module, a
+        :class:`xpdl.privacy.ClippedStep` (recorded once per padded batch size, replayed)."""
+        from ..privacy import ClippedStep
+
+        cached = self.__dict__.get("_dp_cache")
+        if cached is None or cached[0] is not self.module_:
+            step = ClippedStep(self.module_, lambda out, T: self._per_sample_loss(out, T))
+            self._dp_cache = cached = (self.module_, step)
+        return cached[1]
+
     def _dp_epoch(self, X, T, w, bs):
         """One DP-SGD epoch: ceil(n/B) steps, each on a Poisson sample of rate B/n, with
         per-sample clipping and Gaussian noise (see :mod:`xpdl.privacy`). Returns the
         (weighted) mean loss of the samples seen over the epoch (for ``loss_curve_``)."""
-        from ..privacy import clipped_gradients
-
         xp, dev = self._xp, self._device
         n = X.shape[0]
         module, opt = self.module_, self._optimizer
@@ -735,6 +745,10 @@ class NetworkEstimator(BaseModel):
         # divided by their largest first (so that weights of 1e308 cannot overflow it).
         w_top = 1.0 if w is None else float(xp.max(w))
         total = n if w is None else float(xp.sum(w / w_top))
+        clipped = self._dp_step()
+        # Poisson batches vary in size; each is padded with zero-weight rows (which clip
+        # to nothing) up to a multiple of q, so that a handful of recorded programs serve.
+        q = max(8, -(-bs // 8))
         acc = 0.0
         for _ in range(-(-n // bs)):
             idx = self._rng.poisson_indices(n, bs / n, xp=xp, device=dev)
@@ -742,16 +756,18 @@ class NetworkEstimator(BaseModel):
             opt.zero_grad()
             if nb:
                 Xb, Tb = xp.take(X, idx, axis=0), xp.take(T, idx, axis=0)
-                wb = None if w is None else xp.take(w, idx, axis=0)
-                seen = []
-
-                def per_sample(out, Tb=Tb, seen=seen):
-                    per = self._per_sample_loss(out, Tb)
-                    seen.append(per.data)
-                    return per
-
-                sums, _ = clipped_gradients(module, Xb, per_sample, C, weights=wb)
-                acc = acc + xp.sum(seen[0] if wb is None else seen[0] * (wb / w_top))
+                wb = xp.ones(nb, dtype=X.dtype, device=dev) if w is None else \
+                    xp.take(w, idx, axis=0)
+                pad = -(-nb // q) * q - nb
+                if pad:
+                    Xb = xp.concat([Xb, xp.zeros((pad,) + tuple(X.shape[1:]), dtype=X.dtype,
+                                                 device=dev)])
+                    Tb = xp.concat([Tb, xp.zeros((pad,) + tuple(T.shape[1:]), dtype=T.dtype,
+                                                 device=dev)])
+                    wb = xp.concat([wb, xp.zeros(pad, dtype=wb.dtype, device=dev)])
+                sums, _, per = clipped(Xb, Tb, C, weights=wb)
+                per = per[:nb]
+                acc = acc + xp.sum(per if w is None else per * (wb[:nb] / w_top))
             for name, p in named:
                 g = sums[name] if nb else xp.zeros(p.shape, dtype=p.dtype, device=dev)
                 if sigma:

@@ -156,7 +156,7 @@ def _labels(est, y, classes):
 
 
 # -- prediction ---------------------------------------------------------------------------
-_TRAINING_ONLY = ("_optimizer", "_rng", "_step_cache", "_best_params",
+_TRAINING_ONLY = ("_optimizer", "_rng", "_step_cache", "_dp_cache", "_best_params",
                   "loss_curve_", "validation_scores_")
 
 
