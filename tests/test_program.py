@@ -409,3 +409,86 @@ def test_constant_chains_fold_at_planning(backend):
     assert {sig[:2] for sig in folded} <= {("b", "add"), ("b", "mul"), ("b", "mean")}
     assert ("b", "mul") in {sig[:2] for sig in folded}
     assert len(prog.run_consts) - len(prog.consts) >= sum(folded.values())
+
+
+# -- captured graphs (CUDA graphs on CuPy), NumPy/torch standing in ------------------------
+class _RerunGraphs:
+    """Stands in for CUDA graphs: capture runs the body once; a launch runs it again and
+    writes the loss and gradients into the arrays the capture returned (a real graph
+    writes the same fixed buffers). ``mode`` breaks it on purpose."""
+
+    def __init__(self, mode="ok"):
+        self.mode, self.captures, self.launches = mode, 0, 0
+
+    def capture(self, fn):
+        if self.mode == "raise":
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.captures += 1
+        out = fn()
+        return (fn, out), out
+
+    def launch(self, graph):
+        self.launches += 1
+        if self.mode == "stale":  # a graph that does not recompute
+            return
+        fn, out = graph
+        new_loss, new_grads, _ = fn()
+        out[0] = new_loss  # (NumPy's 0-d results are scalars: replaced, not written)
+        for a, b in zip(out[1], new_grads):
+            if a is not None and a is not b:
+                a[...] = b
+
+
+@pytest.mark.parametrize("mode", ["ok", "raise", "stale"])
+def test_captured_graph_replay_equals_the_tape(backend, monkeypatch, mode):
+    """After a few plain replays the step is captured once and launched from then on:
+    the batch copied into static inputs, results read from the capture's buffers. Still
+    the tape's numbers (bit for bit on NumPy), returned losses are not overwritten by the
+    next launch, and a capture that fails or disagrees with a plain replay falls back to
+    plain replays with a warning. Namespaces without a flat layout never capture."""
+    from xpdl.autodiff import program
+
+    real = backend.name == "cupy"  # on a GPU: real CUDA graphs
+    if real and mode != "ok":
+        pytest.skip("breaking a capture on purpose is for the stand-in")
+    graphs = program._GRAPHS["cupy"] if real else _RerunGraphs(mode)
+    monkeypatch.setitem(program._GRAPHS, backend.name, graphs)
+    monkeypatch.setattr(program, "_GRAPH_AFTER", 2)
+    flat = backend.name in ("numpy", "torch", "cupy")
+    if mode != "ok" and flat:
+        with pytest.warns(RuntimeWarning, match="without a captured graph"):
+            step = _compare(backend, "relu", "cross_entropy", "adam", 0.0, True, l2=0.05)
+    else:
+        step = _compare(backend, "relu", "cross_entropy", "adam", 0.0, True, l2=0.05)
+    progs = [e[1] for e in step._programs.values() if e[0] == "ok"]
+    captured = [p.__dict__.get("_captured") for p in progs]
+    if not flat:
+        assert graphs.captures == graphs.launches == 0
+    elif mode == "ok":
+        assert all(isinstance(c, program._Captured) for c in captured)
+        assert real or graphs.launches > 20
+    else:
+        assert all(c is False for c in captured)
+
+
+def test_captured_graph_losses_are_copies_and_dropout_is_never_captured(backend,
+                                                                          monkeypatch):
+    from xpdl.autodiff import program
+
+    real = backend.name == "cupy"
+    if not real:
+        monkeypatch.setitem(program._GRAPHS, backend.name, _RerunGraphs())
+    monkeypatch.setattr(program, "_GRAPH_AFTER", 1)
+    X, y, w, k = _batches(backend, "mse")
+    for dropout in (0.0, 0.3):
+        m = _net(backend, "tanh", k, dropout)
+        step = xpdl.compile_step(m, L.mse, optim.SGD(m, lr=0.01))
+        kept = [step(X[:30, ...], y[:30, ...]) for _ in range(8)]
+        values = [float(v) for v in kept]
+        assert len(set(values)) == len(values)  # each step's loss, not the last one's
+        prog = next(e[1] for e in step._programs.values() if e[0] == "ok")
+        captured = prog.__dict__.get("_captured")
+        if dropout or backend.name not in ("numpy", "torch", "cupy"):
+            assert captured is None
+        else:
+            assert isinstance(captured, program._Captured)

@@ -36,6 +36,7 @@ again (a few programs are kept: the last minibatch of an epoch is usually smalle
 from __future__ import annotations
 
 import operator
+import os
 import warnings
 
 from .. import _namespace as _ns
@@ -333,7 +334,9 @@ class _Program:
                 undecided = True
         return None if undecided else True
 
-    def run(self, inputs, params, steps=None, grad_slots=None):
+    def run(self, inputs, params, steps=None, grad_slots=None, keep=False):
+        """Replay: ``(loss, gradients)`` for ``inputs`` and parameter arrays ``params``
+        (with ``keep``, also every slot's array: nothing is freed along the way)."""
         steps = self.steps if steps is None else steps
         grad_slots = self.grad_slots if grad_slots is None else grad_slots
         env = [None] * self.n
@@ -352,9 +355,11 @@ class _Program:
                         env[s] = r
             else:
                 env[outs[0]] = res
-            for s in free:
-                env[s] = None
-        return env[self.loss_slot], [None if s is None else env[s] for s in grad_slots]
+            if not keep:
+                for s in free:
+                    env[s] = None
+        out = env[self.loss_slot], [None if s is None else env[s] for s in grad_slots]
+        return out + (env,) if keep else out
 
 
 def _fold(rec):
@@ -434,6 +439,65 @@ _FLAT_BACKENDS = ("numpy", "cupy", "torch")
 # On JAX a program is compiled with jax.jit once it has been replayed this many times (a
 # compilation costs about as much as a few hundred eager replays of a small step).
 _JIT_AFTER = 16
+# Where a backend can capture a replay as one graph (CUDA graphs on CuPy), it does so after
+# this many plain replays of a program (with its flat layout in place).
+_GRAPH_AFTER = 8
+
+
+class _CupyGraphs:
+    """Graph capture with CuPy: a replay recorded by stream capture (relaxed mode, so the
+    memory pool may allocate while capturing) and launched on the current stream."""
+
+    def capture(self, fn):
+        import cupy
+
+        stream = cupy.cuda.Stream(non_blocking=True)
+        with stream:
+            stream.begin_capture(mode=cupy.cuda.runtime.streamCaptureModeRelaxed)
+            try:
+                out = fn()
+            finally:
+                graph = stream.end_capture()
+        return graph, out
+
+    def launch(self, graph):
+        import cupy
+
+        graph.launch(stream=cupy.cuda.get_current_stream())
+
+
+#: Backends whose replays are captured as graphs (tests put a NumPy stand-in here).
+_GRAPHS = {"cupy": _CupyGraphs()}
+
+
+class _Captured:
+    """A program's replay captured once as a graph over fixed buffers: the batch is copied
+    into static input arrays, the graph launched, and the loss and gradients read from the
+    arrays the capture wrote (every slot's array is kept alive with the graph, so no other
+    allocation can take its memory). Bound to one flat layout."""
+
+    def __init__(self, backend, prog, plan, flat, xp, inputs, params):
+        self.backend, self.flat, self.xp = backend, flat, xp
+        self.static = [None if a is None else xp.asarray(a, copy=True) for a in inputs]
+        datas = [p.data for p in params]
+        # [loss, gradients, every slot's array]: what the graph writes on each launch
+        self.graph, self.out = backend.capture(
+            lambda: list(prog.run(self.static, datas, plan[0], plan[1], keep=True)))
+
+    def launch(self, inputs):
+        for s, a in zip(self.static, inputs):
+            if s is not None:
+                s[...] = a
+        self.backend.launch(self.graph)
+        # a copy: the caller may keep the loss, and the next launch rewrites the buffer
+        return self.xp.asarray(self.out[0], copy=True), self.out[1]
+
+
+def _agree(xp, a, b):
+    """Whether a captured launch gave the plain replay's values (to rounding)."""
+    tol = 1e-10 if a.dtype == xp.float64 else 1e-4
+    d = xp.max(xp.abs(a - b)) if a.ndim else xp.abs(a - b)
+    return bool(d <= tol * (1 + float(xp.max(xp.abs(b)) if b.ndim else xp.abs(b))))
 
 
 class _Flat:
@@ -489,6 +553,8 @@ class CompiledStep:
         self._eager = {}  # key -> reason
         self._flat = None
         self.fuse_l2 = True  # False: keep the L2 gradients in the program (to compare)
+        # captured graphs where the backend has them (CuPy); XPDL_CUDA_GRAPHS=0 turns off
+        self.graphs = os.environ.get("XPDL_CUDA_GRAPHS", "1") != "0"
         self.recordings = 0
         self.mode = "eager"
 
@@ -626,12 +692,45 @@ class CompiledStep:
             if flat is None:
                 loss, grads = prog.run(inputs, datas)
             else:
-                loss, grads = prog.run(inputs, datas, plan[0], plan[1])
+                loss, grads = self._graph_replay(prog, plan, flat, xp, inputs, params)
                 if plan[2] is not None:
                     self._apply_update(xp, params, grads, flat, plan[2][0])
                     return loss
         self._apply_update(xp, params, grads)
         return loss
+
+    def _graph_replay(self, prog, plan, flat, xp, inputs, params):
+        """The flat plan's replay, launched as a captured graph where the backend can
+        (``_GRAPHS``; not for programs with random draws, whose draws come from the host).
+        The first two launches (the capture's batch and the next) are checked against
+        plain replays of the same batches; a capture that fails or disagrees leaves the
+        program on plain replays (with a warning)."""
+        backend = _GRAPHS.get(_ns.backend_name(xp))
+        g = prog.__dict__.get("_captured")
+        if backend is None or prog.random or g is False or not self.graphs or \
+                prog.replays <= _GRAPH_AFTER:
+            return prog.run(inputs, [p.data for p in params], plan[0], plan[1])
+        if g is not None and g.flat is flat and not g.checks:
+            return g.launch(inputs)
+        why = None
+        try:
+            if g is None or g.flat is not flat:
+                g = prog._captured = _Captured(backend, prog, plan, flat, xp, inputs, params)
+                g.checks = 2
+            loss, grads = g.launch(inputs)
+        except Exception as exc:  # a host synchronisation, an unsupported call, ...
+            why = f"{type(exc).__name__}: {exc}"
+        ref = prog.run(inputs, [p.data for p in params], plan[0], plan[1])
+        if why is None and not (_agree(xp, loss, ref[0]) and all(
+                a is None or _agree(xp, a, b) for a, b in zip(grads, ref[1]))):
+            why = "the captured graph's results differ from the plain replay's"
+        if why is not None:
+            prog._captured = False
+            warnings.warn(f"xpdl.compile_step: replaying without a captured graph ({why})",
+                          RuntimeWarning, stacklevel=4)
+        else:
+            g.checks -= 1
+        return ref
 
     def _flat_layout(self, xp, params, first=None):
         """Parameters as views into one flat array and gradients into another, with the
