@@ -19,6 +19,9 @@ timeout "${TEST_TIMEOUT:-420}" $PY -m pytest tests -q -p no:cacheprovider -k "cu
 timeout "${BENCH_TIMEOUT:-300}" $PY -m xpdl bench --backends numpy,cupy,torch --vs torch,sklearn \
   --sizes "${BENCH_SIZES:-small,medium,large}" --repeats "${BENCH_REPEATS:-5}" \
   --tape --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+# 2b. The same without CUDA-graph capture of the replayed step (its own gain, A/B).
+XPDL_CUDA_GRAPHS=0 timeout "${BENCH_TIMEOUT:-300}" $PY -m xpdl bench --backends cupy --vs torch \
+  --sizes small,medium --repeats 3 2>&1 | tee "$OUT/bench_no_graphs.txt"
 # 3. Where a CuPy epoch spends its time (for the next round of tuning).
 $PY - <<'PY' 2>&1 | tee "$OUT/profile_cupy_medium.txt" | head -40
 import cProfile, pstats, io

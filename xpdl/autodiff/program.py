@@ -35,6 +35,7 @@ again (a few programs are kept: the last minibatch of an epoch is usually smalle
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 import warnings
@@ -95,14 +96,8 @@ class _Recorder:
             outs = (self.new_slot(out), self.new_slot(saved))
         else:
             outs = (self.new_slot(out),)
-        fwd = prim.forward
         self.random = self.random or prim.random
-        if attrs:
-            def fn(*v, fwd=fwd, attrs=attrs):
-                return fwd(xp, *v, **attrs)
-        else:
-            def fn(*v, fwd=fwd):
-                return fwd(xp, *v)
+        fn = functools.partial(prim.forward, xp, **attrs)  # C-level: no Python frame
         self.nodes.append((fn, args, outs, prim.saves, ("f", prim.name),
                            {"random": prim.random}))
 
