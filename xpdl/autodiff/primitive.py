@@ -41,7 +41,7 @@ class Primitive:
     vjp_into : bool, default False
         Whether ``vjp`` takes ``outs=`` (a tuple, one array or None per input) and writes
         the gradients there, with the same bits: a replayed program lets a parameter's
-        gradient land in its flat gradient buffer without a copy (NumPy, CuPy).
+        gradient land in its flat gradient buffer without a copy (NumPy, CuPy, torch).
 
     Examples
     --------

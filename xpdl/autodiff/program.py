@@ -190,7 +190,8 @@ class _Program:
         ``(c, indices)``, the parameters whose gradient ``c * W`` (from a squared norm
         with a constant output gradient) the optimizer adds in its own pass instead
         (:meth:`xpdl.optim.Optimizer.flat_stepper`'s ``n_l2``; the same bits: ``g + c*W``
-        either way). ``nat`` is the native module (NumPy, CuPy) or None (torch)."""
+        either way). ``nat`` is :func:`xpdl._namespace.native_module`'s module (NumPy,
+        CuPy, torch's shim) or None."""
         key = (id(nat), fuse_l2)
         plan = self._flat_plans.get(key)
         if plan is None:

@@ -66,6 +66,19 @@ def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decouple
         _cupy_kernel("adam")(g, b1, b2, eps, step, sbc2, wd_l2, 1 - lr * wd_decoupled, p, m, v)
         return
     if kind == "torch":
+        fused = _torch_fused_adam(wd_l2, wd_decoupled)
+        if fused is not None and p.is_contiguous() and m.is_contiguous() and \
+                v.is_contiguous():
+            # PyTorch's own one-pass kernel (torch.optim.Adam(fused=True)): 3x faster than
+            # the chain below over 670k float32 on the CPU; equal to float32 rounding. It
+            # reads its arguments as contiguous (a transposed gradient came out wrong).
+            import torch
+
+            fused([p], [g.contiguous()], [m], [v], [],
+                  [torch.full((), float(t), device=p.device)],
+                  lr=lr, beta1=b1, beta2=b2, weight_decay=wd_l2 or wd_decoupled, eps=eps,
+                  amsgrad=False, maximize=False)
+            return
         if wd_decoupled:
             p.mul_(1 - lr * wd_decoupled)
         if wd_l2:
@@ -87,6 +100,16 @@ def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decouple
         g = g + wd_l2 * p
     _adam_direction(xp, g, m, v, scratch, b1=b1, b2=b2, eps=eps, step=step, sbc2=sbc2)
     p -= scratch
+
+
+def _torch_fused_adam(wd_l2, wd_decoupled):
+    """``torch._fused_adam_`` (L2 weight decay) or ``torch._fused_adamw_`` (decoupled), or
+    None where this torch has neither or both decays are asked for."""
+    if wd_l2 and wd_decoupled:
+        return None
+    import torch
+
+    return getattr(torch, "_fused_adamw_" if wd_decoupled else "_fused_adam_", None)
 
 
 def _adam_direction(xp, g, m, v, s, *, b1, b2, eps, step, sbc2):
@@ -194,12 +217,15 @@ def _block_views(xp, arrays, n_l2):
     return out
 
 
-def _l2_part(xp, numpy, l2v, c):
+def _l2_part(xp, l2v, c):
     """``g += c * p`` over one block's L2 views; returns ``p @ p`` taken before."""
     p, g, s = l2v
-    sq = p @ p if numpy else xp.vecdot(p, p)
-    xp.multiply(p, c, out=s)
-    g += s
+    sq = _ns.sumsq(xp, p)
+    if _kind(xp) == "torch":
+        g.add_(p, alpha=c)  # one pass
+    else:
+        xp.multiply(p, c, out=s)
+        g += s
     return sq
 
 
@@ -228,7 +254,7 @@ def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
         sq = None
         for (p, g, m, v, s), l2v in blocks:
             if c and l2v is not None:
-                part = _l2_part(xp, numpy, l2v, c)
+                part = _l2_part(xp, l2v, c)
                 sq = part if sq is None else sq + part
             adam_step(xp, p, g, m, v, s, lr=lr, t=t, **kw)
         return sq
@@ -255,7 +281,7 @@ def sgd_stepper(xp, P, G, B, S, n_l2=0, **kw):
         sq = None
         for views, l2v in blocks:
             if c and l2v is not None:
-                part = _l2_part(xp, numpy, l2v, c)
+                part = _l2_part(xp, l2v, c)
                 sq = part if sq is None else sq + part
             if B is None:
                 sgd_step(xp, views[0], views[1], None, views[2], lr=lr, **kw)

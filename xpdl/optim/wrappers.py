@@ -111,7 +111,7 @@ class Optimizer:
             sq = None
             if c:
                 head = flat_params[:n_l2]
-                sq = xp.vecdot(head, head)
+                sq = _ns.sumsq(xp, head)
                 if not _ns.supports_inplace(xp):
                     raise ValueError("xpdl.optim: flat steps need in-place updates")
                 flat_grads[:n_l2] += c * head  # the .grad views see the sum
