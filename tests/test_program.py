@@ -165,6 +165,35 @@ def test_l2_gradient_folded_into_the_update_equals_the_tape(backend, opt_name):
         assert not fused
 
 
+def test_linear_gradients_are_written_into_the_flat_buffer(backend):
+    """On NumPy, CuPy and torch the replayed linear VJPs write the weights' and biases'
+    gradients straight into their views of the flat gradient buffer (``out=``): the arrays
+    the program hands back are those views, holding the eager tape's gradients."""
+    X, y, _, k = _batches(backend, "cross_entropy")
+    m1, m2 = _net(backend, "relu", k), _net(backend, "relu", k)
+    o1, o2 = optim.SGD(m1, lr=0.05), optim.SGD(m2, lr=0.05)
+    step = xpdl.compile_step(m1, _loss("cross_entropy"), o1)
+    for i in range(3):
+        Xb, yb = X[i * 20:(i + 1) * 20, ...], y[i * 20:(i + 1) * 20, ...]
+        step(Xb, yb)
+        _eager_step(m2, _loss("cross_entropy"), o2, Xb, yb, None)
+    Xb, yb = X[60:80, ...], y[60:80, ...]
+    o2.zero_grad()
+    _loss("cross_entropy")(m2(Xb), Tensor(yb)).backward()  # the tape's next gradients
+    flat = step._flat
+    if backend.name not in ("numpy", "cupy", "torch"):
+        assert flat is None  # the portable path: no flat layout, no out= writes
+        return
+    (prog,) = [e[1] for e in step._programs.values() if e[0] == "ok"]
+    (plan,) = prog._flat_plans.values()
+    params = list(m1.parameters())
+    _, grads = prog.run((Xb, yb, None), [p.data for p in params], plan[0], plan[1])
+    assert all(g is v for g, v in zip(grads, flat.gviews))
+    tol = dict(rtol=1e-12 if backend.is64 else 1e-5, atol=1e-13 if backend.is64 else 1e-6)
+    for g, p2 in zip(grads, m2.parameters()):
+        np.testing.assert_allclose(backend.to_numpy(g), backend.to_numpy(p2.grad), **tol)
+
+
 @pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_probs", "bce_logits", "bce",
                                   "mse", "mae", "huber"])
 @pytest.mark.parametrize("weighted", [False, True])
