@@ -436,6 +436,44 @@ def test_check_estimator_with_array_api_dispatch():
     assert "FAILED []" in out.stdout, out.stdout[-3000:]
 
 
+_JAX32_CHECK = """
+import warnings
+warnings.simplefilter("error")  # JAX warns when int64 is asked for and truncated
+warnings.filterwarnings("ignore", message=".*max_iter.*")  # a short fit, on purpose
+import numpy as np, jax.numpy as jnp
+import xpdl
+from xpdl.datasets import make_classification
+X, y = make_classification(120, 6, n_classes=3, random_state=0)
+Xj = jnp.asarray(X, dtype=jnp.float32)
+for labels in (jnp.asarray(y.astype(np.int32)), np.array(["a", "b", "c"])[y],
+               jnp.asarray(y == 1)):
+    for est in (xpdl.MLPClassifier((8,), max_iter=300, random_state=0),
+                xpdl.LogisticRegression()):
+        est.fit(Xj, labels)
+        pred = est.predict(Xj)
+        assert float(np.mean(np.asarray(pred) == np.asarray(labels))) > 0.6, type(est)
+m = xpdl.MLPClassifier((8,), max_iter=300, random_state=0).fit(Xj, jnp.asarray(y))
+a = xpdl.explain.integrated_gradients(m.module_, Xj[:4], target=1)
+b = xpdl.explain.integrated_gradients(m.module_, Xj[:4], target=np.array([1, 1, 1, 1]))
+assert a.dtype == jnp.float32 and bool(jnp.all(a == b))
+print("JAX32 OK")
+"""
+
+
+def test_jax_without_x64_fits_without_dtype_warnings():
+    """With JAX's default configuration (no float64, no int64), encoded labels and explain's
+    targets use the namespace's default index dtype (int32 there): fitting, predicting and
+    explaining warn about nothing (a fresh interpreter: the suite's JAX backend turns x64 on).
+    """
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    out = subprocess.run([sys.executable, "-c", _JAX32_CHECK], capture_output=True,
+                         text=True, timeout=600)
+    assert "JAX32 OK" in out.stdout, out.stderr[-3000:]
+
+
 def test_other_namespace_at_predict_names_the_method():
     pytest.importorskip("array_api_strict")
     import array_api_strict as xps

@@ -40,6 +40,7 @@ __all__ = [
     "quiet_fp",
     "mask_multiply",
     "sumsq",
+    "index_dtype",
     "native_module",
 ]
 
@@ -322,6 +323,15 @@ def supports_float64(xp, device=None) -> bool:
         return "float64" in info.dtypes(device=device, kind="real floating")
     except Exception:  # pragma: no cover - namespaces without the inspection API
         return hasattr(xp, "float64")
+
+
+def index_dtype(xp, device=None):
+    """The namespace's default integer dtype for indices (int64; int32 on JAX without
+    ``jax_enable_x64``, where asking for int64 warns and truncates)."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes(device=device)["indexing"]
+    except Exception:  # pragma: no cover - namespaces without the inspection API
+        return xp.int64
 
 
 def default_float_dtype(xp, device=None):

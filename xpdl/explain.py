@@ -61,10 +61,10 @@ def _select(out, target, xp, dev):
     elif isinstance(target, int):
         if not 0 <= target < k:
             raise ValueError(f"xpdl.explain: target {target} out of range for {k} outputs")
-        idx = xp.full((data.shape[0],), target, dtype=xp.int64, device=dev)
+        idx = xp.full((data.shape[0],), target, dtype=_ns.index_dtype(xp, dev), device=dev)
     else:
         idx = target if _ns.is_array(target) else _ns.from_host(target, xp, device=dev)
-        idx = xp.astype(idx, xp.int64)
+        idx = xp.astype(idx, _ns.index_dtype(xp, dev))
         if idx.shape != (data.shape[0],):
             raise ValueError(f"xpdl.explain: target must have shape ({data.shape[0]},)")
     onehot = xp.astype(xp.expand_dims(idx, axis=1) == xp.arange(k, device=dev), data.dtype)

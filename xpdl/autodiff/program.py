@@ -20,8 +20,8 @@ are dropped after their last use (planned once from the list), so memory follows
 liveness as the tape. A random primitive (dropout) draws again from the generator it was
 recorded with, in the recorded order: same seed, same numbers as the eager tape. On JAX
 the replay of a step without random primitives becomes one ``jax.jit``-compiled pure
-function once it has been replayed a few times (compiling costs as much as many eager
-replays of a small step).
+function, forward, backward and the optimizer's update, once it has been replayed a few
+times (compiling costs as much as many eager replays of a small step).
 
 **Plan.** Calls whose values depend on constants only are folded into constants; for
 a flat layout, the ``c * W`` gradients of L2 terms move into the optimizer's pass and
@@ -671,6 +671,8 @@ class CompiledStep:
     def _replay(self, prog, xp, inputs, params):
         prog.replays += 1
         if _ns.is_jax(xp) and not prog.random and prog.replays > _JIT_AFTER:
+            if None not in prog.grad_slots:
+                return self._jax_step(prog, inputs, params)
             if prog._jitted is None:
                 import jax
 
@@ -693,6 +695,35 @@ class CompiledStep:
                     self._apply_update(xp, params, grads, flat, plan[2][0])
                     return loss
         self._apply_update(xp, params, grads)
+        return loss
+
+    def _jax_step(self, prog, inputs, params):
+        """The whole step as one ``jax.jit``-compiled pure function: the program's loss
+        and gradients, the optimizer's transform and the new parameters (the object
+        optimizer's :meth:`~xpdl.optim.Optimizer.step` computes the same, one call at a
+        time). The step counters come back as Python ints, as ``step()`` leaves them."""
+        opt = self.optimizer
+        names = [n for n, _ in opt._params]
+        if prog._jitted is None or prog._jitted[0] is not opt.transform:
+            import jax
+
+            tx = opt.transform
+
+            def pure(ins, ps, state):
+                loss, grads = prog.run(ins, ps)
+                g = dict(zip(names, grads))
+                p = dict(zip(names, ps))
+                updates, new = tx.update(g, state, p, inplace=False)
+                return loss, [p[n] + updates[n] for n in names], {**state, **new}, grads
+
+            prog._jitted = (tx, jax.jit(pure))
+        old = opt.state
+        loss, new_params, state, grads = prog._jitted[1](tuple(inputs),
+                                                         [p.data for p in params], old)
+        opt.state = {k: int(v) if isinstance(old.get(k), int) else v for k, v in state.items()}
+        for p, a, g in zip(params, new_params, grads):
+            p.data = a
+            p.grad = g
         return loss
 
     def _graph_replay(self, prog, plan, flat, xp, inputs, params):

@@ -521,8 +521,8 @@ class NetworkEstimator(BaseModel):
         train, val = g.split_indices(n, frac, labels)
         if train.shape[0] == 0:
             raise ValueError("xpdl: too few samples for early_stopping's validation split")
-        train_idx = _ns.from_host(train, xp, device=dev, dtype=xp.int64)
-        val_idx = _ns.from_host(val, xp, device=dev, dtype=xp.int64)
+        train_idx = _ns.from_host(train, xp, device=dev, dtype=_ns.index_dtype(xp, dev))
+        val_idx = _ns.from_host(val, xp, device=dev, dtype=_ns.index_dtype(xp, dev))
 
         def take(a, idx):
             return None if a is None else xp.take(a, idx, axis=0)

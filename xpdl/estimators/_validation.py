@@ -196,7 +196,8 @@ def validate_y_regression(est, y, n):
 
 
 def validate_y_classification(est, y, n, *, reset, classes=None):
-    """Encoded class indices (int64, on the estimator's device).
+    """Encoded class indices (the namespace's index dtype: int64, int32 on JAX without
+    x64), on the estimator's device.
 
     With ``reset``, ``classes_`` is set: an array of the training namespace for numeric
     labels given in that namespace, else a NumPy array (strings and other host labels).
@@ -272,13 +273,14 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
         else:
             cls_d = _ns.from_host(cls, xp, device=est._device)
         keys, probe = cls_d, xp.astype(y, cls_d.dtype)
+        ix = _ns.index_dtype(xp, est._device)
         if xp.isdtype(cls_d.dtype, "bool"):  # searchsorted is for real numbers only
-            keys, probe = xp.astype(keys, xp.int64), xp.astype(probe, xp.int64)
+            keys, probe = xp.astype(keys, ix), xp.astype(probe, ix)
         idx = xp.searchsorted(keys, probe)
         idx = xp.clip(idx, 0, cls_d.shape[0] - 1)
         if not bool(xp.all(xp.take(cls_d, idx) == xp.astype(y, cls_d.dtype))):
             raise ValueError("xpdl: y contains labels that are not in classes_")
-        return xp.astype(idx, xp.int64)
+        return xp.astype(idx, ix)
     cls_h = _ns.host_asarray(cls)
     if cls_h.dtype.kind in "biuf" and y.dtype.kind not in "biuf":
         raise ValueError(f"xpdl: y has labels of dtype {y.dtype} but classes_ are numeric")
@@ -286,7 +288,7 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
     if not bool(hxp.all(cls_h[idx] == y)):
         bad = sorted(set(y[cls_h[idx] != y].tolist()))[:5]
         raise ValueError(f"xpdl: y contains labels {bad} that are not in classes_")
-    return _ns.from_host(idx, xp, device=est._device, dtype=xp.int64)
+    return _ns.from_host(idx, xp, device=est._device, dtype=_ns.index_dtype(xp, est._device))
 
 
 def _check_classes(est, classes, reset):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .. import _namespace as _ns
 from .. import functional as F
 from .. import losses as L
 from ..autodiff.functions import value_and_grad
@@ -200,5 +201,5 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         z = self._forward(V.validate_X(self, X, reset=False))
         xp = self._xp
         if self._n_outputs == 1:
-            return xp.astype(z[:, 0] > 0, xp.int64)
+            return xp.astype(z[:, 0] > 0, _ns.index_dtype(xp, self._device))
         return xp.argmax(z, axis=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 
+from .. import _namespace as _ns
 from .. import functional as F
 from .. import losses as L
 from . import _dask
@@ -177,7 +178,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
         z = self._forward(X)
         xp = self._xp
         if self._n_outputs == 1:
-            return xp.astype(z[:, 0] > 0, xp.int64)
+            return xp.astype(z[:, 0] > 0, _ns.index_dtype(xp, self._device))
         return xp.argmax(z, axis=1)
 
     def _val_score(self, X, T):
