@@ -13,6 +13,7 @@ import math
 
 from .. import _namespace as _ns
 from .. import functional as F
+from .. import losses as L
 from ..autodiff import ops as _ops
 from ..autodiff.program import compile_step
 from ..autodiff.tensor import Tensor, no_grad
@@ -205,6 +206,38 @@ class ClassifierMixin(_SKClassifier):
         call when a batch may miss some; on later calls it must name the same classes."""
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
+    def _targets(self, y, n, reset, classes=None):
+        idx = V.validate_y_classification(self, y, n, reset=reset, classes=classes)
+        k = self.classes_.shape[0]
+        return idx, (1 if k == 2 else k)
+
+    def _per_sample_loss(self, out, T, reduction="none"):
+        """Per-sample losses (or their mean with ``reduction="mean"``, one fused node)."""
+        if out.shape[1] == 1:  # integer targets: the loss casts them to the logits' dtype
+            return L.binary_cross_entropy_with_logits(out[:, 0], T, reduction=reduction)
+        return L.cross_entropy(out, T, reduction=reduction)
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes)."""
+        if _dask.is_dask(X):
+            return _dask.predict(self, "predict_proba", X)
+        z = self._forward(V.validate_X(self, X, reset=False))
+        if self._n_outputs == 1:
+            p = F.sigmoid(z[:, 0])
+            return self._xp.stack([1 - p, p], axis=1)
+        return F.softmax(z, axis=1)
+
+    def _predict_indices(self, X):
+        z = self._forward(V.validate_X(self, X, reset=False))
+        xp = self._xp
+        if self._n_outputs == 1:
+            return xp.astype(z[:, 0] > 0, _ns.index_dtype(xp, self._device))
+        return xp.argmax(z, axis=1)
+
+    def _val_score(self, X, T):
+        xp = self._xp
+        return float(xp.mean(xp.astype(self._predict_indices(X) == T, self._dtype)))
+
     def predict(self, X):
         """Predicted class labels, shape (n_samples,): of the training namespace for
         numeric labels given in it, a NumPy array for host labels (strings); a lazy Dask
@@ -233,7 +266,24 @@ class ClassifierMixin(_SKClassifier):
 
 
 class RegressorMixin(_SKRegressor):
-    """R² score for regressors."""
+    """Targets, predictions and the R² score for regressors."""
+
+    def _targets(self, y, n, reset, classes=None):
+        y = V.validate_y_regression(self, y, n)
+        if reset:
+            self._y_ndim = y.ndim
+        T = y if y.ndim == 2 else self._xp.reshape(y, (-1, 1))
+        return T, T.shape[1]
+
+    def predict(self, X):
+        """Predictions, shape (n_samples,) or (n_samples, n_targets) as ``y`` was."""
+        if _dask.is_dask(X):
+            return _dask.predict(self, "predict", X)
+        out = self._forward(V.validate_X(self, X, reset=False))
+        return self._xp.reshape(out, (-1,)) if self._y_ndim == 1 else out
+
+    def _val_score(self, X, T):
+        return r2(self._xp, T, self._forward(X))
 
     def score(self, X, y, sample_weight=None):
         r"""Coefficient of determination :math:`R^2 = 1 - \sum (y-\hat y)^2 / \sum (y -

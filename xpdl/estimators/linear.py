@@ -10,7 +10,7 @@ from .. import losses as L
 from ..nn import Linear, Sequential
 from . import _dask
 from . import _validation as V
-from ._base import NetworkEstimator, RegressorMixin, r2
+from ._base import NetworkEstimator, RegressorMixin
 
 
 def _exponent(xp, A):
@@ -302,13 +302,6 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         return (Vt.T * d) @ (U.T @ Yc)  # (p, k)
 
     # -- iterative solvers ------------------------------------------------------------
-    def _targets(self, y, n, reset, classes=None):
-        y = V.validate_y_regression(self, y, n)
-        if reset:
-            self._y_ndim = y.ndim
-        T = y if y.ndim == 2 else self._xp.reshape(y, (-1, 1))
-        return T, T.shape[1]
-
     def _build_layers(self, n_in, n_out):
         return self._zero_linear(n_in, n_out, self.fit_intercept)
 
@@ -316,13 +309,3 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         if reduction == "mean":  # sum over targets, mean over samples
             return L.mse(out, T, reduction="sum") * (0.5 / out.shape[0])
         return F.sum(L.mse(out, T, reduction="none"), axis=1) * 0.5
-
-    def predict(self, X):
-        """Predictions of shape (n_samples,) or (n_samples, n_targets)."""
-        if _dask.is_dask(X):
-            return _dask.predict(self, "predict", X)
-        out = self._forward(V.validate_X(self, X, reset=False))
-        return self._xp.reshape(out, (-1,)) if self._y_ndim == 1 else out
-
-    def _val_score(self, X, T):  # pragma: no cover - linear models have no early stopping
-        return r2(self._xp, T, self._forward(X))

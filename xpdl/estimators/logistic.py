@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .. import _namespace as _ns
 from .. import functional as F
-from .. import losses as L
 from ..autodiff.functions import value_and_grad
 from ..autodiff.tensor import no_grad
 from . import _dask
@@ -96,20 +94,8 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
             return n if self.solver == "gd" else min(200, n)
         return super()._batch_size(n) if self.batch_size is not None else min(200, n)
 
-    def _targets(self, y, n, reset, classes=None):
-        idx = V.validate_y_classification(self, y, n, reset=reset, classes=classes)
-        k = self.classes_.shape[0]
-        return idx, (1 if k == 2 else k)
-
     def _build_layers(self, n_in, n_out):
         return self._zero_linear(n_in, n_out, self.fit_intercept)
-
-    def _per_sample_loss(self, out, T, reduction="none"):
-        """Per-sample losses (or their mean with ``reduction="mean"``, one fused node)."""
-        if out.shape[1] == 1:
-            # integer targets: the loss casts them to the logits' dtype
-            return L.binary_cross_entropy_with_logits(out[:, 0], T, reduction=reduction)
-        return L.cross_entropy(out, T, reduction=reduction)
 
     def fit(self, X, y, sample_weight=None):
         """Fit on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,)."""
@@ -186,20 +172,3 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
             return _dask.predict(self, "decision_function", X)
         z = self._forward(V.validate_X(self, X, reset=False))
         return z[:, 0] if self._n_outputs == 1 else z
-
-    def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes)."""
-        if _dask.is_dask(X):
-            return _dask.predict(self, "predict_proba", X)
-        z = self._forward(V.validate_X(self, X, reset=False))
-        if self._n_outputs == 1:
-            p = F.sigmoid(z[:, 0])
-            return self._xp.stack([1 - p, p], axis=1)
-        return F.softmax(z, axis=1)
-
-    def _predict_indices(self, X):
-        z = self._forward(V.validate_X(self, X, reset=False))
-        xp = self._xp
-        if self._n_outputs == 1:
-            return xp.astype(z[:, 0] > 0, _ns.index_dtype(xp, self._device))
-        return xp.argmax(z, axis=1)

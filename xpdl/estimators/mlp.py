@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numbers
 
-from .. import _namespace as _ns
 from .. import functional as F
 from .. import losses as L
-from . import _dask
 from . import _validation as V
-from ._base import ClassifierMixin, NetworkEstimator, RegressorMixin, r2
+from ._base import ClassifierMixin, NetworkEstimator, RegressorMixin
 
 _DOC_PARAMS = """
     Parameters
@@ -148,44 +146,6 @@ class MLPClassifier(ClassifierMixin, _MLP):
 
     _is_classifier = True
 
-    def _targets(self, y, n, reset, classes=None):
-        idx = V.validate_y_classification(self, y, n, reset=reset, classes=classes)
-        k = self.classes_.shape[0]
-        return idx, (1 if k == 2 else k)
-
-    def _per_sample_loss(self, out, T, reduction="none"):
-        """Per-sample losses (or their mean with ``reduction="mean"``, one fused node)."""
-        if out.shape[1] == 1:  # integer targets: the loss casts them to the logits' dtype
-            return L.binary_cross_entropy_with_logits(out[:, 0], T, reduction=reduction)
-        return L.cross_entropy(out, T, reduction=reduction)
-
-    def _proba(self, X):
-        z = self._forward(X)
-        xp = self._xp
-        if self._n_outputs == 1:
-            p = F.sigmoid(z[:, 0])
-            return xp.stack([1 - p, p], axis=1)
-        return F.softmax(z, axis=1)
-
-    def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes)."""
-        if _dask.is_dask(X):
-            return _dask.predict(self, "predict_proba", X)
-        return self._proba(V.validate_X(self, X, reset=False))
-
-    def _predict_indices(self, X):
-        X = V.validate_X(self, X, reset=False)
-        z = self._forward(X)
-        xp = self._xp
-        if self._n_outputs == 1:
-            return xp.astype(z[:, 0] > 0, _ns.index_dtype(xp, self._device))
-        return xp.argmax(z, axis=1)
-
-    def _val_score(self, X, T):
-        xp = self._xp
-        pred = self._predict_indices(X)
-        return float(xp.mean(xp.astype(pred == T, self._dtype)))
-
 
 class MLPRegressor(RegressorMixin, _MLP):
     __doc__ = ("Multilayer perceptron regressor (loss: half the mean squared error, identity "
@@ -193,24 +153,7 @@ class MLPRegressor(RegressorMixin, _MLP):
 
     _is_classifier = False
 
-    def _targets(self, y, n, reset, classes=None):
-        y = V.validate_y_regression(self, y, n)
-        if reset:
-            self._y_ndim = y.ndim
-        T = y if y.ndim == 2 else self._xp.reshape(y, (-1, 1))
-        return T, T.shape[1]
-
     def _per_sample_loss(self, out, T, reduction="none"):
         if reduction == "mean":  # mean over samples and outputs, one fused node
             return L.mse(out, T) * 0.5
         return F.mean(L.mse(out, T, reduction="none"), axis=1) * 0.5
-
-    def predict(self, X):
-        """Predictions, shape (n_samples,) or (n_samples, n_outputs) as ``y`` was."""
-        if _dask.is_dask(X):
-            return _dask.predict(self, "predict", X)
-        out = self._forward(V.validate_X(self, X, reset=False))
-        return self._xp.reshape(out, (-1,)) if self._y_ndim == 1 else out
-
-    def _val_score(self, X, T):
-        return r2(self._xp, T, self._forward(X))
