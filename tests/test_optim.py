@@ -86,6 +86,41 @@ def test_functional_optimizer_matches_torch(backend, cfg):
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_torch_without_a_fused_adam_kernel_takes_the_chain(backend, monkeypatch):
+    """Where torch's fused Adam kernel is missing or raises (older releases have none for
+    the CPU), the in-place chain does the step: still torch.optim's trajectory, and the
+    kernel is not tried again for that device and dtype."""
+    if backend.name != "torch":
+        pytest.skip("torch's own kernel is used on torch tensors only")
+    import torch
+
+    from xpdl.optim import _fused
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise NotImplementedError("no CPU kernel in this build")
+
+    monkeypatch.setattr(torch, "_fused_adam_", broken)
+    monkeypatch.setattr(_fused, "_TORCH_FUSED_FAILED", set())
+    ref = _torch_trajectory("adam", {"lr": 0.05})
+    X_h, Y_h, p0 = _problem()
+    X, Y = backend.asarray(X_h), backend.asarray(Y_h)
+    W = Tensor(backend.asarray(p0["W"]), requires_grad=True)
+    b = Tensor(backend.asarray(p0["b"]), requires_grad=True)
+    opt = optim.Adam({"W": W, "b": b}, lr=0.05)
+    loss = _loss(X, Y)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss(W, b).backward()
+        opt.step()
+    np.testing.assert_allclose(backend.to_numpy(W.data), ref["W"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(backend.to_numpy(b.data), ref["b"], rtol=1e-9, atol=1e-9)
+    assert len(calls) == 1
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "portable"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_object_optimizer_matches_torch(backend, cfg, fused):
