@@ -4,7 +4,8 @@ The object optimizers (and so the estimators) own their parameters and state buf
 they may update them in place. For NumPy and CuPy this module applies a whole Adam or SGD
 step with ``out=`` ufuncs and one scratch buffer per parameter (NumPy: no allocation per
 step) or one fused elementwise kernel per parameter (CuPy: one launch instead of about
-twelve); for torch it uses the tensors' in-place methods. The equations are the ones of
+twelve); for torch, PyTorch's own fused Adam kernel where it has one, else the tensors'
+in-place methods. The equations are the ones of
 :mod:`xpdl.optim.transforms` (PyTorch's), and the tests check both paths against
 ``torch.optim``. Every other namespace (JAX, array_api_strict, ...) takes the portable
 path.
