@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 
 from . import _namespace as _ns
+from .autodiff import program as P
 from .autodiff.tensor import Tensor
 
 __all__ = ["epsilon", "rdp", "clipped_gradients", "clip_taps", "ClippedStep",
@@ -366,8 +367,7 @@ class ClippedStep:
     def __init__(self, module, per_sample_loss):
         self.module = module
         self.per_sample_loss = per_sample_loss
-        self._programs = {}
-        self._eager = set()
+        self._programs = P._Programs(self._MAX_PROGRAMS)
         self.recordings = 0
         self.mode = "eager"
 
@@ -382,8 +382,6 @@ class ClippedStep:
         per_sample : array of shape (n,)
             Each sample's loss.
         """
-        from .autodiff import program as P
-
         named = self.module.named_parameters()
         params = [p for _, p in named]
         xp = params[0].xp
@@ -392,7 +390,7 @@ class ClippedStep:
                bool(getattr(self.module, "training", True)),
                tuple((tuple(p.data.shape), p.data.dtype) for p in params),
                None if _ns.is_numpy(xp) else str(_ns.device_of(X)))
-        if key in self._eager:
+        if key in self._programs.eager:
             return self._eager_call(X, T, max_grad_norm, weights)
         entry = self._programs.get(key)
         if entry is not None and entry[0] == "ok":
@@ -404,30 +402,20 @@ class ClippedStep:
             return self._finish(xp, named, got, where, per, max_grad_norm, weights)
         prog, plan, got, per = self._record(xp, inputs, params)
         if prog is None:
-            self._eager.add(key)
+            self._programs.give_up(key, "")
             self.mode = "eager"
             return self._eager_call(X, T, max_grad_norm, weights)
-        if entry is None:
-            if len(self._programs) >= self._MAX_PROGRAMS:
-                self._programs.pop(next(iter(self._programs)))
-            self._programs[key] = ("pending", prog, P._copies(xp, inputs))
-        else:
-            same = prog.same_as(entry[1], P._differ(inputs, entry[2]))
-            if same:
-                self._programs[key] = ("ok", prog, plan)
-                self.mode = "replay"
-            elif same is None:
-                self._programs[key] = ("pending", prog, P._copies(xp, inputs))
-            else:
-                self._programs.pop(key)
-                self._eager.add(key)
+        state = self._programs.settle(key, xp, inputs, prog, plan)
+        if state == "ok":
+            self.mode = "replay"
+        elif state == "differ":
+            self._programs.give_up(key, "")
         return self._finish(xp, named, got, plan[2], per, max_grad_norm, weights)
 
     def _record(self, xp, inputs, params):
         """Record the module and loss on the tape; returns (program, tap plan, the
         recording's taps, per-sample losses), the program None when it cannot clip."""
-        from .autodiff import program as P
-        from .autodiff.tensor import _mode, enable_grad
+        from .autodiff.tensor import enable_grad
         from .functional import _linear
         from .functional import sum as fsum
 
@@ -437,14 +425,9 @@ class ClippedStep:
         param_slots = [rec.new_slot(p.data) for p in params]
         for p in params:
             p.grad = None
-        prev = _mode.recorder
-        _mode.recorder = rec
-        try:
-            with enable_grad():
-                per = self.per_sample_loss(self.module(Tensor(X)), Tensor(T))
-                fsum(per).backward()
-        finally:
-            _mode.recorder = prev
+        with rec, enable_grad():
+            per = self.per_sample_loss(self.module(Tensor(X)), Tensor(T))
+            fsum(per).backward()
         self.recordings += 1
         grad_slots = [None if p.grad is None else rec.slot_of.get(id(p.grad)) for p in params]
         for p in params:

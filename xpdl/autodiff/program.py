@@ -88,6 +88,13 @@ class _Recorder:
         if self.why_opaque is None:
             self.why_opaque = why
 
+    def __enter__(self):  # the tape reports its calls to this recorder meanwhile
+        self._prev, _mode.recorder = _mode.recorder, self
+        return self
+
+    def __exit__(self, *exc):
+        _mode.recorder = self._prev
+
     # -- hooks called by the tape -------------------------------------------------------
     def on_forward(self, prim, inputs, attrs, out, saved):
         xp = self.xp
@@ -545,8 +552,7 @@ class CompiledStep:
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
-        self._programs = {}  # key -> ("pending", program, inputs copy) | ("ok", program)
-        self._eager = {}  # key -> reason
+        self._programs = _Programs(_MAX_PROGRAMS)
         self._flat = None
         self.fuse_l2 = True  # False: keep the L2 gradients in the program (to compare)
         # captured graphs where the backend has them (CuPy); XPDL_CUDA_GRAPHS=0 turns off
@@ -567,39 +573,23 @@ class CompiledStep:
                                 f"{_ns.backend_name(_ns.array_namespace(a))} array but the "
                                 f"parameters are {_ns.backend_name(xp)}; move one of them")
         key = self._key(xp, inputs, params)
-        if key in self._eager:
+        if key in self._programs.eager:
             return self._eager_step(inputs, params)
         entry = self._programs.get(key)
-        if entry is None:
-            prog, loss = self._record(xp, inputs, params, key)
-            if prog is not None:
-                self._remember(key, ("pending", prog, _copies(xp, inputs)))
-            return loss
-        if entry[0] == "pending":
-            _, first, seen = entry
-            prog, loss = self._record(xp, inputs, params, key)
-            if prog is None:
-                return loss
-            same = prog.same_as(first, _differ(inputs, seen))
-            if same:
-                self._programs[key] = ("ok", prog)
+        if entry is not None and entry[0] == "ok":
+            return self._replay(entry[1], xp, inputs, params)
+        prog, loss = self._record(xp, inputs, params, key)
+        if prog is not None:
+            state = self._programs.settle(key, xp, inputs, prog)
+            if state == "ok":
                 self.mode = "replay"
-            elif same is None:  # ask again with other inputs
-                self._programs[key] = ("pending", prog, _copies(xp, inputs))
-            else:
+            elif state == "differ":
                 self._give_up(key, "the step computes values from its inputs outside "
                                    "xpdl's operations, or takes a data-dependent branch")
-            return loss
-        return self._replay(entry[1], xp, inputs, params)
-
-    def _remember(self, key, entry):
-        if len(self._programs) >= _MAX_PROGRAMS:
-            self._programs.pop(next(iter(self._programs)))
-        self._programs[key] = entry
+        return loss
 
     def _give_up(self, key, why):
-        self._programs.pop(key, None)
-        self._eager[key] = why
+        self._programs.give_up(key, why)
         self.mode = f"eager ({why})"
         warnings.warn(f"xpdl.compile_step: this step runs eagerly (on the tape) every time: "
                       f"{why}", RuntimeWarning, stacklevel=3)
@@ -647,12 +637,8 @@ class CompiledStep:
         rec = _Recorder(xp)
         input_slots = [None if a is None else rec.new_slot(a) for a in inputs]
         param_slots = [rec.new_slot(p.data) for p in params]
-        prev = _mode.recorder
-        _mode.recorder = rec
-        try:
+        with rec:
             loss = self._forward_backward(inputs, params)
-        finally:
-            _mode.recorder = prev
         self.recordings += 1
         prog = None
         if rec.why_opaque is not None:
@@ -806,6 +792,39 @@ class CompiledStep:
                 gv[...] = g
             p.grad = gv
         flat.stepper(c)
+
+
+class _Programs(dict):
+    """Recorded programs by guard key: ``("pending", program, inputs copy, extra)`` until
+    a second recording on other inputs agrees, then ``("ok", program, extra)``; ``eager``
+    holds the keys that stay on the tape (with the reason). At most ``limit`` programs."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+        self.eager = {}
+
+    def settle(self, key, xp, inputs, prog, extra=None):
+        """Note a recording of ``key``: ``"ok"`` when it verifies the pending one,
+        ``"pending"`` (kept to compare with the next), or ``"differ"`` (the caller gives
+        up on the key)."""
+        entry = self.get(key)
+        same = None
+        if entry is not None and entry[0] == "pending":
+            same = prog.same_as(entry[1], _differ(inputs, entry[2]))
+        elif len(self) >= self.limit:
+            self.pop(next(iter(self)))
+        if same:
+            self[key] = ("ok", prog, extra)
+            return "ok"
+        if same is None:
+            self[key] = ("pending", prog, _copies(xp, inputs), extra)
+            return "pending"
+        return "differ"
+
+    def give_up(self, key, why):
+        self.pop(key, None)
+        self.eager[key] = why
 
 
 def _data(a):
