@@ -311,3 +311,32 @@ def test_exact_resume_with_the_kernels(tmp_path, optimizer, tiny_min, calls):
     assert resumed.loss_curve_ == full.loss_curve_
     for a, b in zip(resumed.coefs_ + resumed.intercepts_, full.coefs_ + full.intercepts_):
         np.testing.assert_array_equal(a, b)
+
+
+
+@needs_numba
+def test_bench_ufuncs_row_runs_without_the_kernels(monkeypatch, calls):
+    """``xpdl bench --ufuncs``: the row named "ufuncs" trains without the compiled
+    kernels (its runner is made inside ``disabled()``: a compiled step keeps the stepper
+    it made first, so one made outside would keep the kernels), the plain row with them."""
+    from xpdl import bench
+
+    made = []
+
+    def runner(*a, real=bench._XpdlRunner, **k):
+        made.append(real(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(bench, "_XpdlRunner", runner)
+    rows = bench.run_benchmark(vs=(), size="small", n_batches=2, repeats=1, log=lambda *a: 0,
+                               pause=0.0, ufuncs=True, sequential=False)["rows"]
+    assert [r["runner"] for r in rows] == ["xpdl[numpy]", "xpdl[numpy]/ufuncs"]
+    plain, ufuncs = made
+    before = calls["adam"]
+    with _compiled.disabled():
+        ufuncs.epoch()
+    assert calls["adam"] == before
+    ufuncs.epoch()  # its stepper stays on the ufuncs even outside disabled()
+    assert calls["adam"] == before
+    plain.epoch()
+    assert calls["adam"] > before

@@ -236,7 +236,10 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
             runners[f"xpdl[{b}]/tape"] = rt.epoch
             bounds[f"xpdl[{b}]/tape"] = r.bound
         if ufuncs and b == "numpy" and _compiled.available():
-            ru = _XpdlRunner(b, sizes, batch, Xh, yh)
+            # made (and warmed up) without the kernels: a compiled step keeps the
+            # optimizer stepper it made first, so disabling them later would change nothing
+            with _compiled.disabled():
+                ru = _XpdlRunner(b, sizes, batch, Xh, yh)
 
             def epoch_ufuncs(ru=ru):
                 with _compiled.disabled():

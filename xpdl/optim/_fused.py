@@ -57,8 +57,10 @@ def _cupy_kernel(name):
     return k
 
 
-def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled):
-    """One Adam/AdamW step on ``p``, ``m``, ``v`` in place (``t`` is the new step count)."""
+def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled,
+              compiled=True):
+    """One Adam/AdamW step on ``p``, ``m``, ``v`` in place (``t`` is the new step count);
+    on NumPy by the compiled kernel where it is usable and ``compiled``, else ufuncs."""
     bc1 = 1 - b1 ** t
     sbc2 = math.sqrt(1 - b2 ** t)
     step = lr / bc1
@@ -94,7 +96,7 @@ def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decouple
         denom = v.sqrt().div_(sbc2).add_(eps)
         p.addcdiv_(m, denom, value=-step)
         return
-    if kind == "numpy" and _compiled.usable(p, g, m, v):
+    if kind == "numpy" and compiled and _compiled.usable(p, g, m, v):
         # one compiled pass, the same numbers as the ufuncs below
         _compiled.adam_flat(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
                             lr=lr, b1=b1, b2=b2, eps=eps, t=t, wd_l2=wd_l2,
@@ -161,8 +163,9 @@ def flat_views(xp, cache, tag, state, names, shapes):
     return flat
 
 
-def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd):
-    """One SGD step (momentum buffer ``b`` may be None) on ``p`` in place."""
+def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd, compiled=True):
+    """One SGD step (momentum buffer ``b`` may be None) on ``p`` in place (``compiled``:
+    as :func:`adam_step`)."""
     kind = _kind(xp)
     if kind == "cupy" and b is not None:
         _cupy_kernel("sgd")(g, lr, momentum, wd, int(bool(nesterov)), p, b)
@@ -175,7 +178,7 @@ def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd):
             g = g.add(b, alpha=momentum) if nesterov else b
         p.add_(g, alpha=-lr)
         return
-    if kind == "numpy" and _compiled.usable(p, g, b):
+    if kind == "numpy" and compiled and _compiled.usable(p, g, b):
         _compiled.sgd_flat(p.reshape(-1), g.reshape(-1), None if b is None else b.reshape(-1),
                            lr=lr, momentum=momentum, nesterov=nesterov, wd=wd)
         return
@@ -265,7 +268,7 @@ def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
             if c and l2v is not None:
                 part = _l2_part(xp, l2v, c)
                 sq = part if sq is None else sq + part
-            adam_step(xp, p, g, m, v, s, lr=lr, t=t, **kw)
+            adam_step(xp, p, g, m, v, s, lr=lr, t=t, compiled=False, **kw)
         return sq
 
     return run
@@ -293,9 +296,9 @@ def sgd_stepper(xp, P, G, B, S, n_l2=0, **kw):
                 part = _l2_part(xp, l2v, c)
                 sq = part if sq is None else sq + part
             if B is None:
-                sgd_step(xp, views[0], views[1], None, views[2], lr=lr, **kw)
+                sgd_step(xp, views[0], views[1], None, views[2], lr=lr, compiled=False, **kw)
             else:
-                sgd_step(xp, *views, lr=lr, **kw)
+                sgd_step(xp, *views, lr=lr, compiled=False, **kw)
         return sq
 
     return run
