@@ -73,10 +73,7 @@ def check_X(est, X, *, reset):
                          "required.")
     meta = X._meta
     xp = _ns.array_namespace(meta)
-    if xp.isdtype(X.dtype, "complex floating"):
-        raise ValueError("xpdl: Complex data not supported.")
-    if not (xp.isdtype(X.dtype, "numeric") or xp.isdtype(X.dtype, "bool")):
-        raise TypeError(f"xpdl: X must be numeric, got dtype {X.dtype}")
+    V.check_X_dtype(xp, X.dtype)
     if reset:
         est._xp = xp
         est._device = _ns.device_of(meta)
@@ -94,6 +91,16 @@ def check_X(est, X, *, reset):
 
 def _known(chunks):
     return not any(isinstance(c, float) and math.isnan(c) for c in chunks)
+
+
+def _training_set(est, X, y, sample_weight, *, reset):
+    """``X`` checked (:func:`check_X`), ``y`` and the weights aligned with its rows."""
+    check_X(est, X, reset=reset)
+    X, y = _rows_like(X, y, "y")
+    if y is None:
+        raise ValueError(f"xpdl: {type(est).__name__} requires y to be passed")
+    X, w = _rows_like(X, sample_weight, "sample_weight")
+    return X, y, w
 
 
 def _rows_like(X, a, name):
@@ -304,13 +311,9 @@ def _count_rows(dask, blocks):
 def fit_lstsq(est, X, y, sample_weight):
     """LinearRegression(solver="lstsq") on a Dask X."""
     dask, da = _modules()
-    check_X(est, X, reset=True)
-    X, y = _rows_like(X, y, "y")
-    if y is None:
-        raise ValueError(f"xpdl: {type(est).__name__} requires y to be passed")
+    X, y, w = _training_set(est, X, y, sample_weight, reset=True)
     if y.ndim not in (1, 2):
         raise ValueError(f"xpdl: y must be 1-D or 2-D, got shape {y.shape}")
-    X, w = _rows_like(X, sample_weight, "sample_weight")
     dt, centre = est._dtype, bool(est.fit_intercept)
     xs, ys, ws = _blocks(X), _blocks(y), _blocks(w)
     parts = [dask.delayed(_moments)(xb, ys[i], None if ws is None else ws[i], dt, centre)
@@ -367,11 +370,7 @@ def fit_lbfgs(est, X, y, sample_weight, objective_terms):
     """LogisticRegression(solver="lbfgs") on a Dask X. ``objective_terms(total, e_w)``
     gives the penalty weight the in-memory fit uses; the data term is summed over chunks."""
     dask, da = _modules()
-    check_X(est, X, reset=True)
-    X, y = _rows_like(X, y, "y")
-    if y is None:
-        raise ValueError(f"xpdl: {type(est).__name__} requires y to be passed")
-    X, w = _rows_like(X, sample_weight, "sample_weight")
+    X, y, w = _training_set(est, X, y, sample_weight, reset=True)
     _labels(est, y, None)
     classes = _ns.host_asarray(_ns.to_host(est.classes_) if not _ns.is_host_array(
         est.classes_) else est.classes_)
@@ -529,11 +528,7 @@ class Streamed:
 def stream_source(est, X, y, sample_weight, *, reset, classes):
     """Check a Dask training set and wrap it for streaming; returns ``(Streamed, n_out)``."""
     dask, da = _modules()
-    check_X(est, X, reset=reset)
-    X, y = _rows_like(X, y, "y")
-    if y is None:
-        raise ValueError(f"xpdl: {type(est).__name__} requires y to be passed")
-    X, w = _rows_like(X, sample_weight, "sample_weight")
+    X, y, w = _training_set(est, X, y, sample_weight, reset=reset)
     if est._is_classifier:
         if reset or classes is not None:
             _labels(est, y, classes)

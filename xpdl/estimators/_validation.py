@@ -108,6 +108,14 @@ def _check_finite(xp, a, name):
         raise ValueError(f"xpdl: Input {name} contains infinity.")
 
 
+def check_X_dtype(xp, dtype):
+    """scikit-learn's errors for complex and non-numeric ``X``."""
+    if xp.isdtype(dtype, "complex floating"):
+        raise ValueError("xpdl: Complex data not supported.")
+    if not (xp.isdtype(dtype, "numeric") or xp.isdtype(dtype, "bool")):
+        raise TypeError(f"xpdl: X must be numeric, got dtype {dtype}")
+
+
 def validate_X(est, X, *, reset):
     """Checked ``X`` as an array of the estimator's namespace, device and float dtype.
 
@@ -131,10 +139,7 @@ def validate_X(est, X, *, reset):
     if p == 0:
         raise ValueError(f"xpdl: Found array with 0 feature(s) (shape={tuple(X.shape)}) while "
                          f"a minimum of 1 is required.")
-    if xp.isdtype(X.dtype, "complex floating"):
-        raise ValueError("xpdl: Complex data not supported.")
-    if not (xp.isdtype(X.dtype, "numeric") or xp.isdtype(X.dtype, "bool")):
-        raise TypeError(f"xpdl: X must be numeric, got dtype {X.dtype}")
+    check_X_dtype(xp, X.dtype)
     if reset:
         est._xp = xp
         est._device = dev
