@@ -553,3 +553,41 @@ def test_captured_graph_losses_are_copies_and_dropout_is_never_captured(backend,
             assert captured is None
         else:
             assert isinstance(captured, program._Captured)
+
+
+def test_a_batch_from_another_namespace_is_refused_after_replay(backend):
+    """Once the step replays, a batch of another array type still gets the TypeError
+    naming both namespaces (the guard key holds the inputs' array types), and the
+    parameters and optimizer state are untouched."""
+    import array_api_strict as xps
+
+    X, y, _, k = _batches(backend, "mse")
+    model = _net(backend, k=k)
+    opt = optim.Adam(model, lr=1e-2)
+    step = xpdl.compile_step(model, _loss("mse"), opt)
+    for i in range(4):
+        step(X[i * 20:(i + 1) * 20, ...], y[i * 20:(i + 1) * 20, ...])
+    assert step.mode == "replay"
+    before = [backend.to_numpy(p).copy() for p in model.parameters()]
+    state = {k_: (backend.to_numpy(v).copy() if not isinstance(v, int) else v)
+             for k_, v in opt.state_dict().items()}
+    Xh, yh = backend.to_numpy(X[:20, ...]), backend.to_numpy(y[:20, ...])
+    if backend.name == "numpy":
+        other, name = (xps.asarray(Xh), xps.asarray(yh)), "array_api_strict"
+    else:
+        other, name = (Xh, yh), "numpy"
+    with warnings.catch_warnings():
+        # and cleanly: no comparison of one library's dtypes with another's on the way
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match=f"the batch is a {name} array"):
+            step(*other)
+        with pytest.raises(TypeError, match="the batch is a"):
+            step(X[:20, ...], other[1])  # one input from elsewhere is enough
+    for a, b in zip(before, model.parameters()):
+        np.testing.assert_array_equal(a, backend.to_numpy(b))
+    for k_, v in opt.state_dict().items():
+        if isinstance(v, int):
+            assert v == state[k_]
+        else:
+            np.testing.assert_array_equal(state[k_], backend.to_numpy(v))
+    assert float(step(X[:20, ...], y[:20, ...])) >= 0  # and it still trains
