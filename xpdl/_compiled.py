@@ -2,9 +2,9 @@
 
 NumPy runs an Adam step as about twelve passes over the parameters, one ufunc each; every
 pass reads and writes the arrays again. A compiled loop does the whole update in one pass,
-each element loaded once. Measured inside training, 784-512-512-10 (670k float32
-parameters) on a 2-core machine: 0.77 ms per step as blocked ufuncs, 0.10 ms compiled; the
-epoch goes from 1.38x to 1.15x its matrix products (``docs/performance.rst``).
+each element loaded once. Measured inside training on a 2-core machine (one process, the
+two interleaved): an MLP epoch takes 1.13x (64-128-128-10), 1.23x (784-512-512-10) as
+long without it (``docs/performance.rst``).
 
 The loops compute exactly the operations of :mod:`xpdl.optim._fused`'s NumPy path, in its
 order and in the arrays' dtype (the constants rounded to it as NumPy rounds Python floats,
@@ -56,8 +56,8 @@ def available() -> bool:
 @contextlib.contextmanager
 def disabled():
     """Within this block the optimizers take the NumPy ufunc path (``xpdl bench
-    --ufuncs`` times both; the tests compare them). Steppers made before it keep their
-    path."""
+    --ufuncs`` times both; the tests compare them). Flat steppers keep the path they were
+    made with, inside or outside the block."""
     global _OFF
     _OFF += 1
     try:
