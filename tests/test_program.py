@@ -169,7 +169,8 @@ def test_l2_gradient_folded_into_the_update_equals_the_tape(backend, opt_name):
 def test_jax_runs_the_whole_step_as_one_jitted_function(opt_name):
     """On JAX, after a few replays, forward, backward and the optimizer's update run as one
     jax.jit-compiled function: the same trajectory as the eager tape with the object
-    optimizer's step(), step counters still Python ints (state_dict round-trips)."""
+    optimizer's step(), step counters Python ints again when read (state_dict round-trips;
+    between jitted steps they stay on the device, so no step waits for the last)."""
     from conftest import _make
 
     bk = _make("jax")
@@ -187,7 +188,10 @@ def test_jax_runs_the_whole_step_as_one_jitted_function(opt_name):
     assert prog._jitted[0] is o1.transform  # the update ran inside the compiled function
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         np.testing.assert_allclose(bk.to_numpy(p1), bk.to_numpy(p2), rtol=1e-12, atol=1e-13)
+    counters = [key for key, v in o2.state.items() if isinstance(v, int)]
+    assert counters and not any(isinstance(o1.state[key], int) for key in counters)
     s1, s2 = o1.state_dict(), o2.state_dict()
+    assert all(type(o1.state[key]) is int for key in counters)
     for key, v in s2.items():
         if isinstance(v, int):
             assert type(s1[key]) is int and s1[key] == v
@@ -195,6 +199,18 @@ def test_jax_runs_the_whole_step_as_one_jitted_function(opt_name):
             np.testing.assert_allclose(bk.to_numpy(s1[key]), bk.to_numpy(v), rtol=1e-12,
                                        atol=1e-13)
     o2.load_state_dict(s1)
+    # more jitted steps, then a plain step() on the same optimizer: it reads the counters
+    for _ in range(3):
+        step(X[:32, ...], y[:32, ...], w[:32])
+        _eager_step(m2, _with_l2(_loss("cross_entropy"), m2, 0.01), o2, X[:32, ...],
+                    y[:32, ...], w[:32])
+    _eager_step(m1, fn, o1, X[32:64, ...], y[32:64, ...], w[32:64])
+    _eager_step(m2, _with_l2(_loss("cross_entropy"), m2, 0.01), o2, X[32:64, ...],
+                y[32:64, ...], w[32:64])
+    assert all(type(o1.state[key]) is int and o1.state[key] == o2.state[key]
+               for key in counters)
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_allclose(bk.to_numpy(p1), bk.to_numpy(p2), rtol=1e-12, atol=1e-13)
 
 
 def test_linear_gradients_are_written_into_the_flat_buffer(backend):

@@ -151,6 +151,7 @@ class BaseModel(_SKBase):
                 setattr(self, k, move(v))
         opt = self.__dict__.get("_optimizer")
         if opt is not None:
+            opt._counters_to_host()
             opt.state = {k: (move(v) if _ns.is_array(v) else v) for k, v in opt.state.items()}
         self._xp, self._device = new_xp, new_dev
         self._dtype = self.module_.parameters()[0].dtype

@@ -67,9 +67,18 @@ class Optimizer:
         for _, p in self._params:
             p.grad = None
 
+    def _counters_to_host(self):
+        """Step counters that a jitted step (:func:`xpdl.compile_step` on JAX) left as 0-d
+        arrays, so as not to wait for it, become Python ints again."""
+        pending = self.__dict__.pop("_device_counters", None)
+        for k in pending or ():
+            if k in self.state and not isinstance(self.state[k], int):
+                self.state[k] = int(self.state[k])
+
     def step(self):
         """Apply one update from the parameters' ``.grad`` (parameters without a gradient
         are skipped)."""
+        self._counters_to_host()
         live = [(n, p) for n, p in self._params if p.grad is not None]
         if not live:
             return
@@ -102,6 +111,7 @@ class Optimizer:
         The flat state and the views of every block are resolved once: the stepper is
         valid until the optimizer's state or the arrays are replaced (``load_state_dict``,
         a portable :meth:`step`, moving the model)."""
+        self._counters_to_host()
         xp = _ns.array_namespace(flat_params)
         make = getattr(self.transform, "flat_stepper", None)
         if make is not None and self.use_fused and _fused.supported(xp):
@@ -140,6 +150,7 @@ class Optimizer:
     def state_dict(self):
         """The optimizer state: ``{key: array | int}`` with keys like ``"exp_avg/0.weight"``
         and ``"step"`` counters."""
+        self._counters_to_host()
         return dict(self.state)
 
     def load_state_dict(self, state):
@@ -150,6 +161,7 @@ class Optimizer:
             extra = sorted(set(state) - set(self.state))
             raise ValueError(f"xpdl.optim: state keys differ: missing {missing}, "
                              f"unexpected {extra}")
+        self._counters_to_host()
         new = {}
         for k, v in state.items():
             cur = self.state[k]
