@@ -699,7 +699,14 @@ class NetworkEstimator(BaseModel):
         size."""
         xp = self._xp
         n = X.shape[0]
-        perm = None if bs >= n else self._rng.permutation(n, xp=xp, device=self._device)
+        perm = None
+        if bs < n:
+            # On JAX each eager call costs tens of microseconds: the permutation stays on
+            # the host, where slicing it is free, and take() gathers a batch in one call
+            # (25 against 140 us per batch at 64-128-128-10).
+            on_host = _ns.is_jax(xp)
+            perm = self._rng.permutation(n, xp=None if on_host else xp,
+                                         device=None if on_host else self._device)
         acc = 0.0
         for start in range(0, n, bs):
             if perm is None:
