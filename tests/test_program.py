@@ -186,6 +186,8 @@ def test_jax_runs_the_whole_step_as_one_jitted_function(opt_name):
         np.testing.assert_allclose(float(a), float(b), rtol=1e-12, atol=1e-13)
     (prog,) = [e[1] for e in step._programs.values() if e[0] == "ok"]
     assert prog._jitted[0] is o1.transform  # the update ran inside the compiled function
+    if hasattr(prog._jitted[1], "_cache_size"):  # compiled once, though the step counters
+        assert prog._jitted[1]._cache_size() == 1  # went in as ints, then as device arrays
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         np.testing.assert_allclose(bk.to_numpy(p1), bk.to_numpy(p2), rtol=1e-12, atol=1e-13)
     counters = [key for key, v in o2.state.items() if isinstance(v, int)]

@@ -705,13 +705,17 @@ class CompiledStep:
 
             prog._jitted = (tx, jax.jit(pure))
         old = opt.state
+        ints = {k for k, v in old.items() if isinstance(v, int)}
+        if ints:  # as the arrays they come back as (placed on the parameters' device, as
+            # outputs are), so that the function is compiled once
+            xp, dev = params[0].xp, _ns.device_of(params[0].data)
+            old = {k: xp.asarray(v, device=dev) if k in ints else v for k, v in old.items()}
         loss, new_params, state, grads = prog._jitted[1](tuple(inputs),
                                                          [p.data for p in params], old)
         # The step counters stay 0-d arrays until something reads them (the optimizer's
         # state_dict(), step(), ...: Optimizer._counters_to_host): making them ints here
         # would wait for every step to finish (measured: 2x slower at 64-128-128-10).
-        opt._device_counters = opt.__dict__.get("_device_counters", frozenset()) | {
-            k for k, v in old.items() if isinstance(v, int)}
+        opt._device_counters = opt.__dict__.get("_device_counters", frozenset()) | ints
         opt.state = state
         for p, a, g in zip(params, new_params, grads):
             p.data = a
