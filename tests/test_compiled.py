@@ -136,9 +136,8 @@ def _flat(backend, n, seed):
 @pytest.mark.parametrize("kind", ["adam", "adamw", "sgd", "sgd-nesterov", "sgd-plain"])
 def test_flat_stepper_compiled_equals_blocked_ufuncs(backend, kind, monkeypatch):
     """The estimators' flat stepper, with the L2 term over a leading part: the compiled
-    pass against the blocked ufuncs (blocks of 1000 that cut through the L2 boundary, and
-    the compiled pass's own 4096-element chunks): parameters and optimizer state equal bit
-    for bit, the L2 sums of squares to rounding; the compiled pass only reads G."""
+    pass against the blocked ufuncs (blocks of 1000 that cut through the L2 boundary):
+    parameters and optimizer state equal bit for bit; the compiled pass only reads G."""
     if not _fused.supported(backend.xp):
         pytest.skip("flat steppers are for NumPy, CuPy and torch (others take step())")
     monkeypatch.setattr(_fused, "_BLOCK", 1000)
@@ -167,22 +166,19 @@ def test_flat_stepper_compiled_equals_blocked_ufuncs(backend, kind, monkeypatch)
         else:
             with _compiled.disabled():
                 run = make()
-        sqs = []
         g = np.random.default_rng(1)
         for t in range(1, 4):
             G_h = g.normal(size=n)
             G[...] = backend.asarray(G_h)
-            sq = run(1e-2, t, c) if kind.startswith("adam") else run(1e-2, c)
-            sqs.append(float(sq))
+            if kind.startswith("adam"):
+                run(1e-2, t, c)
+            else:
+                run(1e-2, c)
             if compiled and backend.name == "numpy":
                 np.testing.assert_array_equal(backend.to_numpy(G), G_h)
-        out.append(([backend.to_numpy(a) for a in (P, M, V, B)], sqs))
-    for a, b in zip(out[0][0], out[1][0]):
+        out.append([backend.to_numpy(a) for a in (P, M, V, B)])
+    for a, b in zip(out[0], out[1]):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-12 if backend.is64 else 1e-5)
-    # the L2 sum of squares against the host: the first step's is the initial parameters'
-    np.testing.assert_allclose(out[0][1][0], float((_flat(backend, n, 0)[0][:n_l2] ** 2).sum()),
-                               rtol=backend.rtol)
 
 
 @needs_numba

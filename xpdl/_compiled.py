@@ -139,18 +139,18 @@ def adam_flat(p, g, m, v, *, n_l2=0, c=0.0, **kw):
     """One Adam/AdamW step over 1-d arrays in place (``kw``: ``lr, b1, b2, eps, t`` and
     optionally ``wd_l2, wd_decoupled``), with ``c * p`` added to the gradient of the first
     ``n_l2`` elements; the same numbers as :func:`xpdl.optim._fused.adam_step` after the
-    L2 part. ``g`` is only read. Returns the sum of squares of ``p[:n_l2]`` before the
-    update (a float; 0.0 without ``c``)."""
+    L2 part. ``g`` is only read."""
     consts = adam_consts(p.dtype.type, c=c, **kw)
-    return _KERNELS["adam"](p, g, m, v, 0, p.size, n_l2 if c else 0, *consts)
+    _KERNELS["adam"](p, g, m, v, 0, p.size, n_l2 if c else 0, *consts)
 
 
 def sgd_flat(p, g, b, *, n_l2=0, c=0.0, **kw):
     """One SGD step over 1-d arrays in place (``b`` the momentum buffer or None; ``kw``:
     ``lr, momentum, nesterov, wd``); the same numbers as :func:`xpdl.optim._fused.sgd_step`
-    after the L2 part; returns as :func:`adam_flat`."""
+    after the L2 part."""
     consts = sgd_consts(p.dtype.type, c=c, **kw)
     n_l2 = n_l2 if c else 0
     if b is None:
-        return _KERNELS["sgd_plain"](p, g, 0, p.size, n_l2, *consts[:4])
-    return _KERNELS["sgd"](p, g, b, 0, p.size, n_l2, *consts)
+        _KERNELS["sgd_plain"](p, g, 0, p.size, n_l2, *consts[:4])
+    else:
+        _KERNELS["sgd"](p, g, b, 0, p.size, n_l2, *consts)

@@ -12,24 +12,7 @@ import math
 
 import numba
 
-# The L2 part runs in chunks of this many elements: each chunk's sum of squares is taken
-# just before its update, while the chunk is in cache, so the parameters are read once.
-_CHUNK = 4096
-
-
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-# The sum of squares alone may be reassociated (vectorized): it is the L2 term's
-# reported value, not part of any update.
-_jit_sum = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
-
-
-@_jit_sum
-def sumsq(p):
-    s = 0.0
-    for i in range(p.size):
-        x = float(p[i])  # float64: the squares of float32 values are exact
-        s += x * x
-    return s
 
 
 # Every loop starts at 0 and runs over a view: LLVM vectorizes ``range(n)`` but not
@@ -59,15 +42,10 @@ def adam_kernel(P, G, M, V, lo, hi, l2_end, c, dec, use_wd, wd, b1, c1, b2, c2, 
     # elements [lo, hi) of the flat arrays; the L2 term over those below l2_end
     p, g, m, v = P[lo:hi], G[lo:hi], M[lo:hi], V[lo:hi]
     n_l2 = min(max(l2_end - lo, 0), hi - lo)
-    sq = 0.0
-    for j in range(0, n_l2, _CHUNK):
-        e = min(j + _CHUNK, n_l2)
-        sq += sumsq(p[j:e])
-        adam_body(p[j:e], g[j:e], m[j:e], v[j:e], True, c, dec, use_wd, wd, b1, c1, b2,
-                  c2, eps_s, step_s)
+    adam_body(p[:n_l2], g[:n_l2], m[:n_l2], v[:n_l2], True, c, dec, use_wd, wd, b1, c1, b2,
+              c2, eps_s, step_s)
     adam_body(p[n_l2:], g[n_l2:], m[n_l2:], v[n_l2:], False, c, dec, use_wd, wd, b1, c1,
               b2, c2, eps_s, step_s)
-    return sq
 
 
 @_jit
@@ -92,13 +70,8 @@ def sgd_body(p, g, b, l2, c, use_wd, wd, lr, mu, nesterov):
 def sgd_kernel(P, G, B, lo, hi, l2_end, c, use_wd, wd, lr, mu, nesterov):
     p, g, b = P[lo:hi], G[lo:hi], B[lo:hi]
     n_l2 = min(max(l2_end - lo, 0), hi - lo)
-    sq = 0.0
-    for j in range(0, n_l2, _CHUNK):
-        e = min(j + _CHUNK, n_l2)
-        sq += sumsq(p[j:e])
-        sgd_body(p[j:e], g[j:e], b[j:e], True, c, use_wd, wd, lr, mu, nesterov)
+    sgd_body(p[:n_l2], g[:n_l2], b[:n_l2], True, c, use_wd, wd, lr, mu, nesterov)
     sgd_body(p[n_l2:], g[n_l2:], b[n_l2:], False, c, use_wd, wd, lr, mu, nesterov)
-    return sq
 
 
 @_jit
@@ -116,10 +89,5 @@ def sgd_plain_body(p, g, l2, c, use_wd, wd, lr):
 def sgd_plain_kernel(P, G, lo, hi, l2_end, c, use_wd, wd, lr):
     p, g = P[lo:hi], G[lo:hi]
     n_l2 = min(max(l2_end - lo, 0), hi - lo)
-    sq = 0.0
-    for j in range(0, n_l2, _CHUNK):
-        e = min(j + _CHUNK, n_l2)
-        sq += sumsq(p[j:e])
-        sgd_plain_body(p[j:e], g[j:e], True, c, use_wd, wd, lr)
+    sgd_plain_body(p[:n_l2], g[:n_l2], True, c, use_wd, wd, lr)
     sgd_plain_body(p[n_l2:], g[n_l2:], False, c, use_wd, wd, lr)
-    return sq

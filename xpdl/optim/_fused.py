@@ -230,15 +230,13 @@ def _block_views(xp, arrays, n_l2):
 
 
 def _l2_part(xp, l2v, c):
-    """``g += c * p`` over one block's L2 views; returns ``p @ p`` taken before."""
+    """``g += c * p`` over one block's L2 views."""
     p, g, s = l2v
-    sq = _ns.sumsq(xp, p)
     if _kind(xp) == "torch":
         g.add_(p, alpha=c)  # one pass
     else:
         xp.multiply(p, c, out=s)
         g += s
-    return sq
 
 
 def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
@@ -246,30 +244,22 @@ def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
     constants ``kw``) on flat parameter, gradient and moment arrays, block by block.
 
     With ``c``, :math:`c\,p` is first added to the gradient of the leading ``n_l2``
-    elements (the flat array's weights, an L2 penalty) and ``run`` returns the sum of their
-    squares before the update (else None); ``G`` may be written to then (the ufunc
-    path adds the term in place, the compiled one only reads it). The views are made
+    elements (the flat array's weights, an L2 penalty); ``G`` may be written to then (the
+    ufunc path adds the term in place, the compiled one only reads it). The views are made
     once: the stepper is valid while the arrays are.
     """
-    numpy = _ns.is_numpy(xp)
-    if numpy and _compiled.usable(P, G, M, V):
-        f = P.dtype.type  # the sum of squares as a NumPy scalar, as P[:n] @ P[:n] gives
-
+    if _ns.is_numpy(xp) and _compiled.usable(P, G, M, V):
         def run_compiled(lr, t, c=0.0):
-            sq = _compiled.adam_flat(P, G, M, V, n_l2=n_l2, c=c, lr=lr, t=t, **kw)
-            return f(sq) if c and n_l2 else None
+            _compiled.adam_flat(P, G, M, V, n_l2=n_l2, c=c, lr=lr, t=t, **kw)
 
         return run_compiled
     blocks = _block_views(xp, (P, G, M, V, S), n_l2)
 
     def run(lr, t, c=0.0):
-        sq = None
         for (p, g, m, v, s), l2v in blocks:
             if c and l2v is not None:
-                part = _l2_part(xp, l2v, c)
-                sq = part if sq is None else sq + part
+                _l2_part(xp, l2v, c)
             adam_step(xp, p, g, m, v, s, lr=lr, t=t, compiled=False, **kw)
-        return sq
 
     return run
 
@@ -278,28 +268,21 @@ def sgd_stepper(xp, P, G, B, S, n_l2=0, **kw):
     """As :func:`adam_stepper` for :func:`sgd_step` (``B`` the momentum buffer or None);
     ``run(lr, c=0.0)``."""
     arrays = (P, G, S) if B is None else (P, G, B, S)
-    numpy = _ns.is_numpy(xp)
-    if numpy and _compiled.usable(P, G, B):
-        f = P.dtype.type  # the sum of squares as a NumPy scalar, as P[:n] @ P[:n] gives
-
+    if _ns.is_numpy(xp) and _compiled.usable(P, G, B):
         def run_compiled(lr, c=0.0):
-            sq = _compiled.sgd_flat(P, G, B, n_l2=n_l2, c=c, lr=lr, **kw)
-            return f(sq) if c and n_l2 else None
+            _compiled.sgd_flat(P, G, B, n_l2=n_l2, c=c, lr=lr, **kw)
 
         return run_compiled
     blocks = _block_views(xp, arrays, n_l2)
 
     def run(lr, c=0.0):
-        sq = None
         for views, l2v in blocks:
             if c and l2v is not None:
-                part = _l2_part(xp, l2v, c)
-                sq = part if sq is None else sq + part
+                _l2_part(xp, l2v, c)
             if B is None:
                 sgd_step(xp, views[0], views[1], None, views[2], lr=lr, compiled=False, **kw)
             else:
                 sgd_step(xp, *views, lr=lr, compiled=False, **kw)
-        return sq
 
     return run
 

@@ -54,10 +54,9 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
 
         def step(c=0.0):
             t = state[pa + "step"] + 1
-            sq = run(_lr_at(lr, state[pl]), t, c)
+            run(_lr_at(lr, state[pl]), t, c)
             state[pa + "step"] = t
             state[pl] += 1
-            return sq
 
         return step
 
@@ -122,9 +121,8 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
                                  momentum=momentum, nesterov=nesterov, wd=weight_decay)
 
         def step(c=0.0):
-            sq = run(_lr_at(lr, state[pl]), c)
+            run(_lr_at(lr, state[pl]), c)
             state[pl] += 1
-            return sq
 
         return step
 

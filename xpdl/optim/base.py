@@ -42,7 +42,7 @@ class FusedTransformation(GradientTransformation):
     # parameters ``keys`` are views, in that order, into one flat array ``P`` and their
     # gradients into ``G``, ``step(c=0.0)`` applies one update to all of them (the state
     # buffers become views into flat arrays too); with ``c``, ``c * P[:n_l2]`` is added to
-    # ``G[:n_l2]`` first and ``P[:n_l2] @ P[:n_l2]`` (before the update) is returned.
+    # ``G[:n_l2]`` first.
     flat_stepper = None
 
 

@@ -106,7 +106,7 @@ class Optimizer:
         loop with Numba, block by block otherwise); other optimizers take :meth:`step`.
         With ``c``, :math:`c\,p` is added to the gradient of the first ``n_l2`` flat
         elements first (an L2 penalty :math:`\tfrac{c}{2}\|p_{:n}\|^2`; ``flat_grads`` may
-        be written) and ``step`` returns :math:`\|p_{:n}\|^2` before the update.
+        be written).
 
         The flat state and the views of every block are resolved once: the stepper is
         valid until the optimizer's state or the arrays are replaced (``load_state_dict``,
@@ -118,15 +118,11 @@ class Optimizer:
             return make(flat_params, flat_grads, keys, shapes, self.state, self._scratch, n_l2)
 
         def step(c=0.0):
-            sq = None
             if c:
-                head = flat_params[:n_l2]
-                sq = _ns.sumsq(xp, head)
                 if not _ns.supports_inplace(xp):
                     raise ValueError("xpdl.optim: flat steps need in-place updates")
-                flat_grads[:n_l2] += c * head  # the .grad views see the sum
+                flat_grads[:n_l2] += c * flat_params[:n_l2]  # the .grad views see the sum
             self.step()
-            return sq
 
         return step
 
