@@ -458,6 +458,54 @@ def test_kept_losses_keep_no_activations(backend):
     assert all(np.isfinite(float(x.data)) for x in kept)
 
 
+def test_replay_frees_each_value_after_its_last_use(backend):
+    """The replay (generated straight-line code) holds each intermediate array only until
+    its last reader has run, as the tape does: at every call, the values whose readers
+    have all run are gone (weak references), the others still there."""
+    X, y, w, k = _batches(backend, "cross_entropy")
+    m = _net(backend, "relu", k)
+    step = xpdl.compile_step(m, _loss("cross_entropy"), optim.SGD(m, lr=0.05))
+    for i in range(3):
+        step(X[i * 30:(i + 1) * 30, ...], y[i * 30:(i + 1) * 30])
+    assert step.mode == "replay"
+    prog = next(e[1] for e in step._programs.values() if e[0] == "ok")
+    keep = {s for s, _ in prog.run_consts} | set(prog.input_slots) | set(prog.param_slots)
+    keep |= set(prog.grad_slots) | {prog.loss_slot}
+    last = {}
+    for i, st in enumerate(prog.steps):
+        for a in st[1]:
+            last[a] = i
+    refs = {}  # slot -> weak reference to the array the replay made for it
+    checked = []
+
+    def watch(i, fn, outs, multi):
+        def call(*args):
+            gc.collect()
+            for s, r in refs.items():
+                if s not in keep:  # gone once every reader before this call has run
+                    assert (r() is None) == (last.get(s, -1) < i), (i, s)
+                    checked.append(s)
+            res = fn(*args)
+            for s, v in zip(outs, res if multi else (res,)):
+                if s is not None and s not in keep:
+                    try:
+                        refs[s] = weakref.ref(v)
+                    except TypeError:  # saved tuples, NumPy scalars: not followed
+                        pass
+            return res
+        return call
+
+    steps = [(watch(i, fn, outs, multi), args, outs, multi, free)
+             for i, (fn, args, outs, multi, free) in enumerate(prog.steps)]
+    loss, grads = prog.run((X[:30, ...], y[:30], None), [p.data for p in m.parameters()],
+                           steps, prog.grad_slots)
+    ref_loss, _ = prog.run((X[:30, ...], y[:30], None), [p.data for p in m.parameters()])
+    assert float(loss) == float(ref_loss)
+    if not refs:
+        pytest.skip(f"{backend.name} arrays take no weak references")
+    assert any(r() is None for r in refs.values()) and len(checked) > len(prog.steps)
+
+
 def test_the_untouched_autodiff_api_still_works_after_freeing():
     """grad/value_and_grad/check_grad build a fresh graph per call."""
     x = np.array([0.3, -1.2, 2.0])

@@ -14,11 +14,13 @@ gives the same calls and the same constants; otherwise the step keeps running ea
 ``RuntimeWarning`` says why). Indexing with an array, ``retain_grad`` and closure nodes made
 by :func:`xpdl.autodiff.tensor.record` also keep a step eager.
 
-**Replay.** Later calls walk the list, calling each primitive's own ``forward``/``vjp`` on
-the slots: no Tensor objects, no graph, no topological sort, no closures per step. Slots
-are dropped after their last use (planned once from the list), so memory follows the same
-liveness as the tape. A random primitive (dropout) draws again from the generator it was
-recorded with, in the recorded order: same seed, same numbers as the eager tape. On JAX
+**Replay.** Later calls run the list, calling each primitive's own ``forward``/``vjp`` on
+the slots: no Tensor objects, no graph, no topological sort, no closures per step. Each
+plan is turned once into straight-line Python (one local variable per slot, one line per
+call). Slots are dropped after their last use (planned once from the list), so memory
+follows the same liveness as the tape. A random primitive (dropout) draws again from the
+generator it was recorded with, in the recorded order: same seed, same numbers as the
+eager tape. On JAX
 the replay of a step without random primitives becomes one ``jax.jit``-compiled pure
 function, forward, backward and the optimizer's update, once it has been replayed a few
 times (compiling costs as much as many eager replays of a small step).
@@ -36,6 +38,7 @@ again (a few programs are kept: the last minibatch of an epoch is usually smalle
 from __future__ import annotations
 
 import functools
+import linecache
 import operator
 import os
 import warnings
@@ -173,6 +176,7 @@ class _Program:
         self.steps = self._plan(self.nodes, grad_slots)
         self._flat_plans = {}
         self._jitted = None
+        self._code = {}  # generated replays by plan (see run)
         self.replays = 0
 
     def _plan(self, nodes, grad_slots):
@@ -339,30 +343,56 @@ class _Program:
 
     def run(self, inputs, params, steps=None, grad_slots=None, keep=False):
         """Replay: ``(loss, gradients)`` for ``inputs`` and parameter arrays ``params``
-        (with ``keep``, also every slot's array: nothing is freed along the way)."""
+        (with ``keep``, also every slot's array: nothing is freed along the way). Each
+        plan runs as straight-line Python generated from it once (:func:`_generate`)."""
         steps = self.steps if steps is None else steps
-        grad_slots = self.grad_slots if grad_slots is None else grad_slots
-        env = [None] * self.n
-        for s, v in self.run_consts:
-            env[s] = v
-        for s, v in zip(self.input_slots, inputs):
-            if s is not None:
-                env[s] = v
-        for s, v in zip(self.param_slots, params):
-            env[s] = v
-        for fn, args, outs, multi, free in steps:
-            res = fn(*[env[a] for a in args])
-            if multi:
-                for s, r in zip(outs, res):
-                    if s is not None:
-                        env[s] = r
-            else:
-                env[outs[0]] = res
-            if not keep:
-                for s in free:
-                    env[s] = None
-        out = env[self.loss_slot], [None if s is None else env[s] for s in grad_slots]
-        return out + (env,) if keep else out
+        grad_slots = tuple(self.grad_slots if grad_slots is None else grad_slots)
+        key = (id(steps), grad_slots, keep)
+        code = self._code.get(key)
+        if code is None or code[0] is not steps:
+            if len(self._code) >= 8:
+                self._code.clear()
+            code = self._code[key] = (steps, _generate(self, steps, grad_slots, keep))
+        return code[1](inputs, params)
+
+
+def _generate(prog, steps, grad_slots, keep):
+    """The replay of ``steps`` as one Python function ``(inputs, params) -> (loss, grads)``:
+    each slot a local variable, each call one line, ``del`` after a slot's last use (so
+    memory follows the same liveness as the tape). The same calls as walking the list, in
+    the same order, without indexing an environment per argument (measured: 7% of a
+    64-128-128-10 step)."""
+    const = {s for s, _ in prog.run_consts}
+    env = {f"c{s}": v for s, v in prog.run_consts}
+
+    def name(s):
+        return f"c{s}" if s in const else f"s{s}"
+
+    def names(slots):  # assigned to: a tuple, ``_`` for values nobody reads
+        return "".join(("_" if s is None else name(s)) + ", " for s in slots)
+
+    def reads(slots):  # a list's items
+        return ", ".join("None" if s is None else name(s) for s in slots)
+
+    lines = ["def replay(inputs, params):", f"    {names(prog.input_slots)}= inputs",
+             f"    {names(prog.param_slots)}= params"]
+    for i, (fn, args, outs, multi, free) in enumerate(steps):
+        env[f"f{i}"] = fn
+        lines.append(f"    {names(outs) if multi else name(outs[0])} = "
+                     f"f{i}({', '.join(name(a) for a in args)})")
+        if free and not keep:
+            lines.append(f"    del {', '.join(name(s) for s in free)}")
+    result = f"{name(prog.loss_slot)}, [{reads(grad_slots)}]"
+    if keep:  # every slot the replay assigned, in slot order (None for the others)
+        seen = {s for step in steps for s in step[2]} | const | set(prog.input_slots) | set(
+            prog.param_slots)
+        result += f", [{reads(s if s in seen else None for s in range(prog.n))}]"
+    lines.append(f"    return {result}")
+    source = "\n".join(lines) + "\n"
+    filename = f"<xpdl replay {id(steps):x}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), env)  # noqa: S102 - our own generated source
+    return env["replay"]
 
 
 def _fold(rec):
