@@ -20,10 +20,10 @@ plan is turned once into straight-line Python (one local variable per slot, one 
 call). Slots are dropped after their last use (planned once from the list), so memory
 follows the same liveness as the tape. A random primitive (dropout) draws again from the
 generator it was recorded with, in the recorded order: same seed, same numbers as the
-eager tape. On JAX
-the replay of a step without random primitives becomes one ``jax.jit``-compiled pure
-function, forward, backward and the optimizer's update, once it has been replayed a few
-times (compiling costs as much as many eager replays of a small step).
+eager tape. On JAX the replay of a step without random primitives becomes one
+``jax.jit``-compiled pure function, forward, backward and the optimizer's update, once it
+has been replayed a few times (compiling costs as much as many eager replays of a small
+step).
 
 **Plan.** Calls whose values depend on constants only are folded into constants; for
 a flat layout, the ``c * W`` gradients of L2 terms move into the optimizer's pass and
