@@ -506,6 +506,28 @@ def test_replay_frees_each_value_after_its_last_use(backend):
     assert any(r() is None for r in refs.values()) and len(checked) > len(prog.steps)
 
 
+def test_generated_replays_leave_nothing_behind(backend):
+    """Each plan's generated replay registers its source for tracebacks; dropping the
+    step drops it (a hyperparameter search makes thousands of steps in one process)."""
+    import linecache
+
+    def ours():
+        return sum(k.startswith("<xpdl replay") for k in linecache.cache)
+
+    gc.collect()
+    before = ours()
+    X, y, w, k = _batches(backend, "mse")
+    for seed in range(3):
+        m = _net(backend, "tanh", k, seed=seed)
+        step = xpdl.compile_step(m, _loss("mse"), optim.Adam(m, lr=1e-2))
+        for i in range(4):
+            step(X[i * 20:(i + 1) * 20, ...], y[i * 20:(i + 1) * 20, ...])
+        assert step.mode == "replay" and ours() > before
+    del step, m
+    gc.collect()
+    assert ours() == before
+
+
 def test_the_untouched_autodiff_api_still_works_after_freeing():
     """grad/value_and_grad/check_grad build a fresh graph per call."""
     x = np.array([0.3, -1.2, 2.0])

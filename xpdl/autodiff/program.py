@@ -42,6 +42,7 @@ import linecache
 import operator
 import os
 import warnings
+import weakref
 
 from .. import _namespace as _ns
 from .tensor import Tensor, _mode, enable_grad, unbroadcast
@@ -390,8 +391,10 @@ def _generate(prog, steps, grad_slots, keep):
     lines.append(f"    return {result}")
     source = "\n".join(lines) + "\n"
     filename = f"<xpdl replay {id(steps):x}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     exec(compile(source, filename, "exec"), env)  # noqa: S102 - our own generated source
+    # the source, for tracebacks through the replay, for as long as the function lives
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    weakref.finalize(env["replay"], linecache.cache.pop, filename, None)
     return env["replay"]
 
 
