@@ -211,7 +211,8 @@ def cross_entropy(logits, target, reduction="mean"):
         raise ValueError(f"xpdl.losses.cross_entropy: logits must be 2-D (n_samples, "
                          f"n_classes), got shape {tuple(x.shape)}")
     n, c = x.shape
-    if xp.isdtype(t.dtype, "integral"):
+    indices = xp.isdtype(t.dtype, "integral")
+    if indices:
         if tuple(t.shape) != (n,):
             raise ValueError(f"xpdl.losses.cross_entropy: integer targets must have shape "
                              f"({n},), got {tuple(t.shape)}")
@@ -222,16 +223,17 @@ def cross_entropy(logits, target, reduction="mean"):
     else:
         raise TypeError(f"xpdl.losses.cross_entropy: target must be integer class indices or "
                         f"float probabilities, got dtype {t.dtype}")
-    res = apply(_cross_entropy, xp, (p, tt), {"reduction": reduction})
+    res = apply(_cross_entropy, xp, (p, tt), {"reduction": reduction, "indices": indices})
     return res.data if plain else res
 
 
 @primitive("cross_entropy", saves=True)
-def _cross_entropy(xp, x, t, reduction):
+def _cross_entropy(xp, x, t, reduction, indices):
+    # ``indices``: whether ``t`` holds class indices (else probabilities), decided by the
+    # caller from its dtype, once (a replay then does not ask again every step)
     n, c = x.shape
-    if xp.isdtype(t.dtype, "integral"):
-        tt = xp.astype(xp.expand_dims(t, axis=1) == xp.arange(c, device=_ns.device_of(x)),
-                       x.dtype)
+    if indices:
+        tt = xp.astype(t[:, None] == xp.arange(c, device=_ns.device_of(x)), x.dtype)
         tsum = None  # one-hot rows sum to 1
     else:
         tt = _as_float(t, x.dtype, xp)
@@ -249,7 +251,7 @@ def _cross_entropy(xp, x, t, reduction):
 
 
 @_cross_entropy.defvjp
-def _cross_entropy_vjp(xp, g, ins, out, saved, needs, reduction):
+def _cross_entropy_vjp(xp, g, ins, out, saved, needs, reduction, indices):
     e, se, tt, tsum = saved
     soft = e / se
     d = soft - tt if tsum is None else soft * tsum - tt
