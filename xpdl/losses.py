@@ -223,18 +223,17 @@ def cross_entropy(logits, target, reduction="mean"):
     else:
         raise TypeError(f"xpdl.losses.cross_entropy: target must be integer class indices or "
                         f"float probabilities, got dtype {t.dtype}")
-    # For class indices, the class numbers 0..c-1 to compare them with (an input: a replayed
-    # step reuses the recorded array instead of making it every step); None: probabilities.
-    classes = xp.arange(c, device=_ns.device_of(x)) if indices else None
-    res = apply(_cross_entropy, xp, (p, tt, classes), {"reduction": reduction})
+    res = apply(_cross_entropy, xp, (p, tt), {"reduction": reduction, "indices": indices})
     return res.data if plain else res
 
 
 @primitive("cross_entropy", saves=True)
-def _cross_entropy(xp, x, t, classes, reduction):
+def _cross_entropy(xp, x, t, reduction, indices):
+    # ``indices``: whether ``t`` holds class indices (else probabilities), decided by the
+    # caller from its dtype, once (a replay then does not ask again every step)
     n, c = x.shape
-    if classes is not None:
-        tt = xp.astype(t[:, None] == classes, x.dtype)
+    if indices:
+        tt = xp.astype(t[:, None] == xp.arange(c, device=_ns.device_of(x)), x.dtype)
         tsum = None  # one-hot rows sum to 1
     else:
         tt = _as_float(t, x.dtype, xp)
@@ -252,11 +251,11 @@ def _cross_entropy(xp, x, t, classes, reduction):
 
 
 @_cross_entropy.defvjp
-def _cross_entropy_vjp(xp, g, ins, out, saved, needs, reduction):
+def _cross_entropy_vjp(xp, g, ins, out, saved, needs, reduction, indices):
     e, se, tt, tsum = saved
     soft = e / se
     d = soft - tt if tsum is None else soft * tsum - tt
     if reduction == "none":
-        return d * xp.expand_dims(g, axis=1), None, None
+        return d * xp.expand_dims(g, axis=1), None
     scale = 1.0 / ins[0].shape[0] if reduction == "mean" else 1.0
-    return d * (g * scale), None, None
+    return d * (g * scale), None
