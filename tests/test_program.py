@@ -330,15 +330,16 @@ def test_a_step_computing_outside_xpdl_stays_eager_with_a_warning(backend):
     assert step.mode.startswith("eager (")
 
 
-def test_full_batch_steps_replay_after_two_calls():
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "cross_entropy_probs", "bce_logits"])
+def test_full_batch_steps_replay_after_two_calls(loss):
     """The same batch every call (full-batch training): nothing input-dependent is frozen
     (only scalars and the backward seed are constants), so the second call verifies."""
     from conftest import _make
 
     bk = _make("numpy")
-    X, y, w, k = _batches(bk, "mse")
+    X, y, w, k = _batches(bk, loss)
     m = _net(bk, "relu", k)
-    step = xpdl.compile_step(m, _loss("mse"), optim.Adam(m, lr=1e-2))
+    step = xpdl.compile_step(m, _loss(loss), optim.Adam(m, lr=1e-2))
     for _ in range(5):
         step(X, y, w)
     assert step.mode == "replay" and step.recordings == 2
