@@ -220,8 +220,7 @@ class _Program:
         ``nat.add(a, b, out=view)``, a VJP that can (``Primitive.vjp_into``, e.g. linear's
         products and bias sum) writes there itself. The same values, no copy afterwards.
         Done again when the flat buffer is replaced."""
-        if plan[4] is not None and len(plan[4]) == len(gviews) and all(
-                a is b for a, b in zip(plan[4], gviews)):
+        if plan[4] is not None and _same_objects(plan[4], gviews):
             return
         steps, grad_slots, _, nodes, _ = plan
         if nat is None:
@@ -560,8 +559,7 @@ class _Flat:
             p._own = True
 
     def bound(self, params):
-        return len(params) == len(self.pviews) and all(
-            p.data is v for p, v in zip(params, self.pviews))
+        return _same_objects([p.data for p in params], self.pviews)
 
 
 class CompiledStep:
@@ -797,8 +795,8 @@ class CompiledStep:
         None where the namespace cannot update in place."""
         fl = self._flat
         opt = self.optimizer
-        if fl is not None and fl.state is opt.state and fl.bound(params) and all(
-                opt.state.get(k) is v for k, v in fl.state_arrays) and (
+        if fl is not None and fl.state is opt.state and fl.bound(params) and _same_objects(
+                list(map(opt.state.get, fl.state_keys)), fl.state_values) and (
                 first is None or fl.first == tuple(first)):
             return fl
         if not _ns.supports_inplace(xp) or _ns.backend_name(xp) not in _FLAT_BACKENDS:
@@ -815,7 +813,8 @@ class CompiledStep:
         fl.state = opt.state
         # the stepper holds views of the state arrays: if another path replaces them (a
         # plain step(), load_state_dict), the layout is made again
-        fl.state_arrays = [(k, v) for k, v in opt.state.items() if _ns.is_array(v)]
+        fl.state_keys = [k for k, v in opt.state.items() if _ns.is_array(v)]
+        fl.state_values = [opt.state[k] for k in fl.state_keys]
         return fl
 
     def _apply_update(self, xp, params, grads, flat=None, c=0.0):
@@ -872,6 +871,12 @@ class _Programs(dict):
 
 def _data(a):
     return a.data if isinstance(a, Tensor) else a
+
+
+def _same_objects(a, b):
+    """Whether two lists hold the same objects (identity, compared without a Python frame
+    per item: these checks run every step)."""
+    return len(a) == len(b) and all(map(operator.is_, a, b))
 
 
 def _copies(xp, inputs):
