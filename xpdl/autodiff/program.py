@@ -561,6 +561,22 @@ class _Flat:
     def bound(self, params):
         return _same_objects([p.data for p in params], self.pviews)
 
+    def valid(self, opt, params):
+        """Whether the parameters are still this layout's views and the optimizer's state
+        the arrays its stepper was made for (a rollback, ``load``, ``.to()``, a plain
+        ``step()`` or ``load_state_dict`` replace them)."""
+        return self.state is opt.state and self.bound(params) and _same_objects(
+            list(map(opt.state.get, self.state_keys)), self.state_values)
+
+    def update(self, params, grads, c=0.0):
+        """The parameters' gradients into their views of ``G`` (where not written there
+        already) and one pass of the stepper (adding ``c * W`` to the leading ``n_l2``)."""
+        for p, gv, g in zip(params, self.gviews, grads):
+            if g is not gv:
+                gv[...] = g
+            p.grad = gv
+        self.stepper(c)
+
 
 class CompiledStep:
     """The callable returned by :func:`compile_step`.
@@ -687,6 +703,14 @@ class CompiledStep:
 
     def _replay(self, prog, xp, inputs, params):
         prog.replays += 1
+        fast = prog.__dict__.get("_fast")
+        if fast is not None and fast[0] is self._flat and fast[1] == self.fuse_l2 and \
+                fast[0].valid(self.optimizer, params):
+            # the flat layout, plan and binding of this program's last replay still hold
+            flat, _, plan, c = fast
+            loss, grads = prog.run(inputs, flat.pviews, plan[0], plan[1])
+            flat.update(params, grads, c)
+            return loss
         if _ns.is_jax(xp) and not prog.random and prog.replays > _JIT_AFTER:
             if None not in prog.grad_slots:
                 return self._jax_step(prog, inputs, params)
@@ -708,9 +732,11 @@ class CompiledStep:
                 loss, grads = prog.run(inputs, datas)
             else:
                 loss, grads = self._graph_replay(prog, plan, flat, xp, inputs, params)
-                if plan[2] is not None:
-                    self._apply_update(xp, params, grads, flat, plan[2][0])
-                    return loss
+                c = 0.0 if plan[2] is None else plan[2][0]
+                if _ns.backend_name(xp) not in _GRAPHS:  # (captures have their own path)
+                    prog._fast = (flat, self.fuse_l2, plan, c)
+                flat.update(params, grads, c)
+                return loss
         self._apply_update(xp, params, grads)
         return loss
 
@@ -795,8 +821,7 @@ class CompiledStep:
         None where the namespace cannot update in place."""
         fl = self._flat
         opt = self.optimizer
-        if fl is not None and fl.state is opt.state and fl.bound(params) and _same_objects(
-                list(map(opt.state.get, fl.state_keys)), fl.state_values) and (
+        if fl is not None and fl.valid(opt, params) and (
                 first is None or fl.first == tuple(first)):
             return fl
         if not _ns.supports_inplace(xp) or _ns.backend_name(xp) not in _FLAT_BACKENDS:
@@ -817,23 +842,18 @@ class CompiledStep:
         fl.state_values = [opt.state[k] for k in fl.state_keys]
         return fl
 
-    def _apply_update(self, xp, params, grads, flat=None, c=0.0):
+    def _apply_update(self, xp, params, grads):
         """Give the parameters their gradients and run the optimizer: through the flat
-        layout where there is one (one pass over all parameters), else ``step()``. With
-        ``c`` (a fused L2 term), the stepper adds ``c * W`` to the gradients of the
-        layout's leading ``n_l2`` elements in its pass."""
-        if flat is None and all(g is not None for g in grads) and not _ns.is_jax(xp):
+        layout where there is one (one pass over all parameters), else ``step()``."""
+        flat = None
+        if all(g is not None for g in grads) and not _ns.is_jax(xp):
             flat = self._flat_layout(xp, params)
         if flat is None:
             for p, g in zip(params, grads):
                 p.grad = g
             self.optimizer.step()
             return
-        for p, gv, g in zip(params, flat.gviews, grads):
-            if g is not gv:
-                gv[...] = g
-            p.grad = gv
-        flat.stepper(c)
+        flat.update(params, grads)
 
 
 class _Programs(dict):
