@@ -347,7 +347,8 @@ def test_full_batch_steps_replay_after_two_calls(loss):
 
 def test_replay_follows_parameters_and_state_replaced_between_steps(backend):
     """Between replays a user may replace a parameter's array, reload the optimizer's
-    state or take a plain ``step()``: the next replay works on the new arrays (the flat
+    state, take a plain ``step()`` or give the optimizer a new transform (another learning
+    rate, the same state): the next replay works on the new arrays and transform (the flat
     layout is made again), giving the eager tape's numbers."""
     X, y, w, k = _batches(backend, "cross_entropy")
     m1, m2 = _net(backend, "relu", k), _net(backend, "relu", k)
@@ -372,11 +373,13 @@ def test_replay_follows_parameters_and_state_replaced_between_steps(backend):
                 m[0].weight.data = m[0].weight.data * 0.5
             elif kind == "state":  # reloaded optimizer state: new arrays
                 o.load_state_dict(o.state_dict())
+            elif kind == "transform":  # a new learning rate; the state carries on
+                o.transform = optim.adam(0.05)
             else:  # a plain step on the tape between replays
                 _eager_step(m, fn, o, X[:20, ...], y[:20], None)
 
     i = 0
-    for kind in ("data", "state", "step", "data"):
+    for kind in ("data", "state", "step", "transform", "data"):
         for _ in range(5):
             both(i)
             i += 1

@@ -562,10 +562,12 @@ class _Flat:
         return _same_objects([p.data for p in params], self.pviews)
 
     def valid(self, opt, params):
-        """Whether the parameters are still this layout's views and the optimizer's state
-        the arrays its stepper was made for (a rollback, ``load``, ``.to()``, a plain
-        ``step()`` or ``load_state_dict`` replace them)."""
-        return self.state is opt.state and self.bound(params) and _same_objects(
+        """Whether the parameters are still this layout's views, and the optimizer's
+        transform and state those its stepper was made for (a rollback, ``load``,
+        ``.to()``, a plain ``step()``, ``load_state_dict`` or a new ``transform`` replace
+        them)."""
+        return self.state is opt.state and self.transform is opt.transform and \
+            self.fused is opt.use_fused and self.bound(params) and _same_objects(
             list(map(opt.state.get, self.state_keys)), self.state_values)
 
     def update(self, params, grads, c=0.0):
@@ -835,7 +837,7 @@ class CompiledStep:
         fl.first = first
         keys = [k for k, _ in opt._params]
         fl.stepper = opt.flat_stepper(fl.P, fl.G, [keys[i] for i in order], fl.shapes, n_l2)
-        fl.state = opt.state
+        fl.state, fl.transform, fl.fused = opt.state, opt.transform, opt.use_fused
         # the stepper holds views of the state arrays: if another path replaces them (a
         # plain step(), load_state_dict), the layout is made again
         fl.state_keys = [k for k, v in opt.state.items() if _ns.is_array(v)]
