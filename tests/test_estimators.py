@@ -51,6 +51,9 @@ def test_linear_regression_matches_sklearn(backend, k):
     assert m.coef_.device == backend.device
     assert m.score(backend.asarray(X), backend.asarray(y)) == pytest.approx(
         ref.score(X, y), rel=1e-6 if backend.is64 else 1e-3)
+    if k is None:  # y as one column, scored against a fit on a 1-D y (scikit-learn's r2)
+        assert m.score(backend.asarray(X), backend.asarray(y[:, None])) == pytest.approx(
+            ref.score(X, y[:, None]), rel=1e-6 if backend.is64 else 1e-3)
 
 
 def test_ridge_with_sample_weight_matches_sklearn(backend):

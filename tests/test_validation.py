@@ -228,6 +228,14 @@ def test_feature_names_follow_scikit_learn(make, tmp_path):
         est.predict(df.rename(columns={"a": "z"}))
     with pytest.warns(UserWarning, match="does not have valid feature names"):
         est.predict(X)
+    from sklearn.metrics import accuracy_score, r2_score
+
+    metric = accuracy_score if est._is_classifier else r2_score
+    with warnings.catch_warnings():  # scoring a frame checks its names once, silently
+        warnings.simplefilter("error")
+        got = est.score(df, y)
+        want = metric(y, est.predict(df))
+    assert got == pytest.approx(want, rel=1e-12)
     path = tmp_path / "m.safetensors"
     xpdl.save(est, path)
     assert list(xpdl.load(path).feature_names_in_) == ["a", "b", "c"]

@@ -229,7 +229,10 @@ class ClassifierMixin(_SKClassifier):
         return F.softmax(z, axis=1)
 
     def _predict_indices(self, X):
-        z = self._forward(V.validate_X(self, X, reset=False))
+        return self._indices(self._forward(V.validate_X(self, X, reset=False)))
+
+    def _indices(self, z):
+        """Class indices from the network's outputs ``z`` (n_samples, n_outputs)."""
         xp = self._xp
         if self._n_outputs == 1:
             return xp.astype(z[:, 0] > 0, _ns.index_dtype(xp, self._device))
@@ -261,7 +264,8 @@ class ClassifierMixin(_SKClassifier):
         X = V.validate_X(self, X, reset=False)
         yi = V.validate_y_classification(self, y, X.shape[0], reset=False)
         xp = self._xp
-        hit = xp.astype(self._predict_indices(X) == yi, self._dtype)
+        # X is checked once: checking the array again would see no feature names
+        hit = xp.astype(self._indices(self._forward(X)) == yi, self._dtype)
         w = V.validate_sample_weight(self, sample_weight, X.shape[0])
         return float(xp.mean(hit if w is None else hit * w))
 
@@ -294,7 +298,7 @@ class RegressorMixin(_SKRegressor):
         X = V.validate_X(self, X, reset=False)
         y = V.validate_y_regression(self, y, X.shape[0])
         w = V.validate_sample_weight(self, sample_weight, X.shape[0])
-        return r2(self._xp, y, self.predict(X), w)
+        return r2(self._xp, y, self._forward(X), w)
 
 
 def r2(xp, y, pred, w=None):

@@ -508,9 +508,7 @@ class Streamed:
             X, T, _ = self._ready(*self._fetch(i))
             out = est._forward(X)
             if est._is_classifier:
-                pred = xp.astype(out[:, 0] > 0, xp.int64) if out.shape[1] == 1 else \
-                    xp.argmax(out, axis=1)
-                hits += float(xp.sum(xp.astype(pred == T, est._dtype)))
+                hits += float(xp.sum(xp.astype(est._indices(out) == T, est._dtype)))
             else:
                 r = _ns.to_host(xp.sum((T - out) ** 2, axis=0))
                 s1, s2 = _ns.to_host(xp.sum(T, axis=0)), _ns.to_host(xp.sum(T * T, axis=0))
