@@ -178,6 +178,38 @@ def test_logistic_string_labels_and_shapes():
     assert b.score(X[:100], names[:100]) == 1.0
 
 
+@pytest.mark.parametrize("kind", ["numbers", "strings"])
+def test_score_counts_labels_unseen_in_fit_as_misses(backend, kind):
+    """As scikit-learn's ``score`` (``accuracy_score``): a test label the model never saw
+    (a rare class missing from a cross-validation fold's training part) is a miss, not an
+    error; weights apply as usual."""
+    from sklearn.metrics import accuracy_score
+
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    train = y < 2
+    labels = np.array([3, 7, 9]) if kind == "numbers" else np.array(["a", "b", "c"])
+    put = backend.asarray if kind == "numbers" else (lambda a: a)
+    m = LogisticRegression().fit(backend.asarray(X[train]), put(labels[y[train]]))
+    pred = m.predict(backend.asarray(X))
+    pred = backend.to_numpy(pred) if kind == "numbers" else pred
+    w = np.linspace(0.5, 2.0, len(y))
+    for sw in (None, w):
+        want = accuracy_score(labels[y], pred, sample_weight=sw)
+        got = m.score(backend.asarray(X), put(labels[y]),
+                      sample_weight=None if sw is None else backend.asarray(sw))
+        assert 0.5 < got < 0.7 and got == pytest.approx(want, rel=1e-6)
+    # training on them is still an error, and leaves the model as it was
+    c = MLPClassifier((4,), random_state=0).partial_fit(
+        backend.asarray(X[train]), put(labels[y[train]]))
+    before = [backend.to_numpy(p).copy() for p in c.module_.parameters()]
+    with pytest.raises(ValueError, match="not in classes_"):
+        c.partial_fit(backend.asarray(X), put(labels[y]))
+    assert c.n_iter_ == 1
+    for a, p in zip(before, c.module_.parameters()):
+        np.testing.assert_array_equal(a, backend.to_numpy(p))
+
+
 @pytest.mark.parametrize("solver", ["gd", "sgd", "adam"])
 def test_logistic_iterative_solvers_approach_lbfgs(solver):
     X, y = load_breast_cancer(return_X_y=True)

@@ -258,11 +258,13 @@ class ClassifierMixin(_SKClassifier):
         return self._xp.log(self.predict_proba(X))
 
     def score(self, X, y, sample_weight=None):
-        """Mean accuracy of :meth:`predict` on ``(X, y)`` (weighted by ``sample_weight``)."""
+        """Mean accuracy of :meth:`predict` on ``(X, y)`` (weighted by ``sample_weight``);
+        a label not seen in training counts as a miss, as in scikit-learn."""
         if _dask.is_dask(X):
             return _dask.score(self, X, y, sample_weight)
         X = V.validate_X(self, X, reset=False)
-        yi = V.validate_y_classification(self, y, X.shape[0], reset=False)
+        yi = V.validate_y_classification(self, y, X.shape[0], reset=False,
+                                         unseen_as_miss=True)
         xp = self._xp
         # X is checked once: checking the array again would see no feature names
         hit = xp.astype(self._indices(self._forward(X)) == yi, self._dtype)

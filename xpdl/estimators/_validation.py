@@ -200,12 +200,14 @@ def validate_y_regression(est, y, n):
     return y
 
 
-def validate_y_classification(est, y, n, *, reset, classes=None):
+def validate_y_classification(est, y, n, *, reset, classes=None, unseen_as_miss=False):
     """Encoded class indices (the namespace's index dtype: int64, int32 on JAX without
     x64), on the estimator's device.
 
     With ``reset``, ``classes_`` is set: an array of the training namespace for numeric
     labels given in that namespace, else a NumPy array (strings and other host labels).
+    A label not in ``classes_`` is an error, or with ``unseen_as_miss`` the index -1, which
+    no prediction equals (``score`` counts it wrong, as scikit-learn's does).
     """
     if y is None:
         raise ValueError(f"xpdl: {type(est).__name__} requires y to be passed, but the target "
@@ -282,15 +284,20 @@ def validate_y_classification(est, y, n, *, reset, classes=None):
         if xp.isdtype(cls_d.dtype, "bool"):  # searchsorted is for real numbers only
             keys, probe = xp.astype(keys, ix), xp.astype(probe, ix)
         idx = xp.searchsorted(keys, probe)
-        idx = xp.clip(idx, 0, cls_d.shape[0] - 1)
-        if not bool(xp.all(xp.take(cls_d, idx) == xp.astype(y, cls_d.dtype))):
+        idx = xp.astype(xp.clip(idx, 0, cls_d.shape[0] - 1), ix)
+        known = xp.take(cls_d, idx) == xp.astype(y, cls_d.dtype)
+        if unseen_as_miss:
+            return xp.where(known, idx, xp.asarray(-1, dtype=ix, device=est._device))
+        if not bool(xp.all(known)):
             raise ValueError("xpdl: y contains labels that are not in classes_")
-        return xp.astype(idx, ix)
+        return idx
     cls_h = _ns.host_asarray(cls)
     if cls_h.dtype.kind in "biuf" and y.dtype.kind not in "biuf":
         raise ValueError(f"xpdl: y has labels of dtype {y.dtype} but classes_ are numeric")
     idx = hxp.clip(hxp.searchsorted(cls_h, y), 0, cls_h.shape[0] - 1)
-    if not bool(hxp.all(cls_h[idx] == y)):
+    if unseen_as_miss:
+        idx = hxp.where(cls_h[idx] == y, idx, -1)
+    elif not bool(hxp.all(cls_h[idx] == y)):
         bad = sorted(set(y[cls_h[idx] != y].tolist()))[:5]
         raise ValueError(f"xpdl: y contains labels {bad} that are not in classes_")
     return _ns.from_host(idx, xp, device=est._device, dtype=_ns.index_dtype(xp, est._device))
