@@ -85,6 +85,15 @@ def test_load_state_dict_copies_and_validates(backend):
     bad["0.bias"] = backend.asarray(np.zeros(7))
     with pytest.raises(ValueError, match="shape"):
         m2.load_state_dict(bad)
+    # a bad last entry leaves every parameter as it was (nothing loaded half-way)
+    m3 = _mlp(backend, rng=3)
+    before = {k: backend.to_numpy(v).copy() for k, v in m3.state_dict().items()}
+    last = list(sd)[-1]
+    bad = {k: backend.asarray(np.zeros(9)) if k == last else v for k, v in sd.items()}
+    with pytest.raises(ValueError, match=f"{last} has shape"):
+        m3.load_state_dict(bad)
+    for k, v in m3.state_dict().items():
+        np.testing.assert_array_equal(backend.to_numpy(v), before[k])
 
 
 def test_dropout_train_and_eval(backend):

@@ -88,15 +88,15 @@ class Module:
         if strict and (missing or unexpected):
             raise ValueError(f"xpdl: load_state_dict: missing keys {missing}, "
                              f"unexpected keys {unexpected}")
-        for k, p in named.items():
-            if k not in state:
-                continue
-            a = state[k]
+        todo = [(k, p, state[k]) for k, p in named.items() if k in state]
+        for k, p, a in todo:  # every shape first: a bad entry leaves the module as it was
             if tuple(a.shape) != p.shape:
                 raise ValueError(f"xpdl: load_state_dict: {k} has shape {tuple(a.shape)}, "
                                  f"the parameter has {p.shape}")
-            new = _ns.move(a, xp=p.xp, device=p.device, dtype=_ns.dtype_name(p.xp, p.dtype))
-            p.data = p.xp.asarray(new, copy=True)
+        new = [_ns.move(a, xp=p.xp, device=p.device, dtype=_ns.dtype_name(p.xp, p.dtype))
+               for _, p, a in todo]
+        for (_, p, _), a in zip(todo, new):
+            p.data = p.xp.asarray(a, copy=True)
             p.grad = None
         return self
 
