@@ -41,6 +41,27 @@ def test_epsilon_matches_opacus(setting):
     assert epsilon(s, q, n, d) == pytest.approx(float(ref), rel=1e-6)
 
 
+def test_epsilon_of_a_history_composes_like_opacus():
+    """Runs with different noise, rates and lengths: the RDP of each order adds up
+    (Opacus's compute_rdp per run, summed, then its get_privacy_spent)."""
+    try:
+        from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+    except Exception:
+        pytest.skip("opacus not installed")
+    from xpdl.privacy import DEFAULT_ORDERS, epsilon_of
+
+    orders = list(DEFAULT_ORDERS)
+    hist = [(1.0, 0.01, 300), (2.5, 0.05, 120), (0.8, 0.002, 1000)]
+    rdp = sum(compute_rdp(q=q, noise_multiplier=s, steps=n, orders=orders) for s, q, n in hist)
+    ref, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=1e-5)
+    assert epsilon_of(hist, 1e-5) == pytest.approx(float(ref), rel=1e-6)
+    assert epsilon_of(hist, 1e-5) > max(epsilon(s, q, n, 1e-5) for s, q, n in hist)
+    assert epsilon_of(hist + [(0.0, 1.0, 1)], 1e-5) == math.inf
+    assert epsilon_of([], 1e-5) == 0.0
+    with pytest.raises(ValueError, match="non-negative numbers, got nan"):
+        epsilon(float("nan"), 0.1, 10, 1e-5)
+
+
 def test_epsilon_edge_cases_and_monotonicity():
     assert epsilon(0.0, 0.1, 10, 1e-5) == math.inf
     assert epsilon(1.0, 0.1, 0, 1e-5) == 0.0
@@ -170,6 +191,88 @@ def test_dp_fit_trains_through_the_replayed_clipping():
     assert step.mode == "replay"
     # Poisson batches padded to multiples of 8: a few programs for about 56 steps
     assert len(step._programs) <= 8 and step.recordings < 28
+
+
+@pytest.mark.filterwarnings("ignore:xpdl.*max_iter")
+def test_epsilon_covers_every_step_whatever_changed(backend, tmp_path):
+    """epsilon_ accounts for all noisy steps the parameters went through: a warm continuation
+    with more noise or another batch size composes (it used to be recomputed from the
+    current settings alone: 9.0 -> 1.7 after raising the noise); steps without noise, before
+    or after, make it infinite; the history survives save/load; a fresh fit starts over."""
+    from xpdl.privacy import epsilon_of
+
+    X, y = xpdl.datasets.make_classification(48, 4, n_classes=3, random_state=0,
+                                             dtype=np.float64)
+    X, y = backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64)
+    m = xpdl.MLPClassifier((6,), batch_size=16, dp_noise_multiplier=1.0, random_state=0)
+    for _ in range(2):
+        m.partial_fit(X, y, classes=[0, 1, 2])
+    hist = [(1.0, 16 / 48, 6)]
+    assert m.epsilon_ == epsilon_of(hist, 1e-5) == epsilon(1.0, 16 / 48, 6, 1e-5)
+    before = m.epsilon_
+    m.set_params(dp_noise_multiplier=4.0).partial_fit(X, y)
+    hist.append((4.0, 16 / 48, 3))
+    assert m.epsilon_ == epsilon_of(hist, 1e-5) and m.epsilon_ > before
+    m.set_params(batch_size=24, warm_start=True, max_iter=2).fit(X, y)  # no stop on tol
+    hist.append((4.0, 24 / 48, 4))
+    assert m.n_iter_ == 5 and m.epsilon_ == pytest.approx(epsilon_of(hist, 1e-5), rel=1e-12)
+    path = tmp_path / "dp.safetensors"
+    xpdl.save(m, path)
+    back = xpdl.load(path, xp=backend.xp, device=backend.device)
+    back.partial_fit(X, y)
+    hist[-1] = (4.0, 24 / 48, 6)
+    assert back.epsilon_ == pytest.approx(epsilon_of(hist, 1e-5), rel=1e-12)
+    m.set_params(dp_noise_multiplier=None).partial_fit(X, y)  # an epoch without noise
+    assert m.epsilon_ == math.inf
+    plain = xpdl.MLPClassifier((6,), batch_size=16, random_state=0).partial_fit(
+        X, y, classes=[0, 1, 2])
+    assert not hasattr(plain, "epsilon_")
+    plain.set_params(dp_noise_multiplier=1.0).partial_fit(X, y)  # trained without DP first
+    assert plain.epsilon_ == math.inf
+    m.set_params(warm_start=False, dp_noise_multiplier=1.0, batch_size=16).fit(X, y)
+    assert m.epsilon_ == epsilon(1.0, 16 / 48, 2 * 3, 1e-5)  # a fresh fit starts over
+    with pytest.raises(ValueError, match="early_stopping cannot be used with DP-SGD"):
+        xpdl.MLPClassifier(dp_noise_multiplier=1.0, early_stopping=True).fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore:xpdl.*max_iter")
+def test_files_without_a_privacy_history_load_with_an_upper_bound(backend, tmp_path):
+    """A file written before the history was kept (only the DP step count) is continued
+    with the bound of sampling rate 1 for its old steps, never an epsilon_ below the true
+    one; a corrupted history is a ValueError."""
+    import json
+    import struct
+
+    from safetensors.numpy import load_file
+
+    from xpdl import io as xio
+    from xpdl.privacy import epsilon_of
+
+    X, y = xpdl.datasets.make_classification(48, 4, n_classes=3, random_state=0,
+                                             dtype=np.float64)
+    m = xpdl.MLPClassifier((6,), batch_size=16, max_iter=2, dp_noise_multiplier=1.0,
+                           random_state=0).fit(X, y)
+    xpdl.save(m, tmp_path / "new.safetensors")
+    buf = (tmp_path / "new.safetensors").read_bytes()
+    n = struct.unpack("<Q", buf[:8])[0]
+    meta = json.loads(json.loads(buf[8:8 + n])["__metadata__"]["xpdl"])
+    arrays = load_file(tmp_path / "new.safetensors")
+
+    def write(name, fitted):
+        meta["fitted"] = fitted
+        (tmp_path / name).write_bytes(xio._encode(arrays, meta))
+        return tmp_path / name
+
+    old = {k: v for k, v in meta["fitted"].items() if k != "_dp_history"}
+    back = xpdl.load(write("old.safetensors", dict(old)), xp=backend.xp,
+                     device=backend.device)
+    assert back.epsilon_ == m.epsilon_  # as saved, until trained further
+    back.partial_fit(backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64))
+    assert back.epsilon_ == epsilon_of([(1.0, 1.0, 6), (1.0, 16 / 48, 3)], 1e-5)
+    assert back.epsilon_ > epsilon(1.0, 16 / 48, 9, 1e-5)
+    for bad in ([[1.0, 2.0, 3]], [[-1.0, 0.5, 3]], [[1.0, 0.5, 2.5]], [1.0]):
+        with pytest.raises(ValueError, match="privacy history"):
+            xpdl.load(write("bad.safetensors", {**old, "_dp_history": bad}))
 
 
 def test_dp_parameter_validation():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import stat
 import struct
@@ -320,6 +321,7 @@ def _build_module(spec, xp, device, dtype):
 
 _FITTED_TYPES = {"n_features_in_": int, "n_iter_": int, "t_": int, "_no_improve": int,
                  "_n_outputs": int, "_y_ndim": int, "_dp_steps": int, "loss_curve_": list,
+                 "_dp_history": list,
                  "validation_scores_": (list, type(None)),
                  "best_loss_": (float, int, type(None)),
                  "best_validation_score_": (float, int, type(None)),
@@ -472,6 +474,30 @@ def load(path, *, xp=None, device=None):
     raise ValueError(f"xpdl.load({str(path)!r}): unknown content kind {kind!r}")
 
 
+def _dp_history(fitted, params, where):
+    """The privacy history ``[[sigma, q, steps], ...]`` of a loaded estimator, checked.
+    Files written before it was kept (DP steps counted, one epsilon_) get an upper bound:
+    their noisy steps at the noise they were fitted with and a sampling rate of 1, and any
+    other steps as noiseless."""
+    hist = fitted.get("_dp_history")
+    if hist is None:
+        dp_steps, steps = fitted.get("_dp_steps", 0), fitted.get("t_", 0)
+        sigma = params.get("dp_noise_multiplier")
+        hist = []
+        if dp_steps:
+            if steps > dp_steps:
+                hist.append([0.0, 1.0, steps - dp_steps])
+            hist.append([float(sigma or 0.0), 1.0, dp_steps])
+        return hist
+    for e in hist:
+        if not (isinstance(e, list) and len(e) == 3 and
+                all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in e) and
+                0 <= e[0] < math.inf and 0 <= e[1] <= 1 and isinstance(e[2], int)
+                and e[2] >= 0):
+            raise ValueError(f"{where}: corrupted privacy history entry {e!r}")
+    return [list(e) for e in hist]
+
+
 def _load_estimator(arrays, meta, xp, device, path):
     from . import estimators
     from .random import Generator
@@ -492,6 +518,9 @@ def _load_estimator(arrays, meta, xp, device, path):
         if k not in _FITTED_TYPES or isinstance(v, bool) or \
                 not isinstance(v, _FITTED_TYPES[k]):
             raise ValueError(f"{where}: unexpected fitted attribute {k}={v!r}")
+    fitted["_dp_history"] = _dp_history(fitted, params, where)
+    if not fitted["_dp_history"]:
+        del fitted["_dp_history"]
     n_in = fitted.get("n_features_in_")
     n_out = fitted.get("_n_outputs")
     if n_out is None:  # files written before _n_outputs was saved

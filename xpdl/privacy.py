@@ -51,7 +51,7 @@ from . import _namespace as _ns
 from .autodiff import program as P
 from .autodiff.tensor import Tensor
 
-__all__ = ["epsilon", "rdp", "clipped_gradients", "clip_taps", "ClippedStep",
+__all__ = ["epsilon", "epsilon_of", "rdp", "clipped_gradients", "clip_taps", "ClippedStep",
            "DEFAULT_ORDERS"]
 
 DEFAULT_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) +
@@ -192,18 +192,56 @@ def epsilon(noise_multiplier, sample_rate, steps, delta, orders=DEFAULT_ORDERS):
     >>> round(epsilon(1.1, 256 / 60000, 14062, 1e-5), 2)
     2.6
     """
-    if not 0 <= sample_rate <= 1:
-        raise ValueError(f"xpdl.privacy: sample_rate must be in [0, 1], got {sample_rate}")
+    return epsilon_of([(noise_multiplier, sample_rate, steps)], delta, orders)
+
+
+def epsilon_of(history, delta, orders=DEFAULT_ORDERS):
+    r""":math:`\varepsilon` of DP-SGD runs with different settings on the same data, one
+    after the other (a warm or incremental fit whose noise or batch size changed).
+
+    Rényi DP composes by addition: the RDP of each order is the sum over the runs, then
+    converted once as in :func:`epsilon` (which is this function for one run). Opacus's
+    ``RDPAccountant`` keeps the same history.
+
+    Parameters
+    ----------
+    history : sequence of (noise_multiplier, sample_rate, steps)
+        One entry per run. ``noise_multiplier=0`` (steps without noise, e.g. training
+        without DP) makes :math:`\varepsilon` infinite.
+    delta : float
+        Target :math:`\delta`.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from xpdl.privacy import epsilon, epsilon_of
+    >>> two = epsilon_of([(1.0, 0.01, 500), (2.0, 0.02, 300)], 1e-5)
+    >>> epsilon(2.0, 0.02, 300, 1e-5) < epsilon(1.0, 0.01, 500, 1e-5) < two
+    True
+    """
     if not 0 < delta < 1:
         raise ValueError(f"xpdl.privacy: delta must be in (0, 1), got {delta}")
-    if noise_multiplier < 0 or steps < 0:
-        raise ValueError("xpdl.privacy: noise_multiplier and steps must be non-negative")
-    if steps == 0 or sample_rate == 0:
+    total, spent = [0.0] * len(orders), False
+    for noise_multiplier, sample_rate, steps in history:
+        if not 0 <= sample_rate <= 1:
+            raise ValueError(f"xpdl.privacy: sample_rate must be in [0, 1], got {sample_rate}")
+        if not (noise_multiplier >= 0 and steps >= 0):  # (NaN fails both)
+            raise ValueError(f"xpdl.privacy: noise_multiplier and steps must be non-negative "
+                             f"numbers, got {noise_multiplier} and {steps}")
+        if steps == 0 or sample_rate == 0:
+            continue
+        if noise_multiplier == 0:
+            return math.inf
+        spent = True
+        total = [t + r for t, r in zip(total, rdp(noise_multiplier, sample_rate, steps,
+                                                  orders))]
+    if not spent:
         return 0.0
-    if noise_multiplier == 0:
-        return math.inf
     best = math.inf
-    for a, r in zip(orders, rdp(noise_multiplier, sample_rate, steps, orders)):
+    for a, r in zip(orders, total):
         if a <= 1 or not math.isfinite(r):
             continue
         eps = r - (math.log(delta) + math.log(a)) / (a - 1) + math.log((a - 1) / a)

@@ -464,6 +464,10 @@ class NetworkEstimator(BaseModel):
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         self._check_common_params()
+        if self._dp_on() and self._early_stopping_on(incremental):
+            raise ValueError("xpdl: early_stopping cannot be used with DP-SGD: it picks the "
+                             "epoch by a score on held-out samples of X computed without "
+                             "noise, which epsilon_ does not cover; train a fixed max_iter")
         fresh = not self.__sklearn_is_fitted__() or not (self.warm_start or incremental)
         if _dask.is_dask(X):  # streamed chunk by chunk (see ._dask)
             self._weight_mean = 1.0  # Dask weights are used as given
@@ -512,7 +516,8 @@ class NetworkEstimator(BaseModel):
         return self
 
     # What training keeps between calls besides the parameters (made by _training_state).
-    _TRAINING_STATE = ("_optimizer", "loss_curve_", "n_iter_", "t_", "_dp_steps", "_loss_ref",
+    _TRAINING_STATE = ("_optimizer", "loss_curve_", "n_iter_", "t_", "_dp_steps",
+                       "_dp_history", "epsilon_", "_loss_ref",
                        "_no_improve", "validation_scores_", "best_loss_",
                        "best_validation_score_", "_best_params")
 
@@ -617,6 +622,7 @@ class NetworkEstimator(BaseModel):
             if verbose else _Quiet(epochs)
         converged = False
         dp = self._dp_on()
+        t_before = self.t_
         if self.__dict__.get("_loss_ref") is None:
             self._loss_ref = self._initial_loss(*data.head(4096))
         rollback = _Rollback(self)
@@ -635,7 +641,9 @@ class NetworkEstimator(BaseModel):
                 epoch_loss = float(acc) / n
             if self._diverged(epoch_loss):
                 epoch = self.n_iter_ + 1
+                taken = self.t_ - t_before  # rolled back, but the noisy steps were taken
                 rollback.restore()
+                self._account_privacy(dp, min(bs / n, 1.0), taken, t_before)
                 raise DivergenceError(epoch, epoch_loss, self.learning_rate,
                                       untrained_loss=self._loss_ref)
             rollback.epoch_end(epoch_loss)
@@ -662,7 +670,9 @@ class NetworkEstimator(BaseModel):
                     self._no_improve = 0
                 self.best_loss_ = min(self.best_loss_, epoch_loss)
             bar.set_postfix(postfix)
-            if not incremental and self._no_improve > self._patience():
+            # DP-SGD runs its fixed number of epochs: stopping on the losses (computed
+            # without noise) would make the number of noisy steps depend on the data
+            if not incremental and not dp and self._no_improve > self._patience():
                 converged = True
                 break
         bar.close()
@@ -670,13 +680,31 @@ class NetworkEstimator(BaseModel):
             for p, b in zip(params, self._best_params):
                 p.data = b
         module.eval()
-        if dp:
-            from ..privacy import epsilon
-
-            self.epsilon_ = epsilon(self.dp_noise_multiplier, min(bs / n, 1.0),
-                                    self._dp_steps, self.dp_delta)
-        if not incremental and not converged and self._warn_on_max_iter:
+        self._account_privacy(dp, min(bs / n, 1.0), self.t_ - t_before, t_before)
+        if not incremental and not converged and not dp and self._warn_on_max_iter:
             V.warn_convergence(self, self.max_iter)
+
+    def _account_privacy(self, dp, q, steps, t_before):
+        """Add this call's ``steps`` (taken from step ``t_before`` on) to the privacy
+        history and set ``epsilon_`` from all of it (:func:`xpdl.privacy.epsilon_of`):
+        noisy steps as ``(sigma, q, steps)``; steps without DP on a model that has had DP
+        steps, or DP steps on a model trained without DP before, as noiseless ones
+        (``epsilon_`` infinite). Models never trained with DP keep no history and no
+        ``epsilon_``."""
+        from ..privacy import epsilon_of
+
+        hist = self.__dict__.get("_dp_history") or []
+        if dp and not hist and t_before > 0:  # seen without noise before
+            hist.append([0.0, 1.0, t_before])
+        if dp or hist:
+            sigma = float(self.dp_noise_multiplier) if dp else 0.0
+            q = q if dp else 1.0
+            if hist and hist[-1][:2] == [sigma, q]:
+                hist[-1][2] += steps
+            elif steps:
+                hist.append([sigma, q, steps])
+            self._dp_history = hist
+            self.epsilon_ = epsilon_of(hist, float(self.dp_delta))
 
     def _accumulated_step(self, data, n):
         """One full-batch step over chunked data: the chunks' gradients are summed (the

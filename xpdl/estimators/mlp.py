@@ -47,7 +47,8 @@ _DOC_PARAMS = """
     dtype : dtype, "float32", "float64" or None
         None keeps a floating input's dtype and makes other inputs float32.
     dp_noise_multiplier, dp_max_grad_norm, dp_delta : DP-SGD settings (``None`` is off); see
-        :mod:`xpdl.privacy`.
+        :mod:`xpdl.privacy`. With DP, ``fit`` runs exactly ``max_iter`` epochs (no stop on
+        ``tol``) and ``early_stopping`` is refused.
 
     Attributes
     ----------
@@ -63,7 +64,9 @@ _DOC_PARAMS = """
         Epochs run in total.
     n_features_in_ : int
     epsilon_ : float
-        Privacy spent, with DP-SGD.
+        Privacy spent by every DP-SGD step the parameters went through, at ``dp_delta``
+        (composed over warm and incremental fits whose settings changed; infinite once the
+        model has been trained on data without DP). Absent if never trained with DP.
 """
 
 
