@@ -110,3 +110,58 @@ def test_permutation_importance_semantics_match_sklearn():
     ours = permutation_importance(m, X, y, n_repeats=20, random_state=0)
     theirs = sk_pi(m, X, y, n_repeats=20, random_state=0)
     np.testing.assert_allclose(ours["importances_mean"], theirs["importances_mean"], atol=0.03)
+
+
+def test_binary_classifier_targets_are_its_two_classes(backend):
+    """A binary classifier has one output, the log-odds z of classes_[1]: target 1 explains
+    z, target 0 explains -z (the log-odds of classes_[0]); anything else is an error (it
+    used to be ignored silently)."""
+    X, y = xpdl.datasets.make_classification(120, 4, n_classes=2, random_state=0,
+                                             xp=backend.xp, device=backend.device,
+                                             dtype=backend.float_dtype)
+    m = xpdl.MLPClassifier((8,), activation="tanh", max_iter=30, learning_rate=1e-2,
+                           random_state=0).fit(X, y)
+    Xh = backend.to_numpy(X)[:4]
+    eps = 1e-6 if backend.is64 else 1e-2
+    fd = np.zeros((4, 4))
+    for j in range(4):
+        e = np.zeros(4)
+        e[j] = eps
+        up = backend.to_numpy(_logits(m, backend.asarray(Xh + e)))[:, 0]
+        dn = backend.to_numpy(_logits(m, backend.asarray(Xh - e)))[:, 0]
+        fd[:, j] = (up - dn) / (2 * eps)
+    tol = dict(rtol=1e-5 if backend.is64 else 5e-2, atol=1e-7 if backend.is64 else 5e-3)
+    Xb = backend.asarray(Xh)
+    np.testing.assert_allclose(backend.to_numpy(saliency(m, Xb, target=1, abs=False)), fd, **tol)
+    np.testing.assert_allclose(backend.to_numpy(saliency(m, Xb, target=0, abs=False)), -fd,
+                               **tol)
+    per = saliency(m, Xb, target=np.array([0, 1, 1, 0]), abs=False)
+    np.testing.assert_allclose(backend.to_numpy(per), fd * np.array([[-1], [1], [1], [-1]]),
+                               **tol)
+    attr, delta = integrated_gradients(m, Xb, target=0, n_steps=200, return_delta=True)
+    z = backend.to_numpy(_logits(m, Xb))[:, 0]
+    z0 = backend.to_numpy(_logits(m, backend.asarray(np.zeros_like(Xh))))[:, 0]
+    np.testing.assert_allclose(backend.to_numpy(attr).sum(axis=1), -(z - z0), atol=1e-2)
+    for bad in (2, -1, np.array([0, 1, 2, 0])):
+        with pytest.raises(ValueError, match="target"):
+            saliency(m, Xb, target=bad)
+
+
+def test_explain_rejects_bad_targets_inputs_and_baselines(backend):
+    m, X, _ = _fitted(backend)  # three classes
+    Xb = X[:3, ...]
+    with pytest.raises(ValueError, match=r"target values must be in \[0, 3\)"):
+        saliency(m, Xb, target=np.array([0, 3, 1]))
+    with pytest.raises(ValueError, match="integers of shape"):
+        saliency(m, Xb, target=np.array([0.0, 1.0, 2.0]))
+    single = nn.Sequential(nn.Linear(4, 1, rng=0, xp=backend.xp, device=backend.device,
+                                     dtype=backend.float_dtype))
+    with pytest.raises(ValueError, match="out of range for 1 output"):
+        saliency(single, Xb, target=1)
+    assert saliency(single, Xb, target=0).shape == (3, 4)
+    bad = backend.to_numpy(Xb).copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN"):
+        integrated_gradients(m, backend.asarray(bad))
+    with pytest.raises(ValueError, match="baseline must have shape"):
+        integrated_gradients(m, Xb, baseline=backend.asarray(np.zeros(5)))

@@ -6,13 +6,19 @@ an :class:`xpdl.nn.Module`, or any callable mapping a :class:`~xpdl.Tensor` of s
 
 ``target`` picks the output explained: an int (one output for all samples), an integer
 array of shape (n,) (one per sample), or ``None`` — the predicted class (the largest
-output) for multi-output models, the single output otherwise.
+output) for multi-output models, the single output otherwise. A model with a single output
+(a one-target regressor, a Module with one output) has only output 0; a binary classifier's
+single output is the log-odds of ``classes_[1]``, its target 1, and target 0 explains the
+log-odds of ``classes_[0]``, the negative.
 """
 
 from __future__ import annotations
 
+import numbers
+
 from . import _namespace as _ns
 from .autodiff.tensor import Tensor, enable_grad, no_grad
+from .estimators._validation import _check_finite
 from .random import Generator
 
 __all__ = ["saliency", "integrated_gradients", "permutation_importance"]
@@ -36,6 +42,7 @@ def _check_X(X, model):
     if X.ndim != 2:
         raise ValueError(f"xpdl.explain: X must be 2-D (n_samples, n_features), got shape "
                          f"{tuple(X.shape)}")
+    _check_finite(xp, X, "X")
     est_xp = getattr(model, "_xp", None)
     if est_xp is not None and est_xp is not xp:
         raise TypeError(f"xpdl.explain: the model lives in {_ns.backend_name(est_xp)} but X is "
@@ -48,34 +55,49 @@ def _check_X(X, model):
     return X, xp, dev
 
 
-def _select(out, target, xp, dev):
+def _binary(model):
+    """Whether ``model`` is a binary classifier (one output, two classes)."""
+    return getattr(model, "_is_classifier", False) and getattr(model, "_n_outputs", 0) == 1
+
+
+def _select(out, target, xp, dev, binary=False):
     """(n,) Tensor of the explained output per sample, and the target indices used."""
-    if out.ndim == 1:
-        return out, None
-    k = out.shape[1]
-    if k == 1:
-        return out[:, 0], None
-    data = out.data
+    k = 1 if out.ndim == 1 else out.shape[1]
+    n = out.shape[0]
+    if binary:  # one output, two classes: target 0 is the negated log-odds
+        k = 2
     if target is None:
-        idx = xp.argmax(data, axis=1)
-    elif isinstance(target, int):
+        idx = None
+    elif isinstance(target, numbers.Integral) and not isinstance(target, bool):
         if not 0 <= target < k:
-            raise ValueError(f"xpdl.explain: target {target} out of range for {k} outputs")
-        idx = xp.full((data.shape[0],), target, dtype=_ns.index_dtype(xp, dev), device=dev)
+            raise ValueError(f"xpdl.explain: target {target} out of range for {k} output"
+                             f"{'s' if k > 1 else ' (index 0)'}")
+        idx = xp.full((n,), int(target), dtype=_ns.index_dtype(xp, dev), device=dev)
     else:
-        idx = target if _ns.is_array(target) else _ns.from_host(target, xp, device=dev)
-        idx = xp.astype(idx, _ns.index_dtype(xp, dev))
-        if idx.shape != (data.shape[0],):
-            raise ValueError(f"xpdl.explain: target must have shape ({data.shape[0]},)")
+        t = target if _ns.is_array(target) else _ns.host_asarray(target)
+        if tuple(t.shape) != (n,) or not _ns.array_namespace(t).isdtype(t.dtype, "integral"):
+            raise ValueError(f"xpdl.explain: target must be an int or integers of shape "
+                             f"({n},), got {t.dtype} of shape {tuple(t.shape)}")
+        idx = xp.astype(_ns.move(t, xp=xp, device=dev), _ns.index_dtype(xp, dev))
+        if bool(xp.any((idx < 0) | (idx >= k))):
+            raise ValueError(f"xpdl.explain: target values must be in [0, {k})")
+    if k == 1 or binary:
+        z = out if out.ndim == 1 else out[:, 0]
+        if idx is None or not binary:
+            return z, None
+        return z * Tensor(xp.astype(idx, z.dtype) * 2 - 1), idx
+    data = out.data
+    if idx is None:
+        idx = xp.argmax(data, axis=1)
     onehot = xp.astype(xp.expand_dims(idx, axis=1) == xp.arange(k, device=dev), data.dtype)
     return (out * Tensor(onehot)).sum(axis=1), idx
 
 
-def _grad_of_outputs(f, X, target, xp, dev):
+def _grad_of_outputs(f, X, target, xp, dev, binary=False):
     """Gradient of the selected outputs w.r.t. X (each sample's own output), and them."""
     with enable_grad():
         x = Tensor(X, requires_grad=True)
-        sel, idx = _select(f(x), target, xp, dev)
+        sel, idx = _select(f(x), target, xp, dev, binary)
         sel.sum().backward()
     return x.grad, sel.data, idx
 
@@ -98,7 +120,7 @@ def saliency(model, X, target=None, abs=True):  # noqa: A002
     """
     f = _callable(model)
     X, xp, dev = _check_X(X, model)
-    g, _, _ = _grad_of_outputs(f, X, target, xp, dev)
+    g, _, _ = _grad_of_outputs(f, X, target, xp, dev, _binary(model))
     return xp.abs(g) if abs else g
 
 
@@ -139,17 +161,22 @@ def integrated_gradients(model, X, target=None, baseline=None, n_steps=50,
         B = xp.zeros(X.shape, dtype=X.dtype, device=dev)
     else:
         B = xp.astype(_ns.move(baseline, xp=xp, device=dev), X.dtype)
+        if tuple(B.shape) not in ((p,), (n, p)):
+            raise ValueError(f"xpdl.explain: baseline must have shape ({p},) or ({n}, {p}), "
+                             f"got {tuple(B.shape)}")
+        _check_finite(xp, B, "baseline")
         B = xp.broadcast_to(B, X.shape)
     with no_grad():
         out_x = f(Tensor(X))
-        _, idx = _select(out_x, target, xp, dev)
+        _, idx = _select(out_x, target, xp, dev, _binary(model))
     tgt = target if idx is None else idx
     steps = int(n_steps)
     alphas = xp.linspace(0.0, 1.0, steps + 1, dtype=X.dtype, device=dev)
     # All path points at once: shape ((steps + 1) * n, p), step-major.
     path = xp.reshape(xp.reshape(alphas, (-1, 1, 1)) * (X - B) + B, (-1, p))
     rep = None if tgt is None or isinstance(tgt, int) else xp.tile(tgt, (steps + 1,))
-    g, vals, _ = _grad_of_outputs(f, path, rep if rep is not None else tgt, xp, dev)
+    g, vals, _ = _grad_of_outputs(f, path, rep if rep is not None else tgt, xp, dev,
+                                  _binary(model))
     g = xp.reshape(g, (steps + 1, n, p))
     # Trapezoid weights: 1/2 at both ends, 1 inside, divided by the number of intervals.
     w = xp.ones((steps + 1,), dtype=X.dtype, device=dev)
