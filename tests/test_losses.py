@@ -72,18 +72,25 @@ def test_loss_matches_torch(backend, name, reduction):
     if not backend.is64:
         p_h = p_h.astype(np.float32).astype(np.float64)
         t_h = t_h.astype(np.float32).astype(np.float64) if t_h.dtype.kind == "f" else t_h
+    learned = t_h.dtype.kind == "f"  # a float target that requires grad gets one too
     pt = torch.tensor(p_h, requires_grad=True)
-    tt = torch.tensor(t_h)
+    tt = torch.tensor(t_h, requires_grad=learned)
     ref = _torch(name)(pt, tt, reduction=reduction)
     w = np.random.default_rng(1).normal(size=tuple(ref.shape))
     (ref * torch.tensor(w)).sum().backward()
 
     p = Tensor(backend.asarray(p_h), requires_grad=True)
-    out = _ours(name)(p, _target(backend, t_h), reduction=reduction)
+    t = Tensor(_target(backend, t_h), requires_grad=learned)
+    out = _ours(name)(p, t, reduction=reduction)
     (out * Tensor(backend.asarray(w))).sum().backward()
     tol = backend.rtol
     np.testing.assert_allclose(backend.to_numpy(out), ref.detach().numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(backend.to_numpy(p.grad), pt.grad.numpy(), rtol=tol, atol=tol)
+    if learned:
+        np.testing.assert_allclose(backend.to_numpy(t.grad), tt.grad.numpy(), rtol=tol,
+                                   atol=tol)
+    else:
+        assert t.grad is None
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -92,6 +99,23 @@ def test_loss_gradient_matches_finite_differences(backend, name):
     t = _target(backend, t_h)
     err = xpdl.check_grad(lambda p: _ours(name)(p, t, reduction="sum"), backend.asarray(p_h))
     assert err < (1e-6 if backend.is64 else 3e-2)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "cross_entropy_int"])
+def test_target_gradient_matches_finite_differences(backend, name):
+    p_h, t_h = _data(name, np.random.default_rng(3))
+    if name == "binary_cross_entropy_with_logits":
+        t_h = np.random.default_rng(4).uniform(0.1, 0.9, size=t_h.shape)
+    p = backend.asarray(p_h)
+    err = xpdl.check_grad(lambda t: _ours(name)(p, t, reduction="sum"), backend.asarray(t_h))
+    assert err < (1e-6 if backend.is64 else 3e-2)
+
+
+def test_class_indices_out_of_range_are_an_error(backend):
+    x = backend.asarray(np.zeros((3, 4)))
+    for bad in ([0, 4, 1], [0, -1, 1]):
+        with pytest.raises(ValueError, match=r"class indices must be in \[0, 4\)"):
+            L.cross_entropy(x, backend.asarray(np.array(bad), dtype=backend.xp.int64))
 
 
 def test_loss_on_plain_arrays_returns_an_array(backend):

@@ -3,7 +3,8 @@
 Every loss takes Tensors or plain arrays and ``reduction="mean" | "sum" | "none"``; values
 and gradients equal those of the ``torch.nn.functional`` function of the same name. The
 logits forms are fused (log-softmax / log-sigmoid inside one node), so they stay finite for
-logits of magnitude 1e4 in float32. Targets never receive gradients.
+logits of magnitude 1e4 in float32. A target Tensor that requires grad gets PyTorch's
+gradient too (say an MSE between two learned outputs); class indices get none.
 
 Shapes of ``pred`` and ``target`` must match exactly (where PyTorch only warns): silent
 broadcasting of a ``(n, 1)`` prediction against an ``(n,)`` target gives an ``(n, n)`` loss,
@@ -25,7 +26,7 @@ _TINY = 1e-45  # log(_TINY) < -100 in float32 and float64, so the clamp decides
 
 
 def _prepare(pred, target, name):
-    plain = not isinstance(pred, Tensor)
+    plain = not isinstance(pred, Tensor) and not isinstance(target, Tensor)
     p = _ops.lift(pred)
     xp = p._xp
     t = target.data if isinstance(target, Tensor) else target
@@ -68,10 +69,13 @@ def _elementwise(xp, p, t, pointwise, reduction, kw):
 
 @_elementwise.defvjp
 def _elementwise_vjp(xp, g, ins, out, dvalue, needs, pointwise, reduction, kw):
-    if reduction == "none":
-        return g * dvalue, None
-    scale = 1.0 / _size(ins[0]) if reduction == "mean" else 1.0
-    return dvalue * (g * scale), None
+    if reduction != "none":
+        g = g * (1.0 / _size(ins[0]) if reduction == "mean" else 1.0)
+    gt = None
+    if needs[1]:  # d value / d target, computed only when the target requires grad
+        p = ins[0]
+        gt = g * _TARGET_GRAD[pointwise](xp, p, _as_float(ins[1], p.dtype, xp), dvalue, **kw)
+    return (g * dvalue if needs[0] else None), gt
 
 
 def _size(a):
@@ -119,6 +123,24 @@ def _bce_logits(xp, x, t):
     value = xp.maximum(x, _ns.lit(xp, 0.0, x)) - x * t + xp.log1p(e)
     sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
     return value, sig - t
+
+
+def _minus_dp(xp, p, t, dvalue, **kw):  # the loss is a function of p - t
+    return -dvalue
+
+
+def _bce_dt(xp, d, t, dvalue):
+    logp = xp.clip(xp.log(xp.clip(d, _TINY, None)), -100.0, None)
+    log1mp = xp.clip(xp.log(xp.clip(1 - d, _TINY, None)), -100.0, None)
+    return log1mp - logp
+
+
+def _bce_logits_dt(xp, x, t, dvalue):
+    return -x
+
+
+_TARGET_GRAD = {_mse: _minus_dp, _mae: _minus_dp, _huber: _minus_dp, _bce: _bce_dt,
+                _bce_logits: _bce_logits_dt}
 
 
 def mse(pred, target, reduction="mean"):
@@ -216,6 +238,11 @@ def cross_entropy(logits, target, reduction="mean"):
         if tuple(t.shape) != (n,):
             raise ValueError(f"xpdl.losses.cross_entropy: integer targets must have shape "
                              f"({n},), got {tuple(t.shape)}")
+        # (one look at the values per eager call; a replayed step does not come here)
+        if _ns.has_values(t) and n and bool(xp.any((t < 0) | (t >= c))):
+            raise ValueError(f"xpdl.losses.cross_entropy: class indices must be in [0, {c}) "
+                             f"for {c} logits; got values from {int(xp.min(t))} to "
+                             f"{int(xp.max(t))}")
     elif xp.isdtype(t.dtype, "real floating"):
         if tuple(t.shape) != (n, c):
             raise ValueError(f"xpdl.losses.cross_entropy: probability targets must have the "
@@ -256,6 +283,11 @@ def _cross_entropy_vjp(xp, g, ins, out, saved, needs, reduction, indices):
     soft = e / se
     d = soft - tt if tsum is None else soft * tsum - tt
     if reduction == "none":
-        return d * xp.expand_dims(g, axis=1), None
-    scale = 1.0 / ins[0].shape[0] if reduction == "mean" else 1.0
-    return d * (g * scale), None
+        g = xp.expand_dims(g, axis=1)
+    elif reduction == "mean":
+        g = g * (1.0 / ins[0].shape[0])
+    gt = None
+    if needs[1] and not indices:  # probabilities that require grad: -log_softmax(x)
+        x = ins[0]
+        gt = (xp.log(se) - (x - xp.max(x, axis=1, keepdims=True))) * g
+    return d * g, gt
