@@ -366,6 +366,24 @@ def test_early_stopping_restores_best_weights():
     assert counts.min() >= 17 and counts.max() <= 19  # stratified: ~18 of each digit
 
 
+def test_warm_fit_without_improvement_goes_back_to_the_best_weights(backend):
+    """A warm early-stopping fit that finds no better validation score ends on the best
+    weights so far, exactly (as scikit-learn's). The restored weights were the stored
+    arrays themselves, so the next fit's in-place steps changed the stored best too
+    (where steps run without compile_step's flat layout: array_api_strict)."""
+    X, y = xpdl.datasets.make_classification(80, 4, n_classes=3, random_state=0,
+                                             xp=backend.xp, device=backend.device,
+                                             dtype=backend.float_dtype)
+    m = MLPClassifier((6,), early_stopping=True, max_iter=3, optimizer="sgd",
+                      learning_rate=1e-2, random_state=0, warm_start=True).fit(X, y)
+    best = [backend.to_numpy(p).copy() for p in m.module_.parameters()]
+    score = m.best_validation_score_
+    m.set_params(learning_rate=1e-9).fit(X, y)  # steps too small to change the score
+    assert m.best_validation_score_ == score and m.n_iter_ == 6
+    for a, p in zip(best, m.module_.parameters()):
+        np.testing.assert_array_equal(backend.to_numpy(p), a)
+
+
 def test_divergence_raises_and_keeps_finite_parameters():
     X, y = _regression()
     m = MLPRegressor((16,), optimizer="sgd", learning_rate=1e3, batch_size=10, max_iter=50,

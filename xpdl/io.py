@@ -338,6 +338,10 @@ def _estimator_payload(est):
     params = {k: _jsonable(v) for k, v in fitted_with.items()}
     fitted = {k: _jsonable(getattr(est, k)) for k in _FITTED_TYPES if k in est.__dict__}
     arrays = {f"module/{k}": _host(v) for k, v in est.module_.state_dict().items()}
+    best = est.__dict__.get("_best_params")
+    if best is not None:  # early stopping's best weights so far (a warm fit may go back)
+        names = [k for k, _ in est.module_.named_parameters()]
+        arrays.update({f"best/{k}": _host(v) for k, v in zip(names, best)})
     meta = {"kind": "estimator", "class": type(est).__name__, "params": params,
             "fitted": fitted, "dtype": _ns.dtype_name(est._xp, est._dtype),
             "backend": _ns.backend_name(est._xp)}
@@ -561,6 +565,13 @@ def _load_estimator(arrays, meta, xp, device, path):
     est.module_.load_state_dict({k[len("module/"):]: v for k, v in arrays.items()
                                  if k.startswith("module/")})
     est.module_.eval()
+    best = {k[len("best/"):]: v for k, v in arrays.items() if k.startswith("best/")}
+    if best:
+        named = est.module_.named_parameters()
+        if {k: tuple(v.shape) for k, v in best.items()} != {k: p.shape for k, p in named}:
+            raise ValueError(f"{where}: the stored best weights do not fit the model")
+        est._best_params = [_ns.from_host(best[k], xp, device=device, dtype=p.dtype)
+                            for k, p in named]
     est._remember_fit_params()
     if "rng_state" in meta:
         est._rng.set_state(meta["rng_state"])

@@ -678,7 +678,9 @@ class NetworkEstimator(BaseModel):
         bar.close()
         if val is not None and getattr(self, "_best_params", None) is not None:
             for p, b in zip(params, self._best_params):
-                p.data = b
+                # a copy: later steps update parameters in place, and must not change the
+                # best weights a warm fit may come back to
+                p.data = xp.asarray(b, copy=True)
         module.eval()
         self._account_privacy(dp, min(bs / n, 1.0), self.t_ - t_before, t_before)
         if not incremental and not converged and not dp and self._warn_on_max_iter:
