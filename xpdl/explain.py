@@ -18,7 +18,6 @@ import numbers
 
 from . import _namespace as _ns
 from .autodiff.tensor import Tensor, enable_grad, no_grad
-from .estimators._validation import _check_finite
 from .random import Generator
 
 __all__ = ["saliency", "integrated_gradients", "permutation_importance"]
@@ -34,6 +33,12 @@ def _callable(model):
         return model
     raise TypeError(f"xpdl.explain: model must be a fitted estimator, a Module or a callable, "
                     f"got {type(model).__name__}")
+
+
+def _check_finite(xp, a, name):
+    from .estimators._validation import _check_finite  # (loads scikit-learn: not at import)
+
+    _check_finite(xp, a, name)
 
 
 def _check_X(X, model):
