@@ -59,3 +59,35 @@ def test_fitted_models_move_whole(backend, target, kind):
     assert m.score(Xd, _put(dst, yy)) == pytest.approx(ref_score, abs=0.05 if low else 1e-9)
     if hasattr(m, "classes_") and m.classes_.dtype != object:
         assert xpdl._namespace.array_namespace(m.classes_) is dst.xp
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd", "rmsprop"])
+def test_optimizer_follows_a_module_moved_mid_training(backend, opt):
+    """``Module.to`` after the optimizer was made (PyTorch's ``model.to(device)`` idiom):
+    the next step moves the optimizer's state along (it used to fail inside the optimizer
+    with an AttributeError on torch) and training continues as if it had stayed."""
+    from xpdl import losses, nn, optim
+
+    g = np.random.default_rng(0)
+    X, y = g.normal(size=(16, 4)), g.integers(0, 3, 16)
+    make = {"adam": lambda m: optim.Adam(m, lr=1e-2),
+            "sgd": lambda m: optim.SGD(m, lr=0.1, momentum=0.9),
+            "rmsprop": lambda m: optim.RMSprop(m, lr=1e-2)}[opt]
+    dt = "float64" if backend.is64 else "float32"
+
+    def train(move_at):
+        m = nn.Sequential(nn.Linear(4, 5, rng=0, dtype=dt), nn.Tanh(),
+                          nn.Linear(5, 3, rng=1, dtype=dt))
+        step = xpdl.compile_step(m, losses.cross_entropy, make(m))
+        xs, ys = X.astype(dt), y
+        for i in range(12):
+            if i == move_at:
+                m.to(xp=backend.xp, device=backend.device)
+                xs = backend.asarray(X.astype(dt))
+                ys = backend.asarray(y, dtype=backend.xp.int64)
+            step(xs, ys)
+        return [backend.to_numpy(p) for p in m.parameters()]
+
+    tol = 1e-10 if backend.is64 else 1e-4
+    for a, b in zip(train(6), train(99)):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)

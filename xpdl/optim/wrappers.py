@@ -85,6 +85,7 @@ class Optimizer:
         grads = {n: p.grad for n, p in live}
         params = {n: p.data for n, p in live}
         xp = live[0][1].xp
+        self._follow_parameters(live[0][1])
         inplace = _ns.supports_inplace(xp)
         fused = getattr(self.transform, "fused", None)
         if fused is not None and self.use_fused and _fused.supported(xp):
@@ -112,6 +113,7 @@ class Optimizer:
         valid until the optimizer's state or the arrays are replaced (``load_state_dict``,
         a portable :meth:`step`, moving the model)."""
         self._counters_to_host()
+        self._follow_parameters(self._params[0][1])
         xp = _ns.array_namespace(flat_params)
         make = getattr(self.transform, "flat_stepper", None)
         if make is not None and self.use_fused and _fused.supported(xp):
@@ -125,6 +127,26 @@ class Optimizer:
             self.step()
 
         return step
+
+    def _follow_parameters(self, p):
+        """The state's arrays onto the parameters' namespace, device and floating dtype
+        when the parameters were moved (``Module.to`` after the optimizer was made), as
+        PyTorch's optimizers do on ``load_state_dict``; one look at one array per step
+        otherwise."""
+        first = next((v for v in self.state.values() if _ns.is_array(v) and
+                      _ns.array_namespace(v).isdtype(v.dtype, "real floating")), None)
+        if first is None:
+            return
+        xp, dev = p.xp, _ns.device_of(p.data)
+        if _ns.array_namespace(first) is xp and _ns.same_device(_ns.device_of(first), dev) \
+                and first.dtype == p.data.dtype:
+            return
+        dt = _ns.dtype_name(xp, p.data.dtype)
+        self.state = {k: _ns.move(v, xp=xp, device=dev,
+                                  dtype=dt if _ns.array_namespace(v).isdtype(
+                                      v.dtype, "real floating") else None)
+                      if _ns.is_array(v) else v for k, v in self.state.items()}
+        self._scratch = {}
 
     def _scratch_for(self, params):
         """Reusable buffers for the fused step (not part of the state): ``get(k)`` is one
