@@ -168,3 +168,50 @@ def test_linear_layer_matches_torch(backend):
                                rtol=tol, atol=tol)
     np.testing.assert_allclose(backend.to_numpy(lin.bias.grad), tl.bias.grad.numpy(),
                                rtol=tol, atol=tol)
+
+
+def test_tied_weights_are_one_parameter(backend):
+    """A weight shared by two layers (tied encoder/decoder) is listed once, under its first
+    name, as in PyTorch: an optimizer steps it once with the sum of both uses' gradients
+    (it used to be listed twice and stepped twice). The gradient is checked against
+    central finite differences of the loss in the shared weight."""
+    from xpdl import functional as F
+    from xpdl import losses, optim
+
+    kw = dict(xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Linear(4, 3, rng=0, **kw)
+            self.dec = nn.Linear(3, 4, rng=1, **kw)
+            self.dec.weight = self.enc.weight  # used transposed in forward
+
+        def forward(self, x):
+            return F.tanh(self.enc(x)) @ self.enc.weight + self.dec.bias
+
+    m = Tied()
+    assert [n for n, _ in m.named_parameters()] == ["enc.weight", "enc.bias", "dec.bias"]
+    Xh = np.random.default_rng(0).normal(size=(8, 4))
+    X = backend.asarray(Xh)
+
+    def loss_of(Wh):
+        saved = m.enc.weight.data
+        m.enc.weight.data = backend.asarray(Wh)
+        try:
+            return float(losses.mse(m(xpdl.Tensor(X)), X).data)
+        finally:
+            m.enc.weight.data = saved
+
+    W0 = backend.to_numpy(m.enc.weight.data).copy()
+    eps = 1e-6 if backend.is64 else 1e-2
+    fd = np.zeros_like(W0)
+    for idx in np.ndindex(*W0.shape):
+        e = np.zeros_like(W0)
+        e[idx] = eps
+        fd[idx] = (loss_of(W0 + e) - loss_of(W0 - e)) / (2 * eps)
+    opt = optim.SGD(m, lr=0.1)
+    losses.mse(m(xpdl.Tensor(X)), X).backward()
+    opt.step()
+    tol = dict(rtol=1e-6, atol=1e-9) if backend.is64 else dict(rtol=5e-2, atol=5e-3)
+    np.testing.assert_allclose(backend.to_numpy(m.enc.weight.data), W0 - 0.1 * fd, **tol)

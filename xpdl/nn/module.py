@@ -46,11 +46,20 @@ class Module:
 
     # -- traversal --------------------------------------------------------------------
     def named_parameters(self, prefix=""):
-        """List of ``(dotted_name, Tensor)`` pairs, this module's first, then children's."""
-        out = [(prefix + n, p) for n, p in self._parameters.items()]
-        for name, m in self._modules.items():
-            out.extend(m.named_parameters(prefix + name + "."))
+        """List of ``(dotted_name, Tensor)`` pairs, this module's first, then children's.
+        A parameter registered twice (tied weights) is listed once, under its first name
+        (as PyTorch's), so an optimizer updates it once per step."""
+        out, seen = [], set()
+        self._collect(prefix, out, seen)
         return out
+
+    def _collect(self, prefix, out, seen):
+        for n, p in self._parameters.items():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append((prefix + n, p))
+        for name, m in self._modules.items():
+            m._collect(prefix + name + ".", out, seen)
 
     def parameters(self):
         """List of the parameter Tensors (the order of :meth:`named_parameters`)."""
