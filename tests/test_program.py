@@ -330,6 +330,39 @@ def test_a_step_computing_outside_xpdl_stays_eager_with_a_warning(backend):
     assert step.mode.startswith("eager (")
 
 
+@pytest.mark.parametrize("how", ["float", "bool", "item"])
+def test_a_branch_on_a_tensor_value_keeps_the_step_eager(backend, how):
+    """A loss that branches on a Tensor's value: the first two batches take one branch, a
+    later one the other. Two agreeing recordings used to verify the program, which then
+    replayed the recorded branch for the later batches too (the parameters drifted off the
+    tape's); turning a Tensor into a Python value now keeps the step eager from the first
+    call, with the tape's numbers."""
+    X, y, w, k = _batches(backend, "mse")
+    m1, m2 = _net(backend, "relu", k), _net(backend, "relu", k)
+    o1, o2 = optim.SGD(m1, lr=0.05), optim.SGD(m2, lr=0.05)
+
+    def branchy(out, t):
+        s = xpdl.functional.mean(t)
+        up = {"float": lambda: float(s) > 0, "bool": lambda: bool(s > 0),
+              "item": lambda: s.item() > 0}[how]()
+        loss = L.mse(out, t)
+        return loss * 2.0 if up else loss * 0.5
+
+    step = xpdl.compile_step(m1, branchy, o1)
+    with pytest.warns(RuntimeWarning, match=rf"Python value \({how}"):
+        for i, shift in enumerate([5.0, 5.0, -5.0, 5.0, -5.0, -5.0]):
+            sl = slice((i % 3) * 30, (i % 3) * 30 + 30)
+            yb = y[sl, ...] + shift
+            a = step(X[sl, ...], yb)
+            b = _eager_step(m2, branchy, o2, X[sl, ...], yb, None)
+            np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+    assert step.mode.startswith("eager (it turns a Tensor into a Python value")
+    tol = 1e-12 if backend.is64 else 1e-5
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_allclose(backend.to_numpy(p1), backend.to_numpy(p2), rtol=tol,
+                                   atol=tol)
+
+
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy", "cross_entropy_probs", "bce_logits"])
 def test_full_batch_steps_replay_after_two_calls(loss):
     """The same batch every call (full-batch training): nothing input-dependent is frozen

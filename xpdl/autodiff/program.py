@@ -11,8 +11,10 @@ outside primitives). The result is a flat list of calls, forward then backward.
 instance ``xp.astype(y.data, ...)``); the recording would freeze that value as a constant.
 So the program is used only after a second recording, on inputs with different values,
 gives the same calls and the same constants; otherwise the step keeps running eagerly (a
-``RuntimeWarning`` says why). Indexing with an array, ``retain_grad`` and closure nodes made
-by :func:`xpdl.autodiff.tensor.record` also keep a step eager.
+``RuntimeWarning`` says why). Indexing with an array, ``retain_grad``, a Tensor turned
+into a Python value (``float``, ``bool``, ``int``, ``item``: a branch or scale a replay
+could not follow) and closure nodes made by :func:`xpdl.autodiff.tensor.record` also keep
+a step eager.
 
 **Replay.** Later calls run the list, calling each primitive's own ``forward``/``vjp`` on
 the slots: no Tensor objects, no graph, no topological sort, no closures per step. Each
@@ -917,8 +919,13 @@ def compile_step(model, loss_fn, optimizer):
         ``loss_fn(output, y)`` (or ``loss_fn(output, y, sample_weight)`` when the step is
         called with weights) returning a one-element Tensor; ``y`` and the weights arrive
         as Tensors without gradient. Compute with xpdl operations (:mod:`xpdl.functional`,
-        :mod:`xpdl.losses`, Tensor operators): values computed from ``y.data`` with ``xp``
-        directly cannot be replayed (the step then stays eager, with a warning).
+        :mod:`xpdl.losses`, Tensor operators). A step that turns a Tensor into a Python
+        value (``float(t)``, ``bool(t)``, ``int(t)``, ``t.item()``, so ``if t > 0:``)
+        stays eager, with a warning: a replay could not follow a branch or scale taken
+        from it. Values computed from raw arrays (``t.data`` with ``xp``) are not seen:
+        the step stays eager when its two first recordings differ, but a branch on them
+        that only a later batch takes would replay the recorded one; do not branch on
+        ``.data`` inside a compiled step.
     optimizer : xpdl.optim.Optimizer
         Holds the parameters; its :meth:`~xpdl.optim.Optimizer.step` applies the update.
 

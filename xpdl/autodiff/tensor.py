@@ -71,6 +71,16 @@ def enable_grad():
         _mode.enabled = prev
 
 
+def _to_python(how):
+    """A Tensor's value becomes a Python value: while a step is being recorded, what the
+    step does with it (a branch, a scale) would be frozen into the program, so the step
+    stays eager (as ``torch.jit.trace`` warns in the same place)."""
+    rec = _mode.recorder
+    if rec is not None:
+        rec.opaque(f"it turns a Tensor into a Python value ({how}), which a replay could not "
+                   f"follow")
+
+
 class Tensor:
     """An array that can record the operations applied to it for reverse-mode autodiff.
 
@@ -166,12 +176,15 @@ class Tensor:
     # Truth and number conversions follow the array (ambiguous for several elements), so
     # ``t == u`` in an ``if`` or ``x in [tensors]`` never silently counts as True.
     def __bool__(self):
+        _to_python("bool()")
         return bool(self.data)
 
     def __float__(self):
+        _to_python("float()")
         return float(self.data)
 
     def __int__(self):
+        _to_python("int()")
         return int(self.data)
 
     # Pickling keeps the data, the gradient and the flags; the namespace (a module) is
@@ -201,6 +214,7 @@ class Tensor:
         """The value of a one-element tensor as a Python number."""
         if self.size != 1:
             raise ValueError(f"xpdl: item() needs a tensor with one element, shape is {self.shape}")
+        _to_python("item()")
         d = self._xp.reshape(self.data, ())
         if self._xp.isdtype(d.dtype, "bool"):
             return bool(d)
