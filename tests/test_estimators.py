@@ -165,6 +165,29 @@ def test_logistic_C_and_weights_match_sklearn():
     np.testing.assert_allclose(m.intercept_, ref.intercept_, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_logistic_C_inf_is_unpenalised_like_sklearn(backend, k):
+    """C=np.inf is scikit-learn's way to fit without a penalty (its penalty=None is
+    deprecated since 1.8): accepted, and the same coefficients (to the solvers' tolerance
+    on a well-conditioned problem)."""
+    g = np.random.default_rng(0)
+    X = g.normal(size=(80, 3))
+    y = (X[:, 0] + 0.8 * g.normal(size=80) > 0).astype(int) if k == 2 else \
+        np.digitize(X[:, 0] + 0.8 * g.normal(size=80), [-0.4, 0.4])
+    ref = sk_lm.LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(X, y)
+    m = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(
+        backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64))
+    if k == 2:
+        tol = 1e-5 if backend.is64 else 1e-2
+        np.testing.assert_allclose(backend.to_numpy(m.coef_), ref.coef_, rtol=tol, atol=tol)
+    else:  # unpenalised softmax: defined up to a shift shared by the classes
+        a, b = backend.to_numpy(m.coef_), ref.coef_
+        tol = 1e-4 if backend.is64 else 5e-2
+        np.testing.assert_allclose(a - a.mean(axis=0), b - b.mean(axis=0), rtol=tol, atol=tol)
+    assert m.score(backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64)) == \
+        pytest.approx(ref.score(X, y), abs=1e-6)
+
+
 def test_logistic_string_labels_and_shapes():
     X, y = load_iris(return_X_y=True)
     names = np.array(["setosa", "versicolor", "virginica"])[y]

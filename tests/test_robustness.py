@@ -160,7 +160,8 @@ def test_mlp_hyperparameters_are_validated(name, value):
         xpdl.MLPClassifier(**kw).fit(X, y)
 
 
-BAD_LINEAR = [("C", NAN), ("C", INF), ("C", None), ("C", 0.0), ("max_iter", 0),
+# (C=inf is scikit-learn's spelling of no penalty: accepted, tested in test_estimators)
+BAD_LINEAR = [("C", NAN), ("C", -INF), ("C", None), ("C", 0.0), ("max_iter", 0),
               ("max_iter", NAN), ("tol", NAN), ("fit_intercept", "no"), ("alpha", NAN),
               ("alpha", INF), ("alpha", None), ("learning_rate", NAN), ("solver", None)]
 

@@ -416,13 +416,14 @@ def warn_convergence(est, n_iter):
 
 
 # -- hyperparameters ----------------------------------------------------------------------
-def _real(lo=None, hi=None, lo_open=False, hi_open=False, none=False):
-    """A rule: a finite real number (not a bool) in the given bounds (or None)."""
+def _real(lo=None, hi=None, lo_open=False, hi_open=False, none=False, inf=False):
+    """A rule: a finite real number (not a bool) in the given bounds (or None; or +inf
+    with ``inf``)."""
     lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
     hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
     what = "a finite number" + (f" {lo_s}" if lo_s else "") + \
         (f" and {hi_s}" if lo_s and hi_s else f" {hi_s}" if hi_s else "") + \
-        (" or None" if none else "")
+        (" or None" if none else "") + (" or inf" if inf else "")
 
     def check(v):
         if v is None:
@@ -431,7 +432,7 @@ def _real(lo=None, hi=None, lo_open=False, hi_open=False, none=False):
             return False
         v = float(v)
         if not math.isfinite(v):
-            return False
+            return inf and v == math.inf
         if lo is not None and (v <= lo if lo_open else v < lo):
             return False
         return not (hi is not None and (v >= hi if hi_open else v > hi))
@@ -475,7 +476,7 @@ def _batch():
 _PARAM_RULES = {
     "learning_rate": _real(0, lo_open=True),
     "alpha": _real(0),
-    "C": _real(0, lo_open=True),
+    "C": _real(0, lo_open=True, inf=True),  # np.inf: no penalty (scikit-learn's spelling)
     "tol": _real(0),
     "max_iter": _int(1),
     "n_iter_no_change": _int(1),

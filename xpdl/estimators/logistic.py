@@ -29,7 +29,8 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         :math:`C\sum_i s_i`); the others minimise that objective with
         :mod:`xpdl.optim` (``learning_rate``, epochs ``max_iter``, ``batch_size``).
     C : float, default 1.0
-        Inverse regularisation strength.
+        Inverse regularisation strength; ``np.inf`` fits without a penalty (scikit-learn's
+        spelling since its ``penalty=None`` was deprecated).
     fit_intercept : bool, default True
     learning_rate : float, default 0.1
     max_iter : int, default 100
