@@ -197,6 +197,12 @@ class ClassifierMixin(_SKClassifier):
     def _labels_from_indices(self, idx):
         cls = self.classes_
         if _ns.is_host_array(cls) and cls.dtype.kind not in "biuf":
+            if not _ns.has_values(idx):
+                raise TypeError(
+                    f"xpdl: {type(self).__name__}.predict() on a traced input (jax.jit) "
+                    f"cannot return labels of dtype {cls.dtype}: they live on the host. "
+                    f"Jit predict_proba or decision_function and look the argmax up in "
+                    f"classes_ outside, or fit on numeric labels")
             return cls[_ns.to_host(idx)]  # string labels stay on the host
         return self._xp.take(cls, idx)
 
