@@ -158,6 +158,82 @@ def test_load_sets_only_attributes_the_estimator_defines(path):
         xpdl.load(path)
 
 
+def _edit(meta, where, value):
+    """``meta`` with the entry at the key path ``where`` set to ``value`` (removed when
+    ``value`` is ``KeyError``)."""
+    meta = json.loads(json.dumps(meta))
+    cur = meta
+    for k in where[:-1]:
+        cur = cur[k]
+    if value is KeyError:
+        del cur[where[-1]]
+    else:
+        cur[where[-1]] = value
+    return meta
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor", "module"])
+def test_forged_values_out_of_range_are_value_errors(path, kind):
+    """Values of the right JSON type but out of range (found by fuzzing the metadata of
+    valid files with recomputed checksums) were OverflowError, or loaded into a model that
+    failed on predict with AttributeError; each is a ValueError naming the problem now."""
+    X, y = _data()
+    if kind == "module":
+        obj = nn.Sequential(nn.Linear(4, 3, rng=0), nn.Dropout(0.1), nn.ReLU())
+        rng = ("spec", "layers", 1, "rng_state")
+        cases = []
+    else:
+        est = xpdl.MLPClassifier((5,), max_iter=2, random_state=0, dropout=0.1) \
+            if kind == "classifier" else xpdl.MLPRegressor((5,), max_iter=2, random_state=0)
+        obj = est.fit(X, y if kind == "classifier" else y * 1.0)
+        rng = ("rng_state",)
+        cases = [(("params", "hidden_layer_sizes", 0), float("inf"), "hidden_layer_sizes"),
+                 (("params", "hidden_layer_sizes", 0), 0, "hidden_layer_sizes"),
+                 (("optimizer_ints", "0/step"), float("inf"), "step count"),
+                 (("optimizer_ints", "0/step"), -1, "step count"),
+                 (("optimizer_ints", "0/step"), 2.5, "step count")]
+        cases.append((None, None, "without its classes") if kind == "classifier"
+                     else (("fitted", "_y_ndim"), KeyError, "target shape"))
+    cases += [(rng + ("state", "state"), -1, "generator state"),
+              (rng + ("state", "inc"), 2 ** 130, "generator state"),
+              (rng + ("uinteger",), -(10 ** 9), "generator state"),
+              (rng + ("has_uint32",), 10 ** 12, "generator state")]
+    xpdl.save(obj, path)
+    arrays, meta = _parts(path)
+    for where, value, match in cases:
+        if where is None:  # the labels, stored as an array (numeric) or in the metadata
+            _forge(path, {k: v for k, v in arrays.items() if k != "classes_"},
+                   {k: v for k, v in meta.items() if k != "classes"})
+        else:
+            _forge(path, arrays, _edit(meta, where, value))
+        with pytest.raises(ValueError, match=match):
+            xpdl.load(path)
+    _forge(path, arrays, meta)  # the unedited file still loads
+    assert type(xpdl.load(path)) is type(obj)
+
+
+def test_optimizer_counters_must_be_non_negative_integers(backend):
+    """load_state_dict refuses a step count that is a float, negative, a bool or not a
+    number (it turned 2.5 into 2 and raised OverflowError on inf), and an array entry that
+    is not an array; the optimizer is unchanged then. 0-d integer arrays are counts."""
+    xp = backend.xp
+    w = xpdl.Tensor(xp.asarray([1.0, 2.0], device=backend.device), requires_grad=True)
+    opt = xpdl.optim.Adam([w], lr=0.1)
+    (w * w).sum().backward()
+    opt.step()
+    good = opt.state_dict()
+    key = next(k for k, v in good.items() if isinstance(v, int))
+    arr = next(k for k, v in good.items() if not isinstance(v, int))
+    for bad in (2.5, -1, float("inf"), True, "3", None):
+        with pytest.raises(ValueError, match="step count"):
+            opt.load_state_dict(dict(good, **{key: bad}))
+    with pytest.raises(ValueError, match="must be an array"):
+        opt.load_state_dict(dict(good, **{arr: 1.0}))
+    assert opt.state_dict()[key] == 1
+    opt.load_state_dict(dict(good, **{key: np.asarray(4)}))
+    assert opt.state_dict()[key] == 4
+
+
 def _model():
     X, y = _data()
     return xpdl.LinearRegression().fit(X, y * 1.0)

@@ -504,6 +504,7 @@ def _dp_history(fitted, params, where):
 
 def _load_estimator(arrays, meta, xp, device, path):
     from . import estimators
+    from .estimators._base import ClassifierMixin, RegressorMixin
     from .random import Generator
 
     where = f"xpdl.load({str(path)!r})"
@@ -531,7 +532,10 @@ def _load_estimator(arrays, meta, xp, device, path):
         n_out = arrays.get("module/0.weight", np.empty((0, 0))).shape[0]
     # Every size the metadata claims is checked against the stored arrays before a single
     # parameter is allocated: a tiny file claiming a huge model is refused here.
-    sizes = est._layer_sizes(_size(n_in, "n_features_in_"), _size(n_out, "_n_outputs"))
+    try:
+        sizes = est._layer_sizes(_size(n_in, "n_features_in_"), _size(n_out, "_n_outputs"))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
     stored = sorted((int(k[len("module/"):-len(".weight")]), tuple(v.shape))
                     for k, v in arrays.items()
                     if k.startswith("module/") and k.endswith(".weight") and
@@ -540,6 +544,13 @@ def _load_estimator(arrays, meta, xp, device, path):
     if [shape for _, shape in stored] != claimed:
         raise ValueError(f"{where}: the metadata describes layers {claimed} but the file "
                          f"stores weights {[shape for _, shape in stored]}")
+    if "classes" not in meta and "classes_" not in arrays and \
+            isinstance(est, ClassifierMixin):
+        raise ValueError(f"{where}: a classifier without its classes")
+    if isinstance(est, RegressorMixin) and not (
+            fitted.get("_y_ndim") == 2 or (fitted.get("_y_ndim") == 1 and n_out == 1)):
+        raise ValueError(f"{where}: corrupted target shape (_y_ndim="
+                         f"{fitted.get('_y_ndim')!r} with {n_out} outputs)")
     if "classes" in meta or "classes_" in arrays:
         k = len(meta["classes"]) if "classes" in meta else arrays["classes_"].shape[0]
         if k < 2 or n_out != (1 if k == 2 else k):

@@ -108,9 +108,14 @@ class Generator:
         return self._rng.bit_generator.state
 
     def set_state(self, state: dict) -> None:
-        """Restore a state from :meth:`get_state`."""
+        """Restore a state from :meth:`get_state`; ``ValueError`` if it is not one (checked
+        on a scratch generator first, so this one is unchanged then)."""
         if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
             raise ValueError("xpdl: not a PCG64 generator state")
+        try:
+            np.random.PCG64().state = state
+        except (TypeError, ValueError, OverflowError, KeyError) as exc:
+            raise ValueError(f"xpdl: corrupted PCG64 generator state ({exc})") from None
         self._rng.bit_generator.state = state
 
     def __repr__(self):

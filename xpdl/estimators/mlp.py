@@ -101,6 +101,13 @@ class _MLP(NetworkEstimator):
         if self.activation not in ("relu", "tanh", "sigmoid"):
             raise ValueError(f"xpdl: activation must be 'relu', 'tanh' or 'sigmoid', got "
                              f"{self.activation!r}")
+        self._layer_sizes(0, 0)
+
+    _architecture = ("hidden_layer_sizes", "activation", "dropout")
+
+    def _layer_sizes(self, n_in, n_out):
+        """``(n_in, *hidden_layer_sizes, n_out)``, or ``ValueError`` for sizes that are not
+        positive ints (checked by fit and by load, before anything is allocated)."""
         sizes = self.hidden_layer_sizes
         if isinstance(sizes, str) or not isinstance(sizes, (numbers.Integral, tuple, list)):
             raise ValueError(f"xpdl: hidden_layer_sizes must be a tuple of positive ints, got "
@@ -110,12 +117,6 @@ class _MLP(NetworkEstimator):
                for s in sizes):
             raise ValueError(f"xpdl: hidden_layer_sizes must be positive ints, got "
                              f"{self.hidden_layer_sizes!r}")
-
-    _architecture = ("hidden_layer_sizes", "activation", "dropout")
-
-    def _layer_sizes(self, n_in, n_out):
-        sizes = self.hidden_layer_sizes
-        sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
         return (n_in, *(int(s) for s in sizes), n_out)
 
     def _build_layers(self, n_in, n_out):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from .. import _namespace as _ns
 from ..autodiff.tensor import Tensor
 from . import _fused, alias
@@ -184,6 +186,9 @@ class Optimizer:
         for k, v in state.items():
             cur = self.state[k]
             if _ns.is_array(cur):
+                if not _ns.is_array(v):
+                    raise ValueError(f"xpdl.optim: state {k} must be an array, got "
+                                     f"{type(v).__name__}")
                 if tuple(v.shape) != tuple(cur.shape):
                     raise ValueError(f"xpdl.optim: state {k} has shape {tuple(v.shape)}, "
                                      f"expected {tuple(cur.shape)}")
@@ -192,11 +197,24 @@ class Optimizer:
                                  dtype=_ns.dtype_name(xp, cur.dtype))
                 new[k] = xp.asarray(moved, copy=True)
             else:
-                new[k] = int(v)
+                new[k] = _count(k, v)
         self.state = new
 
     def __repr__(self):
         return f"{type(self).__name__}({len(self._params)} parameters)"
+
+
+def _count(k, v):
+    """A step counter from a state dict: a non-negative integer (an int, a NumPy integer
+    or a 0-d integer array), else ``ValueError``."""
+    try:
+        n = operator.index(v) if not isinstance(v, bool) else -1
+    except TypeError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"xpdl.optim: state {k} must be a non-negative integer step count, "
+                         f"got {v!r}")
+    return n
 
 
 class SGD(Optimizer):
