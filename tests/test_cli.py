@@ -220,6 +220,8 @@ def test_bench_names_unknown_peers(capsys):
     ("a,b,label\n", "only a header line"),
     ("a;b;label\n1;2;0\n3;4;1\n", "separated by ;"),
     ("a,b,label\n1,2,0\n3,,1\n", "line 3 has an empty cell (column 2)"),
+    ("a,b\n1,2,3\n4,5,6\n", "line 2 has 3 cells, line 1 has 2"),  # was read as 2 columns
+    ("1,2,0\n3,4\n5,6,1\n", "line 2 has 2 cells, line 1 has 3"),
 ])
 def test_csv_problems_get_specific_messages(tmp_path, capsys, content, message):
     csv = tmp_path / "d.csv"

@@ -125,8 +125,12 @@ def _load_dataset(spec, label_column):
             skip = 1
         if len(lines) <= skip:
             raise CLIError(f"--dataset {spec}: only a header line, no data rows")
+        width = len(first.split(","))
         for i, ln in enumerate(lines[skip:], start=skip + 1):
             cells = ln.split(",")
+            if len(cells) != width:
+                raise CLIError(f"--dataset {spec}: line {i} has {len(cells)} cells, line 1 "
+                               f"has {width}")
             if any(c.strip() == "" for c in cells):
                 raise CLIError(f"--dataset {spec}: line {i} has an empty cell (column "
                                f"{[c.strip() for c in cells].index('') + 1}); fill or drop it")
