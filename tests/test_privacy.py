@@ -58,8 +58,14 @@ def test_epsilon_of_a_history_composes_like_opacus():
     assert epsilon_of(hist, 1e-5) > max(epsilon(s, q, n, 1e-5) for s, q, n in hist)
     assert epsilon_of(hist + [(0.0, 1.0, 1)], 1e-5) == math.inf
     assert epsilon_of([], 1e-5) == 0.0
-    with pytest.raises(ValueError, match="non-negative numbers, got nan"):
+    with pytest.raises(ValueError, match="non-negative number, got nan"):
         epsilon(float("nan"), 0.1, 10, 1e-5)
+    # a step count is a whole number: 1.5 and True were accepted (linear in steps, so a
+    # fractional epsilon came out), inf too; 1000.0 is a count written as a float
+    for bad in (1.5, True, float("inf"), -1, float("nan"), "10", None):
+        with pytest.raises(ValueError, match="steps must be a non-negative whole number"):
+            epsilon(1.0, 0.1, bad, 1e-5)
+    assert epsilon(1.0, 0.01, 1000.0, 1e-5) == epsilon(1.0, 0.01, np.int64(1000), 1e-5)
 
 
 def test_epsilon_edge_cases_and_monotonicity():

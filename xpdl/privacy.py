@@ -46,6 +46,7 @@ rate (it took seconds for rates of 0.1-0.5); its values agree with the plain ser
 from __future__ import annotations
 
 import math
+import numbers
 
 from . import _namespace as _ns
 from .autodiff import program as P
@@ -228,9 +229,13 @@ def epsilon_of(history, delta, orders=DEFAULT_ORDERS):
     for noise_multiplier, sample_rate, steps in history:
         if not 0 <= sample_rate <= 1:
             raise ValueError(f"xpdl.privacy: sample_rate must be in [0, 1], got {sample_rate}")
-        if not (noise_multiplier >= 0 and steps >= 0):  # (NaN fails both)
-            raise ValueError(f"xpdl.privacy: noise_multiplier and steps must be non-negative "
-                             f"numbers, got {noise_multiplier} and {steps}")
+        if not noise_multiplier >= 0:  # (NaN fails)
+            raise ValueError(f"xpdl.privacy: noise_multiplier must be a non-negative number, "
+                             f"got {noise_multiplier}")
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Real) or \
+                not (math.isfinite(steps) and steps >= 0 and steps == int(steps)):
+            raise ValueError(f"xpdl.privacy: steps must be a non-negative whole number, got "
+                             f"{steps!r}")
         if steps == 0 or sample_rate == 0:
             continue
         if noise_multiplier == 0:
