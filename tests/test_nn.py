@@ -137,6 +137,10 @@ def test_activation_layers_match_functional(backend):
 def test_bad_construction():
     with pytest.raises(ValueError, match="positive"):
         nn.Linear(0, 3)
+    for sizes in ((2.5, 3), (3, True), ("3", 2)):  # 2.5 and True were truncated to ints
+        with pytest.raises(TypeError, match="sizes must be ints"):
+            nn.Linear(*sizes)
+    assert nn.Linear(np.int64(2), 3, rng=0).weight.shape == (3, 2)
     with pytest.raises(ValueError, match="init"):
         nn.Linear(2, 3, init="lecun")
     with pytest.raises(TypeError, match="Modules"):

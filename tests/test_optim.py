@@ -271,6 +271,45 @@ def test_bad_hyperparameters():
         optim.SGD([Tensor(np.ones(2))], lr=0.1)
 
 
+nan = float("nan")
+
+
+@pytest.mark.parametrize("make,match", [
+    # each was accepted and trained to NaN or diverged; torch.optim refuses them too
+    (lambda: optim.adam(betas=(1.5, 0.9)), "betas"),
+    (lambda: optim.adamw(betas=(0.9, 1.0)), "betas"),
+    (lambda: optim.adam(betas=(0.9,)), "betas"),
+    (lambda: optim.adam(eps=-1.0), "eps must be non-negative"),
+    (lambda: optim.adam(eps=nan), "eps must be non-negative"),
+    (lambda: optim.adamw(weight_decay=-1.0), "weight_decay must be non-negative"),
+    (lambda: optim.sgd(0.1, momentum=nan), "momentum must be non-negative"),
+    (lambda: optim.sgd(0.1, weight_decay=nan), "weight_decay must be non-negative"),
+    (lambda: optim.rmsprop(alpha=2.0), "alpha must be in"),
+    (lambda: optim.rmsprop(momentum=-0.5), "momentum must be non-negative"),
+    (lambda: optim.adagrad(initial_accumulator_value=-1.0), "initial_accumulator_value"),
+    (lambda: optim.clip_by_global_norm(nan), "max_norm"),
+    (lambda: optim.schedules.exponential_decay(0.1, -0.5), "decay_rate"),
+    (lambda: optim.Adam([Tensor(np.ones(2), requires_grad=True)], eps=-1.0), "eps"),
+])
+def test_out_of_range_settings_are_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_boundary_settings_are_accepted(backend):
+    """The edges of each range still train: zero momentum, betas of 0, alpha 1, eps 0."""
+    w = Tensor(backend.asarray(np.array([1.0, -2.0])), requires_grad=True)
+    for opt in (optim.Adam([w], lr=0.1, betas=(0.0, 0.0), eps=0.0),
+                optim.RMSprop([w], lr=0.1, alpha=1.0, eps=1e-8),
+                optim.SGD([w], lr=0.1, momentum=0.0, weight_decay=0.0)):
+        before = backend.to_numpy(w.data).copy()
+        opt.zero_grad()
+        (w * w).sum().backward()
+        opt.step()
+        assert np.all(np.isfinite(backend.to_numpy(w.data)))
+        assert not np.array_equal(backend.to_numpy(w.data), before)
+
+
 @pytest.mark.parametrize("name", ["adam", "adamw"])
 @pytest.mark.parametrize("sizes", [[(600, 500), (600,), (7, 600)], [(3, 4), (4,)]],
                          ids=["large-two-threads", "small-flat"])

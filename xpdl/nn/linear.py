@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 from .. import _namespace as _ns
 from .. import functional as F
@@ -49,6 +50,10 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, *, rng=None, xp=None,
                  device=None, dtype=None, init="glorot"):
         super().__init__()
+        if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool)
+                   for n in (in_features, out_features)):
+            raise TypeError(f"xpdl: Linear sizes must be ints, got ({in_features!r}, "
+                            f"{out_features!r})")
         if int(in_features) < 1 or int(out_features) < 1:
             raise ValueError(f"xpdl: Linear needs positive sizes, got ({in_features}, "
                              f"{out_features})")

@@ -67,9 +67,17 @@ def _fused_namespace(a):
     return _ns.array_namespace(a)
 
 
-def _check_lr(lr):
+def _check_lr(lr, betas=None, **non_negative):
+    """``ValueError`` for a negative or NaN learning rate or other setting, or a beta
+    outside [0, 1), as PyTorch's optimizers refuse them (they would train to NaN or
+    diverge)."""
     if not callable(lr) and not lr >= 0:
         raise ValueError(f"xpdl.optim: learning rate must be non-negative, got {lr}")
+    for name, v in non_negative.items():
+        if not v >= 0:
+            raise ValueError(f"xpdl.optim: {name} must be non-negative, got {v}")
+    if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+        raise ValueError(f"xpdl.optim: betas must be two numbers in [0, 1), got {betas}")
 
 
 def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -88,9 +96,7 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
     weight_decay : float, default 0
         L2 penalty :math:`\lambda` added to the gradient.
     """
-    _check_lr(lr)
-    if momentum < 0:
-        raise ValueError(f"xpdl.optim.sgd: momentum must be non-negative, got {momentum}")
+    _check_lr(lr, momentum=momentum, weight_decay=weight_decay)
     if nesterov and momentum <= 0:
         raise ValueError("xpdl.optim.sgd: nesterov needs momentum > 0")
     parts = []
@@ -137,7 +143,7 @@ def gd(lr):
 def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
     r"""Adam (``torch.optim.Adam``): :math:`p \leftarrow p - \eta\,\hat m/(\sqrt{\hat v} +
     \epsilon)`; ``weight_decay`` is added to the gradient (L2, not decoupled)."""
-    _check_lr(lr)
+    _check_lr(lr, betas, eps=eps, weight_decay=weight_decay)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts += [scale_by_adam(betas[0], betas[1], eps), scale_by_learning_rate(lr)]
     i = len(parts) - 2
@@ -148,7 +154,7 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
 def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
     r"""AdamW (``torch.optim.AdamW``): decoupled decay
     :math:`p \leftarrow p - \eta\,(\hat m/(\sqrt{\hat v}+\epsilon) + \lambda p)`."""
-    _check_lr(lr)
+    _check_lr(lr, betas, eps=eps, weight_decay=weight_decay)
     tx = chain(scale_by_adam(betas[0], betas[1], eps), add_decayed_weights(weight_decay),
                scale_by_learning_rate(lr))
     return _with_fused(tx, *_fused_adam(lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2))
@@ -157,7 +163,9 @@ def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
 def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0):
     r"""RMSprop (``torch.optim.RMSprop``): :math:`p \leftarrow p - \eta\, g/(\sqrt{s}+\epsilon)`,
     through a momentum buffer when ``momentum > 0``."""
-    _check_lr(lr)
+    _check_lr(lr, eps=eps, momentum=momentum, weight_decay=weight_decay)
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"xpdl.optim.rmsprop: alpha must be in [0, 1], got {alpha}")
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts.append(scale_by_rms(alpha, eps, centered))
     if momentum:
@@ -169,7 +177,8 @@ def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_
 def adagrad(lr=1e-2, eps=1e-10, weight_decay=0.0, initial_accumulator_value=0.0):
     r"""Adagrad (``torch.optim.Adagrad``, no learning-rate decay):
     :math:`p \leftarrow p - \eta\, g/(\sqrt{\sum g^2}+\epsilon)`."""
-    _check_lr(lr)
+    _check_lr(lr, eps=eps, weight_decay=weight_decay,
+              initial_accumulator_value=initial_accumulator_value)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts += [scale_by_adagrad(eps, initial_accumulator_value), scale_by_learning_rate(lr)]
     return chain(*parts)

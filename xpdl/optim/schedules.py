@@ -47,6 +47,8 @@ def exponential_decay(init_value, decay_rate, transition_steps=1):
     """``init_value * decay_rate ** (step / transition_steps)``."""
     if transition_steps <= 0:
         raise ValueError("xpdl: transition_steps must be positive")
+    if not decay_rate > 0:  # a negative rate flips the learning rate's sign every step
+        raise ValueError(f"xpdl: decay_rate must be positive, got {decay_rate}")
     return lambda step: _value(init_value, step) * decay_rate ** (step / transition_steps)
 
 

@@ -205,7 +205,7 @@ def clip_by_global_norm(max_norm):
     r"""Scale all gradients by :math:`\min(1, c / (\|g\|_2 + 10^{-6}))`, with
     :math:`\|g\|_2` the norm of all of them together (``torch.nn.utils.clip_grad_norm_``).
     Computed on the device: no host synchronisation."""
-    if max_norm <= 0:
+    if not max_norm > 0:  # (NaN too)
         raise ValueError(f"xpdl.optim.clip_by_global_norm: max_norm must be positive, "
                          f"got {max_norm}")
 
