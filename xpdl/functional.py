@@ -84,7 +84,18 @@ def _leaky_vjp(xp, g, ins, out, saved, needs, negative_slope):
 
 
 def leaky_relu(x, negative_slope=0.01):
-    """``x`` where positive, ``negative_slope * x`` elsewhere. Shape is preserved."""
+    """``x`` where positive, ``negative_slope * x`` elsewhere; the gradient at 0 is
+    ``negative_slope`` (PyTorch's).
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+    negative_slope : float, default 0.01
+
+    Returns
+    -------
+    Tensor or array of the shape of ``x``
+    """
     return _act(_leaky, x, {"negative_slope": negative_slope})
 
 
@@ -113,7 +124,16 @@ def sigmoid(x):
 
 
 def tanh(x):
-    """Hyperbolic tangent; gradient ``1 - tanh(x)**2``. Shape is preserved."""
+    """Hyperbolic tangent; its gradient is ``1 - tanh(x)**2``, computed from the output.
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+
+    Returns
+    -------
+    Tensor or array of the shape of ``x``
+    """
     t, plain = _one(x)
     return _out(_ops.tanh(t), plain)
 
@@ -308,13 +328,20 @@ def dropout(x, p, *, rng, training=True):
 
 
 # -- elementwise and structural wrappers -----------------------------------------------
+_UNARY_GRADS = {"exp": "``exp(x)``", "log": "``1 / x``", "sqrt": "``1 / (2 sqrt(x))``",
+                "abs": "``sign(x)`` (0 at 0, as in PyTorch)"}
+
+
 def _unary(op):
     def f(x):
         t, plain = _one(x)
         return _out(op(t), plain)
 
     f.__name__ = op.__name__
-    f.__doc__ = f"Elementwise ``{op.__name__}`` of a Tensor or array (shape preserved)."
+    f.__doc__ = (f"Elementwise ``{op.__name__}`` of a Tensor or array; the gradient is "
+                 f"{_UNARY_GRADS[op.__name__]}.\n\n    Parameters\n    ----------\n"
+                 f"    x : Tensor or array of any shape\n\n    Returns\n    -------\n"
+                 f"    Tensor or array of the shape of ``x``\n    ")
     return f
 
 
@@ -332,24 +359,69 @@ def _binary_public(op, a, b):
 
 
 def maximum(a, b):
-    """Elementwise maximum (ties split the gradient in half, as in PyTorch)."""
+    """Elementwise maximum; ties split the gradient in half (as in PyTorch).
+
+    Parameters
+    ----------
+    a, b : Tensor, array or Python scalar
+        Broadcast against each other (at least one a Tensor or an array).
+
+    Returns
+    -------
+    Tensor or array of the broadcast shape
+    """
     return _binary_public(_ops.maximum, a, b)
 
 
 def minimum(a, b):
-    """Elementwise minimum (ties split the gradient in half, as in PyTorch)."""
+    """Elementwise minimum; ties split the gradient in half (as in PyTorch).
+
+    Parameters
+    ----------
+    a, b : Tensor, array or Python scalar
+        Broadcast against each other (at least one a Tensor or an array).
+
+    Returns
+    -------
+    Tensor or array of the broadcast shape
+    """
     return _binary_public(_ops.minimum, a, b)
 
 
 def matmul(a, b):
-    """Matrix product with the standard's ``matmul`` semantics (1-D and batched operands)."""
+    """Matrix product with the standard's ``matmul`` semantics: 1-D operands are
+    promoted to a row (``a``) or a column (``b``) and the added axis dropped; leading
+    axes broadcast as a batch. The gradients are :math:`G b^\top` and :math:`a^\top G`,
+    summed over broadcast batch axes.
+
+    Parameters
+    ----------
+    a : Tensor or array of shape (..., n, k) or (k,)
+    b : Tensor or array of shape (..., k, m) or (k,)
+
+    Returns
+    -------
+    Tensor or array of shape (..., n, m) (without ``n`` or ``m`` for 1-D operands)
+    """
     plain = not _any_tensor(a, b)
     at = _ops.lift(a)
     return _out(_ops.matmul(at, _ops.lift(b, at._xp)), plain)
 
 
 def where(condition, a, b):
-    """``a`` where ``condition`` is True, else ``b``; gradients go to the selected branch."""
+    """``a`` where ``condition`` is True, else ``b``; each gradient goes to the branch
+    that was selected (zero elsewhere).
+
+    Parameters
+    ----------
+    condition : bool array or Tensor
+        Broadcast against ``a`` and ``b``; no gradient.
+    a, b : Tensor, array or Python scalar
+
+    Returns
+    -------
+    Tensor or array of the broadcast shape
+    """
     plain = not _any_tensor(a, b)
     if plain:
         if _ns.is_array(a):
@@ -360,38 +432,116 @@ def where(condition, a, b):
 
 
 def clip(x, min=None, max=None):  # noqa: A002
-    """Clamp ``x`` to ``[min, max]``; the gradient is zero where clipped."""
+    """Clamp ``x`` to ``[min, max]``; the gradient is 1 inside the interval (its ends
+    included, as ``torch.clamp``) and 0 where a value was clipped.
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+    min, max : float, optional
+        Either may be omitted (no bound on that side).
+
+    Returns
+    -------
+    Tensor or array of the shape of ``x``
+    """
     t, plain = _one(x)
     return _out(_ops.clip(t, min, max), plain)
 
 
 def sum(x, axis=None, keepdims=False):  # noqa: A001
-    """Sum over ``axis`` (all axes when ``None``)."""
+    """Sum over ``axis`` (all axes when ``None``); the gradient broadcasts the output
+    gradient back over the summed axes.
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+    axis : int or tuple of int, optional
+    keepdims : bool, default False
+        Keep the reduced axes with length 1.
+
+    Returns
+    -------
+    Tensor or array
+        ``x``'s shape without the reduced axes (0-d for all of them), or with them as
+        length 1 when ``keepdims``.
+    """
     t, plain = _one(x)
     return _out(_ops.sum(t, axis=axis, keepdims=keepdims), plain)
 
 
 def mean(x, axis=None, keepdims=False):
-    """Mean over ``axis`` (all axes when ``None``)."""
+    """Mean over ``axis`` (all axes when ``None``); the gradient is the output gradient
+    divided by the number of elements averaged, broadcast back.
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+    axis : int or tuple of int, optional
+    keepdims : bool, default False
+        Keep the reduced axes with length 1.
+
+    Returns
+    -------
+    Tensor or array
+        ``x``'s shape without the reduced axes (0-d for all of them), or with them as
+        length 1 when ``keepdims``.
+    """
     t, plain = _one(x)
     return _out(_ops.mean(t, axis=axis, keepdims=keepdims), plain)
 
 
 def reshape(x, shape):
-    """``x`` with a new shape of the same size."""
+    """``x`` with a new shape of the same size (C order); the gradient is reshaped back.
+
+    Parameters
+    ----------
+    x : Tensor or array
+    shape : tuple of int
+        One entry may be -1 (inferred).
+
+    Returns
+    -------
+    Tensor or array of shape ``shape``
+    """
     t, plain = _one(x)
     return _out(_ops.reshape(t, shape), plain)
 
 
 def concat(arrays, axis=0):
-    """Join a sequence of arrays along an existing ``axis``."""
+    """Join a sequence of arrays along an existing ``axis``; each input's gradient is its
+    slice of the output gradient.
+
+    Parameters
+    ----------
+    arrays : sequence of Tensor or array
+        Equal shapes except along ``axis``.
+    axis : int, default 0
+
+    Returns
+    -------
+    Tensor or array
+        The inputs' shape with the lengths along ``axis`` summed.
+    """
     arrays = list(arrays)
     plain = not _any_tensor(*arrays)
     return _out(_ops.concat(arrays, axis=axis), plain)
 
 
 def stack(arrays, axis=0):
-    """Join a sequence of arrays of one shape along a new ``axis``."""
+    """Join a sequence of arrays of one shape along a new ``axis``; each input's gradient
+    is its index of the output gradient along that axis.
+
+    Parameters
+    ----------
+    arrays : sequence of k Tensors or arrays of one shape
+    axis : int, default 0
+        Where the new axis of length k goes.
+
+    Returns
+    -------
+    Tensor or array with one more axis than the inputs
+    """
     arrays = list(arrays)
     plain = not _any_tensor(*arrays)
     return _out(_ops.stack(arrays, axis=axis), plain)

@@ -123,7 +123,18 @@ class Generator:
 
 
 def as_generator(rng) -> Generator:
-    """Turn ``None``, an int seed or a :class:`Generator` into a :class:`Generator`."""
+    """Turn ``None``, an int seed or a :class:`Generator` into a :class:`Generator`.
+
+    Parameters
+    ----------
+    rng : None, int or Generator
+        A Generator is returned as it is (its draws continue); an int seeds a new one;
+        None seeds one from the operating system.
+
+    Returns
+    -------
+    Generator
+    """
     if isinstance(rng, Generator):
         return rng
     if rng is None or isinstance(rng, numbers.Integral):

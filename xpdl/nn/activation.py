@@ -14,7 +14,14 @@ class ReLU(Module):
 
 
 class LeakyReLU(Module):
-    """``x`` if positive else ``negative_slope * x``."""
+    """``x`` if positive else ``negative_slope * x`` (:func:`xpdl.functional.leaky_relu`).
+
+    Parameters
+    ----------
+    negative_slope : float, default 0.01
+
+    Input and output have the same shape, any number of axes.
+    """
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
@@ -42,7 +49,14 @@ class Tanh(Module):
 
 
 class Softmax(Module):
-    """Softmax along ``axis`` (default the last)."""
+    """Softmax along ``axis`` (:func:`xpdl.functional.softmax`).
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The class axis: the output sums to 1 along it. Input and output have the same
+        shape.
+    """
 
     def __init__(self, axis=-1):
         super().__init__()

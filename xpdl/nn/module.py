@@ -8,7 +8,17 @@ from ..autodiff.tensor import Tensor
 
 def parameter(data) -> Tensor:
     """A leaf Tensor that requires grad and whose buffer belongs to xpdl (optimizers may
-    update it in place)."""
+    update it in place).
+
+    Parameters
+    ----------
+    data : array of a floating dtype, any shape
+        Taken as the parameter's buffer (not copied): pass an array nobody else holds.
+
+    Returns
+    -------
+    Tensor
+    """
     t = Tensor(data, requires_grad=True)
     t._own = True
     return t

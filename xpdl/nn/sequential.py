@@ -6,7 +6,22 @@ from .module import Module
 
 
 class Sequential(Module):
-    """Apply ``layers`` in order; parameters are named ``"<index>.<name>"``."""
+    """Apply ``layers`` in order; parameters are named ``"<index>.<name>"``.
+
+    Parameters
+    ----------
+    *layers : Module
+        Each takes the previous one's output (the first takes the input).
+
+    ``model[i]`` is the i-th layer, ``len(model)`` their number, iterating yields them.
+
+    Examples
+    --------
+    >>> from xpdl import nn
+    >>> model = nn.Sequential(nn.Linear(4, 8, rng=0), nn.ReLU(), nn.Linear(8, 3, rng=0))
+    >>> [name for name, _ in model.named_parameters()]
+    ['0.weight', '0.bias', '2.weight', '2.bias']
+    """
 
     def __init__(self, *layers):
         super().__init__()

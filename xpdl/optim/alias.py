@@ -136,13 +136,46 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
 
 
 def gd(lr):
-    r"""Plain (full-batch) gradient descent :math:`p \leftarrow p - \eta g`."""
+    r"""Plain (full-batch) gradient descent :math:`p \leftarrow p - \eta g` (``sgd(lr)``).
+
+    Parameters
+    ----------
+    lr : float or callable
+        Learning rate :math:`\eta`, or a schedule ``step -> float``.
+
+    Returns
+    -------
+    GradientTransformation
+        ``init(params) -> state``, ``update(grads, state, params) -> (updates, state)``
+        over flat ``{name: array}`` dicts; the state holds the step counters as ints.
+    """
     return sgd(lr)
 
 
 def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
     r"""Adam (``torch.optim.Adam``): :math:`p \leftarrow p - \eta\,\hat m/(\sqrt{\hat v} +
-    \epsilon)`; ``weight_decay`` is added to the gradient (L2, not decoupled)."""
+    \epsilon)`; ``weight_decay`` is added to the gradient (L2, not decoupled).
+
+    With :math:`m_t = \beta_1 m_{t-1} + (1-\beta_1) g`, :math:`v_t = \beta_2 v_{t-1} +
+    (1-\beta_2) g^2`, :math:`\hat m = m_t/(1-\beta_1^t)`, :math:`\hat v = v_t/(1-\beta_2^t)`.
+
+    Parameters
+    ----------
+    lr : float or callable
+        Learning rate :math:`\eta`, or a schedule ``step -> float``.
+    betas : (float, float), default (0.9, 0.999)
+        :math:`\beta_1, \beta_2`, each in [0, 1).
+    eps : float, default 1e-8
+        :math:`\epsilon`, non-negative.
+    weight_decay : float, default 0
+        L2 penalty :math:`\lambda`: :math:`g \leftarrow g + \lambda p` first.
+
+    Returns
+    -------
+    GradientTransformation
+        ``init(params) -> state``, ``update(grads, state, params) -> (updates, state)``
+        over flat ``{name: array}`` dicts; the state holds the step counters as ints.
+    """
     _check_lr(lr, betas, eps=eps, weight_decay=weight_decay)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts += [scale_by_adam(betas[0], betas[1], eps), scale_by_learning_rate(lr)]
@@ -153,7 +186,24 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
 
 def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
     r"""AdamW (``torch.optim.AdamW``): decoupled decay
-    :math:`p \leftarrow p - \eta\,(\hat m/(\sqrt{\hat v}+\epsilon) + \lambda p)`."""
+    :math:`p \leftarrow p - \eta\,(\hat m/(\sqrt{\hat v}+\epsilon) + \lambda p)`.
+
+    Parameters
+    ----------
+    lr : float or callable
+        Learning rate :math:`\eta`, or a schedule ``step -> float``.
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1), as in :func:`adam`.
+    eps : float, default 1e-8
+    weight_decay : float, default 1e-2
+        :math:`\lambda`, applied to the parameters, not added to the gradient.
+
+    Returns
+    -------
+    GradientTransformation
+        ``init(params) -> state``, ``update(grads, state, params) -> (updates, state)``
+        over flat ``{name: array}`` dicts; the state holds the step counters as ints.
+    """
     _check_lr(lr, betas, eps=eps, weight_decay=weight_decay)
     tx = chain(scale_by_adam(betas[0], betas[1], eps), add_decayed_weights(weight_decay),
                scale_by_learning_rate(lr))
@@ -162,7 +212,29 @@ def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
 
 def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0):
     r"""RMSprop (``torch.optim.RMSprop``): :math:`p \leftarrow p - \eta\, g/(\sqrt{s}+\epsilon)`,
-    through a momentum buffer when ``momentum > 0``."""
+    through a momentum buffer when ``momentum > 0``.
+
+    :math:`s \leftarrow \alpha s + (1-\alpha) g^2`; centered, :math:`\sqrt{s - \bar g^2}`
+    replaces :math:`\sqrt{s}` with :math:`\bar g` the same average of :math:`g`.
+
+    Parameters
+    ----------
+    lr : float or callable
+        Learning rate :math:`\eta`, or a schedule ``step -> float``.
+    alpha : float, default 0.99
+        Smoothing constant in [0, 1].
+    eps : float, default 1e-8
+    momentum : float, default 0
+    centered : bool, default False
+    weight_decay : float, default 0
+        L2 penalty added to the gradient.
+
+    Returns
+    -------
+    GradientTransformation
+        ``init(params) -> state``, ``update(grads, state, params) -> (updates, state)``
+        over flat ``{name: array}`` dicts; the state holds the step counters as ints.
+    """
     _check_lr(lr, eps=eps, momentum=momentum, weight_decay=weight_decay)
     if not 0 <= alpha <= 1:
         raise ValueError(f"xpdl.optim.rmsprop: alpha must be in [0, 1], got {alpha}")
@@ -176,7 +248,24 @@ def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_
 
 def adagrad(lr=1e-2, eps=1e-10, weight_decay=0.0, initial_accumulator_value=0.0):
     r"""Adagrad (``torch.optim.Adagrad``, no learning-rate decay):
-    :math:`p \leftarrow p - \eta\, g/(\sqrt{\sum g^2}+\epsilon)`."""
+    :math:`p \leftarrow p - \eta\, g/(\sqrt{\sum g^2}+\epsilon)`.
+
+    Parameters
+    ----------
+    lr : float or callable
+        Learning rate :math:`\eta`, or a schedule ``step -> float``.
+    eps : float, default 1e-10
+    weight_decay : float, default 0
+        L2 penalty added to the gradient.
+    initial_accumulator_value : float, default 0
+        Where the sum of squared gradients starts (non-negative).
+
+    Returns
+    -------
+    GradientTransformation
+        ``init(params) -> state``, ``update(grads, state, params) -> (updates, state)``
+        over flat ``{name: array}`` dicts; the state holds the step counters as ints.
+    """
     _check_lr(lr, eps=eps, weight_decay=weight_decay,
               initial_accumulator_value=initial_accumulator_value)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []

@@ -22,8 +22,19 @@ __all__ = ["GradientTransformation", "FusedTransformation", "chain", "identity",
 
 
 class GradientTransformation(NamedTuple):
-    """``init(params) -> state`` and ``update(grads, state, params=None, *, inplace=False)
-    -> (updates, state)``."""
+    """A functional optimizer (Optax's interface): a pair of pure functions.
+
+    Attributes
+    ----------
+    init : callable
+        ``init(params) -> state``: ``params`` a flat ``{name: array}`` dict, ``state`` a
+        flat dict of arrays and integer step counters.
+    update : callable
+        ``update(grads, state, params=None, *, inplace=False) -> (updates, state)``:
+        ``updates`` has the keys and shapes of ``grads``, to add to the parameters
+        (:func:`apply_updates`). With ``inplace=True`` the state's buffers are updated
+        in place where the namespace allows it (never for JAX).
+    """
 
     init: Callable
     update: Callable

@@ -32,19 +32,61 @@ def _xp(step):
 
 
 def constant(value):
-    """The same learning rate at every step."""
+    """The same learning rate at every step.
+
+    Parameters
+    ----------
+    value : float or callable
+
+    Returns
+    -------
+    callable
+        ``step -> float`` (step 0 is the first update; an array step, traced by
+        ``jax.jit``, gives an array).
+    """
     return lambda step: _value(value, step)
 
 
 def step_decay(init_value, step_size, gamma=0.1):
-    """``init_value * gamma ** (step // step_size)`` (``torch.optim.lr_scheduler.StepLR``)."""
+    """``init_value * gamma ** (step // step_size)`` (``torch.optim.lr_scheduler.StepLR``).
+
+    Parameters
+    ----------
+    init_value : float or callable
+    step_size : int
+        Steps between decays (at least 1).
+    gamma : float, default 0.1
+        Factor per decay.
+
+    Returns
+    -------
+    callable
+        ``step -> float`` (step 0 is the first update; an array step, traced by
+        ``jax.jit``, gives an array).
+    """
     if step_size < 1:
         raise ValueError(f"xpdl: step_size must be >= 1, got {step_size}")
     return lambda step: _value(init_value, step) * gamma ** (step // step_size)
 
 
 def exponential_decay(init_value, decay_rate, transition_steps=1):
-    """``init_value * decay_rate ** (step / transition_steps)``."""
+    """``init_value * decay_rate ** (step / transition_steps)`` (continuous, as Optax's
+    ``exponential_decay`` without staircase).
+
+    Parameters
+    ----------
+    init_value : float or callable
+    decay_rate : float
+        Positive; below 1 decays.
+    transition_steps : int, default 1
+        Steps over which the rate is multiplied by ``decay_rate`` once.
+
+    Returns
+    -------
+    callable
+        ``step -> float`` (step 0 is the first update; an array step, traced by
+        ``jax.jit``, gives an array).
+    """
     if transition_steps <= 0:
         raise ValueError("xpdl: transition_steps must be positive")
     if not decay_rate > 0:  # a negative rate flips the learning rate's sign every step
@@ -54,7 +96,23 @@ def exponential_decay(init_value, decay_rate, transition_steps=1):
 
 def cosine_decay(init_value, decay_steps, alpha=0.0):
     r"""Cosine from ``init_value`` to ``alpha * init_value`` over ``decay_steps``:
-    :math:`\eta_0\,[(1-\alpha)\tfrac12(1+\cos(\pi\min(t, T)/T)) + \alpha]`."""
+    :math:`\eta_0\,[(1-\alpha)\tfrac12(1+\cos(\pi\min(t, T)/T)) + \alpha]`.
+
+    Parameters
+    ----------
+    init_value : float or callable
+        :math:`\eta_0`.
+    decay_steps : int
+        :math:`T`, positive; constant afterwards.
+    alpha : float, default 0
+        The final fraction of ``init_value``.
+
+    Returns
+    -------
+    callable
+        ``step -> float`` (step 0 is the first update; an array step, traced by
+        ``jax.jit``, gives an array).
+    """
     if decay_steps <= 0:
         raise ValueError("xpdl: decay_steps must be positive")
 
@@ -71,7 +129,22 @@ def cosine_decay(init_value, decay_steps, alpha=0.0):
 
 def linear_warmup(schedule, warmup_steps, init_value=0.0):
     """Rise linearly from ``init_value`` to ``schedule(0)`` over ``warmup_steps``, then follow
-    ``schedule`` (shifted by ``warmup_steps``)."""
+    ``schedule`` (shifted by ``warmup_steps``).
+
+    Parameters
+    ----------
+    schedule : float or callable
+        What follows the warm-up.
+    warmup_steps : int
+        Non-negative.
+    init_value : float, default 0
+
+    Returns
+    -------
+    callable
+        ``step -> float`` (step 0 is the first update; an array step, traced by
+        ``jax.jit``, gives an array).
+    """
     if warmup_steps < 0:
         raise ValueError("xpdl: warmup_steps must be non-negative")
 

@@ -38,7 +38,18 @@ def _need_params(params, name):
 
 def add_decayed_weights(weight_decay):
     r"""``g + weight_decay * p`` (L2 regularisation of the loss :math:`\tfrac{\lambda}{2}
-    \|p\|^2`)."""
+    \|p\|^2`).
+
+    Parameters
+    ----------
+    weight_decay : float
+        :math:`\lambda`; 0 passes the gradients through.
+
+    Returns
+    -------
+    GradientTransformation
+        Stateless; ``update`` needs ``params``.
+    """
 
     def update(grads, state, params=None, *, inplace=False):
         if not weight_decay:
@@ -155,7 +166,19 @@ def scale_by_rms(alpha=0.99, eps=1e-8, centered=False):
 
 
 def scale_by_adagrad(eps=1e-10, initial_accumulator_value=0.0):
-    r"""Adagrad's direction :math:`g / (\sqrt{\sum_t g_t^2} + \epsilon)`."""
+    r"""Adagrad's direction :math:`g / (\sqrt{\sum_t g_t^2} + \epsilon)`.
+
+    Parameters
+    ----------
+    eps : float, default 1e-10
+    initial_accumulator_value : float, default 0
+        The sum's starting value.
+
+    Returns
+    -------
+    GradientTransformation
+        Its state is the running sum of squares per parameter.
+    """
 
     def init(params):
         z = _zeros_like(params)
@@ -182,7 +205,18 @@ def scale_by_adagrad(eps=1e-10, initial_accumulator_value=0.0):
 
 def scale_by_learning_rate(learning_rate):
     """Multiply by ``-learning_rate``; a callable is a schedule evaluated at the step count
-    (0 for the first update)."""
+    (0 for the first update).
+
+    Parameters
+    ----------
+    learning_rate : float or callable
+        Non-negative, or a schedule ``step -> float``.
+
+    Returns
+    -------
+    GradientTransformation
+        Its state is the step count.
+    """
     sched = callable(learning_rate)
     if not sched and learning_rate < 0:
         raise ValueError(f"xpdl.optim: learning rate must be non-negative, got {learning_rate}")

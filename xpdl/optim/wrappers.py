@@ -218,35 +218,80 @@ def _count(k, v):
 
 
 class SGD(Optimizer):
-    """Object form of :func:`xpdl.optim.sgd`."""
+    """Object form of :func:`xpdl.optim.sgd`: ``step()`` applies it to the parameters'
+    ``.grad``.
+
+    Parameters
+    ----------
+    params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
+        What to optimise (see :class:`Optimizer`).
+    **settings
+        Those of :func:`xpdl.optim.sgd`, with the same defaults.
+    """
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, alias.sgd(lr, momentum, nesterov, weight_decay))
 
 
 class GD(Optimizer):
-    """Object form of :func:`xpdl.optim.gd`."""
+    """Object form of :func:`xpdl.optim.gd`: ``step()`` applies it to the parameters'
+    ``.grad``.
+
+    Parameters
+    ----------
+    params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
+        What to optimise (see :class:`Optimizer`).
+    **settings
+        Those of :func:`xpdl.optim.gd`, with the same defaults.
+    """
 
     def __init__(self, params, lr):
         super().__init__(params, alias.gd(lr))
 
 
 class Adam(Optimizer):
-    """Object form of :func:`xpdl.optim.adam`."""
+    """Object form of :func:`xpdl.optim.adam`: ``step()`` applies it to the parameters'
+    ``.grad``.
+
+    Parameters
+    ----------
+    params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
+        What to optimise (see :class:`Optimizer`).
+    **settings
+        Those of :func:`xpdl.optim.adam`, with the same defaults.
+    """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, alias.adam(lr, betas, eps, weight_decay))
 
 
 class AdamW(Optimizer):
-    """Object form of :func:`xpdl.optim.adamw`."""
+    """Object form of :func:`xpdl.optim.adamw`: ``step()`` applies it to the parameters'
+    ``.grad``.
+
+    Parameters
+    ----------
+    params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
+        What to optimise (see :class:`Optimizer`).
+    **settings
+        Those of :func:`xpdl.optim.adamw`, with the same defaults.
+    """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, alias.adamw(lr, betas, eps, weight_decay))
 
 
 class RMSprop(Optimizer):
-    """Object form of :func:`xpdl.optim.rmsprop`."""
+    """Object form of :func:`xpdl.optim.rmsprop`: ``step()`` applies it to the parameters'
+    ``.grad``.
+
+    Parameters
+    ----------
+    params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
+        What to optimise (see :class:`Optimizer`).
+    **settings
+        Those of :func:`xpdl.optim.rmsprop`, with the same defaults.
+    """
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
                  weight_decay=0.0):
@@ -255,7 +300,16 @@ class RMSprop(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """Object form of :func:`xpdl.optim.adagrad`."""
+    """Object form of :func:`xpdl.optim.adagrad`: ``step()`` applies it to the parameters'
+    ``.grad``.
+
+    Parameters
+    ----------
+    params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
+        What to optimise (see :class:`Optimizer`).
+    **settings
+        Those of :func:`xpdl.optim.adagrad`, with the same defaults.
+    """
 
     def __init__(self, params, lr=1e-2, eps=1e-10, weight_decay=0.0,
                  initial_accumulator_value=0.0):
