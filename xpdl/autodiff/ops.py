@@ -268,6 +268,7 @@ def _unary(prim):
         return apply(prim, x._xp, (x,))
 
     f.__name__ = prim.name
+    f.__doc__ = f"Elementwise ``{prim.name}``: a Tensor of the same shape."
     return f
 
 
@@ -420,6 +421,8 @@ def _sum_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
 
 
 def sum(x, axis=None, keepdims=False):  # noqa: A001
+    """Sum over ``axis`` (an int, a tuple or None for all), as
+    :func:`xpdl.functional.sum`."""
     return apply(_sum, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
 
 
@@ -439,6 +442,8 @@ def _mean_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
 
 
 def mean(x, axis=None, keepdims=False):
+    """Mean over ``axis`` (an int, a tuple or None for all), as
+    :func:`xpdl.functional.mean`."""
     return apply(_mean, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
 
 
@@ -476,6 +481,8 @@ def _reshape_vjp(xp, g, ins, out, saved, needs, shape):
 
 
 def reshape(x, shape):
+    """The same elements in a new shape (one entry may be -1); ``t.reshape(2, 3)`` and
+    ``t.reshape((2, 3))`` both work on a Tensor."""
     return apply(_reshape, x._xp, (x,), {"shape": tuple(shape)})
 
 
@@ -654,6 +661,7 @@ def _install():
     T.max = max
     T.reshape = lambda s, *shape: reshape(
         s, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+    T.reshape.__doc__ = reshape.__doc__
     T.T = property(transpose)
     T.mT = property(matrix_transpose)
     T.exp = exp

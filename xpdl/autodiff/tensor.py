@@ -134,22 +134,27 @@ class Tensor:
     # -- properties -------------------------------------------------------------------
     @property
     def shape(self):
+        """The array's shape, a tuple of ints."""
         return tuple(self.data.shape)
 
     @property
     def dtype(self):
+        """The array's dtype (of its namespace)."""
         return self.data.dtype
 
     @property
     def device(self):
+        """The array's device (of its namespace)."""
         return _ns.device_of(self.data)
 
     @property
     def ndim(self):
+        """Number of axes."""
         return self.data.ndim
 
     @property
     def size(self):
+        """Number of elements."""
         n = 1
         for s in self.data.shape:
             n *= s
@@ -162,6 +167,8 @@ class Tensor:
 
     @property
     def is_leaf(self):
+        """True unless the Tensor is the result of a recorded operation (user-made and
+        parameter Tensors are leaves; only leaves get ``.grad``)."""
         return self._prim is None
 
     def __len__(self):

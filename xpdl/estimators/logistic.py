@@ -79,6 +79,7 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
 
     @property
     def alpha(self):
+        """The L2 weight ``1 / C`` (read-only; set ``C``)."""
         return 1.0 / float(self.C)
 
     def _single_output(self):

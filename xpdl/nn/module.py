@@ -52,6 +52,8 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        """The computation, on Tensors or arrays (a subclass defines it; call the module
+        itself, ``model(x)``, rather than ``forward``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     # -- traversal --------------------------------------------------------------------
@@ -76,6 +78,7 @@ class Module:
         return [p for _, p in self.named_parameters()]
 
     def children(self):
+        """The direct sub-modules, in the order they were assigned."""
         return list(self._modules.values())
 
     def modules(self):
@@ -147,6 +150,7 @@ class Module:
         return self
 
     def extra_repr(self):
+        """The settings shown inside the module's ``repr`` (a subclass adds its own)."""
         return ""
 
     def __repr__(self):

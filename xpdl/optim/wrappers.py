@@ -62,6 +62,8 @@ class Optimizer:
 
     @property
     def param_names(self):
+        """The names of the optimised parameters (the keys of the state dict's entries), in
+        the order they were given."""
         return [n for n, _ in self._params]
 
     def zero_grad(self):
