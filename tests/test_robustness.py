@@ -91,6 +91,25 @@ def test_changed_architecture_on_a_warm_fit_is_a_clear_error(backend, change):
     assert m.predict_proba(X).shape == (X.shape[0], 3)
 
 
+def test_changed_dtype_on_a_warm_fit_is_a_clear_error(backend):
+    """set_params(dtype=...) then a warm fit kept training the parameters in the old dtype
+    without a word; now it is refused like a changed architecture (naming the model's own
+    dtype, or None, is no change)."""
+    X, y = _clf_data(backend)
+    m = xpdl.MLPClassifier((5,), max_iter=2, warm_start=True, random_state=0).fit(X, y)
+    cur = str(m.module_[0].weight.dtype).split(".")[-1]
+    other = "float32" if cur == "float64" else "float64"
+    before = [backend.to_numpy(p.data) for p in m.module_.parameters()]
+    with pytest.raises(ValueError, match=f"dtype changed from None to '{other}'.*are {cur}"):
+        m.set_params(dtype=other).fit(X, y)
+    for a, p in zip(before, m.module_.parameters()):
+        np.testing.assert_array_equal(a, backend.to_numpy(p.data))
+    for same in (cur, None):
+        m.set_params(dtype=same).fit(X, y)
+        assert str(m.module_[0].weight.dtype).split(".")[-1] == cur
+    assert m.n_iter_ == 6
+
+
 def test_a_new_learning_rate_keeps_the_optimizer_moments(backend):
     """warm_start with a changed learning rate equals an optimizer whose lr changed in
     place: the same parameters as torch.optim.Adam with param_group['lr'] set between."""

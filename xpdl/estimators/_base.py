@@ -566,6 +566,18 @@ class NetworkEstimator(BaseModel):
                 raise ValueError(f"xpdl: {k} changed from {old!r} to {new!r} since the model "
                                  f"was fitted; a warm start keeps the fitted network, so refit "
                                  f"from scratch (warm_start=False) to change it")
+        if changed.get("dtype", (None, None))[1] is not None:  # None: keep the model's
+            old, new = changed["dtype"]
+            try:
+                same = _ns.dtype_name(self._xp, new) == _ns.dtype_name(self._xp, self._dtype)
+            except TypeError:
+                same = False
+            if not same:
+                raise ValueError(f"xpdl: dtype changed from {old!r} to {new!r} since the model "
+                                 f"was fitted (its parameters are "
+                                 f"{_ns.dtype_name(self._xp, self._dtype)}); a warm start "
+                                 f"keeps the fitted network, so refit from scratch "
+                                 f"(warm_start=False) to change it")
         old = self.__dict__.get("_optimizer")
         if old is not None and ("learning_rate" in changed or
                                 {"optimizer", "solver"} & set(changed)):
