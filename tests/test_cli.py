@@ -71,10 +71,16 @@ def test_bad_arguments_exit_non_zero_without_traceback():
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
-def test_info_lists_backends(capsys):
+def test_info_lists_backends(capsys, recwarn):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "numpy" in text and "available" in text and "array_api_strict" in text
+    # only devices arrays can be made on: JAX's info listed None, torch's the meta device
+    # (with a UserWarning from the listing)
+    devices = [ln.split("devices: ")[1].split(", ") for ln in text.splitlines()
+               if "devices: " in ln]
+    assert devices and all(d and "None" not in d and "meta" not in d for d in devices)
+    assert not [w for w in recwarn if "device" in str(w.message)]
 
 
 def test_bench_prints_ratios(tmp_path, capsys):

@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -78,8 +79,11 @@ def cmd_info(args):
                 devs = [str(d) for d in s.__array_namespace_info__().devices()]
             else:
                 xp, _ = _namespace(b)
-                info = xp.__array_namespace_info__()
-                devs = [str(d) for d in info.devices()]
+                with warnings.catch_warnings():  # torch warns about device types it lists
+                    warnings.simplefilter("ignore")
+                    found = xp.__array_namespace_info__().devices()
+                # the devices arrays can live on (not JAX's None, not torch's data-less meta)
+                devs = [str(d) for d in found if d is not None and str(d) != "meta"]
             print(f"  {b:18} available; devices: {', '.join(devs)}")
         except Exception as exc:
             msg = str(exc).split(";")[0]
