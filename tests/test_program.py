@@ -142,6 +142,64 @@ def _compare(backend, act, loss, opt_name, dropout, weighted, steps=40, bs=32, l
     return step
 
 
+_LAYER_ACTS = [nn.ReLU, nn.Tanh, nn.Sigmoid, lambda: nn.LeakyReLU(0.1), nn.Identity]
+_LOSSES = ["cross_entropy", "cross_entropy_probs", "mse", "mae", "huber", "bce_logits"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_networks_replay_like_the_tape(backend, seed):
+    """Combinations the one-dimension tests above do not make: a random depth and width,
+    a different activation per layer, dropout on some layers, one of every optimizer and
+    loss, batches of changing size and a switch to eval mode and back (each records
+    again). The replayed step follows the tape: bit for bit on NumPy."""
+    r = np.random.default_rng(seed)
+    loss = _LOSSES[seed % len(_LOSSES)]
+    X, y, w, k = _batches(backend, loss, seed=seed)
+    widths = [5, *r.integers(2, 9, size=int(r.integers(1, 4))), k]
+    acts = r.integers(0, len(_LAYER_ACTS), size=len(widths))
+    drops = r.choice([0.0, 0.0, 0.3], size=len(widths))
+    opt_name = sorted(OPTIMIZERS)[seed % len(OPTIMIZERS)]
+
+    def net():
+        g = Generator(seed)
+        kw = dict(rng=g, xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+        layers = []
+        for i in range(len(widths) - 1):
+            layers.append(nn.Linear(int(widths[i]), int(widths[i + 1]), **kw))
+            if i < len(widths) - 2:
+                layers.append(_LAYER_ACTS[acts[i]]())
+                if drops[i]:
+                    layers.append(nn.Dropout(float(drops[i]), rng=g))
+        return nn.Sequential(*layers)
+
+    m1, m2 = net(), net()
+    o1, o2 = OPTIMIZERS[opt_name](m1), OPTIMIZERS[opt_name](m2)
+    fn = _loss(loss)
+    step = xpdl.compile_step(m1, fn, o1)
+    exact = backend.name == "numpy"
+    tol = dict(rtol=1e-12 if backend.is64 else 1e-5, atol=1e-13 if backend.is64 else 1e-6)
+    lo = 0
+    for i, size in enumerate([16, 16, 7, 16, 7, 7, 16, 16, 16, 16, 3, 16, 16]):
+        if i in (8, 10):
+            for m in (m1, m2):
+                m.eval() if i == 8 else m.train()
+        sl = slice(lo, lo + size)
+        lo = (lo + size) % 60
+        wb = w[sl] if seed % 2 else None
+        a = step(X[sl, ...], y[sl, ...], wb)
+        b = _eager_step(m2, fn, o2, X[sl, ...], y[sl, ...], wb)
+        if exact:
+            assert float(a) == float(b), (i, float(a), float(b))
+        else:
+            np.testing.assert_allclose(float(a), float(b), **tol)
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        if exact:
+            np.testing.assert_array_equal(backend.to_numpy(p1), backend.to_numpy(p2))
+        else:
+            np.testing.assert_allclose(backend.to_numpy(p1), backend.to_numpy(p2), **tol)
+    assert step.mode == "replay" and step.recordings >= 4
+
+
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
 def test_replay_equals_the_tape_for_every_optimizer(backend, opt_name):
     """40 steps (three batch shapes: 32, 32, 26) replayed against the eager tape: bit for bit
