@@ -212,6 +212,55 @@ def test_forged_values_out_of_range_are_value_errors(path, kind):
     assert type(xpdl.load(path)) is type(obj)
 
 
+def _paths(o, pre=()):
+    """Every key path into a JSON value (lists: their first four items)."""
+    if pre:
+        yield pre
+    if isinstance(o, dict):
+        for k, v in o.items():
+            yield from _paths(v, pre + (k,))
+    elif isinstance(o, list):
+        for i, v in enumerate(o[:4]):
+            yield from _paths(v, pre + (i,))
+
+
+_FUZZ_VALUES = [None, True, 0, 1, -1, 3, 10 ** 12, 2 ** 64, -10 ** 9, 0.5, float("nan"),
+                float("inf"), "", "x", "relu", [], [1], [10 ** 9], [[1, 2, 3]], {},
+                {"type": "Linear"}, ["a", "a"], KeyError]
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor", "module"])
+def test_fuzzed_metadata_loads_or_raises_value_error(path, kind):
+    """Any single edit of a valid file's metadata (any key path, a value of any JSON type
+    or a removed key; the checksum recomputed, as an attacker can) either loads into a
+    model that predicts, or raises ValueError: never another exception, at load or at
+    the first predict. The first run of this harness found the cases of
+    test_forged_values_out_of_range_are_value_errors."""
+    X, y = _data()
+    if kind == "module":
+        obj = nn.Sequential(nn.Linear(4, 3, rng=0), nn.Dropout(0.1), nn.ReLU())
+    elif kind == "classifier":
+        obj = xpdl.MLPClassifier((5,), max_iter=2, random_state=0, dropout=0.1,
+                                 early_stopping=True).fit(X, y)
+    else:
+        obj = xpdl.MLPRegressor((5,), max_iter=2, random_state=0).fit(X, y * 1.0)
+    xpdl.save(obj, path)
+    arrays, meta = _parts(path)
+    paths = list(_paths(meta))
+    r = np.random.default_rng(0)
+    for _ in range(150):
+        where = paths[r.integers(len(paths))]
+        value = _FUZZ_VALUES[r.integers(len(_FUZZ_VALUES))]
+        if value is KeyError and isinstance(where[-1], int):
+            continue
+        _forge(path, arrays, _edit(meta, where, value))
+        try:
+            back = xpdl.load(path)
+            back.predict(X) if kind != "module" else back(X)
+        except ValueError:
+            pass
+
+
 def test_optimizer_counters_must_be_non_negative_integers(backend):
     """load_state_dict refuses a step count that is a float, negative, a bool or not a
     number (it turned 2.5 into 2 and raised OverflowError on inf), and an array entry that
