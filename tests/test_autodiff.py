@@ -281,6 +281,26 @@ def test_grad_rejects_bad_functions(backend):
         xpdl.grad(lambda t: t.sum(), argnums=3)(x)
 
 
+def test_grad_inside_grad_is_refused_not_silently_zero(backend):
+    """grad(lambda x: grad(f)(x).sum()) gave zeros (the inner grad took x's value, so the
+    outer function returned a constant) where the second derivative is 6x; higher-order
+    derivatives are not supported, so it is an error now. A detached inner gradient is a
+    constant on purpose, and a parameter Tensor at the top level is differentiated at its
+    value as before."""
+    x = backend.asarray(np.array([1.0, 2.0]))
+    inner = xpdl.grad(lambda t: (t ** 3).sum())
+    with pytest.raises(NotImplementedError, match="higher-order"):
+        xpdl.grad(lambda t: inner(t).sum())(x)
+    with pytest.raises(NotImplementedError, match="higher-order"):
+        xpdl.value_and_grad(lambda t: (t * inner(t)).sum())(x)
+    # d/dx sum(x * c) with c = 3 x0**2 held constant: c
+    got = xpdl.grad(lambda t: (t * Tensor(inner(t.detach()))).sum())(x)
+    np.testing.assert_allclose(backend.to_numpy(got), [3.0, 12.0])
+    w = Tensor(x, requires_grad=True)
+    np.testing.assert_allclose(backend.to_numpy(inner(w)), [3.0, 12.0])
+    np.testing.assert_allclose(backend.to_numpy(inner(x)), [3.0, 12.0])  # depth back to 0
+
+
 def test_integer_tensor_cannot_require_grad(backend):
     with pytest.raises(TypeError, match="floating"):
         Tensor(backend.asarray(np.array([1, 2]), dtype=backend.xp.int64), requires_grad=True)

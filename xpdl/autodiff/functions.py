@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import functools
+import threading
 
 from .. import _namespace as _ns
 from . import ops as _ops  # noqa: F401  (installs the operators on Tensor)
 from .tensor import Tensor, enable_grad, no_grad
+
+
+class _Depth(threading.local):
+    n = 0  # value_and_grad calls running their function, in this thread
+
+
+_depth = _Depth()
 
 
 def _argnums_tuple(argnums, nargs):
@@ -50,6 +58,15 @@ def value_and_grad(fun, argnums=0):
     @functools.wraps(fun)
     def wrapped(*args, **kwargs):
         single, nums = _argnums_tuple(argnums, len(args))
+        if _depth.n and any(isinstance(args[i], Tensor) and args[i].requires_grad
+                            for i in nums):
+            # inside another grad's function, this argument is on that grad's tape: taking
+            # its value here would cut the outer derivative off (silently zero)
+            raise NotImplementedError(
+                "xpdl: grad inside the function of another grad (a higher-order derivative) "
+                "is not supported: xpdl's VJPs run on raw arrays, so the inner gradient "
+                "would be a constant to the outer one. Differentiate once, or pass "
+                "x.detach() to take the inner gradient at x's value as a constant")
         datas = [args[i].data if isinstance(args[i], Tensor) else args[i] for i in nums]
         _ns.get_namespace_and_device(*datas)
         call = list(args)
@@ -61,8 +78,12 @@ def value_and_grad(fun, argnums=0):
             t = Tensor(d, requires_grad=True)
             call[i] = t
             leaves.append(t)
-        with enable_grad():
-            out = fun(*call, **kwargs)
+        _depth.n += 1
+        try:
+            with enable_grad():
+                out = fun(*call, **kwargs)
+        finally:
+            _depth.n -= 1
         if _ns.is_array(out):  # a plain array does not depend on the inputs
             out = Tensor(out)
         if not isinstance(out, Tensor):
