@@ -47,7 +47,7 @@ import warnings
 import weakref
 
 from .. import _namespace as _ns
-from .tensor import Tensor, _mode, enable_grad, unbroadcast
+from .tensor import Tensor, _mode, _written, enable_grad, unbroadcast
 
 __all__ = ["compile_step", "CompiledStep"]
 
@@ -579,6 +579,7 @@ class _Flat:
             if g is not gv:
                 gv[...] = g
             p.grad = gv
+        _written(params)
         self.stepper(c)
 
 
@@ -781,6 +782,7 @@ class CompiledStep:
         for p, a, g in zip(params, new_params, grads):
             p.data = a
             p.grad = g
+        _written(params)
         return loss
 
     def _graph_replay(self, prog, plan, flat, xp, inputs, params):

@@ -112,7 +112,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_xp", "_parents", "_prim", "_attrs",
-                 "_saved", "_seq", "_mark", "_g", "_own", "_retain", "__weakref__")
+                 "_saved", "_seq", "_mark", "_g", "_own", "_retain", "_wseq", "__weakref__")
     # Let NumPy/CuPy/torch arrays on the left of an operator defer to us.
     __array_priority__ = 1000.0
     __array_ufunc__ = None
@@ -276,6 +276,7 @@ def _fill(t, data, xp):
     t._g = None
     t._own = False  # True when xpdl allocated data (it may then be updated in place)
     t._retain = False
+    t._wseq = 0  # when xpdl last changed ``data`` (an optimizer step): see _written
 
 
 def _wrap(data, xp) -> Tensor:
@@ -365,6 +366,16 @@ _next_seq = itertools.count().__next__
 _by_seq = attrgetter("_seq")
 
 
+def _written(tensors):
+    """Mark ``tensors`` (parameters) as changed now, on the creation clock: a graph
+    recorded before reads their new values at ``backward`` (the VJPs read the parents'
+    ``data`` then), so its ``backward`` refuses instead of computing wrong gradients, as
+    PyTorch's version counters make it refuse."""
+    s = _next_seq()
+    for t in tensors:
+        t._wseq = s
+
+
 def _toposort(root):
     """Tensors reachable from ``root`` through recorded nodes, parents before children.
 
@@ -421,6 +432,14 @@ def _run_backward(root, grad, retain_graph=False):
                 continue
             parents = node._parents
             datas = [p.data if p.__class__ is Tensor else p for p in parents]
+            for p in parents:
+                if p.__class__ is Tensor and p._wseq > node._seq:
+                    raise RuntimeError(
+                        f"xpdl: a parameter this gradient needs (shape {p.shape}) was "
+                        f"updated after the forward pass that used it (an optimizer step, "
+                        f"load_state_dict or .to() between the forward and this backward); "
+                        f"its gradient would be computed from the new values. Run the "
+                        f"forward again after the update")
             needs = [p.__class__ is Tensor and p.requires_grad for p in parents]
             grads = prim.vjp(xp, g, datas, node.data, node._saved, needs, **node._attrs)
             if rec is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import _namespace as _ns
-from ..autodiff.tensor import Tensor
+from ..autodiff.tensor import Tensor, _written
 
 
 def parameter(data) -> Tensor:
@@ -120,6 +120,7 @@ class Module:
         for (_, p, _), a in zip(todo, new):
             p.data = p.xp.asarray(a, copy=True)
             p.grad = None
+        _written([p for _, p, _ in todo])
         return self
 
     # -- modes and placement ----------------------------------------------------------
@@ -147,6 +148,7 @@ class Module:
             p.data = new
             p._xp = _ns.array_namespace(new)
             p.grad = None
+        _written(self.parameters())
         return self
 
     def extra_repr(self):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 
 from .. import _namespace as _ns
-from ..autodiff.tensor import Tensor
+from ..autodiff.tensor import Tensor, _written
 from . import _fused, alias
 
 __all__ = ["Optimizer", "SGD", "GD", "Adam", "AdamW", "RMSprop", "Adagrad"]
@@ -92,6 +92,7 @@ class Optimizer:
         self._follow_parameters(live[0][1])
         inplace = _ns.supports_inplace(xp)
         fused = getattr(self.transform, "fused", None)
+        _written([p for _, p in live])
         if fused is not None and self.use_fused and _fused.supported(xp):
             self.state = fused(params, grads, self.state, self._scratch_for(params))
             return
