@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from xpdl import datasets
+from xpdl.datasets import make_classification, make_regression
 
 
 def test_load_digits_is_bundled_and_placed(backend):
@@ -36,3 +38,25 @@ def test_generators_are_seeded_and_backend_independent(backend):
     assert X.shape == (30, 5) and y.shape == (30,)
     Xr, yr = datasets.make_regression(30, 5, noise=0.1, random_state=2)
     np.testing.assert_array_equal(backend.to_numpy(y), yr)
+
+
+@pytest.mark.parametrize("call,match", [
+    # each made an empty or shapeless data set, or failed inside NumPy (AxisError,
+    # "negative dimensions") instead of naming the argument
+    (lambda: make_classification(0, 3), "n_samples must be an int >= 1"),
+    (lambda: make_classification(-1, 3), "n_samples must be an int >= 1"),
+    (lambda: make_classification(10.5, 3), "n_samples must be an int >= 1"),
+    (lambda: make_classification(True, 3), "n_samples must be an int >= 1"),
+    (lambda: make_classification(10, 0), "n_features must be an int >= 1"),
+    (lambda: make_classification(10, 3, n_classes=1), "n_classes must be an int >= 2"),
+    (lambda: make_classification(3, 2, n_classes=5), "n_samples >= n_classes"),
+    (lambda: make_classification(10, 2, class_sep=float("nan")), "class_sep"),
+    (lambda: make_regression(10, 3, noise=-1.0), "noise must be a finite number >= 0"),
+    (lambda: make_regression(10, 3, n_targets=0), "n_targets must be an int >= 1"),
+    (lambda: make_regression(10, 3, bias=float("inf")), "bias must be a finite number"),
+])
+def test_generators_name_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+    X, y = make_classification(np.int64(6), 2, n_classes=3)  # NumPy ints are counts
+    assert X.shape == (6, 2) and sorted(np.unique(y)) == [0, 1, 2]

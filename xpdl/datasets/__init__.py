@@ -8,6 +8,8 @@ the same data on every backend.
 
 from __future__ import annotations
 
+import math
+import numbers
 from importlib import resources
 
 import numpy as np
@@ -26,6 +28,21 @@ def _place(X, y, xp, device, dtype, y_dtype=None):
     Xd = from_host(X, xp, device=device, dtype=fdt)
     yd = from_host(y, xp, device=device, dtype=fdt if y_dtype is None else getattr(xp, y_dtype))
     return Xd, yd
+
+
+def _count(name, v, low=1):
+    """``v`` as an int of at least ``low``, else a ``ValueError`` naming it."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+        raise ValueError(f"xpdl: {name} must be an int >= {low}, got {v!r}")
+    return int(v)
+
+
+def _real(name, v, low=None):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or \
+            (low is not None and v < low):
+        raise ValueError(f"xpdl: {name} must be a finite number" +
+                         (f" >= {low}" if low is not None else "") + f", got {v!r}")
+    return float(v)
 
 
 def load_digits(*, xp=None, device=None, dtype=None):
@@ -69,6 +86,9 @@ def make_regression(n_samples=100, n_features=10, *, n_targets=1, noise=0.0, bia
     X : array of shape (n_samples, n_features)
     y : array of shape (n_samples,) or (n_samples, n_targets)
     """
+    n_samples, n_features = _count("n_samples", n_samples), _count("n_features", n_features)
+    n_targets = _count("n_targets", n_targets)
+    noise, bias = _real("noise", noise, low=0.0), _real("bias", bias)
     g = Generator(random_state)
     X = g.normal((n_samples, n_features))
     w = g.uniform((n_features, n_targets), low=-10, high=10)
@@ -87,8 +107,12 @@ def make_classification(n_samples=100, n_features=10, *, n_classes=2, class_sep=
     X : array of shape (n_samples, n_features)
     y : array of shape (n_samples,) with labels ``0..n_classes-1`` (int64), balanced.
     """
-    if n_classes < 2:
-        raise ValueError("xpdl: make_classification needs n_classes >= 2")
+    n_classes = _count("n_classes", n_classes, low=2)
+    n_samples, n_features = _count("n_samples", n_samples), _count("n_features", n_features)
+    if n_samples < n_classes:
+        raise ValueError(f"xpdl: make_classification needs n_samples >= n_classes (one "
+                         f"sample per class at least), got {n_samples} < {n_classes}")
+    class_sep = _real("class_sep", class_sep, low=0.0)
     g = Generator(random_state)
     centres = g.normal((n_classes, n_features), scale=class_sep)
     y = np.arange(n_samples) % n_classes
