@@ -165,3 +165,9 @@ def test_explain_rejects_bad_targets_inputs_and_baselines(backend):
         integrated_gradients(m, backend.asarray(bad))
     with pytest.raises(ValueError, match="baseline must have shape"):
         integrated_gradients(m, Xb, baseline=backend.asarray(np.zeros(5)))
+    # counts are ints >= 1 (2.5 steps and True repeats were run as int(2.5) and 1)
+    for bad_n in (0, 2.5, True):
+        with pytest.raises(ValueError, match="n_steps must be an int >= 1"):
+            integrated_gradients(m, Xb, n_steps=bad_n)
+        with pytest.raises(ValueError, match="n_repeats must be an int >= 1"):
+            permutation_importance(m, X, _fitted(backend)[2], n_repeats=bad_n)

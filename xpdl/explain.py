@@ -157,8 +157,8 @@ def integrated_gradients(model, X, target=None, baseline=None, n_steps=50,
     attributions : array of shape (n_samples, n_features)
     delta : array of shape (n_samples,), if ``return_delta``
     """
-    if int(n_steps) < 1:
-        raise ValueError("xpdl.explain: n_steps must be at least 1")
+    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1:
+        raise ValueError(f"xpdl.explain: n_steps must be an int >= 1, got {n_steps!r}")
     f = _callable(model)
     X, xp, dev = _check_X(X, model)
     n, p = X.shape
@@ -216,8 +216,8 @@ def permutation_importance(estimator, X, y, *, n_repeats=5, random_state=None,
         ``importances_mean`` (n_features,), ``importances_std`` (n_features,) and
         ``importances`` (n_features, n_repeats): arrays of ``X``'s namespace on its device.
     """
-    if int(n_repeats) < 1:
-        raise ValueError("xpdl.explain: n_repeats must be at least 1")
+    if isinstance(n_repeats, bool) or not isinstance(n_repeats, numbers.Integral) or n_repeats < 1:
+        raise ValueError(f"xpdl.explain: n_repeats must be an int >= 1, got {n_repeats!r}")
     X = _ns.as_input_array(X, "X")
     xp, dev = _ns.get_namespace_and_device(X)
     if X.ndim != 2:
