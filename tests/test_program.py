@@ -388,6 +388,37 @@ def test_a_step_computing_outside_xpdl_stays_eager_with_a_warning(backend):
     assert step.mode.startswith("eager (")
 
 
+def test_gradients_of_tensors_the_optimizer_does_not_own(backend):
+    """A layer that requires grad but is not given to the optimizer gets a gradient from
+    the tape every step (accumulating, as in PyTorch); a replay writes only the
+    optimizer's parameters. Such a step used to give up at its second recording with a
+    message about values computed outside xpdl; it stays eager from the first, naming
+    the Tensor and the two fixes, its numbers and the outside gradient the tape's. Frozen
+    (requires_grad=False), the same model replays."""
+    X, y, w, k = _batches(backend, "cross_entropy")
+    m1, m2 = _net(backend, "relu", k), _net(backend, "relu", k)
+    own = [m1[0].weight, m1[0].bias, m1[2].weight, m1[2].bias]  # not the last layer
+    o1 = optim.SGD(own, lr=0.05)
+    o2 = optim.SGD([m2[0].weight, m2[0].bias, m2[2].weight, m2[2].bias], lr=0.05)
+    step = xpdl.compile_step(m1, lambda out, t: L.cross_entropy(out, t), o1)
+    with pytest.warns(RuntimeWarning, match=r"not one of the optimizer's parameters.*"
+                                            r"requires_grad = False"):
+        for i in range(4):
+            Xb, yb = X[i * 20:(i + 1) * 20, ...], y[i * 20:(i + 1) * 20, ...]
+            a = step(Xb, yb)
+            b = _eager_step(m2, lambda out, t: L.cross_entropy(out, t), o2, Xb, yb, None)
+            np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+    assert step.mode.startswith("eager (") and step.recordings == 1
+    np.testing.assert_allclose(backend.to_numpy(m1[4].weight.grad),
+                               backend.to_numpy(m2[4].weight.grad), rtol=1e-6)
+    for p in (m1[4].weight, m1[4].bias):
+        p.requires_grad = False
+    frozen = xpdl.compile_step(m1, lambda out, t: L.cross_entropy(out, t), o1)
+    for _ in range(3):
+        frozen(X[:20, ...], y[:20, ...])
+    assert frozen.mode == "replay"
+
+
 @pytest.mark.parametrize("how", ["float", "bool", "item"])
 def test_a_branch_on_a_tensor_value_keeps_the_step_eager(backend, how):
     """A loss that branches on a Tensor's value: the first two batches take one branch, a

@@ -68,6 +68,7 @@ class _Recorder:
         self.seed = None  # the slot of backward's initial gradient (ones)
         self.random = False
         self.why_opaque = None
+        self.param_ids = None  # ids of the optimizer's parameters (set by the step)
 
     def new_slot(self, obj):
         s = self.n
@@ -116,6 +117,14 @@ class _Recorder:
 
     def on_seed(self, grad):
         self.seed = self.ref(grad)
+
+    def on_leaf(self, t):
+        """A leaf Tensor gets a gradient: a replay writes only the optimizer's parameters'
+        (a frozen layer should not require grad)."""
+        if self.param_ids is not None and id(t) not in self.param_ids:
+            self.opaque(f"a Tensor of shape {t.shape} that requires grad but is not one of "
+                        f"the optimizer's parameters gets a gradient (freeze it with "
+                        f"requires_grad = False, or give it to the optimizer)")
 
     def on_vjp(self, prim, datas, out, saved, g, needs, attrs, grads):
         xp = self.xp
@@ -689,6 +698,7 @@ class CompiledStep:
         rec = _Recorder(xp)
         input_slots = [None if a is None else rec.new_slot(a) for a in inputs]
         param_slots = [rec.new_slot(p.data) for p in params]
+        rec.param_ids = {id(p) for p in params}
         with rec:
             loss = self._forward_backward(inputs, params)
         self.recordings += 1

@@ -415,6 +415,8 @@ def _run_backward(root, grad, retain_graph=False):
                     rec.opaque("retain_grad() inside a compiled step")
             prim = node._prim
             if prim is None:
+                if rec is not None:
+                    rec.on_leaf(node)
                 if g.dtype != node.data.dtype:
                     g2 = xp.astype(g, node.data.dtype)
                     if rec is not None:
