@@ -940,6 +940,10 @@ def compile_step(model, loss_fn, optimizer):
         ``.data`` inside a compiled step.
     optimizer : xpdl.optim.Optimizer
         Holds the parameters; its :meth:`~xpdl.optim.Optimizer.step` applies the update.
+        Every Tensor of the model that requires grad should be among them: one that is
+        not (a layer left out but not frozen with ``requires_grad = False``) gets a
+        gradient on the tape that a replay would not write, so the step stays eager with
+        a warning naming it.
 
     Returns
     -------
