@@ -388,6 +388,33 @@ def test_a_step_computing_outside_xpdl_stays_eager_with_a_warning(backend):
     assert step.mode.startswith("eager (")
 
 
+@pytest.mark.parametrize("seed_kind", ["int", "generator"])
+def test_functional_dropout_replays_like_the_tape(backend, seed_kind):
+    """F.dropout(h, p, rng=0) draws the same mask on every call (an int seeds a new
+    generator each time); the recording kept the generator it made, so a replay drew new
+    masks and its losses left the tape's from the third step. A Generator's draws
+    continue on both."""
+    X, y, w, k = _batches(backend, "mse")
+    kw = dict(xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+
+    def make():
+        lin = nn.Linear(5, k, rng=0, **kw)
+        rng = 0 if seed_kind == "int" else Generator(3)
+        return lin, (lambda a: F.dropout(lin(a), 0.5, rng=rng))
+
+    (l1, m1), (l2, m2) = make(), make()
+    o1, o2 = optim.SGD([l1.weight, l1.bias], lr=0.1), optim.SGD([l2.weight, l2.bias], lr=0.1)
+    step = xpdl.compile_step(m1, lambda out, t: L.mse(out, t), o1)
+    tol = dict(rtol=1e-12 if backend.is64 else 1e-5)
+    for i in range(6):
+        Xb, yb = X[i * 10:(i + 1) * 10, ...], y[i * 10:(i + 1) * 10, ...]
+        a = step(Xb, yb)
+        b = _eager_step(m2, lambda out, t: L.mse(out, t), o2, Xb, yb, None)
+        np.testing.assert_allclose(float(a), float(b), **tol)
+    assert step.mode == "replay"
+    np.testing.assert_allclose(backend.to_numpy(l1.weight), backend.to_numpy(l2.weight), **tol)
+
+
 def test_gradients_of_tensors_the_optimizer_does_not_own(backend):
     """A layer that requires grad but is not given to the optimizer gets a gradient from
     the tape every step (accumulating, as in PyTorch); a replay writes only the

@@ -296,7 +296,9 @@ def _dropout(xp, d, p, rng):
     if p == 1.0:
         mask = xp.zeros(d.shape, dtype=d.dtype, device=_ns.device_of(d))
     else:
-        host = rng.bernoulli(1.0 - p, tuple(d.shape)) * (1.0 / (1.0 - p))
+        # ``rng`` as the caller gave it: an int seed makes a new generator on every call,
+        # a replay included (the same mask each step, as on the tape)
+        host = as_generator(rng).bernoulli(1.0 - p, tuple(d.shape)) * (1.0 / (1.0 - p))
         mask = _ns.from_host(host, xp, device=_ns.device_of(d), dtype=d.dtype)
     return d * mask, mask
 
@@ -316,15 +318,18 @@ def dropout(x, p, *, rng, training=True):
     p : float in [0, 1]
     rng : int or xpdl.random.Generator
         Where the mask comes from (drawn on the host, moved to ``x``'s device; a replayed
-        step draws again, in the same order).
+        step draws again, in the same order). A Generator's draws continue from call to
+        call; an int seeds a new generator on every call, so every call with it draws the
+        same mask (pass a Generator, or use :class:`xpdl.nn.Dropout`, for fresh masks).
     training : bool, default True
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"xpdl: dropout probability must be in [0, 1], got {p}")
+    as_generator(rng)  # a TypeError now for anything else than a seed or a Generator
     t, plain = _one(x)
     if not training or p == 0.0:
         return x
-    return _out(apply(_dropout, t._xp, (t,), {"p": p, "rng": as_generator(rng)}), plain)
+    return _out(apply(_dropout, t._xp, (t,), {"p": p, "rng": rng}), plain)
 
 
 # -- elementwise and structural wrappers -----------------------------------------------
