@@ -937,7 +937,10 @@ def compile_step(model, loss_fn, optimizer):
         from it. Values computed from raw arrays (``t.data`` with ``xp``) are not seen:
         the step stays eager when its two first recordings differ, but a branch on them
         that only a later batch takes would replay the recorded one; do not branch on
-        ``.data`` inside a compiled step.
+        ``.data`` inside a compiled step. Python numbers the step reads from outside (a
+        loss weight annealed by epoch) are constants of the recording, as under
+        ``jax.jit``: one that changes after the first two steps is not seen; make a new
+        step with :func:`compile_step` when it changes.
     optimizer : xpdl.optim.Optimizer
         Holds the parameters; its :meth:`~xpdl.optim.Optimizer.step` applies the update.
         Every Tensor of the model that requires grad should be among them: one that is
