@@ -914,3 +914,25 @@ def test_a_batch_from_another_namespace_is_refused_after_replay(backend):
         else:
             np.testing.assert_array_equal(state[k_], backend.to_numpy(v))
     assert float(step(X[:20, ...], y[:20, ...])) >= 0  # and it still trains
+
+
+def test_whole_fits_match_the_release_before_the_engine():
+    # #15.3: a whole fit's probabilities (float64) against the last commit before the
+    # engine (the hand-written fused step an independent implementation), within 1e-8;
+    # the tool checks it out into a temporary worktree and fits in both trees
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tool = root / "tools" / "compare_release.py"
+    if shutil.which("git") is None or subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--verify", "-q", "3e5d517~1^{commit}"],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs the git history (the commit before the engine)")
+    res = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "largest difference" in res.stdout
+    assert res.stdout.count("\n") >= 10  # a line for each of the eight fits
