@@ -114,3 +114,26 @@ def test_as_generator():
         as_generator(np.random.default_rng(0))
     with pytest.raises(ValueError, match="seed"):
         Generator(-1)
+
+
+@pytest.mark.parametrize("axis,keepdims", [(None, False), (None, True), (0, False), (1, True),
+                                           ((0, 2), False), (-1, True)])
+def test_sum_of_and_max_of_are_the_namespace_reductions(backend, rng, axis, keepdims):
+    # NumPy takes the ufunc reduction without np.sum's Python layers: the same bits as
+    # np.sum / np.max; every other namespace its own xp.sum / xp.max
+    h = rng.standard_normal((3, 4, 5))
+    x = backend.asarray(h)
+    for got, ref in ((ns.sum_of(backend.xp, x, axis=axis, keepdims=keepdims),
+                      np.sum(h, axis=axis, keepdims=keepdims)),
+                     (ns.max_of(backend.xp, x, axis=axis, keepdims=keepdims),
+                      np.max(h, axis=axis, keepdims=keepdims))):
+        got = backend.to_numpy(got)
+        assert got.shape == np.shape(ref)
+        if backend.name == "numpy":
+            np.testing.assert_array_equal(got, ref)
+        else:
+            np.testing.assert_allclose(got, ref, rtol=backend.rtol, atol=backend.rtol)
+    g = backend.asarray(h[:, :, 0])
+    out = ns.sum0_into(backend.xp, g)
+    np.testing.assert_allclose(backend.to_numpy(out), h[:, :, 0].sum(axis=0),
+                               rtol=backend.rtol)

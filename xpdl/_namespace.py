@@ -297,6 +297,33 @@ def sumsq(xp, v):
     return xp.vecdot(v, v) if is_cupy(xp) else v @ v
 
 
+_UFUNC_REDUCE: dict = {}
+
+
+def _ufunc_reduce(xp):
+    ok = _UFUNC_REDUCE.get(id(xp))
+    if ok is None:
+        ok = _UFUNC_REDUCE[id(xp)] = is_numpy(xp)
+    return ok
+
+
+def sum_of(xp, a, axis=None, keepdims=False):
+    """``xp.sum(a, axis=axis, keepdims=keepdims)``. On NumPy it calls ``np.add.reduce``,
+    which is what ``np.sum`` calls after its Python layers (about 2.5 us a call: 5% of a
+    64-128-128-10 training step for its seven sums and maxima), so the numbers are the same."""
+    if _ufunc_reduce(xp):
+        return np.add.reduce(a, axis=axis, keepdims=keepdims)
+    return xp.sum(a, axis=axis, keepdims=keepdims)
+
+
+def max_of(xp, a, axis=None, keepdims=False):
+    """``xp.max(a, axis=axis, keepdims=keepdims)``; ``np.maximum.reduce`` on NumPy (as
+    :func:`sum_of`)."""
+    if _ufunc_reduce(xp):
+        return np.maximum.reduce(a, axis=axis, keepdims=keepdims)
+    return xp.max(a, axis=axis, keepdims=keepdims)
+
+
 def matmul_into(xp, a, b, out=None):
     """``a @ b``, written into ``out`` when given (an array of :func:`native_module`'s
     module, which then exists): the same BLAS call either way."""
@@ -305,6 +332,8 @@ def matmul_into(xp, a, b, out=None):
 
 def sum0_into(xp, a, out=None):
     """``xp.sum(a, axis=0)``, written into ``out`` when given (as :func:`matmul_into`)."""
+    if _ufunc_reduce(xp):  # (see sum_of)
+        return np.add.reduce(a, axis=0, out=out)
     return xp.sum(a, axis=0) if out is None else native_module(xp).sum(a, axis=0, out=out)
 
 

@@ -159,7 +159,7 @@ def softplus(x, beta=1.0, threshold=20.0):
 
 
 def _stable_max(xp, d, axis):
-    m = xp.max(d, axis=axis, keepdims=True)
+    m = _ns.max_of(xp, d, axis=axis, keepdims=True)
     # A slice of all -inf would give nan from (-inf) - (-inf); shift by 0 there instead.
     return xp.where(xp.isfinite(m), m, _ns.lit(xp, 0.0, m))
 
@@ -167,12 +167,12 @@ def _stable_max(xp, d, axis):
 @primitive("softmax")
 def _softmax(xp, d, axis):
     e = xp.exp(d - _stable_max(xp, d, axis))
-    return e / xp.sum(e, axis=axis, keepdims=True)
+    return e / _ns.sum_of(xp, e, axis=axis, keepdims=True)
 
 
 @_softmax.defvjp
 def _softmax_vjp(xp, g, ins, out, saved, needs, axis):
-    return (out * (g - xp.sum(g * out, axis=axis, keepdims=True)),)
+    return (out * (g - _ns.sum_of(xp, g * out, axis=axis, keepdims=True)),)
 
 
 def softmax(x, axis=-1):
@@ -186,12 +186,12 @@ def softmax(x, axis=-1):
 @primitive("log_softmax")
 def _log_softmax(xp, d, axis):
     z = d - _stable_max(xp, d, axis)
-    return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+    return z - xp.log(_ns.sum_of(xp, xp.exp(z), axis=axis, keepdims=True))
 
 
 @_log_softmax.defvjp
 def _log_softmax_vjp(xp, g, ins, out, saved, needs, axis):
-    return (g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),)
+    return (g - xp.exp(out) * _ns.sum_of(xp, g, axis=axis, keepdims=True),)
 
 
 def log_softmax(x, axis=-1):
@@ -206,7 +206,7 @@ def log_softmax(x, axis=-1):
 @primitive("logsumexp", saves=True)
 def _logsumexp(xp, d, axes, keepdims):
     m = _stable_max(xp, d, axes)
-    outk = xp.log(xp.sum(xp.exp(d - m), axis=axes, keepdims=True)) + m
+    outk = xp.log(_ns.sum_of(xp, xp.exp(d - m), axis=axes, keepdims=True)) + m
     out = outk if keepdims else xp.reshape(
         outk, tuple(s for i, s in enumerate(d.shape) if i not in axes))
     return out, outk

@@ -61,7 +61,7 @@ def _elementwise(xp, p, t, pointwise, reduction, kw):
     value, dvalue = pointwise(xp, p, _as_float(t, p.dtype, xp), **kw)
     if reduction == "none":
         return value, dvalue
-    out = xp.sum(value)
+    out = _ns.sum_of(xp, value)
     if reduction == "mean":
         out = out / _size(p)
     return out, dvalue
@@ -264,14 +264,14 @@ def _cross_entropy(xp, x, t, reduction, indices):
         tsum = None  # one-hot rows sum to 1
     else:
         tt = _as_float(t, x.dtype, xp)
-        tsum = xp.sum(tt, axis=1, keepdims=True)
-    m = xp.max(x, axis=1, keepdims=True)
+        tsum = _ns.sum_of(xp, tt, axis=1, keepdims=True)
+    m = _ns.max_of(xp, x, axis=1, keepdims=True)
     z = x - m
     e = xp.exp(z)
-    se = xp.sum(e, axis=1, keepdims=True)
-    per = -xp.sum(tt * (z - xp.log(se)), axis=1)
+    se = _ns.sum_of(xp, e, axis=1, keepdims=True)
+    per = -_ns.sum_of(xp, tt * (z - xp.log(se)), axis=1)
     if reduction != "none":
-        per = xp.sum(per)
+        per = _ns.sum_of(xp, per)
         if reduction == "mean":
             per = per / n
     return per, (e, se, tt, tsum)

@@ -411,7 +411,7 @@ def _expand(g, shape, axes, keepdims, xp):
 
 @primitive("sum", vjp_reads=_G_ONLY)
 def _sum(xp, d, axis=None, keepdims=False):
-    return xp.sum(d, axis=axis, keepdims=keepdims)
+    return _ns.sum_of(xp, d, axis=axis, keepdims=keepdims)
 
 
 @_sum.defvjp
@@ -449,7 +449,7 @@ def mean(x, axis=None, keepdims=False):
 
 @primitive("max")
 def _max(xp, d, axis=None, keepdims=False):
-    return xp.max(d, axis=axis, keepdims=keepdims)
+    return _ns.max_of(xp, d, axis=axis, keepdims=keepdims)
 
 
 @_max.defvjp
