@@ -57,8 +57,10 @@ def test_bad_inputs_name_the_problem(backend, make):
     with pytest.raises(ValueError, match="negative"):
         make().fit(X, y, sample_weight=backend.asarray(-np.ones(len(yh))))
     if est._is_classifier:
-        with pytest.raises(ValueError, match="only one class"):
+        with pytest.raises(ValueError, match=r"only one class \(0\)"):
             make().fit(X, backend.asarray(np.zeros(len(yh)), dtype=backend.xp.int64))
+        with pytest.raises(ValueError, match=r"only one class \('cat'\)"):
+            make().fit(Xh, np.array(["cat"] * len(yh)))
         with pytest.raises(ValueError, match="continuous"):
             make().fit(X, backend.asarray(yh + 0.5))
     else:

@@ -270,6 +270,7 @@ def validate_y_classification(est, y, n, *, reset, classes=None, unseen_as_miss=
     if reset:
         if uniq.shape[0] < 2:
             c = _ns.host_asarray(uniq)[0]
+            c = c.item() if hasattr(c, "item") else c  # 0 or 'a', not np.int64(0)
             raise ValueError(f"xpdl: y has only one class ({c!r}); a classifier needs "
                              f"samples of at least two classes")
         est.classes_ = uniq
