@@ -933,6 +933,8 @@ def test_whole_fits_match_the_release_before_the_engine():
         pytest.skip("needs the git history (the commit before the engine)")
     res = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True,
                          timeout=600)
+    if res.returncode == 2:
+        pytest.skip(f"the release before the engine does not run here: {res.stdout[-300:]}")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "largest difference" in res.stdout
     assert res.stdout.count("\n") >= 10  # a line for each of the eight fits
