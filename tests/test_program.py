@@ -366,6 +366,66 @@ def test_guards_record_again_on_shape_mode_and_requires_grad_changes(backend):
     np.testing.assert_array_equal(backend.to_numpy(first), before)
 
 
+def _move(backend):
+    """``(change, device)``: the move a model gets halfway through training, and the device
+    of the batches after it. float64 -> float32 where the backend has float64, else (and
+    also, on array_api_strict) to another device."""
+    xp = backend.xp
+    if backend.name.startswith("array_api_strict"):
+        to = xp.Device("CPU_DEVICE")
+        if backend.has_float64:
+            return (lambda m: m.to(device=to, dtype=xp.float32)), to
+        return (lambda m: m.to(device=to)), to
+    if not backend.has_float64:
+        pytest.skip("nothing to change: one float dtype, one device")
+    return (lambda m: m.to(dtype=xp.float32)), backend.device
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "momentum"])
+def test_guards_record_again_on_dtype_and_device_changes(backend, opt_name):
+    """A model moved to another dtype or device between steps (``Module.to``) gets a new
+    recording; losses, parameters and optimizer state follow the eager tape through the
+    move (bit for bit on NumPy)."""
+    X, y, w, k = _batches(backend, "cross_entropy")
+    m1, m2 = _net(backend, k=k), _net(backend, k=k)
+    o1, o2 = OPTIMIZERS[opt_name](m1), OPTIMIZERS[opt_name](m2)
+    fn = _loss("cross_entropy")
+    step = xpdl.compile_step(m1, fn, o1)
+    change, dev = _move(backend)
+    exact = backend.name == "numpy"
+    for i in range(10):
+        if i == 5:
+            change(m1)
+            change(m2)
+            assert step.recordings == 2
+        sl = slice((i % 3) * 30, (i % 3) * 30 + 30)
+        Xb, yb = X[sl, ...], y[sl, ...]
+        if i >= 5:
+            Xb = backend.xp.asarray(backend.xp.astype(Xb, m1.parameters()[0].dtype), device=dev)
+            yb = backend.xp.asarray(yb, device=dev)
+        a, b = step(Xb, yb), _eager_step(m2, fn, o2, Xb, yb, None)
+        assert a.dtype == b.dtype == m1.parameters()[0].dtype
+        if exact:
+            assert float(a) == float(b), i
+        else:
+            np.testing.assert_allclose(float(a), float(b), rtol=1e-5, atol=1e-6)
+    assert step.recordings == 4 and step.mode == "replay"
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        assert p1.dtype == p2.dtype and _ns_device(p1.data) == _ns_device(p2.data)
+        assert _ns_device(p1.data) == dev
+        if exact:
+            np.testing.assert_array_equal(backend.to_numpy(p1), backend.to_numpy(p2))
+        else:
+            np.testing.assert_allclose(backend.to_numpy(p1), backend.to_numpy(p2),
+                                       rtol=1e-5, atol=1e-6)
+
+
+def _ns_device(a):
+    from xpdl import _namespace as ns
+
+    return ns.device_of(a)
+
+
 def test_a_step_computing_outside_xpdl_stays_eager_with_a_warning(backend):
     """A loss that casts ``y.data`` with ``xp`` directly would freeze the first batch's
     targets into the program: the second recording sees other constants, so the step keeps
