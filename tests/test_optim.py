@@ -375,3 +375,105 @@ def test_transforms_and_schedules_run_under_jax_jit():
             p = optim.apply_updates(p, u)
         assert int(st_jit[next(k for k in st_jit if k.endswith("step"))]) == \
             st[next(k for k in st if k.endswith("step"))]
+
+
+@pytest.mark.parametrize("make,exc,match", [
+    # each was accepted; NaN and negative values then trained the parameters to NaN or
+    # uphill, a NaN step count gave NaN rates, True counted as one step
+    (lambda: schedules.constant(nan), ValueError, "value must be >= 0"),
+    (lambda: schedules.constant(-0.1), ValueError, "value must be >= 0"),
+    (lambda: schedules.constant("0.1"), TypeError, "value must be a number or a schedule"),
+    (lambda: schedules.step_decay(0.1, nan), ValueError, "step_size must be finite"),
+    (lambda: schedules.step_decay(0.1, True), TypeError, "step_size must be a number of"),
+    (lambda: schedules.step_decay(0.1, 10, gamma=-0.5), ValueError, "gamma must be >= 0"),
+    (lambda: schedules.exponential_decay(nan, 0.9), ValueError, "init_value must be >= 0"),
+    (lambda: schedules.exponential_decay(0.1, 0.9, nan), ValueError, "transition_steps"),
+    (lambda: schedules.exponential_decay(0.1, 0.9, 0), ValueError, "transition_steps"),
+    (lambda: schedules.cosine_decay(0.1, nan), ValueError, "decay_steps must be finite"),
+    (lambda: schedules.cosine_decay(0.1, math.inf), ValueError, "decay_steps must be finite"),
+    (lambda: schedules.cosine_decay(0.1, 10, alpha=-1.0), ValueError, "alpha must be >= 0"),
+    (lambda: schedules.cosine_decay(0.1, 10, alpha=nan), ValueError, "alpha must be >= 0"),
+    (lambda: schedules.linear_warmup(0.1, -1), ValueError, "warmup_steps must be finite"),
+    (lambda: schedules.linear_warmup(0.1, 5, init_value=nan), ValueError, "init_value"),
+    (lambda: optim.transforms.scale_by_learning_rate(nan), ValueError, "learning rate"),
+])
+def test_schedule_arguments_are_checked(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_schedule_arguments_at_their_edges_are_accepted():
+    assert schedules.constant(0.0)(3) == 0.0
+    assert schedules.constant(np.float32(0.5))(3) == 0.5
+    assert schedules.constant(np.array(0.25))(3) == 0.25  # a 0-d array
+    assert schedules.step_decay(1.0, np.int64(2), gamma=0.0)(3) == 0.0
+    assert schedules.cosine_decay(1.0, 10, alpha=0.0)(10) == pytest.approx(0.0)
+    assert schedules.linear_warmup(schedules.constant(1.0), 0)(0) == 1.0
+
+
+def _bad_from(n, value):
+    def lr(step):
+        if isinstance(step, int):
+            return 0.1 if step < n else value
+        import jax.numpy as jnp  # traced inside jax.jit (compile_step on JAX)
+
+        return jnp.where(step < n, 0.1, value)
+
+    return lr
+
+
+@pytest.mark.parametrize("bad", [nan, -0.1])
+@pytest.mark.parametrize("opt_name", ["sgd", "momentum", "adam", "adamw", "rmsprop",
+                                      "adagrad"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["step", "compile_step"])
+def test_a_schedule_value_that_is_no_learning_rate_stops_before_any_update(
+        backend, opt_name, bad, compiled):
+    """A schedule giving NaN or a negative rate at step n (a user's lambda running past its
+    range): ValueError naming the step, and the parameters and optimizer state stay as they
+    were after step n - 1, on the fused, flat and portable paths and through compile_step
+    (past the replays after which JAX runs the step jitted)."""
+    from xpdl import nn
+
+    n = 24 if compiled else 3
+    lr = _bad_from(n, bad)
+    make = {"sgd": lambda p: optim.SGD(p, lr=lr),
+            "momentum": lambda p: optim.SGD(p, lr=lr, momentum=0.9),
+            "adam": lambda p: optim.Adam(p, lr=lr),
+            "adamw": lambda p: optim.AdamW(p, lr=lr),
+            "rmsprop": lambda p: optim.RMSprop(p, lr=lr, momentum=0.5),
+            "adagrad": lambda p: optim.Adagrad(p, lr=lr)}[opt_name]
+    kw = dict(xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+    model = nn.Sequential(nn.Linear(3, 4, rng=0, **kw), nn.Tanh(), nn.Linear(4, 1, rng=1, **kw))
+    opt = make(model)
+    g = np.random.default_rng(0)
+    X, y = backend.asarray(g.normal(size=(8, 3))), backend.asarray(g.normal(size=(8, 1)))
+
+    def loss_fn(out, t):
+        return mse(out, t)
+
+    if compiled:
+        step = xpdl.compile_step(model, loss_fn, opt)
+    else:
+        def step(X, y):
+            opt.zero_grad()
+            loss = loss_fn(model(Tensor(X)), y)
+            loss.backward()
+            opt.step()
+    for _ in range(n):
+        step(X, y)
+    params = {k: backend.to_numpy(v).copy() for k, v in model.state_dict().items()}
+    state = {k: (v if isinstance(v, int) else backend.to_numpy(v).copy())
+             for k, v in opt.state_dict().items()}
+    with pytest.raises(ValueError, match=f"learning-rate schedule gave .* at step {n};"):
+        step(X, y)
+    if compiled:
+        assert step.mode == "replay"
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(backend.to_numpy(v), params[k], err_msg=k)
+    after = opt.state_dict()
+    assert set(after) == set(state)
+    for k, v in after.items():
+        if isinstance(v, int):
+            assert v == state[k], k
+        else:
+            np.testing.assert_array_equal(backend.to_numpy(v), state[k], err_msg=k)

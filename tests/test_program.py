@@ -223,6 +223,56 @@ def test_l2_gradient_folded_into_the_update_equals_the_tape(backend, opt_name):
         assert not fused
 
 
+@pytest.mark.parametrize("traceable", [True, False], ids=["jnp.where", "python-if"])
+@pytest.mark.parametrize("opt_name", ["adam", "rmsprop"])
+def test_jax_steps_with_a_schedule_follow_the_tape(opt_name, traceable):
+    """A learning-rate schedule on JAX: one written with ``jnp.where`` runs inside the
+    jitted step, one that branches on the step in Python (which jax.jit cannot trace; it
+    raised TracerBoolConversionError at the 19th step) runs the update eagerly after one
+    warning. Both follow the eager tape through 40 steps, a reload of an earlier optimizer
+    state (the checked step counts from it again: a schedule that turns negative at step
+    30 is not reached) and the schedule's change at step 10."""
+    from conftest import _make
+
+    bk = _make("jax")  # (skips without JAX)
+    jnp = bk.xp
+
+    def lr(step):
+        if isinstance(step, int) or not traceable:
+            return 0.05 if step < 10 else (0.01 if step < 30 else -1.0)
+        return jnp.where(step < 10, 0.05, jnp.where(step < 30, 0.01, -1.0))
+
+    make = {"adam": lambda m: optim.Adam(m, lr=lr), "rmsprop": lambda m: optim.RMSprop(
+        m, lr=lr, momentum=0.5)}[opt_name]
+    X, y, w, k = _batches(bk, "cross_entropy")
+    m1, m2 = _net(bk, "relu", k), _net(bk, "relu", k)
+    o1, o2 = make(m1), make(m2)
+    fn = _loss("cross_entropy")
+    step = xpdl.compile_step(m1, fn, o1)
+    saved = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(40):
+            if i == 25:  # back to the state after 5 steps, on both
+                o1.load_state_dict(saved)
+                o2.load_state_dict(saved)
+            Xb, yb = X[:32, ...], y[:32, ...]
+            a = step(Xb, yb)
+            b = _eager_step(m2, fn, o2, Xb, yb, None)
+            np.testing.assert_allclose(float(a), float(b), rtol=1e-12, atol=1e-13)
+            if i == 4:
+                saved = o1.state_dict()
+    msgs = [str(c.message) for c in caught if issubclass(c.category, RuntimeWarning)]
+    if traceable:
+        assert msgs == []
+        (prog,) = [e[1] for e in step._programs.values() if e[0] == "ok"]
+        assert prog._jitted[0] is o1.transform  # the update ran inside the compiled function
+    else:
+        assert len(msgs) == 1 and "cannot be traced by jax.jit" in msgs[0], msgs
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_allclose(bk.to_numpy(p1), bk.to_numpy(p2), rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("opt_name", ["adam", "momentum", "rmsprop"])
 def test_jax_runs_the_whole_step_as_one_jitted_function(opt_name):
     """On JAX, after a few replays, forward, backward and the optimizer's update run as one

@@ -727,13 +727,18 @@ class CompiledStep:
             flat.update(params, grads, c)
             return loss
         if _ns.is_jax(xp) and not prog.random and prog.replays > _JIT_AFTER:
-            if None not in prog.grad_slots:
-                return self._jax_step(prog, inputs, params)
-            if prog._jitted is None:
+            if None not in prog.grad_slots and \
+                    self.__dict__.get("_untraceable") is not self.optimizer.transform:
+                out = self._jax_step(prog, inputs, params)
+                if out is not None:
+                    return out
+            # the program alone jitted; the optimizer's update eagerly
+            run = prog.__dict__.get("_jitted_run")
+            if run is None:
                 import jax
 
-                prog._jitted = jax.jit(lambda ins, ps: prog.run(ins, ps))
-            loss, grads = prog._jitted(tuple(inputs), [p.data for p in params])
+                run = prog._jitted_run = jax.jit(lambda ins, ps: prog.run(ins, ps))
+            loss, grads = run(tuple(inputs), [p.data for p in params])
         else:
             plan = flat = None
             if None not in prog.grad_slots and _ns.supports_inplace(xp) and \
@@ -777,18 +782,40 @@ class CompiledStep:
 
             prog._jitted = (tx, jax.jit(pure))
         old = opt.state
+        check = getattr(opt.transform, "check", None)
+        if check is not None:
+            # A schedule's rate is checked on the host before the launch (a jitted step
+            # cannot raise): with the counters as Python ints, mirrored while they stay on
+            # the device (each counter of xpdl's transforms counts updates: +1 a step).
+            mirror = opt.__dict__.get("_host_counters")
+            if mirror is None or mirror[0] is not old:
+                opt._counters_to_host()
+                mirror = (old, {k: v for k, v in old.items() if isinstance(v, int)})
+            check({**old, **mirror[1]})
         ints = {k for k, v in old.items() if isinstance(v, int)}
         if ints:  # as the arrays they come back as (placed on the parameters' device, as
             # outputs are), so that the function is compiled once
             xp, dev = params[0].xp, _ns.device_of(params[0].data)
             old = {k: xp.asarray(v, device=dev) if k in ints else v for k, v in old.items()}
-        loss, new_params, state, grads = prog._jitted[1](tuple(inputs),
-                                                         [p.data for p in params], old)
+        try:
+            loss, new_params, state, grads = prog._jitted[1](tuple(inputs),
+                                                             [p.data for p in params], old)
+        except TypeError as exc:  # jax's tracer errors are TypeErrors; nothing has changed
+            self._untraceable = opt.transform
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            warnings.warn(f"xpdl.compile_step: the optimizer's update cannot be traced by "
+                          f"jax.jit ({type(exc).__name__}: {first}); the forward and backward "
+                          f"run jitted and the update eagerly. A learning-rate schedule that "
+                          f"branches on the step in Python can use jnp.where instead",
+                          RuntimeWarning, stacklevel=4)
+            return None
         # The step counters stay 0-d arrays until something reads them (the optimizer's
         # state_dict(), step(), ...: Optimizer._counters_to_host): making them ints here
         # would wait for every step to finish (measured: 2x slower at 64-128-128-10).
         opt._device_counters = opt.__dict__.get("_device_counters", frozenset()) | ints
         opt.state = state
+        if check is not None:
+            opt._host_counters = (state, {k: v + 1 for k, v in mirror[1].items()})
         for p, a, g in zip(params, new_params, grads):
             p.data = a
             p.grad = g

@@ -6,6 +6,7 @@ from .. import _namespace as _ns
 from . import _fused
 from .base import FusedTransformation, chain
 from .transforms import (
+    _learning_rate_at,
     add_decayed_weights,
     scale_by_adagrad,
     scale_by_adam,
@@ -17,12 +18,8 @@ from .transforms import (
 __all__ = ["gd", "sgd", "adam", "adamw", "rmsprop", "adagrad"]
 
 
-def _lr_at(lr, step):
-    return float(lr(step)) if callable(lr) else lr
-
-
 def _with_fused(tx, fused, flat_stepper=None):
-    out = FusedTransformation(tx.init, tx.update)
+    out = FusedTransformation(tx.init, tx.update, tx.check)
     out.fused = fused
     out.flat_stepper = flat_stepper
     return out
@@ -33,7 +30,7 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
 
     def fused(params, grads, state, scratch):
         t = state[pa + "step"] + 1
-        lr_t = _lr_at(lr, state[pl])
+        lr_t = _learning_rate_at(lr, state[pl])
         for k, g in grads.items():
             _fused.adam_step(_fused_namespace(g), params[k], g, state[f"{pa}exp_avg/{k}"],
                              state[f"{pa}exp_avg_sq/{k}"], scratch(k), lr=lr_t, b1=b1, b2=b2,
@@ -54,7 +51,7 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
 
         def step(c=0.0):
             t = state[pa + "step"] + 1
-            run(_lr_at(lr, state[pl]), t, c)
+            run(_learning_rate_at(lr, state[pl]), t, c)
             state[pa + "step"] = t
             state[pl] += 1
 
@@ -109,7 +106,7 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
     pl = f"{len(parts) - 1}/step"
 
     def fused(params, grads, state, scratch):
-        lr_t = _lr_at(lr, state[pl])
+        lr_t = _learning_rate_at(lr, state[pl])
         for k, g in grads.items():
             b = state[f"{i_mom}/momentum/{k}"] if momentum else None
             _fused.sgd_step(_fused_namespace(g), params[k], g, b, scratch(k), lr=lr_t,
@@ -127,7 +124,7 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
                                  momentum=momentum, nesterov=nesterov, wd=weight_decay)
 
         def step(c=0.0):
-            run(_lr_at(lr, state[pl]), c)
+            run(_learning_rate_at(lr, state[pl]), c)
             state[pl] += 1
 
         return step

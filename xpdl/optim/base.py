@@ -34,10 +34,15 @@ class GradientTransformation(NamedTuple):
         ``updates`` has the keys and shapes of ``grads``, to add to the parameters
         (:func:`apply_updates`). With ``inplace=True`` the state's buffers are updated
         in place where the namespace allows it (never for JAX).
+    check : callable or None
+        ``check(state)``: raises what ``update`` would raise for this state before it
+        changes anything (a schedule's learning rate out of range), so that an in-place
+        :func:`chain` can refuse a step before any of its buffers are written.
     """
 
     init: Callable
     update: Callable
+    check: Callable | None = None
 
 
 class FusedTransformation(GradientTransformation):
@@ -96,7 +101,17 @@ def chain(*transforms) -> GradientTransformation:
                 state[f"{i}/{k}"] = v
         return state
 
+    checks = [(f"{i}/", t.check) for i, t in enumerate(transforms)
+              if getattr(t, "check", None) is not None]
+
+    def check(state):
+        for pfx, c in checks:
+            n = len(pfx)
+            c({k[n:]: v for k, v in state.items() if k.startswith(pfx)})
+
     def update(grads, state, params=None, *, inplace=False):
+        if inplace and checks:  # refuse before the first transform writes its buffers
+            check(state)
         new_state = {}
         for i, t in enumerate(transforms):
             pfx = f"{i}/"
@@ -107,7 +122,7 @@ def chain(*transforms) -> GradientTransformation:
                 new_state[pfx + k] = v
         return grads, new_state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, check if checks else None)
 
 
 def apply_updates(params, updates):

@@ -12,6 +12,27 @@ import numbers
 __all__ = ["constant", "step_decay", "exponential_decay", "cosine_decay", "linear_warmup"]
 
 
+def _number(v, name, *, minimum=0.0, strict=False, steps=False, schedule=True):
+    """A schedule's number argument, or ``ValueError``/``TypeError`` naming it: a value a
+    learning rate is made from (non-negative, not NaN; or, where ``schedule``, another
+    schedule, whose values the optimizer checks when it calls it) or, with ``steps``, a
+    finite step count (a bool is not one)."""
+    if callable(v) and schedule and not steps:
+        return v
+    what = "a number of steps" if steps else "a number or a schedule" if schedule else "a number"
+    try:  # a Python or NumPy number, a 0-d array
+        f = None if isinstance(v, (bool, str, bytes)) else float(v)
+    except (TypeError, ValueError):
+        f = None
+    if f is None:
+        raise TypeError(f"xpdl.optim.schedules: {name} must be {what}, got {v!r}")
+    ok = f > minimum if strict else f >= minimum  # (False for NaN)
+    if not ok or (steps and not math.isfinite(f)):
+        bound = f"{'finite and ' if steps else ''}{'>' if strict else '>='} {minimum:g}"
+        raise ValueError(f"xpdl.optim.schedules: {name} must be {bound}, got {v!r}")
+    return v
+
+
 def _value(v, step):
     if not callable(v):
         return float(v)
@@ -44,6 +65,7 @@ def constant(value):
         ``step -> float`` (step 0 is the first update; an array step, traced by
         ``jax.jit``, gives an array).
     """
+    _number(value, "value")
     return lambda step: _value(value, step)
 
 
@@ -64,8 +86,9 @@ def step_decay(init_value, step_size, gamma=0.1):
         ``step -> float`` (step 0 is the first update; an array step, traced by
         ``jax.jit``, gives an array).
     """
-    if step_size < 1:
-        raise ValueError(f"xpdl: step_size must be >= 1, got {step_size}")
+    _number(init_value, "init_value")
+    _number(step_size, "step_size", minimum=1, steps=True)
+    _number(gamma, "gamma", schedule=False)
     return lambda step: _value(init_value, step) * gamma ** (step // step_size)
 
 
@@ -87,10 +110,10 @@ def exponential_decay(init_value, decay_rate, transition_steps=1):
         ``step -> float`` (step 0 is the first update; an array step, traced by
         ``jax.jit``, gives an array).
     """
-    if transition_steps <= 0:
-        raise ValueError("xpdl: transition_steps must be positive")
-    if not decay_rate > 0:  # a negative rate flips the learning rate's sign every step
-        raise ValueError(f"xpdl: decay_rate must be positive, got {decay_rate}")
+    _number(init_value, "init_value")
+    # (a negative rate would flip the learning rate's sign every step)
+    _number(decay_rate, "decay_rate", strict=True, schedule=False)
+    _number(transition_steps, "transition_steps", strict=True, steps=True)
     return lambda step: _value(init_value, step) * decay_rate ** (step / transition_steps)
 
 
@@ -113,8 +136,9 @@ def cosine_decay(init_value, decay_steps, alpha=0.0):
         ``step -> float`` (step 0 is the first update; an array step, traced by
         ``jax.jit``, gives an array).
     """
-    if decay_steps <= 0:
-        raise ValueError("xpdl: decay_steps must be positive")
+    _number(init_value, "init_value")
+    _number(decay_steps, "decay_steps", strict=True, steps=True)
+    _number(alpha, "alpha", schedule=False)  # (a negative one would end below zero)
 
     def f(step):
         if _concrete(step):
@@ -145,8 +169,9 @@ def linear_warmup(schedule, warmup_steps, init_value=0.0):
         ``step -> float`` (step 0 is the first update; an array step, traced by
         ``jax.jit``, gives an array).
     """
-    if warmup_steps < 0:
-        raise ValueError("xpdl: warmup_steps must be non-negative")
+    _number(schedule, "schedule")
+    _number(warmup_steps, "warmup_steps", steps=True)
+    _number(init_value, "init_value", schedule=False)
 
     def f(step):
         if _concrete(step):

@@ -23,6 +23,24 @@ def _concrete(v):
     return isinstance(v, numbers.Number)
 
 
+def _learning_rate_at(learning_rate, step):
+    """The learning rate of update ``step`` (0 for the first): ``learning_rate`` itself, or
+    a schedule's value there, which must be a non-negative number: ``ValueError`` (naming
+    the step) for NaN or a negative value, raised before anything is updated. Inside
+    ``jax.jit`` (a traced ``step``) the value is returned unchecked."""
+    if not callable(learning_rate):
+        return learning_rate
+    lr = learning_rate(step)
+    if not _concrete(step):
+        return lr
+    lr = float(lr)
+    if not lr >= 0:
+        raise ValueError(f"xpdl.optim: the learning-rate schedule gave {lr} at step {step}; "
+                         f"a learning rate must be a non-negative number (nothing was "
+                         f"updated)")
+    return lr
+
+
 def _zeros_like(tree):
     out = {}
     for k, v in tree.items():
@@ -217,8 +235,7 @@ def scale_by_learning_rate(learning_rate):
     GradientTransformation
         Its state is the step count.
     """
-    sched = callable(learning_rate)
-    if not sched and learning_rate < 0:
+    if not callable(learning_rate) and not learning_rate >= 0:  # (NaN too)
         raise ValueError(f"xpdl.optim: learning rate must be non-negative, got {learning_rate}")
 
     def init(params):
@@ -226,13 +243,13 @@ def scale_by_learning_rate(learning_rate):
 
     def update(grads, state, params=None, *, inplace=False):
         step = state["step"]
-        lr = learning_rate
-        if sched:
-            lr = learning_rate(step)
-            lr = float(lr) if _concrete(step) else lr  # traced inside jax.jit
+        lr = _learning_rate_at(learning_rate, step)
         return {k: g * (-lr) for k, g in grads.items()}, {"step": step + 1}
 
-    return GradientTransformation(init, update)
+    def check(state):
+        _learning_rate_at(learning_rate, state["step"])
+
+    return GradientTransformation(init, update, check if callable(learning_rate) else None)
 
 
 def clip_by_global_norm(max_norm):
