@@ -147,6 +147,24 @@ def test_bad_construction():
         nn.Sequential(nn.ReLU(), lambda x: x)
     with pytest.raises(ValueError, match="probability"):
         nn.Dropout(1.5)
+    for slope in (float("nan"), float("inf")):  # accepted; every negative input became NaN
+        with pytest.raises(ValueError, match="negative_slope must be finite"):
+            nn.LeakyReLU(slope)
+    for slope in ("0.1", True, None):
+        with pytest.raises(TypeError, match="negative_slope must be a number"):
+            nn.LeakyReLU(slope)
+    assert nn.LeakyReLU(np.float32(0.5)).negative_slope == 0.5
+
+
+def test_leaky_relu_refuses_a_slope_that_is_no_number(backend):
+    import xpdl.functional as F
+
+    x = backend.asarray(np.array([-1.0, 2.0]))
+    with pytest.raises(ValueError, match="negative_slope must be finite"):
+        F.leaky_relu(x, float("nan"))
+    with pytest.raises(TypeError, match="negative_slope must be a number"):
+        F.leaky_relu(x, "0.1")
+    np.testing.assert_array_equal(backend.to_numpy(F.leaky_relu(x, -2)), [2.0, 2.0])
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")

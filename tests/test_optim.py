@@ -296,6 +296,29 @@ def test_out_of_range_settings_are_refused(make, match):
         make()
 
 
+@pytest.mark.parametrize("make,match", [
+    # each raised "'>=' not supported between instances of 'str' and 'int'" or was taken
+    (lambda: optim.sgd("0.1"), "learning rate must be a number or a schedule, got '0.1'"),
+    (lambda: optim.adam(None), "learning rate must be a number or a schedule, got None"),
+    (lambda: optim.sgd(True), "learning rate must be a number or a schedule, got True"),
+    (lambda: optim.adam(1e-3, eps="1e-8"), "eps must be a number"),
+    (lambda: optim.sgd(0.1, momentum=1j), "momentum must be a number"),
+    (lambda: optim.adam(1e-3, betas=0.9), "betas must be two numbers"),
+    (lambda: optim.adam(1e-3, betas=(0.9, "0.99")), "betas must be a number"),
+    (lambda: optim.rmsprop(alpha=None), "alpha must be a number"),
+    (lambda: optim.Adam([Tensor(np.ones(2), requires_grad=True)], lr="3e-4"), "learning rate"),
+])
+def test_settings_that_are_no_numbers_are_type_errors(make, match):
+    with pytest.raises(TypeError, match=match):
+        make()
+
+
+def test_numpy_numbers_and_0d_arrays_are_settings():
+    for lr in (np.float32(0.1), np.array(0.1), 1):
+        for tx in (optim.sgd(lr, momentum=np.float64(0.9)), optim.adam(lr, eps=np.array(0.0))):
+            assert tx.check is None  # (a number, not a schedule)
+
+
 def test_boundary_settings_are_accepted(backend):
     """The edges of each range still train: zero momentum, betas of 0, alpha 1, eps 0."""
     w = Tensor(backend.asarray(np.array([1.0, -2.0])), requires_grad=True)

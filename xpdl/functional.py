@@ -12,6 +12,9 @@ maximum before exponentiating or only exponentiate non-positive numbers.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from . import _namespace as _ns
 from .autodiff import ops as _ops
 from .autodiff.primitive import primitive
@@ -96,7 +99,16 @@ def leaky_relu(x, negative_slope=0.01):
     -------
     Tensor or array of the shape of ``x``
     """
-    return _act(_leaky, x, {"negative_slope": negative_slope})
+    return _act(_leaky, x, {"negative_slope": _slope(negative_slope)})
+
+
+def _slope(v):
+    """A leaky ReLU's slope as a float: a finite real number, else an error naming it."""
+    if isinstance(v, (bool, str, bytes)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"xpdl: negative_slope must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"xpdl: negative_slope must be finite, got {v!r}")
+    return float(v)
 
 
 def _sigmoid_data(xp, d):

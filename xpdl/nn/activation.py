@@ -25,7 +25,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = F._slope(negative_slope)
 
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from .. import _namespace as _ns
 from . import _fused
 from .base import FusedTransformation, chain
@@ -68,13 +70,32 @@ def _check_lr(lr, betas=None, **non_negative):
     """``ValueError`` for a negative or NaN learning rate or other setting, or a beta
     outside [0, 1), as PyTorch's optimizers refuse them (they would train to NaN or
     diverge)."""
-    if not callable(lr) and not lr >= 0:
-        raise ValueError(f"xpdl.optim: learning rate must be non-negative, got {lr}")
+    if not callable(lr):
+        _real(lr, "learning rate", "a number or a schedule")
+        if not lr >= 0:
+            raise ValueError(f"xpdl.optim: learning rate must be non-negative, got {lr}")
     for name, v in non_negative.items():
-        if not v >= 0:
+        if not _real(v, name) >= 0:
             raise ValueError(f"xpdl.optim: {name} must be non-negative, got {v}")
-    if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
-        raise ValueError(f"xpdl.optim: betas must be two numbers in [0, 1), got {betas}")
+    if betas is not None:
+        if not isinstance(betas, (tuple, list)):
+            raise TypeError(f"xpdl.optim: betas must be two numbers, got {betas!r}")
+        if not (len(betas) == 2 and all(0 <= _real(b, "betas") < 1 for b in betas)):
+            raise ValueError(f"xpdl.optim: betas must be two numbers in [0, 1), got {betas}")
+
+
+def _real(v, name, what="a number"):
+    """``v`` if it is a real number (a Python or NumPy one, a 0-d array; a bool or a string
+    is not), else ``TypeError``."""
+    boolean = isinstance(v, bool) or getattr(getattr(v, "dtype", None), "kind", "") == "b"
+    if not boolean and not isinstance(v, (str, bytes)) and (
+            isinstance(v, numbers.Real) or not isinstance(v, numbers.Complex)):
+        try:
+            float(v)
+            return v
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"xpdl.optim: {name} must be {what}, got {v!r}")
 
 
 def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -233,7 +254,7 @@ def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_
         over flat ``{name: array}`` dicts; the state holds the step counters as ints.
     """
     _check_lr(lr, eps=eps, momentum=momentum, weight_decay=weight_decay)
-    if not 0 <= alpha <= 1:
+    if not 0 <= _real(alpha, "alpha") <= 1:
         raise ValueError(f"xpdl.optim.rmsprop: alpha must be in [0, 1], got {alpha}")
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts.append(scale_by_rms(alpha, eps, centered))
