@@ -351,6 +351,14 @@ def test_mixed_namespaces_raise_type_error():
         t + Tensor(torch.ones(3, dtype=torch.float64))
     with pytest.raises(TypeError, match="different namespaces"):
         xpdl.grad(lambda a, b: (a * b).sum(), argnums=(0, 1))(np.ones(2), torch.ones(2))
+    import xpdl.functional as F
+
+    tt = torch.ones(2, 3, dtype=torch.float64)
+    for join in (F.concat, F.stack):  # plain arrays: NumPy took in the torch tensor
+        with pytest.raises(TypeError, match=r"different namespaces .*\(numpy and torch\)"):
+            join([np.ones((2, 3)), tt])
+        with pytest.raises(TypeError, match=r"different namespaces .*\(torch and numpy\)"):
+            join([tt, np.ones((2, 3))])
 
 
 def test_mixed_devices_raise_value_error():
@@ -373,6 +381,17 @@ def test_check_grad_detects_a_wrong_gradient(backend):
     assert err > 0.2
     with pytest.raises(AssertionError, match="relative error"):
         xpdl.check_grad(lambda t: bad_square(t).sum(), x, raise_exception=True)
+
+
+def test_check_grad_refuses_steps_and_tolerances_that_are_no_positive_numbers(backend):
+    x = backend.asarray(np.array([0.3, -0.7]))
+    for kw in (dict(eps=float("nan")), dict(eps=-1e-3), dict(eps=0.0), dict(rtol=float("nan")),
+               dict(rtol=-1.0), dict(eps=float("inf"))):
+        # a NaN step reported an error of inf, a NaN tolerance never raised
+        with pytest.raises(ValueError, match="must be positive and finite"):
+            xpdl.check_grad(lambda t: (t * t).sum(), x, **kw)
+    with pytest.raises(TypeError, match="eps must be a number"):
+        xpdl.check_grad(lambda t: (t * t).sum(), x, eps="1e-3")
 
 
 @pytest.mark.parametrize("fn", ["log_softmax", "logsumexp", "softplus", "sigmoid", "softmax"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import threading
 
 from .. import _namespace as _ns
@@ -164,6 +166,12 @@ def check_grad(fun, *arrays, eps=None, rtol=None, raise_exception=False):
     is64 = any(_ns.dtype_name(xp, a.dtype) == "float64" for a in arrays)
     eps = eps if eps is not None else (1e-6 if is64 else 1e-3)
     rtol = rtol if rtol is not None else (1e-6 if is64 else 2e-2)
+    for name, v in (("eps", eps), ("rtol", rtol)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"xpdl: check_grad's {name} must be a number, got {v!r}")
+        if not 0 < v < math.inf:  # (NaN too: its errors were inf, its steps nothing)
+            raise ValueError(f"xpdl: check_grad's {name} must be positive and finite, "
+                             f"got {v!r}")
 
     auto = grad(fun, argnums=tuple(range(len(arrays))))(*arrays)
 

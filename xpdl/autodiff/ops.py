@@ -531,8 +531,9 @@ def _lift_all(tensors, what):
     if not tensors:
         raise ValueError(f"xpdl: {what} needs at least one array")
     xp = next((t._xp for t in tensors if isinstance(t, Tensor)), None)
-    tensors = [lift(t, xp) for t in tensors]
-    return tensors, tensors[0]._xp
+    if xp is None:  # plain arrays: all of the first one's namespace
+        xp = lift(tensors[0])._xp
+    return [lift(t, xp) for t in tensors], xp
 
 
 @primitive("concat")
