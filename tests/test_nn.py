@@ -94,6 +94,27 @@ def test_load_state_dict_copies_and_validates(backend):
         m3.load_state_dict(bad)
     for k, v in m3.state_dict().items():
         np.testing.assert_array_equal(backend.to_numpy(v), before[k])
+    # a value that is no array (a list: was AttributeError 'list' has no attribute 'shape')
+    bad = {k: backend.to_numpy(v).tolist() if k == last else v for k, v in sd.items()}
+    with pytest.raises(TypeError, match=f"{last} must be an array, got list"):
+        m3.load_state_dict(bad)
+    for k, v in m3.state_dict().items():
+        np.testing.assert_array_equal(backend.to_numpy(v), before[k])
+
+
+def test_to_a_dtype_that_is_not_floating_is_refused(backend):
+    """``Module.to(dtype=int32)`` made integer parameters that require grad (torch's
+    Module.to refuses it too); now a TypeError, and the module stays as it was."""
+    m = _mlp(backend, rng=1)
+    before = [(p, p.data, p.dtype) for p in m.parameters()]
+    for dt in (backend.xp.int32, backend.xp.bool, "int64"):
+        with pytest.raises(TypeError, match="Module.to needs a floating dtype"):
+            m.to(dtype=dt)
+    after = m.parameters()
+    assert len(after) == len(before)
+    assert all(p is q and p.data is d and p.dtype == dt for p, (q, d, dt) in zip(after, before))
+    m.to(dtype=backend.xp.float32)
+    assert all(p.dtype == backend.xp.float32 for p in m.parameters())
 
 
 def test_dropout_train_and_eval(backend):

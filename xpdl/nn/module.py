@@ -112,6 +112,9 @@ class Module:
                              f"unexpected keys {unexpected}")
         todo = [(k, p, state[k]) for k, p in named.items() if k in state]
         for k, p, a in todo:  # every shape first: a bad entry leaves the module as it was
+            if not _ns.is_array(a):
+                raise TypeError(f"xpdl: load_state_dict: {k} must be an array, got "
+                                f"{type(a).__name__}")
             if tuple(a.shape) != p.shape:
                 raise ValueError(f"xpdl: load_state_dict: {k} has shape {tuple(a.shape)}, "
                                  f"the parameter has {p.shape}")
@@ -141,9 +144,17 @@ class Module:
 
     def to(self, *, xp=None, device=None, dtype=None):
         """Move every parameter to namespace ``xp``, ``device`` and/or ``dtype`` (in place on
-        the module; returns it). Gradients are dropped."""
-        for p in self.parameters():
-            new = _ns.move(p.data, xp=xp, device=device, dtype=dtype)
+        the module; returns it). Gradients are dropped. ``dtype`` must be a floating one
+        (parameters are differentiated); every parameter is moved before any is replaced,
+        so a move that fails leaves the module as it was."""
+        params = self.parameters()
+        moved = [_ns.move(p.data, xp=xp, device=device, dtype=dtype) for p in params]
+        for a in moved:
+            ns = _ns.array_namespace(a)
+            if not ns.isdtype(a.dtype, "real floating"):
+                raise TypeError(f"xpdl: Module.to needs a floating dtype (parameters are "
+                                f"differentiated), got {a.dtype}")
+        for p, new in zip(params, moved):
             p._own = p._own or new is not p.data  # a moved array is a fresh buffer of ours
             p.data = new
             p._xp = _ns.array_namespace(new)
