@@ -500,3 +500,52 @@ def test_a_schedule_value_that_is_no_learning_rate_stops_before_any_update(
             assert v == state[k], k
         else:
             np.testing.assert_array_equal(backend.to_numpy(v), state[k], err_msg=k)
+
+
+def test_a_parameter_given_twice_is_refused(backend):
+    """[w, w] updated w twice a step (torch warns about duplicates; tied weights in a
+    Module are listed once, so only a hand-made list gets here)."""
+    w = Tensor(backend.asarray(np.ones(2)), requires_grad=True)
+    v = Tensor(backend.asarray(np.ones(3)), requires_grad=True)
+    with pytest.raises(ValueError, match="same Tensor is given twice, as '0' and '2'"):
+        optim.SGD([w, v, w], lr=0.1)
+    with pytest.raises(ValueError, match="same Tensor is given twice, as 'a' and 'b'"):
+        optim.Adam({"a": w, "b": w})
+    with pytest.raises(ValueError, match="two parameters have the same name"):
+        optim.Adam([("a", w), ("a", v)])
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam", "rmsprop"])
+def test_a_gradient_of_another_shape_or_namespace_is_named_and_nothing_moves(backend, opt_name):
+    """A ``.grad`` set by hand with another shape broadcast into NumPy's error
+    ('operands could not be broadcast together with shapes (3,) () (2,)') or, of another
+    namespace, failed inside the update ('str' object has no attribute 'type'). Now a
+    ValueError/TypeError naming the parameter, raised before any parameter or state is
+    written."""
+    torch = pytest.importorskip("torch")
+    make = {"sgd": lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+            "adam": lambda p: optim.Adam(p, lr=0.1),
+            "rmsprop": lambda p: optim.RMSprop(p, lr=0.1)}[opt_name]
+    a = Tensor(backend.asarray(np.array([1.0, 2.0])), requires_grad=True)
+    b = Tensor(backend.asarray(np.array([3.0, 4.0, 5.0])), requires_grad=True)
+    opt = make({"a": a, "b": b})
+    a.grad, b.grad = backend.asarray(np.ones(2)), backend.asarray(np.ones(3))
+    opt.step()  # a good step first, so there is state to keep
+    before = [backend.to_numpy(a.data).copy(), backend.to_numpy(b.data).copy()]
+    state = {k: (v if isinstance(v, int) else backend.to_numpy(v).copy())
+             for k, v in opt.state_dict().items()}
+    a.grad, b.grad = backend.asarray(np.ones(2)), backend.asarray(np.ones(2))
+    with pytest.raises(ValueError, match=r"gradient of 'b' has shape \(2,\), the parameter "
+                                         r"\(3,\)"):
+        opt.step()
+    other = np.ones(3) if backend.name != "numpy" else torch.ones(3, dtype=torch.float64)
+    b.grad = other
+    with pytest.raises(TypeError, match="gradient of 'b' is a .*; move it first"):
+        opt.step()
+    np.testing.assert_array_equal(backend.to_numpy(a.data), before[0])
+    np.testing.assert_array_equal(backend.to_numpy(b.data), before[1])
+    for k, v in opt.state_dict().items():
+        if isinstance(v, int):
+            assert v == state[k]
+        else:
+            np.testing.assert_array_equal(backend.to_numpy(v), state[k])

@@ -25,11 +25,33 @@ def _named(params):
             items = [(str(i), p) for i, p in enumerate(params)]
     if not items:
         raise ValueError("xpdl.optim: the optimizer got an empty parameter list")
+    first = {}
     for n, p in items:
         if not isinstance(p, Tensor) or not p.requires_grad:
             raise TypeError(f"xpdl.optim: parameter {n!r} must be a Tensor with "
                             f"requires_grad=True")
+        if id(p) in first:  # it would be updated twice a step
+            raise ValueError(f"xpdl.optim: the same Tensor is given twice, as {first[id(p)]!r} "
+                             f"and {n!r}; give each parameter once")
+        first[id(p)] = n
+    if len({n for n, _ in items}) != len(items):
+        raise ValueError("xpdl.optim: two parameters have the same name: "
+                         f"{sorted(n for n, _ in items)}")
     return items
+
+
+def _check_grads(live):
+    """``ValueError``/``TypeError`` naming a parameter whose ``.grad`` has another shape or
+    is an array of another namespace (set by hand; backward never makes one)."""
+    for n, p in live:
+        g, d = p.grad, p.data
+        if tuple(g.shape) != tuple(d.shape):
+            raise ValueError(f"xpdl.optim: the gradient of {n!r} has shape {tuple(g.shape)}, "
+                             f"the parameter {tuple(d.shape)}")
+        if type(g) is not type(d) and (not _ns.is_array(g) or _ns.array_namespace(g) is not
+                                       p.xp):
+            raise TypeError(f"xpdl.optim: the gradient of {n!r} is a {type(g).__name__}, "
+                            f"the parameter a {_ns.backend_name(p.xp)} array; move it first")
 
 
 class Optimizer:
@@ -86,6 +108,7 @@ class Optimizer:
         live = [(n, p) for n, p in self._params if p.grad is not None]
         if not live:
             return
+        _check_grads(live)
         grads = {n: p.grad for n, p in live}
         params = {n: p.data for n, p in live}
         xp = live[0][1].xp
