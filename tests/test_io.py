@@ -155,6 +155,44 @@ def test_array_dicts(path):
         xpdl.save({"a": "text"}, path)
 
 
+def test_array_dicts_keep_every_shape(path, backend):
+    """0-d arrays came back 1-d (np.ascontiguousarray makes them so): a saved loss or
+    counter array changed shape. Every shape, non-contiguous views and empty arrays
+    included, round-trips, on every backend."""
+    xp = backend.xp
+    full = backend.asarray(np.arange(12.0).reshape(3, 4))
+    arrays = {"scalar": backend.asarray(np.array(2.5)), "view": full[::2, 1::2],
+              "empty": backend.asarray(np.ones((0, 3))), "vec": backend.asarray(np.ones(4)),
+              "ints": backend.asarray(np.array(7), dtype=xp.int64)}
+    xpdl.save(arrays, path)
+    back = xpdl.load(path, xp=xp, device=backend.device)
+    assert set(back) == set(arrays)
+    for k, v in arrays.items():
+        assert tuple(back[k].shape) == tuple(v.shape), k
+        assert back[k].dtype == v.dtype, k
+        np.testing.assert_array_equal(backend.to_numpy(back[k]), backend.to_numpy(v))
+
+
+def test_a_reserved_name_or_a_path_that_is_no_path_is_refused(path, tmp_path):
+    """{'__metadata__': array} was written, and the file then failed to load ('not one
+    written by xpdl.save'): the name is the safetensors header's own. load(3) read file
+    descriptor 3; save into a missing folder named its temporary file."""
+    xpdl.save({"a": np.ones(2)}, path)
+    good = open(path, "rb").read()
+    with pytest.raises(ValueError, match="'__metadata__' is reserved"):
+        xpdl.save({"__metadata__": np.ones(1)}, path)
+    assert open(path, "rb").read() == good
+    for bad in (3, None, 2.5):
+        with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+            xpdl.load(bad)
+        with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+            xpdl.save({"a": np.ones(1)}, bad)
+    missing = tmp_path / "no" / "such" / "m.safetensors"
+    with pytest.raises(FileNotFoundError, match=r"the folder does not exist.*no.*such"):
+        xpdl.save({"a": np.ones(1)}, missing)
+    assert not (tmp_path / "no").exists()
+
+
 def test_unfitted_and_unknown_objects_are_refused(path):
     with pytest.raises(xpdl.NotFittedError):
         xpdl.save(xpdl.MLPClassifier(), path)

@@ -61,7 +61,7 @@ def _digest(arrays, meta_text=None):
         h.update(meta_text.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = np.asarray(arrays[name], order="C")  # (ascontiguousarray makes 0-d 1-d)
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
     return h.hexdigest()
@@ -72,7 +72,7 @@ def _encode(arrays, meta):
     with ``meta`` as JSON metadata."""
     from safetensors.numpy import save
 
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    arrays = {k: np.asarray(v, order="C") for k, v in arrays.items()}
     for name, a in arrays.items():
         if a.dtype not in _CODES and a.dtype.name == "bfloat16":
             _with_bfloat16()
@@ -173,8 +173,14 @@ def _write_atomic(path, payload):
     An existing file without write permission (for anyone: root included) is refused with
     ``PermissionError`` and left as it is.
     """
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"xpdl.save: path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}")
     path = os.fspath(path)
     target = os.path.realpath(path)
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):  # (else the error names the temporary file)
+        raise FileNotFoundError(errno.ENOENT, "xpdl.save: the folder does not exist", folder)
     try:
         st = os.stat(target)
     except FileNotFoundError:
@@ -203,6 +209,10 @@ def _write_atomic(path, payload):
 
 
 def _read(path):
+    if not isinstance(path, (str, bytes, os.PathLike)):  # an int would be read as a file
+        # descriptor
+        raise TypeError(f"xpdl.load: path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}")
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -405,6 +415,9 @@ def save(obj, path):
         for k, v in obj.items():
             if not isinstance(k, str):
                 raise TypeError("xpdl.save: dict keys must be strings")
+            if k == "__metadata__":  # safetensors' own header entry: the file would not load
+                raise ValueError("xpdl.save: '__metadata__' is reserved by the safetensors "
+                                 "format; use another name")
             if isinstance(v, int):
                 ints[k] = v
             elif _ns.is_array(v):
