@@ -116,6 +116,35 @@ def test_as_generator():
         Generator(-1)
 
 
+@pytest.mark.parametrize("call,match", [
+    # each was taken: p=2 and rate=2 as certainty, NaN as never, -1 as an empty
+    # permutation, True as one, a fraction of 1.5 as an empty training set
+    (lambda g: g.bernoulli(2.0, (3,)), "bernoulli: p must be a probability"),
+    (lambda g: g.bernoulli(float("nan"), (3,)), "bernoulli: p must be a probability"),
+    (lambda g: g.poisson_indices(10, 2.0), "rate must be a probability"),
+    (lambda g: g.poisson_indices(10, float("nan")), "rate must be a probability"),
+    (lambda g: g.poisson_indices(-1, 0.5), "poisson_indices: n must be"),
+    (lambda g: g.permutation(-1), "permutation: n must be a non-negative int"),
+    (lambda g: g.permutation(2.5), "permutation: n must be a non-negative int"),
+    (lambda g: g.permutation(True), "permutation: n must be a non-negative int"),
+    (lambda g: g.split_indices(10, 1.5), r"fraction must be in \(0, 1\)"),
+    (lambda g: g.split_indices(10, float("nan")), r"fraction must be in \(0, 1\)"),
+])
+def test_generator_draws_name_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(Generator(0))
+
+
+def test_generator_draws_at_their_edges(backend):
+    g = Generator(0)
+    kw = dict(xp=backend.xp, device=backend.device)
+    assert backend.to_numpy(g.bernoulli(0.0, (4,), **kw)).tolist() == [0.0] * 4
+    assert backend.to_numpy(g.bernoulli(1.0, (4,), **kw)).tolist() == [1.0] * 4
+    assert backend.to_numpy(g.poisson_indices(5, 1.0, **kw)).tolist() == [0, 1, 2, 3, 4]
+    assert tuple(g.permutation(0, **kw).shape) == (0,)
+    assert sorted(backend.to_numpy(g.permutation(np.int64(4), **kw)).tolist()) == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("axis,keepdims", [(None, False), (None, True), (0, False), (1, True),
                                            ((0, 2), False), (-1, True)])
 def test_sum_of_and_max_of_are_the_namespace_reductions(backend, rng, axis, keepdims):

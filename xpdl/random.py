@@ -62,6 +62,7 @@ class Generator:
 
     def bernoulli(self, p, shape, *, xp=None, device=None, dtype=None):
         """0/1 draws equal to 1 with probability ``p``, as floats (float32 by default)."""
+        _probability(p, "bernoulli: p")
         host = (self._rng.random(size=shape) < p).astype(np.float64)
         return self._place(host, xp, device, self._float_dtype(xp, dtype))
 
@@ -72,18 +73,25 @@ class Generator:
 
     def permutation(self, n, *, xp=None, device=None):
         """A random permutation of ``range(n)`` (int64; NumPy on the host if ``xp`` is None)."""
+        _count(n, "permutation: n")
         host = self._rng.permutation(n).astype(np.int64)
         return self._place(host, xp, device, None)
 
     def poisson_indices(self, n, rate, *, xp=None, device=None):
         """Indices of a Poisson sample of ``range(n)``: each index joins independently with
         probability ``rate`` (DP-SGD's sampling). int64; may be empty."""
+        _count(n, "poisson_indices: n")
+        _probability(rate, "poisson_indices: rate")
         host = np.flatnonzero(self._rng.random(n) < rate).astype(np.int64)
         return self._place(host, xp, device, None)
 
     def split_indices(self, n, fraction, labels=None):
         """Random ``(train, validation)`` host index arrays with ``round(fraction * n)``
         validation samples (at least 1), stratified by ``labels`` when given."""
+        _count(n, "split_indices: n")
+        if not 0 < fraction < 1:  # (NaN too)
+            raise ValueError(f"xpdl: split_indices: fraction must be in (0, 1), got "
+                             f"{fraction!r}")
         n_val = max(1, int(round(fraction * n)))
         if labels is None:
             perm = self._rng.permutation(n)
@@ -141,3 +149,15 @@ def as_generator(rng) -> Generator:
         return Generator(rng)
     raise TypeError(f"xpdl: rng must be None, an int seed or xpdl.random.Generator, "
                     f"got {type(rng).__name__}")
+
+
+def _probability(p, what):
+    """``ValueError`` unless ``p`` is a number in [0, 1] (NaN is not)."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"xpdl: {what} must be a probability in [0, 1], got {p!r}")
+
+
+def _count(n, what):
+    """``ValueError`` unless ``n`` is a non-negative int (NumPy's included; not a bool)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"xpdl: {what} must be a non-negative int, got {n!r}")
