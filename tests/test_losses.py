@@ -181,3 +181,31 @@ def test_bad_reduction_and_target(backend):
         L.mse(p, [0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="delta"):
         L.huber(p, p, delta=0.0)
+
+
+def test_huber_delta_must_be_a_positive_finite_number(backend):
+    p, t = backend.asarray(np.array([0.2, 3.0])), backend.asarray(np.zeros(2))
+    for delta in (float("nan"), float("inf"), -1.0):  # NaN made every loss NaN
+        with pytest.raises(ValueError, match="delta must be positive and finite"):
+            L.huber(p, t, delta=delta)
+    for delta in ("1", None, True):  # '1' failed comparing str with int
+        with pytest.raises(TypeError, match="delta must be a number"):
+            L.huber(p, t, delta=delta)
+    assert float(backend.to_numpy(L.huber(p, t, delta=np.float32(1.0)))) == pytest.approx(
+        (0.5 * 0.04 + (3.0 - 0.5)) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad,where", [([0.5, 1.5], "prob"), ([-0.1, 0.5], "prob"),
+                                       ([0.5, float("nan")], "prob"), ([0.0, 2.0], "target"),
+                                       ([-1.0, 1.0], "target")])
+def test_binary_cross_entropy_refuses_values_outside_0_1(backend, bad, where):
+    """As torch.nn.functional.binary_cross_entropy does ('all elements of input should be
+    between 0 and 1'): a probability of 1.5 gave a negative loss, a target of 2 a loss of
+    no meaning. The edges 0 and 1 are fine."""
+    good = backend.asarray(np.array([0.0, 1.0]))
+    bad = backend.asarray(np.array(bad))
+    args = (bad, good) if where == "prob" else (backend.asarray(np.array([0.3, 0.6])), bad)
+    with pytest.raises(ValueError, match=f"binary_cross_entropy: {where} must be in \\[0, 1\\]"):
+        L.binary_cross_entropy(*args)
+    value = L.binary_cross_entropy(good, good)
+    assert float(backend.to_numpy(value)) == 0.0

@@ -13,6 +13,9 @@ the classic linear-regression bug.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from . import _namespace as _ns
 from .autodiff import ops as _ops
 from .autodiff.primitive import primitive
@@ -173,8 +176,11 @@ def huber(pred, target, delta=1.0, reduction="mean"):
     r"""Huber loss: :math:`\tfrac12 d^2` where :math:`|d| <` ``delta``, else
     :math:`\delta(|d| - \tfrac12\delta)`, with :math:`d = p - t`. The gradient is :math:`d`
     clipped to :math:`[-\delta, \delta]`."""
-    if delta <= 0:
-        raise ValueError(f"xpdl.losses.huber: delta must be positive, got {delta}")
+    if isinstance(delta, bool) or not isinstance(delta, numbers.Real):
+        raise TypeError(f"xpdl.losses.huber: delta must be a number, got {delta!r}")
+    if not 0 < delta < math.inf:  # (NaN too: it made every loss NaN)
+        raise ValueError(f"xpdl.losses.huber: delta must be positive and finite, got {delta}")
+    delta = float(delta)  # a NumPy scalar is no operand for array_api_strict's arrays
     p, t, xp, plain = _prepare(pred, target, "huber")
     _check_same_shape(p, t, "huber")
     return _elementwise_loss(p, t, xp, _huber, reduction, plain, delta=delta)
@@ -189,6 +195,12 @@ def binary_cross_entropy(prob, target, reduction="mean"):
     """
     p, t, xp, plain = _prepare(prob, target, "binary_cross_entropy")
     _check_same_shape(p, t, "binary_cross_entropy")
+    # (one look at the values per eager call, as torch's; a replayed step does not come
+    # here): outside [0, 1] the loss is no cross-entropy (a probability of 1.5 gave -0.41)
+    for name, a in (("prob", p.data), ("target", t.data)):
+        if _ns.has_values(a) and bool(xp.any(~((a >= 0) & (a <= 1)))):  # (NaN too)
+            raise ValueError(f"xpdl.losses.binary_cross_entropy: {name} must be in [0, 1]; "
+                             f"got values from {float(xp.min(a))} to {float(xp.max(a))}")
     return _elementwise_loss(p, t, xp, _bce, reduction, plain)
 
 
