@@ -473,3 +473,23 @@ def test_forward_backward_stays_on_device():
         assert node.device == dev
     for p in params:
         assert p.grad.device == dev
+
+
+def test_numpy_scalars_are_operands_like_python_numbers(backend):
+    """Tensor * np.float64(2), F.clip(x, np.float32(0), ...), F.where/maximum with a NumPy
+    scalar failed on array_api_strict ('Expected Array or Python scalar'); they are now the
+    Python numbers of the same value: the same values and gradients as with floats."""
+    import xpdl.functional as F
+
+    f32, f64 = np.float32, np.float64
+    h = np.array([-1.5, 0.25, 2.0])
+    res = []
+    for c, d in (((lambda v: float(f32(v))), float), (f32, f64)):  # the same values
+        x = Tensor(backend.asarray(h), requires_grad=True)
+        y = (x * d(2.0) + c(0.5) - x ** d(2.0) + d(3.0) * x + np.int64(2) * x
+             + F.clip(x, c(-1.0), d(1.5)) + F.maximum(x, d(0.0))
+             + F.where(backend.asarray(h > 0), x, c(0.25)) + x / c(4.0))
+        y.sum().backward()
+        res.append((backend.to_numpy(y), backend.to_numpy(x.grad)))
+    np.testing.assert_array_equal(res[1][0], res[0][0])
+    np.testing.assert_array_equal(res[1][1], res[0][1])

@@ -549,3 +549,41 @@ def test_a_gradient_of_another_shape_or_namespace_is_named_and_nothing_moves(bac
             assert v == state[k]
         else:
             np.testing.assert_array_equal(backend.to_numpy(v), state[k])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "clip"])
+def test_numpy_scalar_settings_train_like_python_floats(backend, name):
+    """Settings from NumPy (np.float32(0.1), a value of np.logspace...) failed on
+    array_api_strict ('Expected Array or Python scalar', or 'Can't convert array on
+    device1 to a NumPy array'); now they are the Python floats of the same value: the same
+    trajectory, bit for bit, on every backend and both optimizer paths."""
+    f32, f64 = np.float32, np.float64
+
+    def make(np_scalars, p):
+        # the NumPy scalar, or the Python float of exactly its value
+        c = f32 if np_scalars else (lambda v: float(f32(v)))
+        d = f64 if np_scalars else (lambda v: float(f64(v)))
+        return {"sgd": lambda: optim.SGD(p, lr=c(0.1), momentum=d(0.9), nesterov=True,
+                                         weight_decay=c(0.01)),
+                "adam": lambda: optim.Adam(p, lr=c(0.1), betas=(c(0.9), d(0.99)), eps=c(1e-8),
+                                           weight_decay=d(0.1)),
+                "adamw": lambda: optim.AdamW(p, lr=c(0.1), weight_decay=d(0.1)),
+                "rmsprop": lambda: optim.RMSprop(p, lr=c(0.01), alpha=d(0.9), eps=c(1e-6),
+                                                 momentum=c(0.5), centered=True),
+                "adagrad": lambda: optim.Adagrad(p, lr=c(0.1), initial_accumulator_value=d(0.1)),
+                "clip": lambda: optim.Optimizer(p, optim.chain(optim.clip_by_global_norm(c(0.5)),
+                                                               optim.sgd(c(0.1))))}[name]()
+
+    out = []
+    for np_scalars in (False, True):
+        for fused in (True, False):
+            w = Tensor(backend.asarray(np.array([1.0, -2.0, 0.5])), requires_grad=True)
+            opt = make(np_scalars, [w])
+            opt.use_fused = fused
+            for _ in range(5):
+                opt.zero_grad()
+                ((w * w * w).sum() + (w * 0.3).sum()).backward()
+                opt.step()
+            out.append(backend.to_numpy(w.data))
+    np.testing.assert_array_equal(out[2], out[0])  # NumPy scalars = Python floats, fused
+    np.testing.assert_array_equal(out[3], out[1])  # and portable

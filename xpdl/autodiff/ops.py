@@ -50,8 +50,19 @@ def _operand(x, xp):
             _mixed(xp, x._xp)
         return x
     if isinstance(x, _Scalar):
-        return x
+        return _py(x)
     return lift(x, xp)
+
+
+def _py(x):
+    """A number as a Python scalar: NumPy's scalar types (``np.float32(0.5)``) are no
+    operands for array_api_strict's arrays. The same value (a NumPy scalar's exactly)."""
+    t = type(x)
+    if t is float or t is int or t is bool or not isinstance(x, numbers.Number):
+        return x
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    return float(x) if isinstance(x, numbers.Real) else complex(x)
 
 
 def _data(x):
@@ -355,7 +366,7 @@ def _clip_vjp(xp, g, ins, out, saved, needs, min=None, max=None):  # noqa: A002
 
 
 def clip(x, min=None, max=None):  # noqa: A002
-    return apply(_clip, x._xp, (x,), {"min": _data(min), "max": _data(max)})
+    return apply(_clip, x._xp, (x,), {"min": _py(_data(min)), "max": _py(_data(max))})
 
 
 def _sqnorm_coef(g):

@@ -9,6 +9,7 @@ from . import _fused
 from .base import FusedTransformation, chain
 from .transforms import (
     _learning_rate_at,
+    _plain,
     add_decayed_weights,
     scale_by_adagrad,
     scale_by_adam,
@@ -115,6 +116,7 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         L2 penalty :math:`\lambda` added to the gradient.
     """
     _check_lr(lr, momentum=momentum, weight_decay=weight_decay)
+    lr, momentum, weight_decay = _plain(lr, momentum, weight_decay)
     if nesterov and momentum <= 0:
         raise ValueError("xpdl.optim.sgd: nesterov needs momentum > 0")
     parts = []
@@ -195,6 +197,8 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         over flat ``{name: array}`` dicts; the state holds the step counters as ints.
     """
     _check_lr(lr, betas, eps=eps, weight_decay=weight_decay)
+    lr, eps, weight_decay = _plain(lr, eps, weight_decay)
+    betas = _plain(*betas)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts += [scale_by_adam(betas[0], betas[1], eps), scale_by_learning_rate(lr)]
     i = len(parts) - 2
@@ -223,6 +227,8 @@ def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         over flat ``{name: array}`` dicts; the state holds the step counters as ints.
     """
     _check_lr(lr, betas, eps=eps, weight_decay=weight_decay)
+    lr, eps, weight_decay = _plain(lr, eps, weight_decay)
+    betas = _plain(*betas)
     tx = chain(scale_by_adam(betas[0], betas[1], eps), add_decayed_weights(weight_decay),
                scale_by_learning_rate(lr))
     return _with_fused(tx, *_fused_adam(lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2))
@@ -254,6 +260,7 @@ def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_
         over flat ``{name: array}`` dicts; the state holds the step counters as ints.
     """
     _check_lr(lr, eps=eps, momentum=momentum, weight_decay=weight_decay)
+    lr, eps, momentum, weight_decay = _plain(lr, eps, momentum, weight_decay)
     if not 0 <= _real(alpha, "alpha") <= 1:
         raise ValueError(f"xpdl.optim.rmsprop: alpha must be in [0, 1], got {alpha}")
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []

@@ -41,6 +41,21 @@ def _learning_rate_at(learning_rate, step):
     return lr
 
 
+def _plain(*values):
+    """NumPy scalars and 0-d arrays as Python floats (array_api_strict's arrays take Python
+    scalars only, and the other namespaces would keep a NumPy scalar's dtype); callables
+    (schedules) and Python numbers as they are. One value in, one out; several, a tuple."""
+    out = []
+    for v in values:
+        if not (type(v) in (float, int, bool) or callable(v)):
+            try:
+                v = float(v)
+            except (TypeError, ValueError):  # (checked where it is used)
+                pass
+        out.append(v)
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 def _zeros_like(tree):
     out = {}
     for k, v in tree.items():
@@ -68,6 +83,7 @@ def add_decayed_weights(weight_decay):
     GradientTransformation
         Stateless; ``update`` needs ``params``.
     """
+    weight_decay = _plain(weight_decay)
 
     def update(grads, state, params=None, *, inplace=False):
         if not weight_decay:
@@ -81,6 +97,7 @@ def add_decayed_weights(weight_decay):
 def trace(momentum, nesterov=False):
     r"""Momentum buffer :math:`b \leftarrow \mu b + g`; outputs :math:`b` or, with
     Nesterov, :math:`g + \mu b` (PyTorch's SGD, dampening 0)."""
+    momentum = _plain(momentum)
 
     def init(params):
         return {f"momentum/{k}": v for k, v in _zeros_like(params).items()}
@@ -107,6 +124,7 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
     :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`, where
     :math:`m \leftarrow \beta_1 m + (1-\beta_1) g` and :math:`v \leftarrow \beta_2 v +
     (1-\beta_2) g^2`. Written as PyTorch does: ``(m / (sqrt(v)/sqrt(bc2) + eps)) / bc1``."""
+    b1, b2, eps = _plain(b1, b2, eps)
 
     def init(params):
         z1, z2 = _zeros_like(params), _zeros_like(params)
@@ -147,6 +165,7 @@ def scale_by_rms(alpha=0.99, eps=1e-8, centered=False):
     r"""RMSprop's direction :math:`g / (\sqrt{s} + \epsilon)` with :math:`s \leftarrow
     \alpha s + (1-\alpha) g^2`; centered: :math:`g / (\sqrt{s - \bar g^2} + \epsilon)` with
     :math:`\bar g \leftarrow \alpha \bar g + (1-\alpha) g`."""
+    alpha, eps = _plain(alpha, eps)
 
     def init(params):
         state = {f"square_avg/{k}": v for k, v in _zeros_like(params).items()}
@@ -197,6 +216,7 @@ def scale_by_adagrad(eps=1e-10, initial_accumulator_value=0.0):
     GradientTransformation
         Its state is the running sum of squares per parameter.
     """
+    eps, initial_accumulator_value = _plain(eps, initial_accumulator_value)
 
     def init(params):
         z = _zeros_like(params)
@@ -235,6 +255,7 @@ def scale_by_learning_rate(learning_rate):
     GradientTransformation
         Its state is the step count.
     """
+    learning_rate = _plain(learning_rate)
     if not callable(learning_rate) and not learning_rate >= 0:  # (NaN too)
         raise ValueError(f"xpdl.optim: learning rate must be non-negative, got {learning_rate}")
 
@@ -256,6 +277,7 @@ def clip_by_global_norm(max_norm):
     r"""Scale all gradients by :math:`\min(1, c / (\|g\|_2 + 10^{-6}))`, with
     :math:`\|g\|_2` the norm of all of them together (``torch.nn.utils.clip_grad_norm_``).
     Computed on the device: no host synchronisation."""
+    max_norm = _plain(max_norm)
     if not max_norm > 0:  # (NaN too)
         raise ValueError(f"xpdl.optim.clip_by_global_norm: max_norm must be positive, "
                          f"got {max_norm}")
