@@ -620,3 +620,25 @@ def test_training_steps_make_no_host_round_trips(monkeypatch):
     few, many = conversions(75), conversions(10)  # 2 vs 15 minibatches per epoch
     assert few == many
     assert 1 <= many <= 2 * 2  # the per-epoch loss readout (proves the spy works), no more
+
+
+def test_hidden_layer_sizes_may_be_an_array(backend, tmp_path):
+    """scikit-learn takes an array-like for hidden_layer_sizes (a value of a parameter
+    grid built with NumPy); xpdl refused np.array([4, 3]) ('must be a tuple of positive
+    ints'). The same network as the tuple's, and it saves and loads."""
+    g = np.random.default_rng(0)
+    X, y = backend.asarray(g.normal(size=(30, 3))), backend.asarray(np.arange(30) % 3,
+                                                                    dtype=backend.xp.int64)
+    kw = dict(max_iter=3, random_state=0)
+    a = xpdl.MLPClassifier(np.array([4, 3]), **kw).fit(X, y)
+    b = xpdl.MLPClassifier((4, 3), **kw).fit(X, y)
+    np.testing.assert_array_equal(backend.to_numpy(a.predict_proba(X)),
+                                  backend.to_numpy(b.predict_proba(X)))
+    path = str(tmp_path / "m.safetensors")
+    xpdl.save(a, path)
+    back = xpdl.load(path, xp=backend.xp, device=backend.device)
+    np.testing.assert_array_equal(backend.to_numpy(back.predict_proba(X)),
+                                  backend.to_numpy(a.predict_proba(X)))
+    for bad in (np.array([4.0]), np.array([[4]]), np.array([0])):
+        with pytest.raises(ValueError, match="hidden_layer_sizes"):
+            xpdl.MLPClassifier(bad, max_iter=1).fit(X, y)

@@ -234,6 +234,8 @@ def _jsonable(v):
         return v
     if isinstance(v, np.generic):
         return v.item()
+    if isinstance(v, np.ndarray) and v.ndim == 1:  # hidden_layer_sizes given as an array
+        return [_jsonable(x) for x in v.tolist()]
     text = str(v)  # a float dtype of some namespace (np.float32, torch.float64, ...)
     for name in ("float64", "float32"):
         if name in text:

@@ -109,6 +109,8 @@ class _MLP(NetworkEstimator):
         """``(n_in, *hidden_layer_sizes, n_out)``, or ``ValueError`` for sizes that are not
         positive ints (checked by fit and by load, before anything is allocated)."""
         sizes = self.hidden_layer_sizes
+        if len(getattr(sizes, "shape", ())) == 1 and hasattr(sizes, "tolist"):
+            sizes = sizes.tolist()  # a 1-d array (scikit-learn takes array-likes)
         if isinstance(sizes, str) or not isinstance(sizes, (numbers.Integral, tuple, list)):
             raise ValueError(f"xpdl: hidden_layer_sizes must be a tuple of positive ints, got "
                              f"{sizes!r}")
