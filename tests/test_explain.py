@@ -70,6 +70,20 @@ def test_integrated_gradients_of_a_linear_model_is_exact(backend):
                                rtol=1e-10 if backend.is64 else 1e-5)
 
 
+def test_integrated_gradients_takes_a_number_as_baseline(backend):
+    """A number is that baseline for every feature (Captum's scalar baseline); it raised
+    'expected an array' (a float) or 'must have shape (3,)' (a NumPy scalar)."""
+    lin = nn.Linear(3, 1, rng=0, xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+    X = backend.asarray(np.random.default_rng(0).normal(size=(4, 3)))
+    ref = backend.to_numpy(integrated_gradients(lin, X, baseline=backend.asarray(np.full(3, 0.5)),
+                                                n_steps=3))
+    for b in (0.5, np.float64(0.5), np.float32(0.5)):
+        np.testing.assert_array_equal(
+            backend.to_numpy(integrated_gradients(lin, X, baseline=b, n_steps=3)), ref)
+    with pytest.raises(ValueError, match="baseline must be finite"):
+        integrated_gradients(lin, X, baseline=float("nan"))
+
+
 def test_callable_models(backend):
     def f(t):
         return (t * t).sum(axis=1)  # f(x) = |x|^2, gradient 2x

@@ -84,6 +84,27 @@ def _net(backend):
     return nn.Sequential(nn.Linear(3, 5, rng=0, **kw), nn.Tanh(), nn.Linear(5, 4, rng=1, **kw))
 
 
+def test_clipping_norm_is_a_positive_finite_number_numpy_scalars_included(backend):
+    """np.float32(1.0) as max_grad_norm failed on array_api_strict ("Can't convert array on
+    device1 to a NumPy array"); NaN made every clipped gradient NaN."""
+    net = _net(backend)
+    X = backend.asarray(np.random.default_rng(0).normal(size=(5, 3)))
+    y = backend.asarray(np.arange(5) % 4, dtype=backend.xp.int64)
+
+    def per(out):
+        return cross_entropy(out, y, reduction="none")
+
+    ref, ref_norms = clipped_gradients(net, X, per, 0.5)
+    got, norms = clipped_gradients(net, X, per, np.float32(0.5))
+    for k in ref:
+        np.testing.assert_array_equal(backend.to_numpy(got[k]), backend.to_numpy(ref[k]))
+    for C in (float("nan"), 0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="max_grad_norm must be positive and finite"):
+            clipped_gradients(net, X, per, C)
+    with pytest.raises(TypeError, match="max_grad_norm must be a number"):
+        clipped_gradients(net, X, per, "1.0")
+
+
 @pytest.mark.parametrize("C", [0.05, 1.0, 100.0])
 def test_clipped_gradients_match_brute_force(backend, C):
     net = _net(backend)

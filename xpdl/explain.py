@@ -14,6 +14,7 @@ log-odds of ``classes_[0]``, the negative.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from . import _namespace as _ns
@@ -145,8 +146,8 @@ def integrated_gradients(model, X, target=None, baseline=None, n_steps=50,
     X : array of shape (n_samples, n_features)
     target : int, array of shape (n_samples,) or None
         None explains the class predicted at ``x`` (kept fixed along the path).
-    baseline : array of shape (n_features,) or (n_samples, n_features), optional
-        Zeros by default.
+    baseline : float, array of shape (n_features,) or (n_samples, n_features), optional
+        Zeros by default; a number is that value for every feature.
     n_steps : int, default 50
     return_delta : bool, default False
         Also return the completeness error :math:`\sum_j \mathrm{IG}_j - (f_t(x) - f_t(b))`
@@ -164,6 +165,11 @@ def integrated_gradients(model, X, target=None, baseline=None, n_steps=50,
     n, p = X.shape
     if baseline is None:
         B = xp.zeros(X.shape, dtype=X.dtype, device=dev)
+    elif isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
+        # one value for every feature (as Captum takes a scalar baseline)
+        if not math.isfinite(baseline):
+            raise ValueError(f"xpdl.explain: baseline must be finite, got {baseline!r}")
+        B = xp.full(X.shape, float(baseline), dtype=X.dtype, device=dev)
     else:
         B = xp.astype(_ns.move(baseline, xp=xp, device=dev), X.dtype)
         if tuple(B.shape) not in ((p,), (n, p)):

@@ -254,6 +254,16 @@ def epsilon_of(history, delta, orders=DEFAULT_ORDERS):
     return max(best, 0.0)
 
 
+def _clip_norm(c):
+    """:math:`C` as a Python float (a NumPy scalar is no operand for array_api_strict's
+    arrays), or ``ValueError``/``TypeError``: NaN would make every clipped gradient NaN."""
+    if isinstance(c, bool) or not isinstance(c, numbers.Real):
+        raise TypeError(f"xpdl.privacy: max_grad_norm must be a number, got {c!r}")
+    if not 0 < c < math.inf:
+        raise ValueError(f"xpdl.privacy: max_grad_norm must be positive and finite, got {c!r}")
+    return float(c)
+
+
 def clip_taps(xp, taps, max_grad_norm, weights=None):
     r"""Clip per-sample gradients of linear layers from their VJP inputs and sum them.
 
@@ -285,6 +295,7 @@ def clip_taps(xp, taps, max_grad_norm, weights=None):
     """
     from .functional import _linear
 
+    max_grad_norm = _clip_norm(max_grad_norm)
     sq = None
     for g, ins in taps:
         a = ins[0]
