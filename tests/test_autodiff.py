@@ -493,3 +493,31 @@ def test_numpy_scalars_are_operands_like_python_numbers(backend):
         res.append((backend.to_numpy(y), backend.to_numpy(x.grad)))
     np.testing.assert_array_equal(res[1][0], res[0][0])
     np.testing.assert_array_equal(res[1][1], res[0][1])
+
+
+def test_backward_names_a_grad_that_does_not_fit_the_output(backend):
+    """backward(grad=...) with a list or a float raised AttributeError ('no attribute
+    shape'), with a torch tensor under a NumPy graph AttributeError ('no attribute
+    astype'), and with an array on another device put the leaf's gradient on that device.
+    Now TypeError/ValueError naming the problem, before any gradient is written."""
+    x = Tensor(backend.asarray(np.array([1.0, 2.0])), requires_grad=True)
+    y = x * 3.0
+    for bad in ([1.0, 1.0], 2.0, None if backend.name == "numpy" else np.ones(2)):
+        if bad is None:
+            continue
+        with pytest.raises(TypeError, match="backward's grad"):
+            y.backward(bad, retain_graph=True)
+    if backend.name == "numpy" and importlib.util.find_spec("torch"):
+        import torch
+
+        with pytest.raises(TypeError, match="backward's grad is a torch array, the output a "
+                                            "numpy one"):
+            y.backward(torch.ones(2, dtype=torch.float64), retain_graph=True)
+    if backend.name.startswith("array_api_strict"):
+        other = backend.xp.asarray([1.0, 1.0], device=backend.xp.Device("CPU_DEVICE"),
+                                   dtype=x.dtype)
+        with pytest.raises(ValueError, match="backward's grad is on device"):
+            y.backward(other, retain_graph=True)
+    assert x.grad is None
+    y.backward(backend.asarray(np.array([1.0, 0.5])))
+    np.testing.assert_array_equal(backend.to_numpy(x.grad), [3.0, 1.5])

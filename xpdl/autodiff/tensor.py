@@ -255,9 +255,19 @@ class Tensor:
         else:
             if isinstance(grad, Tensor):
                 grad = grad.data
+            if not _ns.is_array(grad):
+                raise TypeError(f"xpdl: backward's grad must be an array (or a Tensor), got "
+                                f"{type(grad).__name__}")
+            if _ns.array_namespace(grad) is not xp:
+                raise TypeError(f"xpdl: backward's grad is a "
+                                f"{_ns.backend_name(_ns.array_namespace(grad))} array, the "
+                                f"output a {_ns.backend_name(xp)} one; move it first")
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"xpdl: grad has shape {tuple(grad.shape)}, "
                                  f"expected {self.shape}")
+            if _ns.device_of(grad) != self.device:
+                raise ValueError(f"xpdl: backward's grad is on device {_ns.device_of(grad)}, "
+                                 f"the output on {self.device}; move it first")
         _run_backward(self, grad, retain_graph)
 
 
