@@ -258,3 +258,16 @@ def test_tied_weights_are_one_parameter(backend):
     opt.step()
     tol = dict(rtol=1e-6, atol=1e-9) if backend.is64 else dict(rtol=5e-2, atol=5e-3)
     np.testing.assert_allclose(backend.to_numpy(m.enc.weight.data), W0 - 0.1 * fd, **tol)
+
+
+def test_linear_names_a_bias_of_the_wrong_shape(backend):
+    """A bias of 5 for 4 outputs reached NumPy's 'operands could not be broadcast together
+    with shapes (2,4) (5,) (2,4)' (or broadcast silently, for a (1, 4) or (2, 4) one)."""
+    import xpdl.functional as F
+
+    x, W = backend.asarray(np.ones((2, 3))), backend.asarray(np.ones((4, 3)))
+    for shape in ((5,), (1, 4), (2, 4), ()):
+        with pytest.raises(ValueError, match=r"linear bias has shape .* it must be \(4,\)"):
+            F.linear(x, W, backend.asarray(np.ones(shape)))
+    out = F.linear(x, W, backend.asarray(np.arange(4.0)))
+    np.testing.assert_array_equal(backend.to_numpy(out), [[3.0, 4.0, 5.0, 6.0]] * 2)

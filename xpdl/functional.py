@@ -299,6 +299,9 @@ def linear(x, W, b=None):
     if X.shape[-1] != Wd.shape[1]:
         raise ValueError(f"xpdl: linear input has {X.shape[-1]} features, weight expects "
                          f"{Wd.shape[1]}")
+    if bt is not None and tuple(bt.data.shape) != (Wd.shape[0],):
+        raise ValueError(f"xpdl: linear bias has shape {tuple(bt.data.shape)}, the weight "
+                         f"{Wd.shape[0]} outputs: it must be ({Wd.shape[0]},)")
     parents = (xt, Wt) if bt is None else (xt, Wt, bt)
     return _out(apply(_linear, xp, parents), plain)
 
