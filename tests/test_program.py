@@ -665,6 +665,15 @@ def test_compile_step_checks_its_arguments(backend):
             step(np.zeros((3, 5)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="one-element"):
         xpdl.compile_step(m, lambda o, t: o, optim.SGD(m, lr=0.1))(X, y)
+    # lists raised AttributeError ('list' object has no attribute 'shape') from the guard
+    Xl, yl = backend.to_numpy(X).tolist(), backend.to_numpy(y).tolist()
+    before = [backend.to_numpy(p).copy() for p in m.parameters()]
+    for args, name in (((Xl, y), "X"), ((X, yl), "y"), ((X, y, [1.0] * X.shape[0]),
+                                                        "sample_weight")):
+        with pytest.raises(TypeError, match=f"compile_step: {name} must be an array"):
+            step(*args)
+    for p, b in zip(m.parameters(), before):
+        np.testing.assert_array_equal(backend.to_numpy(p), b)
 
 
 def test_nn_model_through_compile_step_is_the_estimator(backend):

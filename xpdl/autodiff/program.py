@@ -628,8 +628,11 @@ class CompiledStep:
         params = [p for _, p in self.optimizer._params]
         xp = params[0].xp
         inputs = (_data(X), _data(y), None if sample_weight is None else _data(sample_weight))
-        for a in inputs:
-            if a is not None and _ns.is_array(a) and _ns.array_namespace(a) is not xp:
+        for name, a in zip(("X", "y", "sample_weight"), inputs):
+            if a is not None and not _ns.is_array(a):
+                raise TypeError(f"xpdl.compile_step: {name} must be an array (or a Tensor), "
+                                f"got {type(a).__name__}")
+            if a is not None and _ns.array_namespace(a) is not xp:
                 raise TypeError(f"xpdl.compile_step: the batch is a "
                                 f"{_ns.backend_name(_ns.array_namespace(a))} array but the "
                                 f"parameters are {_ns.backend_name(xp)}; move one of them")
