@@ -188,6 +188,21 @@ def test_leaky_relu_refuses_a_slope_that_is_no_number(backend):
     np.testing.assert_array_equal(backend.to_numpy(F.leaky_relu(x, -2)), [2.0, 2.0])
 
 
+def test_relu_keeps_the_dtype_and_nan(backend):
+    # torch.relu's contract: integers stay integers; NaN propagates
+    import xpdl.functional as F
+
+    xi = backend.asarray(np.array([[3, -2], [0, 7]]), dtype=backend.xp.int64)
+    out = F.relu(xi)
+    assert out.dtype == backend.xp.int64
+    np.testing.assert_array_equal(backend.to_numpy(out), [[3, 0], [0, 7]])
+    xf = backend.asarray(np.array([np.nan, -1.5, 2.0, -0.0, np.inf, -np.inf]))
+    got = backend.to_numpy(F.relu(xf))
+    ref = np.maximum(np.array([np.nan, -1.5, 2.0, -0.0, np.inf, -np.inf]), 0.0)
+    np.testing.assert_array_equal(got, ref.astype(got.dtype))
+    assert backend.to_numpy(xf)[1] == -1.5  # the input is not written
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
 def test_linear_layer_matches_torch(backend):
     import torch

@@ -237,6 +237,17 @@ def lit(xp, value, like):
     return xp.asarray(value, dtype=dt, device=device_of(like))
 
 
+def maximum_zero(xp, d):
+    """``xp.maximum(d, 0)`` in ``d``'s dtype (NaN stays NaN). On NumPy against a
+    zero-filled array of ``d``'s shape, written over it: NumPy's loop for two arrays is
+    vectorized and its loop for a scalar operand is not (measured over 256 x 512 float32:
+    24 us against 67 us; the same values)."""
+    if _ufunc_reduce(xp):
+        z = np.zeros_like(d)
+        return np.maximum(d, z, out=z)
+    return xp.maximum(d, lit(xp, 0.0 if xp.isdtype(d.dtype, "real floating") else 0, d))
+
+
 def mask_multiply(xp, g, mask):
     """``g * mask`` for a boolean ``mask``: NumPy, CuPy and torch multiply by booleans
     directly (one pass); the standard needs the mask cast to ``g``'s dtype first."""
