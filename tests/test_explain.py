@@ -185,3 +185,35 @@ def test_explain_rejects_bad_targets_inputs_and_baselines(backend):
             integrated_gradients(m, Xb, n_steps=bad_n)
         with pytest.raises(ValueError, match="n_repeats must be an int >= 1"):
             permutation_importance(m, X, _fitted(backend)[2], n_repeats=bad_n)
+
+
+def test_explain_checks_the_estimator_like_predict(backend):
+    # an unfitted estimator is NotFittedError (it was "model must be a fitted estimator, a
+    # Module or a callable"), and X with another feature count is scikit-learn's message
+    # (it was the linear layer's "weight expects 4")
+    m, X, _ = _fitted(backend)
+    for fn in (saliency, integrated_gradients):
+        with pytest.raises(xpdl.NotFittedError):
+            fn(xpdl.MLPClassifier(), X[:3, ...])
+        with pytest.raises(ValueError, match="X has 3 features, but MLPClassifier is "
+                                             "expecting 4 features"):
+            fn(m, X[:3, :3])
+
+
+def test_permutation_importance_takes_numpy_random_states(backend):
+    # scikit-learn's random_state: an int, None or a NumPy RandomState (it was refused with
+    # "seed must be a non-negative int")
+    m, X, y = _fitted(backend)
+    for make in (np.random.RandomState, np.random.default_rng):
+        rs = make(3)
+        a = permutation_importance(m, X, y, n_repeats=3, random_state=rs)
+        b = permutation_importance(m, X, y, n_repeats=3, random_state=make(3))
+        np.testing.assert_array_equal(backend.to_numpy(a["importances"]),
+                                      backend.to_numpy(b["importances"]))
+        # the instance advanced, as scikit-learn's does: the next call shuffles differently
+        c = permutation_importance(m, X, y, n_repeats=3, random_state=rs)
+        assert not np.array_equal(backend.to_numpy(a["importances"]),
+                                  backend.to_numpy(c["importances"]))
+    for bad in (-1, 1.5, "0", True):
+        with pytest.raises(ValueError, match="random_state must be None, an int >= 0"):
+            permutation_importance(m, X, y, random_state=bad)

@@ -77,6 +77,15 @@ def test_epsilon_edge_cases_and_monotonicity():
         epsilon(1.0, 0.1, 10, 0.0)
     with pytest.raises(ValueError, match="sample_rate"):
         epsilon(1.0, 1.5, 10, 1e-5)
+    # arguments that are no numbers are named (delta="1e-5" was "'<' not supported")
+    for args, name in [((1.0, 0.1, 10, "1e-5"), "delta"), (("1", 0.1, 10, 1e-5),
+                       "noise_multiplier"), ((1.0, None, 10, 1e-5), "sample_rate"),
+                       ((1.0, 0.1, "10", 1e-5), "steps"), ((True, 0.1, 10, 1e-5),
+                                                           "noise_multiplier")]:
+        with pytest.raises(TypeError, match=f"{name} must be a number"):
+            epsilon(*args)
+    assert epsilon(np.float32(1.0), np.float64(0.1), np.int64(10), np.float32(1e-5)) == \
+        pytest.approx(epsilon(1.0, 0.1, 10, float(np.float32(1e-5))))
 
 
 def _net(backend):

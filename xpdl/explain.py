@@ -19,7 +19,7 @@ import numbers
 
 from . import _namespace as _ns
 from .autodiff.tensor import Tensor, enable_grad, no_grad
-from .random import Generator
+from .random import Generator, seed_of
 
 __all__ = ["saliency", "integrated_gradients", "permutation_importance"]
 
@@ -28,6 +28,10 @@ def _callable(model):
     mod = getattr(model, "module_", None)
     if mod is not None:
         return mod.eval()
+    if hasattr(model, "fit") and hasattr(model, "get_params"):  # an estimator, not fitted
+        from .estimators._validation import check_is_fitted
+
+        check_is_fitted(model)
     if hasattr(model, "eval") and hasattr(model, "parameters"):
         return model.eval()
     if callable(model):
@@ -49,6 +53,10 @@ def _check_X(X, model):
         raise ValueError(f"xpdl.explain: X must be 2-D (n_samples, n_features), got shape "
                          f"{tuple(X.shape)}")
     _check_finite(xp, X, "X")
+    p = getattr(model, "n_features_in_", None)
+    if p is not None and X.shape[1] != p:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(model).__name__} is expecting "
+                         f"{p} features as input.")
     est_xp = getattr(model, "_xp", None)
     if est_xp is not None and est_xp is not xp:
         raise TypeError(f"xpdl.explain: the model lives in {_ns.backend_name(est_xp)} but X is "
@@ -213,8 +221,9 @@ def permutation_importance(estimator, X, y, *, n_repeats=5, random_state=None,
     X : array of shape (n_samples, n_features)
     y : array of shape (n_samples,) or (n_samples, n_outputs)
     n_repeats : int, default 5
-    random_state : int or None
-        Seeds the shuffles (host generator, the same on every backend).
+    random_state : int, numpy.random.RandomState, numpy.random.Generator or None
+        Seeds the shuffles (host generator, the same on every backend); a NumPy generator
+        gives the seed (one draw; as in scikit-learn, the instance advances).
 
     Returns
     -------
@@ -229,7 +238,7 @@ def permutation_importance(estimator, X, y, *, n_repeats=5, random_state=None,
     if X.ndim != 2:
         raise ValueError("xpdl.explain: X must be 2-D")
     n, p = X.shape
-    g = Generator(random_state)
+    g = Generator(seed_of(random_state))
     base = estimator.score(X, y, sample_weight=sample_weight)
     cols = xp.arange(p, device=dev)
     rows = []

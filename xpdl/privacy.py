@@ -168,6 +168,11 @@ def rdp(noise_multiplier, sample_rate, steps, orders=DEFAULT_ORDERS):
     return out
 
 
+def _number(v, name):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"xpdl.privacy: {name} must be a number, got {type(v).__name__}")
+
+
 def epsilon(noise_multiplier, sample_rate, steps, delta, orders=DEFAULT_ORDERS):
     r"""Privacy spent, :math:`\varepsilon`, by DP-SGD at a given :math:`\delta`.
 
@@ -223,10 +228,14 @@ def epsilon_of(history, delta, orders=DEFAULT_ORDERS):
     >>> epsilon(2.0, 0.02, 300, 1e-5) < epsilon(1.0, 0.01, 500, 1e-5) < two
     True
     """
+    _number(delta, "delta")
     if not 0 < delta < 1:
         raise ValueError(f"xpdl.privacy: delta must be in (0, 1), got {delta}")
     total, spent = [0.0] * len(orders), False
     for noise_multiplier, sample_rate, steps in history:
+        for v, name in ((noise_multiplier, "noise_multiplier"), (sample_rate, "sample_rate"),
+                        (steps, "steps")):
+            _number(v, name)
         if not 0 <= sample_rate <= 1:
             raise ValueError(f"xpdl.privacy: sample_rate must be in [0, 1], got {sample_rate}")
         if not noise_multiplier >= 0:  # (NaN fails)

@@ -17,6 +17,21 @@ from ._namespace import from_host
 __all__ = ["Generator", "as_generator"]
 
 
+def seed_of(random_state, name="random_state"):
+    """A seed for :class:`Generator` from scikit-learn's kinds of ``random_state``: None
+    or an int >= 0 as they are; a ``numpy.random.RandomState`` or ``numpy.random.Generator``
+    gives one draw (so, as in scikit-learn, the instance advances and two calls differ)."""
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2 ** 31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2 ** 63 - 1))
+    if random_state is not None and (isinstance(random_state, bool) or not isinstance(
+            random_state, numbers.Integral) or random_state < 0):
+        raise ValueError(f"xpdl: {name} must be None, an int >= 0, a numpy.random.RandomState "
+                         f"or a numpy.random.Generator, got {random_state!r}")
+    return random_state
+
+
 class Generator:
     """Seeded host random generator whose draws can be placed on any device.
 
