@@ -233,9 +233,8 @@ def epsilon_of(history, delta, orders=DEFAULT_ORDERS):
         raise ValueError(f"xpdl.privacy: delta must be in (0, 1), got {delta}")
     total, spent = [0.0] * len(orders), False
     for noise_multiplier, sample_rate, steps in history:
-        for v, name in ((noise_multiplier, "noise_multiplier"), (sample_rate, "sample_rate"),
-                        (steps, "steps")):
-            _number(v, name)
+        for v, name in ((noise_multiplier, "noise_multiplier"), (sample_rate, "sample_rate")):
+            _number(v, name)  # (steps: the ValueError below)
         if not 0 <= sample_rate <= 1:
             raise ValueError(f"xpdl.privacy: sample_rate must be in [0, 1], got {sample_rate}")
         if not noise_multiplier >= 0:  # (NaN fails)
