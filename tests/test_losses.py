@@ -181,6 +181,14 @@ def test_bad_reduction_and_target(backend):
         L.mse(p, [0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="delta"):
         L.huber(p, p, delta=0.0)
+    # a weight array passed where reduction goes (torch's third argument is weight) was
+    # compared elementwise: "The truth value of an array ... is ambiguous"
+    logits = backend.asarray(np.zeros((3, 2)))
+    labels = backend.asarray(np.array([0, 1, 1]), dtype=backend.xp.int64)
+    for fn, args in ((L.cross_entropy, (logits, labels)), (L.mse, (p, p)), (L.mae, (p, p)),
+                     (L.huber, (p, p))):
+        with pytest.raises(TypeError, match="reduction must be one of"):
+            fn(*args, reduction=backend.asarray(np.ones(3)))
 
 
 def test_huber_delta_must_be_a_positive_finite_number(backend):

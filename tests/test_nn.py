@@ -168,6 +168,10 @@ def test_bad_construction():
         nn.Sequential(nn.ReLU(), lambda x: x)
     with pytest.raises(ValueError, match="probability"):
         nn.Dropout(1.5)
+    for p in ("0.5", None, True):  # "0.5" was "'<=' not supported"; True was p = 1
+        with pytest.raises(TypeError, match="dropout probability must be a number"):
+            nn.Dropout(p)
+    assert nn.Dropout(np.float32(0.25)).p == 0.25 and type(nn.Dropout(np.float32(0.25)).p) is float
     for slope in (float("nan"), float("inf")):  # accepted; every negative input became NaN
         with pytest.raises(ValueError, match="negative_slope must be finite"):
             nn.LeakyReLU(slope)

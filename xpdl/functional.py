@@ -111,6 +111,15 @@ def _slope(v):
     return float(v)
 
 
+def _drop_p(p):
+    """A dropout probability as a float: a real number in [0, 1], else an error naming it."""
+    if isinstance(p, (bool, str, bytes)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"xpdl: dropout probability must be a number, got {p!r}")
+    if not 0.0 <= p <= 1.0:  # (NaN fails)
+        raise ValueError(f"xpdl: dropout probability must be in [0, 1], got {p}")
+    return float(p)
+
+
 def _sigmoid_data(xp, d):
     # Only exp of a non-positive number is taken: no overflow for |x| up to float max.
     e = xp.exp(-xp.abs(d))
@@ -338,8 +347,7 @@ def dropout(x, p, *, rng, training=True):
         same mask (pass a Generator, or use :class:`xpdl.nn.Dropout`, for fresh masks).
     training : bool, default True
     """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"xpdl: dropout probability must be in [0, 1], got {p}")
+    p = _drop_p(p)
     as_generator(rng)  # a TypeError now for anything else than a seed or a Generator
     t, plain = _one(x)
     if not training or p == 0.0:

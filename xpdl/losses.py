@@ -50,6 +50,9 @@ def _check_same_shape(p, t, name):
 
 
 def _check_reduction(reduction):
+    if not isinstance(reduction, str):  # (an array here compared elementwise)
+        raise TypeError(f"xpdl: reduction must be one of {_REDUCTIONS}, got "
+                        f"{type(reduction).__name__}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"xpdl: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 

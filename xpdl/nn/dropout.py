@@ -20,9 +20,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, *, rng=None):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"xpdl: dropout probability must be in [0, 1], got {p}")
-        self.p = float(p)
+        self.p = F._drop_p(p)
         self.rng = as_generator(rng)
 
     def forward(self, x):
