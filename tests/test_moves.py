@@ -91,3 +91,40 @@ def test_optimizer_follows_a_module_moved_mid_training(backend, opt):
     tol = 1e-10 if backend.is64 else 1e-4
     for a, b in zip(train(6), train(99)):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_a_namespace_given_by_name_is_a_type_error(backend, tmp_path):
+    # xp="torch" failed deep inside ("'str' object has no attribute 'float32'", or
+    # xpdl.load's "inconsistent xpdl metadata"); every entry point now names it, and the
+    # namespace itself works there
+    from xpdl import nn
+    from xpdl.datasets import load_digits, make_classification
+    from xpdl.random import Generator
+
+    X, y = make_classification(30, 3, random_state=0, xp=backend.xp, device=backend.device,
+                               dtype=backend.float_dtype)
+    est = xpdl.LogisticRegression().fit(X, y)
+    lin = nn.Linear(3, 2, rng=0, xp=backend.xp, device=backend.device,
+                    dtype=backend.float_dtype)
+    path = tmp_path / "m.safetensors"
+    xpdl.save(est, path)
+    calls = {
+        "Module.to": lambda xp: lin.to(xp=xp),
+        "estimator.to": lambda xp: est.to(xp=xp),
+        "load": lambda xp: xpdl.load(path, xp=xp, device=backend.device),
+        "load_digits": lambda xp: load_digits(xp=xp, device=backend.device),
+        "make_classification": lambda xp: make_classification(10, 2, xp=xp,
+                                                              device=backend.device),
+        "Linear": lambda xp: nn.Linear(3, 2, xp=xp, device=backend.device),
+        "Generator.normal": lambda xp: Generator(0).normal((2,), xp=xp, device=backend.device),
+        "Generator.permutation": lambda xp: Generator(0).permutation(3, xp=xp,
+                                                                     device=backend.device),
+    }
+    for name, call in calls.items():
+        for bad in (backend.name.split(":")[0], 3):
+            with pytest.raises(TypeError, match="xp must be an array namespace"):
+                call(bad)
+        assert call(backend.xp) is not None, name
+    np.testing.assert_array_equal(backend.to_numpy(est.predict(X)),
+                                  backend.to_numpy(xpdl.load(path, xp=backend.xp,
+                                                             device=backend.device).predict(X)))

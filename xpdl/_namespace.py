@@ -477,6 +477,7 @@ def from_host(a, xp, device=None, dtype=None):
 
     Casting happens on the host so the same input gives the same bits everywhere.
     """
+    check_xp(xp)
     a = np.asarray(a)
     if dtype is not None and dtype_name(xp, dtype) == "bfloat16" and not is_jax(xp):
         # torch takes no ml_dtypes arrays: round on the host, hand over the float32 values
@@ -497,6 +498,17 @@ def from_host(a, xp, device=None, dtype=None):
     return xp.asarray(a, device=device)
 
 
+def check_xp(xp, what="xp"):
+    """``xp`` when it is None or an array namespace (a module, or an object with
+    ``asarray``), else a TypeError naming it: a string such as ``"torch"`` is the usual
+    slip, and failed later as an AttributeError from deep inside."""
+    if xp is None or callable(getattr(xp, "asarray", None)):
+        return xp
+    hint = " (pass the module itself, not its name)" if isinstance(xp, str) else ""
+    raise TypeError(f"xpdl: {what} must be an array namespace such as numpy, "
+                    f"array_api_compat.torch or array_api_strict, got {xp!r}{hint}")
+
+
 def move(x, *, xp=None, device=None, dtype=None):
     """Return ``x`` in namespace ``xp`` on ``device`` with ``dtype`` (each optional).
 
@@ -504,7 +516,7 @@ def move(x, *, xp=None, device=None, dtype=None):
     through the host. ``dtype`` may be a dtype of the target namespace or its name.
     """
     src = array_namespace(x)
-    xp = src if xp is None else xp
+    xp = src if xp is None else check_xp(xp)
     if dtype is not None:  # a name, or a dtype of the target namespace
         dtype = dtype_from_name(xp, dtype if isinstance(dtype, str) else dtype_name(xp, dtype))
     if xp is src:

@@ -441,7 +441,7 @@ def _float_dtype(xp, device, name):
 
 
 def _target(xp, device):
-    if xp is None:
+    if _ns.check_xp(xp) is None:
         import array_api_compat.numpy as np_xp
 
         return np_xp, device

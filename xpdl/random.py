@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from ._namespace import from_host
+from ._namespace import check_xp, from_host
 
 __all__ = ["Generator", "as_generator"]
 
@@ -56,11 +56,12 @@ class Generator:
         self._rng = np.random.Generator(np.random.PCG64(seed))
 
     def _place(self, host, xp, device, dtype):
-        if xp is None:
+        if check_xp(xp) is None:
             return host if dtype is None else host.astype(dtype)
         return from_host(host, xp, device=device, dtype=dtype)
 
     def _float_dtype(self, xp, dtype):
+        check_xp(xp)
         if dtype is None:
             return None if xp is None else xp.float32
         return dtype

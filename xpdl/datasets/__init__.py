@@ -14,14 +14,14 @@ from importlib import resources
 
 import numpy as np
 
-from .._namespace import from_host
+from .._namespace import check_xp, from_host
 from ..random import Generator
 
 __all__ = ["load_digits", "make_regression", "make_classification"]
 
 
 def _place(X, y, xp, device, dtype, y_dtype=None):
-    if xp is None:
+    if check_xp(xp) is None:
         fdt = dtype or np.float32
         return X.astype(fdt), y.astype(fdt if y_dtype is None else y_dtype)
     fdt = xp.float32 if dtype is None else dtype
