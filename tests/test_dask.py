@@ -223,6 +223,25 @@ def test_non_finite_in_any_chunk_is_the_usual_error(scheduler, make, bad):
         make().fit(_d(X), _d(y))
 
 
+@pytest.mark.parametrize("make", STREAMED, ids=IDS)
+@pytest.mark.parametrize("bad", ["nan", "inf", "negative", "all negative"])
+def test_bad_weights_streamed_are_the_in_memory_error(scheduler, make, bad):
+    # the streamed fit checked the weights' total first: NaN and negative weights were
+    # "sample_weight sums to zero"
+    X, y = _xy(make())
+    w = np.ones(X.shape[0])
+    if bad == "all negative":
+        w = -w
+    else:
+        w[1111] = {"nan": np.nan, "inf": np.inf, "negative": -1.0}[bad]  # the last chunk
+    with pytest.raises(ValueError) as memory:
+        make().fit(X, y, sample_weight=w)
+    with pytest.raises(ValueError) as streamed:
+        make().fit(_d(X), _d(y), sample_weight=_d(w))
+    assert str(streamed.value) == str(memory.value)
+    assert "sums to zero" not in str(streamed.value)
+
+
 def test_layout_and_namespace_errors(scheduler):
     X, y = _clf()
     m = xpdl.LinearRegression()

@@ -545,7 +545,16 @@ def stream_source(est, X, y, sample_weight, *, reset, classes):
     n = X.shape[0] if _known(X.chunks[0]) else _count_rows(dask, _blocks(y))
     scale = 1.0
     if w is not None:  # the weights rescaled to mean 1 over all samples, as in memory
-        total = float(dask.compute(w.sum(), optimize_graph=False)[0])
+        # (checked here in one pass, as in memory: NaN or negative weights were reported
+        # as "sums to zero" by the total)
+        nan, inf, neg, total = dask.compute(da.isnan(w).any(), da.isinf(w).any(),
+                                            (w < 0).any(), w.sum(), optimize_graph=False)
+        if bool(nan) or bool(inf):
+            raise ValueError(f"xpdl: Input sample_weight contains "
+                             f"{'NaN' if bool(nan) else 'infinity'}.")
+        if bool(neg):
+            raise ValueError("xpdl: sample_weight has negative values")
+        total = float(total)
         if not (math.isfinite(total) and total > 0):
             V._bad_weights()
         scale = n / total
