@@ -147,3 +147,37 @@ def test_inference_under_jax_jit(case):
     model.eval()
     np.testing.assert_allclose(np.asarray(jax.jit(lambda a: model(a).data)(Xj)),
                                np.asarray(model(Xj).data), rtol=1e-5, atol=1e-6)
+
+
+def test_export_onnx_names_bad_arguments_and_writes_atomically(backend, tmp_path):
+    # an unfitted estimator was AttributeError 'parameters'; a callable the same; "3" as
+    # input_shape became a 1-D shape; (-1, 3) wrote a model onnxruntime failed to run; a
+    # missing folder surfaced from onnx.save
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("ndonnx")
+    X, y3 = _data()
+    Xb = backend.asarray(X, dtype=backend.xp.float32)
+    est = xpdl.LogisticRegression().fit(Xb, backend.asarray(y3, dtype=backend.xp.int64))
+    path = tmp_path / "m.onnx"
+    with pytest.raises(xpdl.NotFittedError):
+        xpdl.export_onnx(xpdl.LogisticRegression(), path, ("N", 5))
+    with pytest.raises(TypeError, match="model must be a fitted xpdl estimator or an xpdl.nn"):
+        xpdl.export_onnx(lambda x: x, path, ("N", 5))
+    with pytest.raises(TypeError, match="input_shape must be a tuple"):
+        xpdl.export_onnx(est, path, "5")
+    for bad in ((-1, 5), ("N", 0)):
+        with pytest.raises(ValueError, match="sizes in input_shape must be >= 1"):
+            xpdl.export_onnx(est, path, bad)
+    with pytest.raises(TypeError, match="each size in input_shape must be an int"):
+        xpdl.export_onnx(est, path, ("N", 5.0))
+    with pytest.raises(FileNotFoundError, match="export_onnx: the folder does not exist"):
+        xpdl.export_onnx(est, tmp_path / "nope" / "m.onnx", ("N", 5))
+    with pytest.raises(TypeError, match="path must be a str"):
+        xpdl.export_onnx(est, 3, ("N", 5))
+    assert not path.exists()  # nothing written by the refused calls
+    path.write_bytes(b"an older model")
+    xpdl.export_onnx(est, str(path), (None, np.int64(5)))  # None and NumPy ints are sizes too
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary file left
+    sess = ort.InferenceSession(str(path))
+    np.testing.assert_allclose(sess.run(None, {"X": X})[1],
+                               backend.to_numpy(est.predict_proba(Xb)), atol=1e-6, rtol=0)

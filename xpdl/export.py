@@ -11,6 +11,8 @@ graph. Input checks that would read values (NaN, infinity) skip symbolic arrays.
 from __future__ import annotations
 
 import copy
+import numbers
+import os
 
 import numpy as np
 
@@ -65,8 +67,19 @@ def export_onnx(model, path, input_shape, *, input_name="X"):
     ndx = _ndonnx()
     from .nn import Module
 
+    if not isinstance(model, Module):
+        if not (hasattr(model, "fit") and hasattr(model, "predict")):
+            raise TypeError(f"xpdl.export_onnx: model must be a fitted xpdl estimator or an "
+                            f"xpdl.nn.Module, got {type(model).__name__}")
+        from .estimators._validation import check_is_fitted
+
+        check_is_fitted(model)
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"xpdl.export_onnx: path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}")
+    shape = _input_shape(input_shape)
     dtype = getattr(ndx, _dtype_name(model))
-    x = ndx.argument(shape=tuple(input_shape), dtype=dtype)
+    x = ndx.argument(shape=shape, dtype=dtype)
     if isinstance(model, Module):
         m = copy.deepcopy(model).to(xp=ndx)
         m.eval()
@@ -74,9 +87,6 @@ def export_onnx(model, path, input_shape, *, input_name="X"):
         outputs = {"output": out.data if hasattr(out, "data") and not _ns.is_array(out)
                    else out}
     else:
-        from .estimators._validation import check_is_fitted
-
-        check_is_fitted(model)
         m = _light_copy(model)
         m.to(xp=ndx)
         cls = m.__dict__.get("classes_")
@@ -87,10 +97,31 @@ def export_onnx(model, path, input_shape, *, input_name="X"):
         else:
             outputs = {"prediction": m.predict(x)}
     proto = ndx.build({input_name: x}, outputs)
-    import onnx
+    from .io import _write_atomic
 
-    onnx.save(proto, str(path))
+    # as xpdl.save: a temporary file renamed over the path (never a half-written model)
+    _write_atomic(path, proto.SerializeToString(), "xpdl.export_onnx")
     return proto
+
+
+def _input_shape(input_shape):
+    """``input_shape`` as a tuple of sizes (ints >= 1) and free dimensions (strings or
+    None), else an error naming it (a string was read as a 1-D shape of its characters,
+    and a size of -1 wrote a model that failed in onnxruntime)."""
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
+        raise TypeError(f"xpdl.export_onnx: input_shape must be a tuple such as ('N', 64), "
+                        f"got {input_shape!r}")
+    shape = tuple(input_shape)
+    for d in shape:
+        if d is None or (isinstance(d, str) and d):
+            continue
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+            raise TypeError(f"xpdl.export_onnx: each size in input_shape must be an int or a "
+                            f"name (a free dimension), got {d!r} in {input_shape!r}")
+        if d < 1:
+            raise ValueError(f"xpdl.export_onnx: sizes in input_shape must be >= 1 (a "
+                             f"string names a free dimension), got {d} in {input_shape!r}")
+    return tuple(d if d is None or isinstance(d, str) else int(d) for d in shape)
 
 
 def _light_copy(est):

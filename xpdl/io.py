@@ -165,7 +165,7 @@ def _umask():
     return mask
 
 
-def _write_atomic(path, payload):
+def _write_atomic(path, payload, who="xpdl.save"):
     """Write ``payload`` to ``path`` through a temporary file renamed over it.
 
     A symlink is followed: the file it points to is replaced and the link kept. An existing
@@ -174,22 +174,22 @@ def _write_atomic(path, payload):
     ``PermissionError`` and left as it is.
     """
     if not isinstance(path, (str, bytes, os.PathLike)):
-        raise TypeError(f"xpdl.save: path must be a str or os.PathLike, got "
+        raise TypeError(f"{who}: path must be a str or os.PathLike, got "
                         f"{type(path).__name__}")
     path = os.fspath(path)
     target = os.path.realpath(path)
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):  # (else the error names the temporary file)
-        raise FileNotFoundError(errno.ENOENT, "xpdl.save: the folder does not exist", folder)
+        raise FileNotFoundError(errno.ENOENT, f"{who}: the folder does not exist", folder)
     try:
         st = os.stat(target)
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
     else:
         if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "xpdl.save: the path is a directory", path)
+            raise IsADirectoryError(errno.EISDIR, f"{who}: the path is a directory", path)
         if not st.st_mode & 0o222 or not os.access(target, os.W_OK):
-            raise PermissionError(errno.EACCES, "xpdl.save: the file is read-only; make it "
+            raise PermissionError(errno.EACCES, f"{who}: the file is read-only; make it "
                                   "writable or remove it to save there", path)
         mode = stat.S_IMODE(st.st_mode)
     fd, tmp = tempfile.mkstemp(prefix=".xpdl-", suffix=".tmp", dir=os.path.dirname(target))
