@@ -1057,3 +1057,38 @@ def test_whole_fits_match_the_release_before_the_engine():
     assert res.returncode == 0, res.stdout + res.stderr
     assert "largest difference" in res.stdout
     assert res.stdout.count("\n") >= 10  # a line for each of the eight fits
+
+
+def test_replayed_steps_check_labels_and_a_detached_loss(backend):
+    # After the first (eager) step the replay never looked at the labels again: classes
+    # out of range gave a loss of 0.0 (one-hot rows of zeros) and a silent update. Now the
+    # primitive's check runs before each replay on host memory: the same ValueError as
+    # the first step, and nothing is updated.
+    net = _net(backend)
+    opt = optim.Adam(net, lr=1e-2)
+    step = xpdl.compile_step(net, L.cross_entropy, opt)
+    X, y, _, _ = _batches(backend, "cross_entropy")
+    for _ in range(3):
+        step(X, y)
+    assert step.mode == "replay"
+    before = [backend.to_numpy(p.data).copy() for p in net.parameters()]
+    for bad in (y + 3, y - 3):
+        with pytest.raises(ValueError, match=r"class indices must be in \[0, 3\)"):
+            step(X, bad)
+    for p, b in zip(net.parameters(), before):
+        np.testing.assert_array_equal(backend.to_numpy(p.data), b)
+    # BCE's probabilities and targets outside [0, 1], the same way
+    bnet = _net(backend, k=1)
+    bstep = xpdl.compile_step(bnet, _loss("bce"), optim.SGD(bnet, lr=0.1))
+    Xb, yb, _, _ = _batches(backend, "bce")
+    for _ in range(3):
+        bstep(Xb, yb)
+    with pytest.raises(ValueError, match=r"target must be in \[0, 1\]"):
+        bstep(Xb, yb * 2.0)
+    # a loss that no parameter reaches (the model's output taken as a plain array) trained
+    # nothing, silently
+    dnet = _net(backend)
+    dstep = xpdl.compile_step(lambda x: dnet(x).data, L.cross_entropy,
+                              optim.SGD(dnet, lr=0.1))
+    with pytest.raises(ValueError, match="does not depend on any parameter"):
+        dstep(X, y)

@@ -223,6 +223,18 @@ def has_values(x) -> bool:
     return True
 
 
+def values_on_host(xp, arrays) -> bool:
+    """Whether reading the values of ``arrays`` (of namespace ``xp``) costs no device
+    synchronisation: NumPy, array_api_strict, JAX, and torch tensors on the CPU; not CuPy
+    or torch on CUDA (a replayed program checks values only where this holds)."""
+    if is_cupy(xp):
+        return False
+    if is_torch(xp):
+        return all(getattr(a, "device", None) is None or a.device.type == "cpu"
+                   for a in arrays if is_array(a))
+    return True
+
+
 def lit(xp, value, like):
     """``value`` (a Python scalar) as an argument of an ``xp`` function next to array
     ``like``: as it is where the namespace takes Python scalars in functions (the 2024.12
@@ -333,6 +345,14 @@ def max_of(xp, a, axis=None, keepdims=False):
     if _ufunc_reduce(xp):
         return np.maximum.reduce(a, axis=axis, keepdims=keepdims)
     return xp.max(a, axis=axis, keepdims=keepdims)
+
+
+def min_of(xp, a, axis=None, keepdims=False):
+    """``xp.min(a, axis=axis, keepdims=keepdims)``; ``np.minimum.reduce`` on NumPy (as
+    :func:`sum_of`)."""
+    if _ufunc_reduce(xp):
+        return np.minimum.reduce(a, axis=axis, keepdims=keepdims)
+    return xp.min(a, axis=axis, keepdims=keepdims)
 
 
 def matmul_into(xp, a, b, out=None):

@@ -61,7 +61,16 @@ def _as_float(t, dtype, xp):
     return t if t.dtype == dtype else xp.astype(t, dtype)
 
 
-@primitive("elementwise_loss", saves=True)
+def _elementwise_check(xp, ins, pointwise, **_):
+    if pointwise is not _bce:
+        return
+    for name, a in zip(("prob", "target"), ins):
+        if _ns.has_values(a) and bool(xp.any(~((a >= 0) & (a <= 1)))):  # (NaN too)
+            raise ValueError(f"xpdl.losses.binary_cross_entropy: {name} must be in [0, 1]; "
+                             f"got values from {float(xp.min(a))} to {float(xp.max(a))}")
+
+
+@primitive("elementwise_loss", saves=True, check=_elementwise_check)
 def _elementwise(xp, p, t, pointwise, reduction, kw):
     """An elementwise loss: ``pointwise(xp, p, t, **kw) -> (value, dvalue/dp)``, reduced."""
     value, dvalue = pointwise(xp, p, _as_float(t, p.dtype, xp), **kw)
@@ -198,12 +207,9 @@ def binary_cross_entropy(prob, target, reduction="mean"):
     """
     p, t, xp, plain = _prepare(prob, target, "binary_cross_entropy")
     _check_same_shape(p, t, "binary_cross_entropy")
-    # (one look at the values per eager call, as torch's; a replayed step does not come
-    # here): outside [0, 1] the loss is no cross-entropy (a probability of 1.5 gave -0.41)
-    for name, a in (("prob", p.data), ("target", t.data)):
-        if _ns.has_values(a) and bool(xp.any(~((a >= 0) & (a <= 1)))):  # (NaN too)
-            raise ValueError(f"xpdl.losses.binary_cross_entropy: {name} must be in [0, 1]; "
-                             f"got values from {float(xp.min(a))} to {float(xp.max(a))}")
+    # (one look at the values per eager call, as torch's; a replayed step on host memory
+    # repeats it): outside [0, 1] the loss is no cross-entropy (1.5 gave -0.41)
+    _elementwise_check(xp, (p.data, t.data), _bce)
     return _elementwise_loss(p, t, xp, _bce, reduction, plain)
 
 
@@ -253,11 +259,9 @@ def cross_entropy(logits, target, reduction="mean"):
         if tuple(t.shape) != (n,):
             raise ValueError(f"xpdl.losses.cross_entropy: integer targets must have shape "
                              f"({n},), got {tuple(t.shape)}")
-        # (one look at the values per eager call; a replayed step does not come here)
-        if _ns.has_values(t) and n and bool(xp.any((t < 0) | (t >= c))):
-            raise ValueError(f"xpdl.losses.cross_entropy: class indices must be in [0, {c}) "
-                             f"for {c} logits; got values from {int(xp.min(t))} to "
-                             f"{int(xp.max(t))}")
+        # (one look at the values per eager call, as torch's; a replayed step on host
+        # memory repeats it: Primitive.check)
+        _ce_check(xp, (x, t), indices=True)
     elif xp.isdtype(t.dtype, "real floating"):
         if tuple(t.shape) != (n, c):
             raise ValueError(f"xpdl.losses.cross_entropy: probability targets must have the "
@@ -269,7 +273,18 @@ def cross_entropy(logits, target, reduction="mean"):
     return res.data if plain else res
 
 
-@primitive("cross_entropy", saves=True)
+def _ce_check(xp, ins, indices, **_):
+    x, t = ins
+    c = x.shape[-1]
+    if not (indices and t.shape[0] and _ns.has_values(t)):
+        return
+    lo, hi = int(_ns.min_of(xp, t)), int(_ns.max_of(xp, t))  # (3 us at 64 labels: it runs
+    if lo < 0 or hi >= c:  # every replayed step; any() of two comparisons took 6.5 us)
+        raise ValueError(f"xpdl.losses.cross_entropy: class indices must be in [0, {c}) "
+                         f"for {c} logits; got values from {lo} to {hi}")
+
+
+@primitive("cross_entropy", saves=True, check=_ce_check)
 def _cross_entropy(xp, x, t, reduction, indices):
     # ``indices``: whether ``t`` holds class indices (else probabilities), decided by the
     # caller from its dtype, once (a replay then does not ask again every step)

@@ -42,6 +42,15 @@ class Primitive:
         Whether ``vjp`` takes ``outs=`` (a tuple, one array or None per input) and writes
         the gradients there, with the same bits: a replayed program lets a parameter's
         gradient land in its flat gradient buffer without a copy (NumPy, CuPy, torch).
+    check : callable ``(xp, inputs, **attrs) -> None``, optional
+        Raises ``ValueError`` for input *values* the operation is not defined on (class
+        indices out of range, say), skipping arrays without values (``jax.jit`` tracers).
+        The public function calls it before each eager call; a recorded program calls it
+        before each replay of the node where its inputs live in host memory (NumPy,
+        array_api_strict, torch on the CPU, JAX until the step runs under ``jax.jit``),
+        so a bad batch fails the same way on the first step and the hundredth. Skipped on
+        GPUs, where reading a value would synchronise every step (torch reports there
+        asynchronously), and inside ``jax.jit``, which reads no values.
 
     Examples
     --------
@@ -56,7 +65,7 @@ class Primitive:
     """
 
     def __init__(self, name, forward, vjp, *, saves=False, random=False, vjp_reads=None,
-                 vjp_into=False):
+                 vjp_into=False, check=None):
         self.name = name
         self.forward = forward
         self.vjp = vjp
@@ -64,6 +73,7 @@ class Primitive:
         self.random = random
         self.vjp_reads = vjp_reads
         self.vjp_into = vjp_into
+        self.check = check
 
     def __repr__(self):
         return f"Primitive({self.name!r})"

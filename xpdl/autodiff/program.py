@@ -112,6 +112,9 @@ class _Recorder:
             outs = (self.new_slot(out),)
         self.random = self.random or prim.random
         fn = functools.partial(prim.forward, xp, **attrs)  # C-level: no Python frame
+        if prim.check is not None and _ns.values_on_host(xp, [
+                x.data if x.__class__ is Tensor else x for x in inputs]):
+            fn = _checked(fn, prim.check, xp, attrs)
         self.nodes.append((fn, args, outs, prim.saves, ("f", prim.name),
                            {"random": prim.random}))
 
@@ -428,6 +431,16 @@ def _fold(rec):
     return nodes, folded
 
 
+def _checked(forward, check, xp, attrs):
+    """A forward call preceded by its primitive's value check (see ``Primitive.check``)."""
+
+    def fn(*ins):
+        check(xp, ins, **attrs)
+        return forward(*ins)
+
+    return fn
+
+
 def _tap(extra, needs, taps):
     """A VJP call that hands its output gradient and inputs to ``taps`` and computes only
     the gradients ``needs`` asks for."""
@@ -690,6 +703,10 @@ class CompiledStep:
             raise ValueError("xpdl.compile_step: loss_fn must return a one-element Tensor")
         if loss.requires_grad:
             loss.backward()
+        elif any(p.requires_grad for p in params):  # (torch's backward() refuses it too)
+            raise ValueError("xpdl.compile_step: the loss does not depend on any parameter "
+                             "that requires grad, so the step would train nothing; does the "
+                             "model return a plain array (.data) or run under no_grad?")
         return loss
 
     def _eager_step(self, inputs, params):
