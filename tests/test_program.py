@@ -1092,3 +1092,24 @@ def test_replayed_steps_check_labels_and_a_detached_loss(backend):
                               optim.SGD(dnet, lr=0.1))
     with pytest.raises(ValueError, match="does not depend on any parameter"):
         dstep(X, y)
+
+
+def test_sample_weight_with_a_stock_loss_says_how_to_weight(backend):
+    # step(X, y, w) calls loss_fn(out, y, w); xpdl.losses' third parameter is reduction,
+    # so the weights arrived as a reduction ("reduction must be one of ..., got Tensor")
+    net = _net(backend)
+    step = xpdl.compile_step(net, L.cross_entropy, optim.SGD(net, lr=0.1))
+    X, y, w, _ = _batches(backend, "cross_entropy")
+    before = [backend.to_numpy(p.data).copy() for p in net.parameters()]
+    with pytest.raises(TypeError, match="loss_fn=xpdl.losses.cross_entropy takes no weights"):
+        step(X, y, w)
+    for p, b in zip(net.parameters(), before):
+        np.testing.assert_array_equal(backend.to_numpy(p.data), b)
+        assert p.grad is None
+    # the suggested loss trains with the weights: its first step is the eager tape's
+    net2 = _net(backend)
+    weighted = xpdl.compile_step(
+        net2, lambda out, t, s: F.mean(L.cross_entropy(out, t, reduction="none") * s),
+        optim.SGD(net2, lr=0.1))
+    ref = F.mean(L.cross_entropy(_net(backend)(X), y, reduction="none") * w)
+    np.testing.assert_allclose(float(weighted(X, y, w)), float(ref), rtol=backend.rtol)

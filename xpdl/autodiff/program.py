@@ -649,6 +649,13 @@ class CompiledStep:
                 raise TypeError(f"xpdl.compile_step: the batch is a "
                                 f"{_ns.backend_name(_ns.array_namespace(a))} array but the "
                                 f"parameters are {_ns.backend_name(xp)}; move one of them")
+        if sample_weight is not None and getattr(self.loss_fn, "__module__", None) == \
+                "xpdl.losses":
+            name = self.loss_fn.__name__  # (its third parameter is reduction)
+            raise TypeError(f"xpdl.compile_step: sample_weight was given, but loss_fn="
+                            f"xpdl.losses.{name} takes no weights; pass loss_fn=lambda out, "
+                            f"y, w: xpdl.functional.mean(xpdl.losses.{name}(out, y, "
+                            f"reduction='none') * w)")
         key = self._key(xp, inputs, params)
         if key in self._programs.eager:
             return self._eager_step(inputs, params)
