@@ -290,3 +290,32 @@ def test_linear_names_a_bias_of_the_wrong_shape(backend):
             F.linear(x, W, backend.asarray(np.ones(shape)))
     out = F.linear(x, W, backend.asarray(np.arange(4.0)))
     np.testing.assert_array_equal(backend.to_numpy(out), [[3.0, 4.0, 5.0, 6.0]] * 2)
+
+
+def test_deleting_an_attribute_unregisters_it(backend):
+    # `del model.head` left the layer in named_parameters(), state_dict() and the
+    # optimizer's list; torch unregisters it
+    from xpdl import Tensor, optim
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            kw = dict(rng=0, xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+            self.body = nn.Linear(4, 3, **kw)
+            self.head = nn.Linear(3, 2, **kw)
+            self.scale = Tensor(backend.asarray(np.ones(1)), requires_grad=True)
+
+        def forward(self, x):
+            return self.body(x) * self.scale
+
+    net = Net()
+    assert [n for n, _ in net.named_parameters()] == ["scale", "body.weight", "body.bias",
+                                                        "head.weight", "head.bias"]
+    del net.head
+    del net.scale
+    assert [n for n, _ in net.named_parameters()] == ["body.weight", "body.bias"]
+    assert list(net.state_dict()) == ["body.weight", "body.bias"]
+    assert len(optim.SGD(net, lr=0.1)._params) == 2
+    assert not hasattr(net, "head")
+    with pytest.raises(AttributeError):
+        del net.head

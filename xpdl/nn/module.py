@@ -48,6 +48,13 @@ class Module:
             self._modules[name] = value
         object.__setattr__(self, name, value)
 
+    def __delattr__(self, name):
+        # (as torch's: a deleted parameter or sub-module is no longer listed, trained or
+        # saved; it stayed in named_parameters() and state_dict())
+        object.__delattr__(self, name)
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
