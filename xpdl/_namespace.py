@@ -225,13 +225,18 @@ def has_values(x) -> bool:
 
 def values_on_host(xp, arrays) -> bool:
     """Whether reading the values of ``arrays`` (of namespace ``xp``) costs no device
-    synchronisation: NumPy, array_api_strict, JAX, and torch tensors on the CPU; not CuPy
-    or torch on CUDA (a replayed program checks values only where this holds)."""
+    synchronisation: NumPy, JAX, torch tensors on the CPU and array_api_strict's default
+    device; not CuPy, torch on CUDA, or array_api_strict's other devices, which stand in
+    for accelerators in the tests (a replayed program checks values only where this
+    holds)."""
     if is_cupy(xp):
         return False
     if is_torch(xp):
         return all(getattr(a, "device", None) is None or a.device.type == "cpu"
                    for a in arrays if is_array(a))
+    if is_strict(xp):
+        host = xp.Device("CPU_DEVICE")
+        return all(a.device == host for a in arrays if is_array(a))
     return True
 
 

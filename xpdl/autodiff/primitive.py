@@ -47,7 +47,8 @@ class Primitive:
         indices out of range, say), skipping arrays without values (``jax.jit`` tracers).
         The public function calls it before each eager call; a recorded program calls it
         before each replay of the node where its inputs live in host memory (NumPy,
-        array_api_strict, torch on the CPU, JAX until the step runs under ``jax.jit``),
+        torch on the CPU, array_api_strict's default device, JAX until the step runs
+        under ``jax.jit``),
         so a bad batch fails the same way on the first step and the hundredth. Skipped on
         GPUs, where reading a value would synchronise every step (torch reports there
         asynchronously), and inside ``jax.jit``, which reads no values.
