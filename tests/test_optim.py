@@ -230,6 +230,9 @@ def test_state_dict_round_trip_continues_identically(backend):
                                rtol=1e-12 if backend.is64 else 1e-5)
     with pytest.raises(ValueError, match="state keys"):
         opt2.load_state_dict({"step": 1})
+    for not_a_dict in (list(sd), list(sd.items()), None):  # a list was "keys differ"
+        with pytest.raises(TypeError, match="takes the dict state_dict"):
+            opt2.load_state_dict(not_a_dict)
 
 
 def test_schedules():

@@ -202,6 +202,9 @@ class Optimizer:
     def load_state_dict(self, state):
         """Restore :meth:`state_dict` output (arrays are copied onto the parameters'
         namespace and device)."""
+        if not isinstance(state, dict):  # (a list was read as its items, "keys differ")
+            raise TypeError(f"xpdl.optim: load_state_dict takes the dict state_dict() "
+                            f"returns, got {type(state).__name__}")
         if set(state) != set(self.state):
             missing = sorted(set(self.state) - set(state))
             extra = sorted(set(state) - set(self.state))
