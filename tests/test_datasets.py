@@ -60,3 +60,19 @@ def test_generators_name_bad_arguments(call, match):
         call()
     X, y = make_classification(np.int64(6), 2, n_classes=3)  # NumPy ints are counts
     assert X.shape == (6, 2) and sorted(np.unique(y)) == [0, 1, 2]
+
+
+def test_generators_refuse_an_integer_dtype(backend):
+    # make_regression(dtype=int32) truncated the normal draws to integers (mostly 0, -1,
+    # 1) without a word; load_digits' pixel counts may be integers
+    from xpdl.datasets import load_digits
+
+    ints = [backend.xp.int32, "int64"]
+    for make in (make_regression, make_classification):
+        for dt in ints:
+            with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+                make(20, 3, xp=backend.xp, device=backend.device, dtype=dt)
+        X, _ = make(20, 3, xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+        assert X.dtype == backend.float_dtype
+    X, _ = load_digits(xp=backend.xp, device=backend.device, dtype=backend.xp.int32)
+    assert X.dtype == backend.xp.int32 and int(backend.to_numpy(X).max()) == 16

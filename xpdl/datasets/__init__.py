@@ -20,7 +20,13 @@ from ..random import Generator
 __all__ = ["load_digits", "make_regression", "make_classification"]
 
 
-def _place(X, y, xp, device, dtype, y_dtype=None):
+def _place(X, y, xp, device, dtype, y_dtype=None, floating=False):
+    if floating and dtype is not None:  # (an int dtype truncated the normal draws)
+        kind = np.dtype(dtype).kind if xp is None or isinstance(dtype, str) else (
+            "f" if check_xp(xp).isdtype(dtype, "real floating") else "?")
+        if kind != "f":
+            raise ValueError(f"xpdl: dtype must be a floating dtype (the draws are real "
+                             f"numbers), got {dtype!r}")
     if check_xp(xp) is None:
         fdt = dtype or np.float32
         return X.astype(fdt), y.astype(fdt if y_dtype is None else y_dtype)
@@ -95,7 +101,7 @@ def make_regression(n_samples=100, n_features=10, *, n_targets=1, noise=0.0, bia
     y = X @ w + bias + noise * g.normal((n_samples, n_targets))
     if n_targets == 1:
         y = y[:, 0]
-    return _place(X, y, xp, device, dtype)
+    return _place(X, y, xp, device, dtype, floating=True)
 
 
 def make_classification(n_samples=100, n_features=10, *, n_classes=2, class_sep=1.5,
@@ -118,4 +124,4 @@ def make_classification(n_samples=100, n_features=10, *, n_classes=2, class_sep=
     y = np.arange(n_samples) % n_classes
     y = y[g.permutation(n_samples)]
     X = centres[y] + g.normal((n_samples, n_features))
-    return _place(X, y, xp, device, dtype, "int64")
+    return _place(X, y, xp, device, dtype, "int64", floating=True)
