@@ -521,3 +521,28 @@ def test_backward_names_a_grad_that_does_not_fit_the_output(backend):
     assert x.grad is None
     y.backward(backend.asarray(np.array([1.0, 0.5])))
     np.testing.assert_array_equal(backend.to_numpy(x.grad), [3.0, 1.5])
+
+
+def test_axis_arguments_are_checked_alike_on_every_backend(backend):
+    # each backend had its own error (NumPy's AxisError, torch's IndexError, "'float'
+    # object is not iterable" from logsumexp), logsumexp took a duplicated axis, and a
+    # NumPy integer axis failed on array_api_strict
+    import xpdl.functional as F
+
+    x = backend.asarray(np.arange(6.0).reshape(2, 3))
+    fns = {"softmax": F.softmax, "log_softmax": F.log_softmax, "logsumexp": F.logsumexp,
+           "sum": F.sum, "mean": F.mean}
+    for name, f in fns.items():
+        for arg in (x, Tensor(x, requires_grad=True)):
+            with pytest.raises(ValueError, match="axis 2 is out of range for 2 dimensions"):
+                f(arg, axis=2)
+            with pytest.raises(ValueError, match="names a dimension twice"):
+                f(arg, axis=(1, -1))
+            for bad in (1.0, "1", True, None if name in ("softmax", "log_softmax") else 1.5):
+                if bad is None:
+                    continue
+                with pytest.raises(TypeError, match="axis must be an int or a tuple of ints"):
+                    f(arg, axis=bad)
+        ref = backend.to_numpy(f(x, axis=1))
+        np.testing.assert_array_equal(backend.to_numpy(f(x, axis=np.int64(-1))), ref)
+        np.testing.assert_array_equal(backend.to_numpy(f(x, axis=[1])), ref)

@@ -201,7 +201,9 @@ def softmax(x, axis=-1):
 
     The VJP is :math:`s \odot (g - \langle g, s\rangle)`. Shape is preserved.
     """
-    return _act(_softmax, x, {"axis": axis})
+    t, plain = _one(x)
+    return _out(apply(_softmax, t._xp, (t,), {"axis": _ops._axis_attr(axis, t.data.ndim)}),
+                plain)
 
 
 @primitive("log_softmax")
@@ -221,7 +223,9 @@ def log_softmax(x, axis=-1):
 
     The VJP is :math:`g - \operatorname{softmax}(x) \sum g`. Shape is preserved.
     """
-    return _act(_log_softmax, x, {"axis": axis})
+    t, plain = _one(x)
+    return _out(apply(_log_softmax, t._xp, (t,),
+                      {"axis": _ops._axis_attr(axis, t.data.ndim)}), plain)
 
 
 @primitive("logsumexp", saves=True)

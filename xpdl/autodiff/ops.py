@@ -399,14 +399,34 @@ def sqnorm(x):
 def _axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, int):
-        axis = (axis,)
-    out = []
-    for a in axis:
+    return tuple(sorted(a % ndim if ndim else 0 for a in check_axis(axis, ndim)))
+
+
+def check_axis(axis, ndim):
+    """``axis`` (None, an int or a tuple of ints) as a tuple of ints, after checking it is
+    one: NumPy-style ints (not bools), each in ``[-ndim, ndim)``, none twice. The errors
+    name the axis the same way on every backend (they were NumPy's, torch's or strict's
+    own, or "'float' object is not iterable")."""
+    if axis is None:
+        return tuple(range(ndim))
+    many = isinstance(axis, (tuple, list))
+    items = tuple(axis) if many else (axis,)
+    for a in items:
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
+            raise TypeError(f"xpdl: axis must be an int or a tuple of ints, got {axis!r}")
         if not -ndim <= a < builtins.max(ndim, 1):
-            raise ValueError(f"xpdl: axis {a} is out of range for {ndim} dimensions")
-        out.append(a % ndim if ndim else 0)
-    return tuple(sorted(set(out)))
+            raise ValueError(f"xpdl: axis {int(a)} is out of range for {ndim} dimensions")
+    norm = [int(a) % ndim if ndim else 0 for a in items]
+    if len(set(norm)) != len(norm):
+        raise ValueError(f"xpdl: axis {axis!r} names a dimension twice")
+    return tuple(int(a) for a in items)
+
+
+def _axis_attr(axis, ndim):
+    """A checked ``axis`` as the primitives take it: an int stays an int, a list becomes a
+    tuple (what the namespaces accept)."""
+    axes = check_axis(axis, ndim)
+    return axes if isinstance(axis, (tuple, list)) else axes[0]
 
 
 def _kept_shape(shape, axes):
@@ -434,6 +454,8 @@ def _sum_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
 def sum(x, axis=None, keepdims=False):  # noqa: A001
     """Sum over ``axis`` (an int, a tuple or None for all), as
     :func:`xpdl.functional.sum`."""
+    if axis is not None:
+        axis = _axis_attr(axis, x.data.ndim)
     return apply(_sum, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
 
 
@@ -455,6 +477,8 @@ def _mean_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
 def mean(x, axis=None, keepdims=False):
     """Mean over ``axis`` (an int, a tuple or None for all), as
     :func:`xpdl.functional.mean`."""
+    if axis is not None:
+        axis = _axis_attr(axis, x.data.ndim)
     return apply(_mean, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
 
 
@@ -477,6 +501,8 @@ def _max_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
 
 def max(x, axis=None, keepdims=False):  # noqa: A001
     """Maximum; ties share the gradient equally (like ``torch.amax``)."""
+    if axis is not None:
+        axis = _axis_attr(axis, x.data.ndim)
     return apply(_max, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
 
 
