@@ -1118,3 +1118,32 @@ def test_sample_weight_with_a_stock_loss_says_how_to_weight(backend):
         optim.SGD(net2, lr=0.1))
     ref = F.mean(L.cross_entropy(_net(backend)(X), y, reduction="none") * w)
     np.testing.assert_allclose(float(weighted(X, y, w)), float(ref), rtol=backend.rtol)
+
+
+def test_a_batch_on_another_device_is_named(backend):
+    # compile_step and explain.saliency failed inside the forward with the backend's own
+    # error (array_api_strict's "Arrays from two different devices"; torch's RuntimeError)
+    if not backend.name.startswith("array_api_strict"):
+        pytest.skip("one device here (array_api_strict has several on the CPU)")
+    import array_api_strict as strict
+
+    other = strict.Device("device2")
+    net = _net(backend)
+    step = xpdl.compile_step(net, L.cross_entropy, optim.SGD(net, lr=0.1))
+    X, y, _, _ = _batches(backend, "cross_entropy")
+    Xo, yo = strict.asarray(X, device=other), strict.asarray(y, device=other)
+    before = [backend.to_numpy(p.data).copy() for p in net.parameters()]
+    for args, name in (((Xo, y), "X"), ((X, yo), "y")):
+        with pytest.raises(ValueError, match=f"compile_step: {name} is on device"):
+            step(*args)
+    for _ in range(3):
+        step(X, y)  # the step still records and replays on its own device
+    assert step.mode == "replay"
+    with pytest.raises(ValueError, match="compile_step: X is on device"):
+        step(Xo, y)
+    after = [backend.to_numpy(p.data) for p in net.parameters()]
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before))
+    from xpdl.explain import saliency
+
+    with pytest.raises(ValueError, match="explain: the model lives on device"):
+        saliency(net, Xo)

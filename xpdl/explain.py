@@ -61,6 +61,13 @@ def _check_X(X, model):
     if est_xp is not None and est_xp is not xp:
         raise TypeError(f"xpdl.explain: the model lives in {_ns.backend_name(est_xp)} but X is "
                         f"{_ns.backend_name(xp)}")
+    mdev = getattr(model, "_device", None)
+    if mdev is None and hasattr(model, "parameters"):  # a Module (estimators: _device)
+        ps = [p for p in model.parameters() if _ns.array_namespace(p.data) is xp]
+        mdev = _ns.device_of(ps[0].data) if ps else None
+    if mdev is not None and dev is not None and not _ns.same_device(mdev, dev):
+        raise ValueError(f"xpdl.explain: the model lives on device {mdev!r} but X is on "
+                         f"{dev!r}; move X or the model (.to(device=...))")
     dtype = getattr(model, "_dtype", None)
     if dtype is not None and X.dtype != dtype:
         X = xp.astype(X, dtype)

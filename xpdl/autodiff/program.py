@@ -657,9 +657,11 @@ class CompiledStep:
                             f"y, w: xpdl.functional.mean(xpdl.losses.{name}(out, y, "
                             f"reduction='none') * w)")
         key = self._key(xp, inputs, params)
+        entry = self._programs.get(key)
+        if (entry is None or entry[0] != "ok") and not _ns.is_numpy(xp):
+            self._check_devices(inputs, params)
         if key in self._programs.eager:
             return self._eager_step(inputs, params)
-        entry = self._programs.get(key)
         if entry is not None and entry[0] == "ok":
             return self._replay(entry[1], xp, inputs, params)
         prog, loss = self._record(xp, inputs, params, key)
@@ -671,6 +673,19 @@ class CompiledStep:
                 self._give_up(key, "the step computes values from its inputs outside "
                                    "xpdl's operations, or takes a data-dependent branch")
         return loss
+
+    @staticmethod
+    def _check_devices(inputs, params):
+        """A batch on another device than the parameters is a ValueError that says so
+        (the backend's own error came from inside the forward: a RuntimeError on torch).
+        Checked before recording and on eager steps; a replayed program's key holds the
+        devices it was recorded for, so another device records (and checks) again."""
+        pdev = _ns.device_of(params[0].data)
+        for name, a in zip(("X", "y", "sample_weight"), inputs):
+            if a is not None and not _ns.same_device(_ns.device_of(a), pdev):
+                raise ValueError(f"xpdl.compile_step: {name} is on device "
+                                 f"{_ns.device_of(a)!r} but the parameters are on {pdev!r}; "
+                                 f"move one of them")
 
     def _give_up(self, key, why):
         self._programs.give_up(key, why)
