@@ -546,3 +546,28 @@ def test_axis_arguments_are_checked_alike_on_every_backend(backend):
         ref = backend.to_numpy(f(x, axis=1))
         np.testing.assert_array_equal(backend.to_numpy(f(x, axis=np.int64(-1))), ref)
         np.testing.assert_array_equal(backend.to_numpy(f(x, axis=[1])), ref)
+
+
+def test_argnums_and_fun_are_checked(backend):
+    # argnums=(0, 0) gave the first copy a zero gradient; 0.0 was "'float' object is not
+    # iterable", '0' "out of range", True meant 1; grad(3) failed only when called
+    import xpdl.functional as F
+
+    a = backend.asarray(np.arange(3.0))
+    b = backend.asarray(np.array([2.0, -1.0, 0.5]))
+
+    def f(x, y):
+        return F.sum(x * y)
+
+    with pytest.raises(ValueError, match="names an argument twice"):
+        xpdl.grad(f, argnums=(0, -2))(a, b)
+    for bad in (0.0, "0", True, (0, None)):
+        with pytest.raises(TypeError, match="argnums must be an int or a tuple of ints"):
+            xpdl.grad(f, argnums=bad)(a, b)
+    with pytest.raises(TypeError, match="need a callable"):
+        xpdl.grad(3)
+    with pytest.raises(TypeError, match="need a callable"):
+        xpdl.value_and_grad(None)
+    ga, gb = xpdl.grad(f, argnums=[np.int64(0), 1])(a, b)  # a list and NumPy ints work
+    np.testing.assert_array_equal(backend.to_numpy(ga), [2.0, -1.0, 0.5])
+    np.testing.assert_array_equal(backend.to_numpy(gb), [0.0, 1.0, 2.0])

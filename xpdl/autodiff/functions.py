@@ -20,14 +20,20 @@ _depth = _Depth()
 
 
 def _argnums_tuple(argnums, nargs):
-    single = isinstance(argnums, int)
+    single = not isinstance(argnums, (tuple, list))
     nums = (argnums,) if single else tuple(argnums)
     if not nums:
         raise ValueError("xpdl: argnums must name at least one argument")
     for i in nums:
-        if not isinstance(i, int) or not -nargs <= i < nargs:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"xpdl: argnums must be an int or a tuple of ints, got "
+                            f"{argnums!r}")
+        if not -nargs <= i < nargs:
             raise ValueError(f"xpdl: argnums {argnums!r} is out of range for {nargs} arguments")
-    return single, tuple(i % nargs for i in nums)
+    out = tuple(int(i) % nargs for i in nums)
+    if len(set(out)) != len(out):  # (the first copy's gradient came back as zeros)
+        raise ValueError(f"xpdl: argnums {argnums!r} names an argument twice")
+    return single, out
 
 
 def value_and_grad(fun, argnums=0):
@@ -56,6 +62,9 @@ def value_and_grad(fun, argnums=0):
     >>> float(v), g
     (5.0, array([ 2., -4.]))
     """
+
+    if not callable(fun):
+        raise TypeError(f"xpdl: value_and_grad/grad need a callable, got {type(fun).__name__}")
 
     @functools.wraps(fun)
     def wrapped(*args, **kwargs):
