@@ -290,6 +290,10 @@ def test_linear_names_a_bias_of_the_wrong_shape(backend):
             F.linear(x, W, backend.asarray(np.ones(shape)))
     out = F.linear(x, W, backend.asarray(np.arange(4.0)))
     np.testing.assert_array_equal(backend.to_numpy(out), [[3.0, 4.0, 5.0, 6.0]] * 2)
+    # a 0-d input was "tuple index out of range"; a 1-d one is one sample, as in torch
+    with pytest.raises(ValueError, match="linear input must have at least 1 dimension"):
+        F.linear(backend.asarray(np.array(1.0)), W)
+    np.testing.assert_array_equal(backend.to_numpy(F.linear(x[0, ...], W)), [3.0] * 4)
 
 
 def test_deleting_an_attribute_unregisters_it(backend):

@@ -309,6 +309,9 @@ def linear(x, W, b=None):
     X, Wd = xt.data, Wt.data
     if Wd.ndim != 2:
         raise ValueError(f"xpdl: linear weight must be 2-D (out, in), got shape {Wd.shape}")
+    if X.ndim == 0:  # (it failed with "tuple index out of range")
+        raise ValueError("xpdl: linear input must have at least 1 dimension (..., "
+                         "in_features), got a 0-d array")
     if X.shape[-1] != Wd.shape[1]:
         raise ValueError(f"xpdl: linear input has {X.shape[-1]} features, weight expects "
                          f"{Wd.shape[1]}")
