@@ -590,3 +590,38 @@ def test_numpy_scalar_settings_train_like_python_floats(backend, name):
             out.append(backend.to_numpy(w.data))
     np.testing.assert_array_equal(out[2], out[0])  # NumPy scalars = Python floats, fused
     np.testing.assert_array_equal(out[3], out[1])  # and portable
+
+
+def test_functional_update_keeps_state_and_names_bad_trees(backend):
+    # Optax's loop: updates, state = tx.update(grads, state, params). Gradients for some
+    # parameters only dropped the others' state (the next full update: KeyError
+    # 'exp_avg/b'); an unknown key was KeyError 'exp_avg/z'; a wrong shape NumPy's
+    # broadcast error; init([...]) AttributeError; chain(3) was accepted
+    P = {"w": backend.asarray(np.ones(3)), "b": backend.asarray(np.zeros(2))}
+    G = {"w": backend.asarray(np.full(3, 0.5)), "b": backend.asarray(np.ones(2))}
+    tx = optim.adam(0.1)
+    state = tx.init(P)
+    _, state = tx.update({"w": G["w"]}, state, P)  # b has no gradient this step
+    assert {k.split("/")[-1] for k in state if "exp_avg" in k} == {"w", "b"}
+    ups, state = tx.update(G, state, P)
+    # b's moments were untouched by the partial step (zero before this one); the step
+    # count is the transformation's (Optax's), now 2
+    m, v, t = 0.1 * 1.0, 0.001 * 1.0, 2
+    ref = -0.1 * (m / (np.sqrt(v) / np.sqrt(1 - 0.999 ** t) + 1e-8)) / (1 - 0.9 ** t)
+    np.testing.assert_allclose(backend.to_numpy(ups["b"]), [ref, ref], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"grads name parameters that params do not: \['z'\]"):
+        tx.update({**G, "z": backend.asarray(np.ones(1))}, state, P)
+    with pytest.raises(ValueError, match=r"grads\['w'\] has shape \(4,\), the parameter \(3,\)"):
+        tx.update({"w": backend.asarray(np.ones(4)), "b": G["b"]}, state, P)
+    with pytest.raises(ValueError, match="the state has no entry"):
+        tx.update(G, optim.sgd(0.1, momentum=0.9).init(P), P)
+    with pytest.raises(TypeError, match="params must be a dict"):
+        tx.init([P["w"]])
+    with pytest.raises(TypeError, match="must be a floating array"):
+        tx.init({"w": backend.asarray(np.arange(3), dtype=backend.xp.int64)})
+    with pytest.raises(TypeError, match="takes gradient transformations"):
+        optim.chain(optim.adam(0.1), 3)
+    with pytest.raises(ValueError, match=r"updates\['w'\] has shape"):
+        optim.apply_updates(P, {"w": backend.asarray(np.ones(4))})
+    with pytest.raises(ValueError, match="updates name parameters that params do not"):
+        optim.apply_updates(P, {"v": backend.asarray(np.ones(3))})

@@ -93,8 +93,13 @@ def chain(*transforms) -> GradientTransformation:
     >>> tx = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3))
     """
     transforms = tuple(transforms)
+    for t in transforms:
+        if not (callable(getattr(t, "init", None)) and callable(getattr(t, "update", None))):
+            raise TypeError(f"xpdl.optim.chain: takes gradient transformations (init and "
+                            f"update), got {type(t).__name__}")
 
     def init(params):
+        _check_params(params)
         state = {}
         for i, t in enumerate(transforms):
             for k, v in t.init(params).items():
@@ -110,14 +115,22 @@ def chain(*transforms) -> GradientTransformation:
             c({k[n:]: v for k, v in state.items() if k.startswith(pfx)})
 
     def update(grads, state, params=None, *, inplace=False):
+        _check_grads(grads, state, params)
         if inplace and checks:  # refuse before the first transform writes its buffers
             check(state)
-        new_state = {}
+        # entries of parameters without a gradient this step are carried over as they are
+        # (they were dropped, and the next full update failed with a KeyError)
+        new_state = dict(state)
         for i, t in enumerate(transforms):
             pfx = f"{i}/"
             n = len(pfx)
             sub = {k[n:]: v for k, v in state.items() if k.startswith(pfx)}
-            grads, sub = t.update(grads, sub, params, inplace=inplace)
+            try:
+                grads, sub = t.update(grads, sub, params, inplace=inplace)
+            except KeyError as exc:
+                raise ValueError(f"xpdl.optim: the state has no entry {exc}: the gradients "
+                                 f"name a parameter init() was not given, or the state comes "
+                                 f"from another transformation") from None
             for k, v in sub.items():
                 new_state[pfx + k] = v
         return grads, new_state
@@ -133,4 +146,46 @@ def apply_updates(params, updates):
     ----------
     params, updates : dict of str to array
     """
+    _check_params(params, "apply_updates: params")
+    if not isinstance(updates, dict):
+        raise TypeError(f"xpdl.optim.apply_updates: updates must be a dict of arrays, got "
+                        f"{type(updates).__name__}")
+    _same_shapes(updates, params, "apply_updates: updates")
     return {k: (p + updates[k] if k in updates else p) for k, p in params.items()}
+
+
+def _check_params(params, what="init: params"):
+    """A flat ``{name: floating array}`` dict, else an error naming what is wrong."""
+    if not isinstance(params, dict):
+        raise TypeError(f"xpdl.optim.{what} must be a dict of arrays keyed by name, got "
+                        f"{type(params).__name__}")
+    for k, v in params.items():
+        if not _ns.is_array(v):
+            raise TypeError(f"xpdl.optim.{what}[{k!r}] must be an array, got "
+                            f"{type(v).__name__}")
+        if not _ns.array_namespace(v).isdtype(v.dtype, "real floating"):
+            raise TypeError(f"xpdl.optim.{what}[{k!r}] must be a floating array (it is "
+                            f"optimised), got {v.dtype}")
+
+
+def _same_shapes(tree, params, what):
+    """Every key of ``tree`` a parameter's, with that parameter's shape."""
+    extra = sorted(set(tree) - set(params))
+    if extra:
+        raise ValueError(f"xpdl.optim.{what} name parameters that params do not: {extra}")
+    for k, v in tree.items():
+        if tuple(getattr(v, "shape", ())) != tuple(params[k].shape):
+            raise ValueError(f"xpdl.optim.{what}[{k!r}] has shape "
+                             f"{tuple(getattr(v, 'shape', ()))}, the parameter "
+                             f"{tuple(params[k].shape)}")
+
+
+def _check_grads(grads, state, params):
+    if not isinstance(grads, dict):
+        raise TypeError(f"xpdl.optim: update() takes grads as a dict of arrays keyed by name, "
+                        f"got {type(grads).__name__}")
+    if not isinstance(state, dict):
+        raise TypeError(f"xpdl.optim: update() takes the state init() returned (a dict), "
+                        f"got {type(state).__name__}")
+    if params is not None:
+        _same_shapes(grads, params, "update: grads")
