@@ -19,7 +19,7 @@ import numbers
 
 from . import _namespace as _ns
 from .autodiff.tensor import Tensor, enable_grad, no_grad
-from .random import Generator, seed_of
+from .random import Generator, _seed_of
 
 __all__ = ["saliency", "integrated_gradients", "permutation_importance"]
 
@@ -245,7 +245,7 @@ def permutation_importance(estimator, X, y, *, n_repeats=5, random_state=None,
     if X.ndim != 2:
         raise ValueError("xpdl.explain: X must be 2-D")
     n, p = X.shape
-    g = Generator(seed_of(random_state))
+    g = Generator(_seed_of(random_state))
     base = estimator.score(X, y, sample_weight=sample_weight)
     cols = xp.arange(p, device=dev)
     rows = []

@@ -17,7 +17,7 @@ from ._namespace import check_xp, from_host
 __all__ = ["Generator", "as_generator"]
 
 
-def seed_of(random_state, name="random_state"):
+def _seed_of(random_state, name="random_state"):
     """A seed for :class:`Generator` from scikit-learn's kinds of ``random_state``: None
     or an int >= 0 as they are; a ``numpy.random.RandomState`` or ``numpy.random.Generator``
     gives one draw (so, as in scikit-learn, the instance advances and two calls differ)."""
