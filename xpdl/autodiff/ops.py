@@ -623,6 +623,10 @@ def _is_int_array(k):
 
 @primitive("getitem")
 def _getitem(xp, d, key):
+    if _is_int_array(key) and key.ndim == 1:
+        # ``x[idx]``: the standard's take (its indexing allows integer arrays only beside
+        # other integer indices, so array_api_strict refuses ``d[idx, ...]``)
+        return xp.take(d, key, axis=0)
     return d[key]
 
 
@@ -632,7 +636,8 @@ def _getitem_vjp(xp, g, ins, out, saved, needs, key):
     parts = key if isinstance(key, tuple) else (key,)
     if any(_is_int_array(k) for k in parts):
         idx = parts[0]
-        rest_ok = all(k is Ellipsis or k == slice(None) for k in parts[1:])
+        rest_ok = all(k is Ellipsis or (isinstance(k, slice) and k == slice(None))
+                      for k in parts[1:])
         if not (_is_int_array(idx) and idx.ndim == 1 and rest_ok):
             raise NotImplementedError(
                 "xpdl: the gradient of integer-array indexing is supported for one 1-D "
@@ -645,15 +650,40 @@ def _getitem_vjp(xp, g, ins, out, saved, needs, key):
         g2 = xp.reshape(g, (g.shape[0], -1))
         return (xp.reshape(onehot.T @ g2, d.shape),)
     z = xp.zeros(d.shape, dtype=g.dtype, device=_ns.device_of(d))
+    if any(k is None for k in parts):  # new axes (of size 1): not allowed when assigning
+        key = tuple(k for k in parts if k is not None)
+        g = xp.reshape(g, z[key].shape)
     if _ns.is_jax(xp):
         return (z.at[key].add(g),)
     z[key] = g  # basic or boolean indexing selects each element once
     return (z,)
 
 
-def getitem(x, key):
+def _index_key(x, key):
+    """``key`` with Tensors as their arrays, Python lists of indices as arrays of ``x``'s
+    namespace (a list is an integer or boolean array index on NumPy and torch, and its
+    gradient must add up repeated indices as an array's does), and a trailing ``...``
+    where fewer axes are indexed than ``x`` has (NumPy's and torch's rule; the standard
+    asks for it explicitly, and array_api_strict refuses ``x[0]`` of a matrix without)."""
     key = _key_data(key)
     parts = key if isinstance(key, tuple) else (key,)
+    if any(isinstance(k, list) for k in parts):
+        parts = tuple(x._xp.asarray(k, device=_ns.device_of(x.data)) if isinstance(k, list)
+                      else k for k in parts)
+        key = parts if isinstance(key, tuple) else parts[0]
+    if _ns.is_array(key):
+        return key, parts  # a sole array: a mask, or x[idx] (a take along the first axis)
+    if not any(k is Ellipsis for k in parts):
+        used = builtins.sum(0 if k is None else (k.ndim if _ns.is_array(k) else 1)
+                            for k in parts)
+        if used < x.data.ndim:
+            parts = parts + (Ellipsis,)
+            key = parts
+    return key, parts
+
+
+def getitem(x, key):
+    key, parts = _index_key(x, key)
     if any(_ns.is_array(k) for k in parts) and _mode.recorder is not None:
         # an index array is data, not part of the program's structure
         _mode.recorder.opaque("indexing with an array inside a compiled step")

@@ -172,7 +172,16 @@ class Tensor:
         return self._prim is None
 
     def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("xpdl: len() of a 0-d tensor")
         return self.data.shape[0]
+
+    def __iter__(self):
+        # explicit: Python's fallback (indexing 0, 1, ... until IndexError) never stops on
+        # JAX, whose out-of-range indices clamp
+        if self.data.ndim == 0:
+            raise TypeError("xpdl: iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
 
     def __repr__(self):
         extra = ", requires_grad=True" if self.requires_grad else ""
