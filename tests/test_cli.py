@@ -235,3 +235,17 @@ def test_csv_problems_get_specific_messages(tmp_path, capsys, content, message):
     assert main(["train", "--dataset", str(csv), "--out", str(tmp_path / "m.safetensors")]) == 2
     err = capsys.readouterr().err
     assert message in err and "--dataset" in err
+
+
+@pytest.mark.parametrize("arrays,message", [
+    ({"X": np.zeros((20, 3)), "y": np.zeros(19, int)}, "X has 20 rows but y has 19 labels"),
+    ({"X": np.zeros((20, 3)), "y": np.zeros((20, 2), int)}, "y must hold one label per row"),
+    ({"X": np.zeros((0, 3)), "y": np.zeros(0, int)}, "0 samples"),
+])
+def test_npz_problems_get_specific_messages(tmp_path, capsys, arrays, message):
+    # they were an IndexError or a ZeroDivisionError with a traceback
+    npz = tmp_path / "d.npz"
+    np.savez(npz, **arrays)
+    assert main(["train", "--dataset", str(npz), "--out", str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "--dataset" in err and "Traceback" not in err

@@ -160,6 +160,19 @@ def _load_dataset(spec, label_column):
     raise CLIError(f"dataset {spec!r}: expected 'digits', a .csv or an .npz file")
 
 
+def _check_dataset(X, y, spec):
+    """One line naming what does not fit (before the split indexes past a short y)."""
+    if y.ndim != 1:
+        raise CLIError(f"--dataset {spec}: y must hold one label per row (1-D), got shape "
+                       f"{y.shape}")
+    if X.ndim == 0 or X.shape[0] != y.shape[0]:
+        rows = "a 0-d X" if X.ndim == 0 else f"X has {X.shape[0]} rows"
+        raise CLIError(f"--dataset {spec}: {rows} but y has {y.shape[0]} labels")
+    if y.shape[0] < 2:
+        raise CLIError(f"--dataset {spec}: {y.shape[0]} samples; training and testing need "
+                       f"at least 2")
+
+
 def _is_large(spec):
     return spec.endswith(".npy") or os.path.isdir(spec)
 
@@ -340,6 +353,7 @@ def cmd_train(args):
         raise CLIError("--workers/--scheduler train on a .npy file or folder (out of core); "
                        "in-memory datasets train here")
     X, y, desc = _load_dataset(args.dataset, args.label_column)
+    _check_dataset(X, y, args.dataset)
     regression = args.model == "linear"
     g = Generator(args.seed)
     train, test = g.split_indices(X.shape[0], 0.2, None if regression else y)
