@@ -331,6 +331,33 @@ def test_tensor_properties(backend):
     np.testing.assert_array_equal(backend.to_numpy(c), np.arange(6).reshape(2, 3) > 2)
 
 
+def test_backward_inputs_writes_only_their_gradients(backend):
+    # PyTorch's backward(inputs=...): xpdl.grad and explain rely on it not to touch a
+    # model's parameters (they accumulated a gradient there on every call)
+    rng = np.random.default_rng(4)
+    hx, hw, hb = rng.normal(size=(5, 3)), rng.normal(size=(2, 3)), rng.normal(size=2)
+    x, w, b = (Tensor(backend.asarray(h), requires_grad=True) for h in (hx, hw, hb))
+    w.grad = backend.asarray(np.ones((2, 3)))
+    before = backend.to_numpy(w.grad)
+    (F.tanh(F.linear(x, w, b)) ** 2).sum().backward(inputs=[x])
+    t = 1 - np.tanh(hx @ hw.T + hb) ** 2
+    expected = (2 * np.tanh(hx @ hw.T + hb) * t) @ hw  # d/dx of sum(tanh(x W^T + b)^2)
+    tol = 1e-5 if backend.is64 else 2e-4
+    np.testing.assert_allclose(backend.to_numpy(x.grad), expected, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(backend.to_numpy(w.grad), before)
+    assert b.grad is None
+    g = xpdl.grad(lambda a: (F.linear(a, w, b) ** 2).sum())(backend.asarray(hx))
+    np.testing.assert_allclose(backend.to_numpy(g), 2 * (hx @ hw.T + hb) @ hw, rtol=tol,
+                               atol=tol)
+    np.testing.assert_array_equal(backend.to_numpy(w.grad), before)
+    assert b.grad is None
+    y = (x * 2.0).sum()
+    with pytest.raises(TypeError, match="Tensors"):
+        y.backward(inputs=[backend.asarray(hx)])
+    with pytest.raises(ValueError, match="leaf"):
+        y.backward(inputs=[x * 1.0])
+
+
 def test_iterating_a_tensor_gives_its_rows(backend):
     # Python's fallback iteration (t[0], t[1], ... until IndexError) gave no rows on
     # array_api_strict (x[0] of a matrix is refused there) and never ends on JAX (its

@@ -217,3 +217,31 @@ def test_permutation_importance_takes_numpy_random_states(backend):
     for bad in (-1, 1.5, "0", True):
         with pytest.raises(ValueError, match="random_state must be None, an int >= 0"):
             permutation_importance(m, X, y, random_state=bad)
+
+
+def test_attributions_under_jax_jit_equal_eager():
+    # integrated gradients read its (argmax) targets' values to range-check them, which
+    # failed under jax.jit (TracerBoolConversionError); saliency already traced
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    X, y = xpdl.datasets.make_classification(40, 4, n_classes=3, random_state=0, xp=jnp)
+    m = xpdl.MLPClassifier((8,), activation="tanh", max_iter=5, random_state=0).fit(X, y)
+    t = jnp.asarray(np.arange(40) % 3)
+    for fn in (lambda a: saliency(m, a), lambda a: saliency(m, a, target=t),
+               lambda a: integrated_gradients(m, a, n_steps=8),
+               lambda a: integrated_gradients(m, a, target=t, n_steps=8)):
+        np.testing.assert_allclose(np.asarray(jax.jit(fn)(X)), np.asarray(fn(X)), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_attributions_leave_the_models_gradients_alone(backend):
+    # saliency and integrated gradients accumulated a gradient into every parameter's
+    # .grad on each call (so a later optimizer step would have used it)
+    m, X, _ = _fitted(backend)
+    params = list(m.module_.parameters())
+    for p in params:
+        p.grad = None
+    saliency(m, X[:5, ...])
+    integrated_gradients(m, X[:5, ...], n_steps=4)
+    assert all(p.grad is None for p in params)

@@ -100,7 +100,8 @@ def _select(out, target, xp, dev, binary=False):
             raise ValueError(f"xpdl.explain: target must be an int or integers of shape "
                              f"({n},), got {t.dtype} of shape {tuple(t.shape)}")
         idx = xp.astype(_ns.move(t, xp=xp, device=dev), _ns.index_dtype(xp, dev))
-        if bool(xp.any((idx < 0) | (idx >= k))):
+        bad = xp.any((idx < 0) | (idx >= k))
+        if _ns.has_values(bad) and bool(bad):  # (not under jax.jit, where it is traced)
             raise ValueError(f"xpdl.explain: target values must be in [0, {k})")
     if k == 1 or binary:
         z = out if out.ndim == 1 else out[:, 0]
@@ -119,7 +120,7 @@ def _grad_of_outputs(f, X, target, xp, dev, binary=False):
     with enable_grad():
         x = Tensor(X, requires_grad=True)
         sel, idx = _select(f(x), target, xp, dev, binary)
-        sel.sum().backward()
+        sel.sum().backward(inputs=[x])  # the model's parameters' .grad stay as they were
     return x.grad, sel.data, idx
 
 

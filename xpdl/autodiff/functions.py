@@ -101,8 +101,8 @@ def value_and_grad(fun, argnums=0):
             raise TypeError(f"xpdl: the function must return a Tensor, got {type(out).__name__}")
         if out.size != 1:
             raise ValueError(f"xpdl: the function must return one value, got shape {out.shape}")
-        if out.requires_grad:
-            out.backward()
+        if out.requires_grad:  # (other leaves, say a model's parameters, keep their .grad)
+            out.backward(inputs=leaves)
         grads = []
         for t in leaves:
             g = t.grad

@@ -239,8 +239,9 @@ class Tensor:
         return float(d)
 
     # -- backward ---------------------------------------------------------------------
-    def backward(self, grad=None, retain_graph=False) -> None:
-        """Accumulate the gradient of this tensor into ``.grad`` of every leaf it depends on.
+    def backward(self, grad=None, retain_graph=False, inputs=None) -> None:
+        """Accumulate the gradient of this tensor into ``.grad`` of every leaf it depends on
+        (or of the leaves ``inputs`` only).
 
         Parameters
         ----------
@@ -251,7 +252,13 @@ class Tensor:
             Keep the graph (and the activations it saved) for another backward pass.
             By default the graph is freed as in PyTorch: a second ``backward`` through it
             raises ``RuntimeError``.
+        inputs : sequence of Tensor, optional
+            Leaf tensors that require grad: only their ``.grad`` is written, and only the
+            gradients leading to them are computed (PyTorch's ``backward(inputs=...)``;
+            other leaves, say a model's parameters, are left as they were).
         """
+        if inputs is not None:
+            inputs = _backward_inputs(inputs)
         if not self.requires_grad:
             raise ValueError("xpdl: backward() on a tensor that does not require grad "
                              "(no input had requires_grad=True, or it was built under no_grad)")
@@ -277,7 +284,7 @@ class Tensor:
             if _ns.device_of(grad) != self.device:
                 raise ValueError(f"xpdl: backward's grad is on device {_ns.device_of(grad)}, "
                                  f"the output on {self.device}; move it first")
-        _run_backward(self, grad, retain_graph)
+        _run_backward(self, grad, retain_graph, inputs)
 
 
 def _fill(t, data, xp):
@@ -415,9 +422,34 @@ def _toposort(root):
     return nodes
 
 
-def _run_backward(root, grad, retain_graph=False):
+def _backward_inputs(inputs):
+    if isinstance(inputs, Tensor):
+        inputs = (inputs,)
+    try:
+        inputs = tuple(inputs)
+    except TypeError:
+        raise TypeError(f"xpdl: backward's inputs must be a sequence of Tensors, got "
+                        f"{type(inputs).__name__}") from None
+    for t in inputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"xpdl: backward's inputs must be Tensors, got "
+                            f"{type(t).__name__}")
+        if not (t.requires_grad and t.is_leaf):
+            raise ValueError("xpdl: backward's inputs must be leaf tensors that require grad")
+    if not inputs:
+        raise ValueError("xpdl: backward's inputs is empty")
+    return inputs
+
+
+def _run_backward(root, grad, retain_graph=False, inputs=None):
     xp = root._xp
     nodes = _toposort(root)
+    wanted = None
+    if inputs is not None:  # the nodes on a path to one of ``inputs`` (parents first)
+        wanted = {id(t) for t in inputs}
+        for node in nodes:
+            if node._prim is not None and any(id(p) in wanted for p in node._parents):
+                wanted.add(id(node))
     rec = _mode.recorder
     if rec is not None:
         rec.on_seed(grad)
@@ -434,6 +466,8 @@ def _run_backward(root, grad, retain_graph=False):
                     rec.opaque("retain_grad() inside a compiled step")
             prim = node._prim
             if prim is None:
+                if wanted is not None and id(node) not in wanted:
+                    continue
                 if rec is not None:
                     rec.on_leaf(node)
                 if g.dtype != node.data.dtype:
@@ -462,6 +496,8 @@ def _run_backward(root, grad, retain_graph=False):
                         f"its gradient would be computed from the new values. Run the "
                         f"forward again after the update")
             needs = [p.__class__ is Tensor and p.requires_grad for p in parents]
+            if wanted is not None:
+                needs = [n and id(p) in wanted for n, p in zip(needs, parents)]
             grads = prim.vjp(xp, g, datas, node.data, node._saved, needs, **node._attrs)
             if rec is not None:
                 rec.on_vjp(prim, datas, node.data, node._saved, g, needs, node._attrs, grads)
