@@ -181,7 +181,7 @@ def test_forged_values_out_of_range_are_value_errors(path, kind):
     if kind == "module":
         obj = nn.Sequential(nn.Linear(4, 3, rng=0), nn.Dropout(0.1), nn.ReLU())
         rng = ("spec", "layers", 1, "rng_state")
-        cases = []
+        cases = [(("training",), "yes", "metadata")]  # (was loaded as True)
     else:
         est = xpdl.MLPClassifier((5,), max_iter=2, random_state=0, dropout=0.1) \
             if kind == "classifier" else xpdl.MLPRegressor((5,), max_iter=2, random_state=0)

@@ -128,6 +128,9 @@ def test_dropout_train_and_eval(backend):
     assert m[2].training
     c = backend.to_numpy(m(x))
     assert not np.allclose(a, c)
+    with pytest.raises(TypeError, match="True or False"):  # not a truthy string's True
+        m.train("no")
+    assert all(layer.training for layer in m)
 
 
 def test_module_to_moves_parameters(backend):

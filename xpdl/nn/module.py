@@ -136,6 +136,9 @@ class Module:
     # -- modes and placement ----------------------------------------------------------
     def train(self, mode=True):
         """Set training mode (dropout active) on this module and its children."""
+        if not isinstance(mode, bool):  # (torch's rule: train("no") would mean True)
+            raise TypeError(f"xpdl: Module.train(mode): mode must be True or False, got "
+                             f"{mode!r}")
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self
