@@ -505,6 +505,15 @@ def test_a_schedule_value_that_is_no_learning_rate_stops_before_any_update(
             np.testing.assert_array_equal(backend.to_numpy(v), state[k], err_msg=k)
 
 
+def test_a_schedule_that_gives_no_number_is_named(backend):
+    params = {"w": backend.asarray(np.ones(3))}
+    tx = optim.sgd(lambda t: "0.1")
+    state = tx.init(params)
+    with pytest.raises(TypeError, match="schedule gave '0.1' at step 0; a learning rate must "
+                                        "be a number"):  # was float()'s own ValueError
+        tx.update({"w": backend.asarray(np.ones(3))}, state, params)
+
+
 def test_a_parameter_given_twice_is_refused(backend):
     """[w, w] updated w twice a step (torch warns about duplicates; tied weights in a
     Module are listed once, so only a hand-made list gets here)."""

@@ -33,7 +33,11 @@ def _learning_rate_at(learning_rate, step):
     lr = learning_rate(step)
     if not _concrete(step):
         return lr
-    lr = float(lr)
+    try:
+        lr = float(lr)
+    except (TypeError, ValueError):
+        raise TypeError(f"xpdl.optim: the learning-rate schedule gave {lr!r} at step {step}; "
+                        f"a learning rate must be a number (nothing was updated)") from None
     if not lr >= 0:
         raise ValueError(f"xpdl.optim: the learning-rate schedule gave {lr} at step {step}; "
                          f"a learning rate must be a non-negative number (nothing was "
