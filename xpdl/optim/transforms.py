@@ -34,6 +34,8 @@ def _learning_rate_at(learning_rate, step):
     if not _concrete(step):
         return lr
     try:
+        if isinstance(lr, (str, bytes)):
+            raise TypeError
         lr = float(lr)
     except (TypeError, ValueError):
         raise TypeError(f"xpdl.optim: the learning-rate schedule gave {lr!r} at step {step}; "
