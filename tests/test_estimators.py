@@ -175,7 +175,8 @@ def test_logistic_C_inf_is_unpenalised_like_sklearn(backend, k):
     y = (X[:, 0] + 0.8 * g.normal(size=80) > 0).astype(int) if k == 2 else \
         np.digitize(X[:, 0] + 0.8 * g.normal(size=80), [-0.4, 0.4])
     ref = sk_lm.LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(X, y)
-    m = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(
+    # (float32 cannot reach tol=1e-10: it ran all 1000 iterations, 18 s a case)
+    m = LogisticRegression(C=np.inf, tol=1e-10 if backend.is64 else 1e-5, max_iter=1000).fit(
         backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64))
     if k == 2:
         tol = 1e-5 if backend.is64 else 1e-2
