@@ -358,6 +358,21 @@ def test_backward_inputs_writes_only_their_gradients(backend):
         y.backward(inputs=[x * 1.0])
 
 
+def test_where_and_softplus_check_their_arguments(backend):
+    # a float condition was read as "nonzero" on NumPy (the standard and torch refuse it);
+    # softplus with beta=0 gave inf everywhere
+    a = backend.asarray(np.array([[-1.0, 0.0, 2.0]]))
+    for cond in (a, Tensor(a), True):
+        with pytest.raises(TypeError, match="boolean array condition"):
+            F.where(cond, a, -a)
+    np.testing.assert_array_equal(backend.to_numpy(F.where(a > 0.0, a, -a)), [[1, 0, 2]])
+    for beta in (0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="beta must be positive"):
+            F.softplus(a, beta=beta)
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        F.softplus(a, threshold="20")
+
+
 def test_iterating_a_tensor_gives_its_rows(backend):
     # Python's fallback iteration (t[0], t[1], ... until IndexError) gave no rows on
     # array_api_strict (x[0] of a matrix is refused there) and never ends on JAX (its

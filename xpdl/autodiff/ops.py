@@ -230,8 +230,10 @@ def where(cond, a, b):
     a, b, xp = _binary_prep(a, b)
     c = cond if cond.__class__ is Tensor else None
     cd = _data(cond)
-    if not _ns.is_array(cd):
-        raise TypeError("xpdl: where() needs a boolean array condition")
+    if not _ns.is_array(cd) or cd.dtype != _ns.array_namespace(cd).bool:
+        # (NumPy would read a float condition as "nonzero"; the standard and torch refuse)
+        what = f"dtype {cd.dtype}" if _ns.is_array(cd) else type(cd).__name__
+        raise TypeError(f"xpdl: where() needs a boolean array condition, got {what}")
     return apply(_where, xp, (c if c is not None else _wrap(cd, xp), a, b))
 
 
