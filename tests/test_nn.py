@@ -326,3 +326,26 @@ def test_deleting_an_attribute_unregisters_it(backend):
     assert not hasattr(net, "head")
     with pytest.raises(AttributeError):
         del net.head
+
+
+def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_layers(backend, tmp_path):
+    # (it was a plain list, which cannot be called)
+    m = _mlp(backend)
+    head = m[:-1]
+    assert isinstance(head, nn.Sequential) and len(head) == len(m) - 1
+    assert all(a is b for a, b in zip(head, list(m)[:-1]))
+    assert list(head.state_dict()) == ["0.weight", "0.bias"]  # numbered from 0
+    tail = m[2:]
+    assert list(tail.state_dict()) == ["1.weight", "1.bias"]
+    xpdl.save(tail, tmp_path / "tail.safetensors")  # (the numbering a file rebuilds)
+    back = xpdl.load(tmp_path / "tail.safetensors", xp=backend.xp, device=backend.device)
+    for k, v in tail.state_dict().items():
+        np.testing.assert_array_equal(backend.to_numpy(back.state_dict()[k]),
+                                      backend.to_numpy(v))
+    x = backend.asarray(np.random.default_rng(0).normal(size=(5, 4)))
+    h = x
+    for layer in list(m)[:-1]:
+        h = layer(h)
+    np.testing.assert_array_equal(backend.to_numpy(head(x)), backend.to_numpy(h))
+    np.testing.assert_array_equal(backend.to_numpy(m[len(m) - 1:](head(x))),
+                                  backend.to_numpy(m(x)))

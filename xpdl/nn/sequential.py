@@ -13,7 +13,11 @@ class Sequential(Module):
     *layers : Module
         Each takes the previous one's output (the first takes the input).
 
-    ``model[i]`` is the i-th layer, ``len(model)`` their number, iterating yields them.
+    ``model[i]`` is the i-th layer, ``len(model)`` their number, iterating yields them;
+    ``model[a:b]`` is a Sequential of those same layer objects, numbered from 0 (PyTorch
+    keeps the original numbers; here parameter names always count from 0, so a slice saves
+    and loads like any Sequential): ``model[:-1]`` is the network without its last layer,
+    sharing its parameters.
 
     Examples
     --------
@@ -31,6 +35,8 @@ class Sequential(Module):
             setattr(self, str(i), layer)
 
     def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Sequential(*list(self._modules.values())[i])
         return list(self._modules.values())[i]
 
     def __len__(self):
