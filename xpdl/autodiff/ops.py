@@ -69,10 +69,6 @@ def _data(x):
     return x.data if x.__class__ is Tensor else x
 
 
-def _needs(x):
-    return x.__class__ is Tensor and x.requires_grad
-
-
 # -- elementwise binary ----------------------------------------------------------------
 def _binary_prep(a, b):
     if a.__class__ is Tensor:
