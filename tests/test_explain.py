@@ -245,3 +245,25 @@ def test_attributions_leave_the_models_gradients_alone(backend):
     saliency(m, X[:5, ...])
     integrated_gradients(m, X[:5, ...], n_steps=4)
     assert all(p.grad is None for p in params)
+
+
+def test_attributions_check_dataframe_columns_like_predict():
+    # a frame with the fitted columns reordered was explained silently (each attribution
+    # and importance then belongs to another feature); predict refuses it
+    pd = pytest.importorskip("pandas")
+    import warnings
+
+    g = np.random.default_rng(0)
+    X = pd.DataFrame(g.normal(size=(40, 3)), columns=["a", "b", "c"])
+    y = (X["a"] > 0).astype(int).to_numpy()
+    m = xpdl.MLPClassifier((4,), max_iter=5, random_state=0).fit(X, y)
+    swapped = X[["b", "a", "c"]]
+    calls = [lambda Z: saliency(m, Z), lambda Z: integrated_gradients(m, Z, n_steps=4),
+             lambda Z: permutation_importance(m, Z, y, n_repeats=2, random_state=0)]
+    for call in calls:
+        with pytest.raises(ValueError, match="same order as they were in fit"):
+            call(swapped)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the right columns: no warning either
+            call(X)
+    np.testing.assert_allclose(saliency(m, X), saliency(m, X.to_numpy(np.float32)))

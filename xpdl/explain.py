@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 from . import _namespace as _ns
 from .autodiff.tensor import Tensor, enable_grad, no_grad
@@ -46,7 +47,17 @@ def _check_finite(xp, a, name):
     _check_finite(xp, a, name)
 
 
+def _check_names(model, X):
+    """An estimator's ``feature_names_in_`` against a DataFrame's columns, as its predict
+    checks them (reordered columns would attribute each score to another feature)."""
+    if hasattr(model, "get_params") and hasattr(model, "n_features_in_"):
+        from .estimators._validation import _check_feature_names, _feature_names
+
+        _check_feature_names(model, _feature_names(X), reset=False)
+
+
 def _check_X(X, model):
+    _check_names(model, X)
     X = _ns.as_input_array(X, "X")
     xp, dev = _ns.get_namespace_and_device(X)
     if X.ndim != 2:
@@ -241,6 +252,14 @@ def permutation_importance(estimator, X, y, *, n_repeats=5, random_state=None,
     """
     if isinstance(n_repeats, bool) or not isinstance(n_repeats, numbers.Integral) or n_repeats < 1:
         raise ValueError(f"xpdl.explain: n_repeats must be an int >= 1, got {n_repeats!r}")
+    _check_names(estimator, X)
+    with warnings.catch_warnings():  # the (checked) columns are scored as arrays from here
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        return _permutation_importance(estimator, X, y, n_repeats, random_state,
+                                       sample_weight)
+
+
+def _permutation_importance(estimator, X, y, n_repeats, random_state, sample_weight):
     X = _ns.as_input_array(X, "X")
     xp, dev = _ns.get_namespace_and_device(X)
     if X.ndim != 2:
