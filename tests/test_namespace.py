@@ -129,6 +129,11 @@ def test_as_generator():
     (lambda g: g.permutation(True), "permutation: n must be a non-negative int"),
     (lambda g: g.split_indices(10, 1.5), r"fraction must be in \(0, 1\)"),
     (lambda g: g.split_indices(10, float("nan")), r"fraction must be in \(0, 1\)"),
+    # NaN parameters gave NaN draws, an integer dtype truncated them
+    (lambda g: g.normal((3,), scale=float("nan")), "loc and scale must be finite"),
+    (lambda g: g.uniform((3,), high=float("inf")), "low and high must be finite"),
+    (lambda g: g.normal((3,), dtype=np.int32), "dtype must be a floating dtype"),
+    (lambda g: g.uniform((3,), dtype="int64"), "dtype must be a floating dtype"),
 ])
 def test_generator_draws_name_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
@@ -138,6 +143,9 @@ def test_generator_draws_name_bad_arguments(call, match):
 def test_generator_draws_at_their_edges(backend):
     g = Generator(0)
     kw = dict(xp=backend.xp, device=backend.device)
+    with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+        g.normal((3,), dtype=backend.xp.int32, **kw)
+    assert g.normal((3,), dtype=backend.float_dtype, **kw).dtype == backend.float_dtype
     assert backend.to_numpy(g.bernoulli(0.0, (4,), **kw)).tolist() == [0.0] * 4
     assert backend.to_numpy(g.bernoulli(1.0, (4,), **kw)).tolist() == [1.0] * 4
     assert backend.to_numpy(g.poisson_indices(5, 1.0, **kw)).tolist() == [0, 1, 2, 3, 4]

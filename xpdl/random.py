@@ -8,6 +8,7 @@ CuPy, torch, JAX and array_api_strict.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -64,15 +65,17 @@ class Generator:
         check_xp(xp)
         if dtype is None:
             return None if xp is None else xp.float32
-        return dtype
+        return _floating(xp, dtype)
 
     def normal(self, shape, *, loc=0.0, scale=1.0, xp=None, device=None, dtype=None):
         """Draw ``N(loc, scale**2)`` of ``shape`` (float32 by default; NumPy if ``xp`` is None)."""
+        _finite((loc, scale), "normal: loc and scale")
         host = self._rng.normal(loc, scale, size=shape)
         return self._place(host, xp, device, self._float_dtype(xp, dtype))
 
     def uniform(self, shape, *, low=0.0, high=1.0, xp=None, device=None, dtype=None):
         """Draw ``U[low, high)`` of ``shape``."""
+        _finite((low, high), "uniform: low and high")
         host = self._rng.uniform(low, high, size=shape)
         return self._place(host, xp, device, self._float_dtype(xp, dtype))
 
@@ -165,6 +168,27 @@ def as_generator(rng) -> Generator:
         return Generator(rng)
     raise TypeError(f"xpdl: rng must be None, an int seed or xpdl.random.Generator, "
                     f"got {type(rng).__name__}")
+
+
+def _floating(xp, dtype):
+    """``dtype`` if it is a real floating dtype (of ``xp``, or NumPy's when ``xp`` is None),
+    else ``ValueError``: an integer dtype would truncate real draws silently."""
+    try:
+        kind = np.dtype(dtype).kind if xp is None or isinstance(dtype, str) else (
+            "f" if xp.isdtype(dtype, "real floating") else "?")
+    except TypeError:
+        kind = "?"
+    if kind != "f":
+        raise ValueError(f"xpdl: dtype must be a floating dtype (the draws are real numbers), "
+                         f"got {dtype!r}")
+    return dtype
+
+
+def _finite(values, what):
+    """``ValueError`` unless every one of ``values`` is a finite real number."""
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
+           for v in values):
+        raise ValueError(f"xpdl: {what} must be finite numbers, got {values!r}")
 
 
 def _probability(p, what):

@@ -15,18 +15,14 @@ from importlib import resources
 import numpy as np
 
 from .._namespace import check_xp, from_host
-from ..random import Generator
+from ..random import Generator, _floating
 
 __all__ = ["load_digits", "make_regression", "make_classification"]
 
 
 def _place(X, y, xp, device, dtype, y_dtype=None, floating=False):
     if floating and dtype is not None:  # (an int dtype truncated the normal draws)
-        kind = np.dtype(dtype).kind if xp is None or isinstance(dtype, str) else (
-            "f" if check_xp(xp).isdtype(dtype, "real floating") else "?")
-        if kind != "f":
-            raise ValueError(f"xpdl: dtype must be a floating dtype (the draws are real "
-                             f"numbers), got {dtype!r}")
+        _floating(check_xp(xp), dtype)
     if check_xp(xp) is None:
         fdt = dtype or np.float32
         return X.astype(fdt), y.astype(fdt if y_dtype is None else y_dtype)
