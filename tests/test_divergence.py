@@ -101,3 +101,19 @@ def test_ordinary_training_is_not_flagged(backend):
         m = xpdl.MLPClassifier((8,), optimizer=opt, learning_rate=lr, batch_size=20,
                                max_iter=30, random_state=0).fit(Xb, yb)
         assert m.loss_curve_[-1] < m.loss_curve_[0]
+
+
+def test_data_too_large_for_the_dtype_says_to_scale_it(backend):
+    # targets whose squares overflow the dtype gave "Lower the learning rate", which no
+    # learning rate fixes: the untrained model's loss is already infinite
+    X, _, Xh, _ = _data(backend)
+    big = 1e200 if backend.is64 else 1e30
+    y = backend.asarray(Xh[:, 0] * big)
+    m = xpdl.MLPRegressor((4,), max_iter=3, random_state=0)
+    with pytest.raises(xpdl.DivergenceError, match="too large for the model's floating dtype: "
+                                                   "scale them") as err:
+        m.fit(X, y)
+    assert "Lower the learning rate" not in str(err.value) and err.value.epoch == 1
+    with pytest.raises(xpdl.DivergenceError, match="Lower the learning rate"):
+        xpdl.MLPRegressor((4,), max_iter=30, learning_rate=1e6, random_state=0).fit(
+            X, backend.asarray(Xh[:, 0]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["NotFittedError", "DivergenceError"]  # noqa: F822 (NotFittedError: module __getattr__)
 
 
@@ -31,7 +33,9 @@ def __getattr__(name):
 
 class DivergenceError(FloatingPointError):
     """Training diverged: an epoch's loss was not finite, or, while finite, more than 1,000
-    times the untrained model's loss on the training data.
+    times the untrained model's loss on the training data. The message suggests a lower
+    learning rate, or, when the untrained model's loss is already not finite (inputs or
+    targets too large for the dtype), scaling the data.
 
     The estimator goes back to the start of the last epoch whose loss was within 10 times
     the untrained model's (parameters, optimizer state, step counters, random generator;
@@ -49,11 +53,18 @@ class DivergenceError(FloatingPointError):
         self.epoch = epoch
         self.loss = loss
         lr = "" if learning_rate is None else f" (now {learning_rate})"
-        if untrained_loss and loss == loss and abs(loss) != float("inf"):
+        fix = f"Lower the learning rate{lr}"
+        if untrained_loss is not None and not math.isfinite(untrained_loss):
+            # the data overflow before any update: no learning rate helps
+            what = (f"the loss is {loss}, and the untrained model's loss on the training data "
+                    f"is already {untrained_loss}")
+            fix = ("The inputs or targets are too large for the model's floating dtype: "
+                   "scale them (say with scikit-learn's StandardScaler)")
+        elif untrained_loss and math.isfinite(loss):
             what = (f"the loss grew to {loss:.4g}, {loss / untrained_loss:.2g} times the untrained "
                     f"model's {untrained_loss:.4g}")
         else:
             what = f"the loss is {loss}"
-        super().__init__(f"xpdl: training diverged at epoch {epoch}: {what}. Lower the "
-                         f"learning rate{lr}; the estimator is back at its parameters from "
-                         f"before the diverging epochs")
+        super().__init__(f"xpdl: training diverged at epoch {epoch}: {what}. {fix}; the "
+                         f"estimator is back at its parameters from before the diverging "
+                         f"epochs")
