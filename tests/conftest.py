@@ -140,3 +140,16 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", f"{sum(reasons.values())} skipped, by reason")
         for reason, n in reasons.most_common():
             terminalreporter.write_line(f"{n:6d}  {reason}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    """In a pytest-xdist worker, collect once and turn the garbage collector off before the
+    worker reports back: the controller then interrupts the worker's main thread to shut it
+    down, and an interrupt landing inside a collector callback (JAX's, hypothesis') was
+    printed as an "Exception ignored ... KeyboardInterrupt" warning after the last test."""
+    if hasattr(session.config, "workerinput"):
+        import gc
+
+        gc.collect()
+        gc.disable()

@@ -103,6 +103,7 @@ def test_ordinary_training_is_not_flagged(backend):
         assert m.loss_curve_[-1] < m.loss_curve_[0]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # (the point)
 def test_data_too_large_for_the_dtype_says_to_scale_it(backend):
     # targets whose squares overflow the dtype gave "Lower the learning rate", which no
     # learning rate fixes: the untrained model's loss is already infinite
