@@ -144,12 +144,14 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session):
-    """In a pytest-xdist worker, collect once and turn the garbage collector off before the
-    worker reports back: the controller then interrupts the worker's main thread to shut it
-    down, and an interrupt landing inside a collector callback (JAX's, hypothesis') was
-    printed as an "Exception ignored ... KeyboardInterrupt" warning after the last test."""
+    """In a pytest-xdist worker, collect once and freeze what survives before the worker
+    reports back. pytest's own cleanup then runs five full collections: 2.0-2.3 s after
+    tests/test_program.py alone (JAX, torch loaded); past 5 s execnet sends a SIGINT, and
+    an interrupt landing in a collector callback (JAX's, hypothesis') was printed as an
+    "Exception ignored ... KeyboardInterrupt" warning after the last test (two of three CI
+    runs). Frozen objects are not scanned: the worker exited 0.0-0.7 s after this hook."""
     if hasattr(session.config, "workerinput"):
         import gc
 
         gc.collect()
-        gc.disable()
+        gc.freeze()
