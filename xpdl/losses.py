@@ -299,11 +299,15 @@ def _cross_entropy(xp, x, t, reduction, indices):
     z = x - m
     e = xp.exp(z)
     se = _ns.sum_of(xp, e, axis=1, keepdims=True)
-    per = -_ns.sum_of(xp, tt * (z - xp.log(se)), axis=1)
-    if reduction != "none":
-        per = _ns.sum_of(xp, per)
-        if reduction == "mean":
-            per = per / n
+    # -sum_j t_j (z_j - log se) = log(se) sum_j t_j - sum_j t_j z_j: two sums of
+    # non-negative terms (z <= 0, log se >= 0), the batch's total without a per-row sum
+    # first (a reduction along the short class axis costs as much as the rest together)
+    lse = xp.log(se) if tsum is None else xp.log(se) * tsum
+    if reduction == "none":
+        return xp.reshape(lse, (n,)) - _ns.sum_of(xp, tt * z, axis=1), (e, se, tt, tsum)
+    per = _ns.sum_of(xp, lse) - _ns.sum_of(xp, tt * z)
+    if reduction == "mean":
+        per = per / n
     return per, (e, se, tt, tsum)
 
 
