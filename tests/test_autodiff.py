@@ -392,6 +392,32 @@ def test_iterating_a_tensor_gives_its_rows(backend):
         iter(zero_d)
 
 
+def test_numpy_conversion_gives_the_values_or_refuses(backend):
+    # np.asarray(t) built an object array of 0-d Tensors (NumPy iterated the Tensor); now
+    # the values, as the backend's own array converts (or refuses: CuPy, strict's other
+    # devices), and a Tensor that requires grad refuses as torch's does
+    h = np.arange(6.0).reshape(3, 2)
+    t = Tensor(backend.asarray(h))
+    try:  # the backend's own rule for its arrays
+        np.asarray(t.data)
+        host = True
+    except (TypeError, RuntimeError, ValueError):
+        host = False
+    if host:
+        a = np.asarray(t)
+        assert a.dtype != object and a.shape == (3, 2)
+        np.testing.assert_array_equal(a, h)
+        np.testing.assert_array_equal(np.concatenate([t, t]), np.concatenate([h, h]))
+        np.testing.assert_array_equal(np.asarray(t, dtype=np.float32), h.astype(np.float32))
+    else:
+        with pytest.raises((TypeError, RuntimeError, ValueError)):
+            np.asarray(t)
+    with pytest.raises(TypeError, match="requires grad.*detach"):
+        np.asarray(Tensor(backend.asarray(h), requires_grad=True))
+    assert isinstance(np.ones(2) * Tensor(backend.asarray(np.ones(2))), Tensor) \
+        if backend.name == "numpy" else True
+
+
 def test_truth_value_follows_the_array(backend):
     one = Tensor(backend.asarray(np.array(2.0)))
     assert bool(one > 1.0) and float(one) == 2.0

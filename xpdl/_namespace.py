@@ -619,6 +619,18 @@ def host_xp():
     return hxp
 
 
+def numpy_values(x, dtype=None, copy=None):
+    """``np.asarray(x, dtype=dtype)`` by NumPy's own conversion rules for ``x``'s
+    namespace (CuPy and array_api_strict's non-CPU devices refuse an implicit copy to the
+    host); ``copy`` as NumPy 2 passes it to ``__array__``."""
+    if copy:
+        return np.array(x, dtype=dtype, copy=True)
+    a = np.asarray(x, dtype=dtype)
+    if copy is False and a is not x and not isinstance(x, np.ndarray):
+        raise ValueError("xpdl: these values cannot be seen by NumPy without a copy")
+    return a
+
+
 def host_asarray(x):
     """``x`` as a NumPy array on the host (labels of any type, lists)."""
     return np.asarray(to_host(x) if is_array(x) and not isinstance(x, np.ndarray) else x)

@@ -183,6 +183,16 @@ class Tensor:
             raise TypeError("xpdl: iteration over a 0-d tensor")
         return (self[i] for i in range(self.data.shape[0]))
 
+    def __array__(self, dtype=None, copy=None):
+        # NumPy's conversion (np.asarray(t), np.concatenate([t, u]), ...): the values,
+        # as the array itself converts (NumPy built an object array of 0-d Tensors
+        # before). A Tensor that requires grad refuses, as torch's does: its values would
+        # leave the graph without a word.
+        if self.requires_grad:
+            raise TypeError("xpdl: converting a Tensor that requires grad to a NumPy array "
+                            "would drop it from the graph; use t.detach().data (or t.data)")
+        return _ns.numpy_values(self.data, dtype, copy)
+
     def __repr__(self):
         extra = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({self.data!r}{extra})"
