@@ -128,3 +128,39 @@ def test_a_namespace_given_by_name_is_a_type_error(backend, tmp_path):
     np.testing.assert_array_equal(backend.to_numpy(est.predict(X)),
                                   backend.to_numpy(xpdl.load(path, xp=backend.xp,
                                                              device=backend.device).predict(X)))
+
+
+def test_an_unusable_device_is_a_value_error_naming_it(backend, tmp_path):
+    # torch's "cuda" without CUDA was a RuntimeError ("not linked with support for cuda")
+    # or, from xpdl.load, an AssertionError ("Torch not compiled with CUDA enabled"); a
+    # device name no backend has, likewise backend-specific errors. Each entry point now
+    # says which device and backend, before anything is moved or read.
+    from xpdl import nn
+    from xpdl.datasets import load_digits, make_classification
+    from xpdl.random import Generator
+
+    X, y = make_classification(30, 3, random_state=0, xp=backend.xp, device=backend.device,
+                               dtype=backend.float_dtype)
+    est = xpdl.LogisticRegression().fit(X, y)
+    before = backend.to_numpy(est.predict_proba(X))
+    lin = nn.Linear(3, 2, rng=0, xp=backend.xp, device=backend.device,
+                    dtype=backend.float_dtype)
+    path = tmp_path / "m.safetensors"
+    xpdl.save(est, path)
+    bad = "no-such-device"
+    calls = {
+        "Module.to": lambda: lin.to(device=bad),
+        "estimator.to": lambda: est.to(xp=backend.xp, device=bad),
+        "load": lambda: xpdl.load(path, xp=backend.xp, device=bad),
+        "load_digits": lambda: load_digits(xp=backend.xp, device=bad),
+        "make_classification": lambda: make_classification(10, 2, xp=backend.xp, device=bad),
+        "Linear": lambda: nn.Linear(3, 2, xp=backend.xp, device=bad),
+        "Generator.normal": lambda: Generator(0).normal((2,), xp=backend.xp, device=bad),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f"device '{bad}' is not available to"):
+            call()
+            pytest.fail(f"{name} took device {bad!r}")
+    # nothing moved
+    np.testing.assert_array_equal(backend.to_numpy(est.predict_proba(X)), before)
+    assert lin(X).shape == (30, 2)

@@ -503,6 +503,7 @@ def from_host(a, xp, device=None, dtype=None):
     Casting happens on the host so the same input gives the same bits everywhere.
     """
     check_xp(xp)
+    check_device(xp, device)
     a = np.asarray(a)
     if dtype is not None and dtype_name(xp, dtype) == "bfloat16" and not is_jax(xp):
         # torch takes no ml_dtypes arrays: round on the host, hand over the float32 values
@@ -521,6 +522,30 @@ def from_host(a, xp, device=None, dtype=None):
     if is_torch(xp) and not a.flags.writeable:
         a = a.copy()  # torch warns on read-only buffers
     return xp.asarray(a, device=device)
+
+
+_DEVICES_OK: set = set()
+
+
+def check_device(xp, device):
+    """``ValueError`` naming ``device`` when ``xp`` cannot place arrays there (torch's
+    ``"cuda"`` without CUDA was a RuntimeError, or an AssertionError from its lazy
+    initialisation); checked once per namespace and device, before anything is moved."""
+    if device is None:
+        return
+    key = (id(xp), repr(device))
+    if key in _DEVICES_OK:
+        return
+    try:
+        if is_cupy(xp):
+            with device:
+                xp.zeros((0,))
+        else:
+            xp.zeros((0,), device=device)
+    except Exception as exc:  # each backend has its own error for an unusable device
+        raise ValueError(f"xpdl: device {device!r} is not available to "
+                         f"{backend_name(xp)} here ({type(exc).__name__}: {exc})") from None
+    _DEVICES_OK.add(key)
 
 
 def check_xp(xp, what="xp"):
@@ -542,6 +567,7 @@ def move(x, *, xp=None, device=None, dtype=None):
     """
     src = array_namespace(x)
     xp = src if xp is None else check_xp(xp)
+    check_device(xp, device)
     if dtype is not None:  # a name, or a dtype of the target namespace
         dtype = dtype_from_name(xp, dtype if isinstance(dtype, str) else dtype_name(xp, dtype))
     if xp is src:
