@@ -622,6 +622,9 @@ def test_functional_update_keeps_state_and_names_bad_trees(backend):
         tx.update({**G, "z": backend.asarray(np.ones(1))}, state, P)
     with pytest.raises(ValueError, match=r"grads\['w'\] has shape \(4,\), the parameter \(3,\)"):
         tx.update({"w": backend.asarray(np.ones(4)), "b": G["b"]}, state, P)
+    for params in (P, None):  # None for a gradient: "has shape (), the parameter (3,)"
+        with pytest.raises(TypeError, match=r"grads\['w'\] must be an array, got NoneType"):
+            tx.update({"w": None, "b": G["b"]}, state, params)
     with pytest.raises(ValueError, match="the state has no entry"):
         tx.update(G, optim.sgd(0.1, momentum=0.9).init(P), P)
     with pytest.raises(TypeError, match="params must be a dict"):

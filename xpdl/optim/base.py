@@ -187,5 +187,9 @@ def _check_grads(grads, state, params):
     if not isinstance(state, dict):
         raise TypeError(f"xpdl.optim: update() takes the state init() returned (a dict), "
                         f"got {type(state).__name__}")
+    for k, v in grads.items():
+        if not _ns.is_array(v):  # (None was "has shape (), the parameter (2,)")
+            raise TypeError(f"xpdl.optim.update: grads[{k!r}] must be an array, got "
+                            f"{type(v).__name__}; leave a parameter out of grads to skip it")
     if params is not None:
         _same_shapes(grads, params, "update: grads")
