@@ -258,16 +258,22 @@ def maximum_zero(xp, d):
     """``xp.maximum(d, 0)`` in ``d``'s dtype (NaN stays NaN). On NumPy against a
     zero-filled array of ``d``'s shape, written over it: NumPy's loop for two arrays is
     vectorized and its loop for a scalar operand is not (measured over 256 x 512 float32:
-    24 us against 67 us; the same values)."""
+    24 us against 67 us; the same values). ``np.zeros``, not ``zeros_like`` (a Python
+    function that fills with a broadcast 0: 191 against 141 us over 512 x 2048)."""
     if _ufunc_reduce(xp):
-        z = np.zeros_like(d)
+        z = np.zeros(d.shape, d.dtype)
         return np.maximum(d, z, out=z)
     return xp.maximum(d, lit(xp, 0.0 if xp.isdtype(d.dtype, "real floating") else 0, d))
 
 
 def mask_multiply(xp, g, mask):
     """``g * mask`` for a boolean ``mask``: NumPy, CuPy and torch multiply by booleans
-    directly (one pass); the standard needs the mask cast to ``g``'s dtype first."""
+    directly (one pass); the standard needs the mask cast to ``g``'s dtype first. On NumPy
+    the cast first too, then an in-place product: its mixed bool-float loop casts through
+    a buffer (measured over 512 x 2048 float32: 588 against 417 us; the same bits)."""
+    if _ufunc_reduce(xp) and mask.shape == g.shape:
+        m = mask.astype(g.dtype)
+        return np.multiply(m, g, out=m)
     ok = _BOOL_MUL.get(id(xp))
     if ok is None:
         ok = _BOOL_MUL[id(xp)] = is_numpy(xp) or is_cupy(xp) or is_torch(xp)
