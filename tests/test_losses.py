@@ -217,3 +217,41 @@ def test_binary_cross_entropy_refuses_values_outside_0_1(backend, bad, where):
         L.binary_cross_entropy(*args)
     value = L.binary_cross_entropy(good, good)
     assert float(backend.to_numpy(value)) == 0.0
+
+
+def test_cross_entropy_with_masked_logits(backend):
+    # A logit of -inf masks a class (attention-style masks): torch gives the loss over the
+    # other classes. xpdl formed 0 * -inf = NaN in the one-hot product, for the loss and so
+    # for every gradient. Reference: the same loss over the unmasked classes only, in
+    # float64, and its gradient softmax - target (0 on the masked class).
+    x = np.array([[-np.inf, 0.3, -1.2], [1.0, 2.0, -np.inf], [0.5, -np.inf, -np.inf]])
+    t = np.array([1, 0, 0])
+    P = np.array([[0.0, 0.25, 0.75], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    keep = np.isfinite(x)
+
+    def ref(target_probs):
+        per, grad = [], np.zeros_like(x)
+        for i in range(3):
+            z = x[i, keep[i]]
+            lse = np.log(np.exp(z - z.max()).sum()) + z.max()
+            p = target_probs[i, keep[i]]
+            per.append(-(p * (z - lse)).sum())
+            grad[i, keep[i]] = (np.exp(z - lse) * p.sum() - p) / 3
+        return np.array(per), grad
+
+    onehot = np.eye(3)[t]
+    for target, probs in ((backend.asarray(t, dtype=backend.xp.int64), onehot),
+                          (backend.asarray(P), P)):
+        per_ref, g_ref = ref(probs)
+        xa = backend.asarray(x)
+        per = L.cross_entropy(xa, target, reduction="none")
+        np.testing.assert_allclose(backend.to_numpy(per), per_ref, rtol=backend.rtol)
+        loss = L.cross_entropy(xa, target)
+        np.testing.assert_allclose(float(backend.to_numpy(loss)), per_ref.mean(),
+                                   rtol=backend.rtol)
+        g = xpdl.grad(lambda a, target=target: L.cross_entropy(a, target))(xa)
+        np.testing.assert_allclose(backend.to_numpy(g), g_ref, rtol=backend.rtol, atol=1e-7)
+    # the target's own logit masked: an infinite loss, as in torch
+    per = L.cross_entropy(backend.asarray(x), backend.asarray([0, 2, 1], dtype=backend.xp.int64),
+                          reduction="none")
+    assert np.isinf(backend.to_numpy(per)).all()

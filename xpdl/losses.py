@@ -290,7 +290,8 @@ def _cross_entropy(xp, x, t, reduction, indices):
     # caller from its dtype, once (a replay then does not ask again every step)
     n, c = x.shape
     if indices:
-        tt = xp.astype(t[:, None] == xp.arange(c, device=_ns.device_of(x)), x.dtype)
+        hot = t[:, None] == xp.arange(c, device=_ns.device_of(x))
+        tt = xp.astype(hot, x.dtype)
         tsum = None  # one-hot rows sum to 1
     else:
         tt = _as_float(t, x.dtype, xp)
@@ -303,9 +304,13 @@ def _cross_entropy(xp, x, t, reduction, indices):
     # non-negative terms (z <= 0, log se >= 0), the batch's total without a per-row sum
     # first (a reduction along the short class axis costs as much as the rest together)
     lse = xp.log(se) if tsum is None else xp.log(se) * tsum
+    # t_j z_j with 0 * -inf = 0: a class masked with a logit of -inf adds nothing unless
+    # it is the target (then the loss is inf), as in torch (tt * z gave NaN)
+    zero = _ns.lit(xp, 0.0, z)
+    tz = xp.where(hot, z, zero) if indices else tt * xp.where(tt == 0, zero, z)
     if reduction == "none":
-        return xp.reshape(lse, (n,)) - _ns.sum_of(xp, tt * z, axis=1), (e, se, tt, tsum)
-    per = _ns.sum_of(xp, lse) - _ns.sum_of(xp, tt * z)
+        return xp.reshape(lse, (n,)) - _ns.sum_of(xp, tz, axis=1), (e, se, tt, tsum)
+    per = _ns.sum_of(xp, lse) - _ns.sum_of(xp, tz)
     if reduction == "mean":
         per = per / n
     return per, (e, se, tt, tsum)
