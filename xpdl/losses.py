@@ -245,7 +245,9 @@ def cross_entropy(logits, target, reduction="mean"):
     With :math:`\log s = \operatorname{log\_softmax}(x)` (shifted by the row maximum),
     :math:`\ell_i = -\sum_k t_{ik}\log s_{ik}`; one fused node whose gradient is
     :math:`s_i\sum_k t_{ik} - t_i`, i.e. :math:`s_i - t_i` for one-hot or probability
-    targets.
+    targets. A logit of :math:`-\infty` masks its class (as in PyTorch): a term with
+    :math:`t_{ik} = 0` adds nothing (:math:`0 \cdot \infty = 0`), and the loss is
+    infinite only when the target itself is masked.
     """
     _check_reduction(reduction)
     p, tt, xp, plain = _prepare(logits, target, "cross_entropy")
