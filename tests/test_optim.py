@@ -637,3 +637,137 @@ def test_functional_update_keeps_state_and_names_bad_trees(backend):
         optim.apply_updates(P, {"w": backend.asarray(np.ones(4))})
     with pytest.raises(ValueError, match="updates name parameters that params do not"):
         optim.apply_updates(P, {"v": backend.asarray(np.ones(3))})
+
+
+# Steps at which "b" and "c" take part in the loss (else their .grad stays None): torch
+# counts each parameter's own steps, which Adam's bias correction reads.
+_USES_B = [i % 3 != 1 for i in range(STEPS)]
+_USES_C = [i in (0, 4, 5, 9, 20, 21, 22) or i > 30 for i in range(STEPS)]
+
+
+def _partial_loss(X, Y, W, b, c, i, lib):
+    out = X @ W.T + (b if _USES_B[i] else 0.0)
+    loss = ((out - Y) ** 2).mean()
+    if _USES_C[i]:
+        loss = loss + (c * c * c).sum() * 0.1 + (out[:, :1] * c[0]).mean()
+    return loss
+
+
+def _torch_partial_trajectory(name, kw, steps=STEPS):
+    import torch
+
+    X, Y, p0 = _problem()
+    ps = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    ps["c"] = torch.tensor([0.3, -0.2], dtype=torch.float64, requires_grad=True)
+    cls = {"sgd": torch.optim.SGD, "gd": torch.optim.SGD, "adam": torch.optim.Adam,
+           "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+           "adagrad": torch.optim.Adagrad}[name]
+    opt = cls([ps["W"], ps["b"], ps["c"]], **kw)
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+    for i in range(steps):
+        opt.zero_grad()
+        _partial_loss(Xt, Yt, ps["W"], ps["b"], ps["c"], i, torch).backward()
+        opt.step()
+    return {k: v.detach().numpy() for k, v in ps.items()}
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "portable"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_parameters_that_miss_steps_follow_torch(backend, cfg, fused):
+    """A parameter without a gradient is skipped, and Adam's bias correction counts only
+    the steps it took part in, as torch.optim's per-parameter ``step`` does."""
+    name, kw = cfg
+    ref = _torch_partial_trajectory(name, kw)
+    X_h, Y_h, p0 = _problem()
+    X, Y = Tensor(backend.asarray(X_h)), Tensor(backend.asarray(Y_h))
+    ps = {k: Tensor(backend.asarray(v), requires_grad=True) for k, v in p0.items()}
+    ps["c"] = Tensor(backend.asarray(np.array([0.3, -0.2])), requires_grad=True)
+    cls = {"sgd": optim.SGD, "gd": optim.GD, "adam": optim.Adam, "adamw": optim.AdamW,
+           "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[name]
+    opt = cls(ps, **kw)
+    opt.use_fused = fused
+    for i in range(STEPS):
+        opt.zero_grad()
+        _partial_loss(X, Y, ps["W"], ps["b"], ps["c"], i, None).backward()
+        opt.step()
+    tol = 1e-9 if backend.is64 else 2e-3
+    for k in ("W", "b", "c"):
+        np.testing.assert_allclose(backend.to_numpy(ps[k].data), ref[k], rtol=tol, atol=tol,
+                                   err_msg=k)
+
+
+def _torch_after_partial(name, kw, first, then):
+    """torch: ``first`` steps of the partial loss, then ``then`` steps using every
+    parameter (``_partial_loss`` at a step where b and c are both used)."""
+    import torch
+
+    X, Y, p0 = _problem()
+    ps = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    ps["c"] = torch.tensor([0.3, -0.2], dtype=torch.float64, requires_grad=True)
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    opt = cls([ps["W"], ps["b"], ps["c"]], **kw)
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+    for i in range(first + then):
+        opt.zero_grad()
+        _partial_loss(Xt, Yt, ps["W"], ps["b"], ps["c"], i if i < first else 0, torch).backward()
+        opt.step()
+    return {k: v.detach().numpy() for k, v in ps.items()}
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("name,kw", [("adam", dict(lr=0.05)),
+                                     ("adamw", dict(lr=0.05, weight_decay=0.3))])
+def test_compile_step_after_missed_steps_and_a_saved_state_follow_torch(backend, name, kw):
+    """Eager steps where parameters miss steps, the state saved and loaded into a new
+    optimizer (the steps behind travel in the state dict), then replayed steps of
+    compile_step (flat steppers, jax.jit) that keep each parameter's own count."""
+    first, then = 12, 30  # (jax.jit takes over after 16 replays)
+    ref = _torch_after_partial(name, kw, first, then)
+    X_h, Y_h, p0 = _problem()
+    X, Y = backend.asarray(X_h), backend.asarray(Y_h)
+    ps = {k: Tensor(backend.asarray(v), requires_grad=True) for k, v in p0.items()}
+    ps["c"] = Tensor(backend.asarray(np.array([0.3, -0.2])), requires_grad=True)
+    cls = {"adam": optim.Adam, "adamw": optim.AdamW}[name]
+    opt = cls(ps, **kw)
+    for i in range(first):
+        opt.zero_grad()
+        _partial_loss(Tensor(X), Tensor(Y), ps["W"], ps["b"], ps["c"], i, None).backward()
+        opt.step()
+    sd = opt.state_dict()
+    # b missed 4 of the first 12 steps, c 8
+    assert sd["behind/b"] == 4 and sd["behind/c"] == 8 and "behind/W" not in sd
+    ps = {k: Tensor(backend.asarray(backend.to_numpy(v.data)), requires_grad=True)
+          for k, v in ps.items()}
+    opt = cls(ps, **kw)
+    opt.load_state_dict(sd)
+    W, b, c = ps["W"], ps["b"], ps["c"]
+    step = xpdl.compile_step(lambda x: x @ W.T + b,
+                             lambda out, y: _partial_loss_of_output(out, y, c), opt)
+    for _ in range(then):
+        step(X, Y)
+    assert step.mode == "replay"
+    tol = 1e-9 if backend.is64 else 2e-3
+    for k in ("W", "b", "c"):
+        np.testing.assert_allclose(backend.to_numpy(ps[k].data), ref[k], rtol=tol, atol=tol,
+                                   err_msg=k)
+
+
+def _partial_loss_of_output(out, Y, c):
+    # _partial_loss at a step that uses b and c, from the model's output
+    return ((out - Y) ** 2).mean() + (c * c * c).sum() * 0.1 + (out[:, :1] * c[0]).mean()
+
+
+def test_steps_behind_in_a_state_dict_are_checked(backend):
+    W = Tensor(backend.asarray(np.ones((2, 3))), requires_grad=True)
+    opt = optim.Adam({"W": W}, lr=0.1)
+    sd = opt.state_dict()
+    assert not any(k.startswith("behind/") for k in sd)  # nothing behind: the usual keys
+    with pytest.raises(ValueError, match="behind/V names no parameter"):
+        opt.load_state_dict({**sd, "behind/V": 1})
+    with pytest.raises(ValueError, match="non-negative integer"):
+        opt.load_state_dict({**sd, "behind/W": -1})
+    opt.load_state_dict({**sd, "behind/W": 0})  # none behind: the keys of a fresh state
+    assert set(opt.state_dict()) == set(sd)
+    opt.load_state_dict({**sd, "behind/W": 3})
+    assert opt.state_dict()["behind/W"] == 3

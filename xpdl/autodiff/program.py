@@ -769,8 +769,9 @@ class CompiledStep:
             flat.update(params, grads, c)
             return loss
         if _ns.is_jax(xp) and not prog.random and prog.replays > _JIT_AFTER:
-            if None not in prog.grad_slots and \
-                    self.__dict__.get("_untraceable") is not self.optimizer.transform:
+            # (a parameter behind in its own step count takes step(): one count in here)
+            if None not in prog.grad_slots and not getattr(self.optimizer, "_behind", None) \
+                    and self.__dict__.get("_untraceable") is not self.optimizer.transform:
                 out = self._jax_step(prog, inputs, params)
                 if out is not None:
                     return out

@@ -202,8 +202,10 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts += [scale_by_adam(betas[0], betas[1], eps), scale_by_learning_rate(lr)]
     i = len(parts) - 2
-    return _with_fused(chain(*parts), *_fused_adam(lr, betas[0], betas[1], eps, weight_decay,
-                                                   0.0, i, i + 1))
+    out = _with_fused(chain(*parts), *_fused_adam(lr, betas[0], betas[1], eps, weight_decay,
+                                                  0.0, i, i + 1))
+    out.param_counters = (f"{i}/step",)
+    return out
 
 
 def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
@@ -231,7 +233,9 @@ def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
     betas = _plain(*betas)
     tx = chain(scale_by_adam(betas[0], betas[1], eps), add_decayed_weights(weight_decay),
                scale_by_learning_rate(lr))
-    return _with_fused(tx, *_fused_adam(lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2))
+    out = _with_fused(tx, *_fused_adam(lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2))
+    out.param_counters = ("0/step",)
+    return out
 
 
 def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0):

@@ -60,6 +60,10 @@ class FusedTransformation(GradientTransformation):
     # buffers become views into flat arrays too); with ``c``, ``c * P[:n_l2]`` is added to
     # ``G[:n_l2]`` first.
     flat_stepper = None
+    # State counters that torch.optim keeps per parameter (Adam's bias-correction step):
+    # the object optimizers count, for each parameter, the steps it had no gradient in,
+    # and update it with these counters that many steps behind.
+    param_counters = ()
 
 
 def _namespace_of(tree):

@@ -81,6 +81,8 @@ class Optimizer:
         self.state = transform.init({n: p.data for n, p in self._params})
         self._scratch = {}
         self.use_fused = True  # set False to force the portable chain (tests compare both)
+        # name -> steps the parameter had no gradient in (only with param_counters)
+        self._behind = {}
 
     @property
     def param_names(self):
@@ -102,13 +104,44 @@ class Optimizer:
                 self.state[k] = int(self.state[k])
 
     def step(self):
-        """Apply one update from the parameters' ``.grad`` (parameters without a gradient
-        are skipped)."""
+        """Apply one update from the parameters' ``.grad``. Parameters without a gradient
+        are skipped; with Adam and AdamW each parameter's bias correction counts the steps
+        it took part in, as torch.optim's per-parameter ``step`` does."""
         self._counters_to_host()
         live = [(n, p) for n, p in self._params if p.grad is not None]
         if not live:
             return
         _check_grads(live)
+        keys = getattr(self.transform, "param_counters", ())
+        if keys and (self._behind or len(live) < len(self._params)):
+            self._step_behind(live, keys)
+            return
+        self._update(live)
+
+    def _step_behind(self, live, keys):
+        """:meth:`step` where some parameters missed steps: each group of parameters
+        equally many steps behind is updated with the per-parameter counters ``keys`` set
+        back by that many (the other counters, such as a schedule's, count this step once)
+        and a parameter without a gradient falls one more step behind."""
+        # a new state dict: the flat steppers made for the old one (which use one count
+        # for all parameters) are made again, and take this path
+        self.state = dict(self.state)
+        before = {k: v for k, v in self.state.items() if isinstance(v, int)}
+        groups = {}
+        for n, p in live:
+            groups.setdefault(self._behind.get(n, 0), []).append((n, p))
+        after = None
+        for lag, group in sorted(groups.items()):
+            self.state.update({k: v - lag if k in keys else v for k, v in before.items()})
+            self._update(group)
+            if after is None:
+                after = {k: self.state[k] + (lag if k in keys else 0) for k in before}
+        self.state.update(after)
+        for n, p in self._params:
+            if p.grad is None:
+                self._behind[n] = self._behind.get(n, 0) + 1
+
+    def _update(self, live):
         grads = {n: p.grad for n, p in live}
         params = {n: p.data for n, p in live}
         xp = live[0][1].xp
@@ -144,7 +177,8 @@ class Optimizer:
         self._follow_parameters(self._params[0][1])
         xp = _ns.array_namespace(flat_params)
         make = getattr(self.transform, "flat_stepper", None)
-        if make is not None and self.use_fused and _fused.supported(xp):
+        if make is not None and self.use_fused and _fused.supported(xp) and not (
+                self._behind and self.transform.param_counters):  # (one count for all)
             return make(flat_params, flat_grads, keys, shapes, self.state, self._scratch, n_l2)
 
         def step(c=0.0):
@@ -195,9 +229,13 @@ class Optimizer:
 
     def state_dict(self):
         """The optimizer state: ``{key: array | int}`` with keys like ``"exp_avg/0.weight"``
-        and ``"step"`` counters."""
+        and ``"step"`` counters; for Adam and AdamW, ``"behind/<name>"`` for a parameter
+        that had no gradient in that many steps (its own count is that much lower, as
+        in torch.optim)."""
         self._counters_to_host()
-        return dict(self.state)
+        out = dict(self.state)
+        out.update({f"behind/{n}": k for n, k in self._behind.items()})
+        return out
 
     def load_state_dict(self, state):
         """Restore :meth:`state_dict` output (arrays are copied onto the parameters'
@@ -205,6 +243,15 @@ class Optimizer:
         if not isinstance(state, dict):  # (a list was read as its items, "keys differ")
             raise TypeError(f"xpdl.optim: load_state_dict takes the dict state_dict() "
                             f"returns, got {type(state).__name__}")
+        names = set(self.param_names)
+        behind = {}
+        for k in [k for k in state if isinstance(k, str) and k.startswith("behind/")]:
+            if k[len("behind/"):] not in names:
+                raise ValueError(f"xpdl.optim: state {k} names no parameter of this "
+                                 f"optimizer")
+            behind[k[len("behind/"):]] = _count(k, state[k])
+        state = {k: v for k, v in state.items() if not (isinstance(k, str) and
+                                                        k.startswith("behind/"))}
         if set(state) != set(self.state):
             missing = sorted(set(self.state) - set(state))
             extra = sorted(set(state) - set(self.state))
@@ -228,6 +275,7 @@ class Optimizer:
             else:
                 new[k] = _count(k, v)
         self.state = new
+        self._behind = {n: k for n, k in behind.items() if k}
 
     def __repr__(self):
         return f"{type(self).__name__}({len(self._params)} parameters)"
