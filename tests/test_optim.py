@@ -771,3 +771,61 @@ def test_steps_behind_in_a_state_dict_are_checked(backend):
     assert set(opt.state_dict()) == set(sd)
     opt.load_state_dict({**sd, "behind/W": 3})
     assert opt.state_dict()["behind/W"] == 3
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("cfg", [c for c in CONFIGS if c[0] in ("adam", "sgd")][:4], ids=str)
+def test_zero_grad_to_zeros_and_a_closure_follow_torch(backend, cfg):
+    """``zero_grad(set_to_none=False)`` leaves zero gradients, so a parameter the loss
+    does not reach still steps (its moments decay), and ``step(closure)`` returns the
+    closure's loss: both as in torch.optim, step for step over the partial losses."""
+    import torch
+
+    name, kw = cfg
+    X_h, Y_h, p0 = _problem()
+    tps = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    tps["c"] = torch.tensor([0.3, -0.2], dtype=torch.float64, requires_grad=True)
+    tcls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[name]
+    topt = tcls([tps["W"], tps["b"], tps["c"]], **kw)
+    Xt, Yt = torch.tensor(X_h), torch.tensor(Y_h)
+    X, Y = Tensor(backend.asarray(X_h)), Tensor(backend.asarray(Y_h))
+    ps = {k: Tensor(backend.asarray(v), requires_grad=True) for k, v in p0.items()}
+    ps["c"] = Tensor(backend.asarray(np.array([0.3, -0.2])), requires_grad=True)
+    opt = {"sgd": optim.SGD, "adam": optim.Adam}[name](ps, **kw)
+    tol = 1e-9 if backend.is64 else 2e-3
+    for i in range(STEPS):
+        def tclosure(i=i):
+            topt.zero_grad(set_to_none=False)
+            loss = _partial_loss(Xt, Yt, tps["W"], tps["b"], tps["c"], i, torch)
+            loss.backward()
+            return loss
+
+        def closure(i=i):
+            opt.zero_grad(set_to_none=False)
+            loss = _partial_loss(X, Y, ps["W"], ps["b"], ps["c"], i, None)
+            loss.backward()
+            return loss
+
+        tl, xl = topt.step(tclosure), opt.step(closure)
+        assert float(xl.item()) == pytest.approx(float(tl.detach()), rel=tol, abs=tol)
+    for k in ("W", "b", "c"):
+        np.testing.assert_allclose(backend.to_numpy(ps[k].data), tps[k].detach().numpy(),
+                                   rtol=tol, atol=tol, err_msg=k)
+    assert opt.step() is None  # no closure: nothing to return, as in torch
+
+
+def test_module_zero_grad_to_zeros(backend):
+    from xpdl import nn
+
+    m = nn.Linear(3, 2, rng=xpdl.random.Generator(0), xp=backend.xp, device=backend.device)
+    m.zero_grad(set_to_none=False)  # no gradients yet: they stay None, as in torch
+    assert m.weight.grad is None
+    x = Tensor(backend.asarray(np.ones((4, 3)), dtype=backend.xp.float32))
+    m(x).sum().backward()
+    g = m.weight.grad
+    m.zero_grad(set_to_none=False)
+    assert m.weight.grad is not g and m.weight.grad.shape == (2, 3)
+    assert float(backend.to_numpy(m.weight.grad).sum()) == 0.0
+    assert float(backend.to_numpy(g).sum()) != 0.0  # the old gradient array is left as it was
+    m.zero_grad()
+    assert m.weight.grad is None and m.bias.grad is None

@@ -147,10 +147,12 @@ class Module:
         """Set evaluation mode (dropout off)."""
         return self.train(False)
 
-    def zero_grad(self):
-        """Drop the accumulated gradients of all parameters."""
-        for p in self.parameters():
-            p.grad = None
+    def zero_grad(self, set_to_none=True):
+        """Drop the accumulated gradients of all parameters (``grad = None``), or with
+        ``set_to_none=False`` make them zeros, as PyTorch's ``Module.zero_grad``."""
+        from ..optim.wrappers import _zero_grads
+
+        _zero_grads(self.parameters(), set_to_none)
 
     def to(self, *, xp=None, device=None, dtype=None):
         """Move every parameter to namespace ``xp``, ``device`` and/or ``dtype`` (in place on

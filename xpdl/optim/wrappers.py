@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 
 from .. import _namespace as _ns
-from ..autodiff.tensor import Tensor, _written
+from ..autodiff.tensor import Tensor, _written, enable_grad
 from . import _fused, alias
 
 __all__ = ["Optimizer", "SGD", "GD", "Adam", "AdamW", "RMSprop", "Adagrad"]
@@ -90,10 +90,11 @@ class Optimizer:
         the order they were given."""
         return [n for n, _ in self._params]
 
-    def zero_grad(self):
-        """Drop the gradients of all parameters (``grad = None``)."""
-        for _, p in self._params:
-            p.grad = None
+    def zero_grad(self, set_to_none=True):
+        """Drop the gradients of all parameters (``grad = None``), or with
+        ``set_to_none=False`` make them zeros (as in PyTorch: a parameter with a zero
+        gradient still takes a step, its moments decaying)."""
+        _zero_grads((p for _, p in self._params), set_to_none)
 
     def _counters_to_host(self):
         """Step counters that a jitted step (:func:`xpdl.compile_step` on JAX) left as 0-d
@@ -103,20 +104,36 @@ class Optimizer:
             if k in self.state and not isinstance(self.state[k], int):
                 self.state[k] = int(self.state[k])
 
-    def step(self):
+    def step(self, closure=None):
         """Apply one update from the parameters' ``.grad``. Parameters without a gradient
         are skipped; with Adam and AdamW each parameter's bias correction counts the steps
-        it took part in, as torch.optim's per-parameter ``step`` does."""
+        it took part in, as torch.optim's per-parameter ``step`` does.
+
+        Parameters
+        ----------
+        closure : callable, optional
+            As in PyTorch: called first (with gradients recorded), it computes the loss
+            and its gradients (``zero_grad``, forward, ``backward``) and returns the loss.
+
+        Returns
+        -------
+        The closure's loss, or None without one.
+        """
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
         self._counters_to_host()
         live = [(n, p) for n, p in self._params if p.grad is not None]
         if not live:
-            return
+            return loss
         _check_grads(live)
         keys = getattr(self.transform, "param_counters", ())
         if keys and (self._behind or len(live) < len(self._params)):
             self._step_behind(live, keys)
-            return
-        self._update(live)
+        else:
+            self._update(live)
+        return loss
 
     def _step_behind(self, live, keys):
         """:meth:`step` where some parameters missed steps: each group of parameters
@@ -279,6 +296,19 @@ class Optimizer:
 
     def __repr__(self):
         return f"{type(self).__name__}({len(self._params)} parameters)"
+
+
+def _zero_grads(params, set_to_none):
+    """``grad = None`` for each of ``params``, or zeros of the gradient's shape, dtype and
+    device where it has one (``set_to_none=False``; a new array: a gradient may be a view
+    the step reads from, or the user's)."""
+    for p in params:
+        if set_to_none or p.grad is None:
+            p.grad = None
+        else:
+            g = p.grad
+            p.grad = _ns.array_namespace(g).zeros(g.shape, dtype=g.dtype,
+                                                  device=_ns.device_of(g))
 
 
 def _count(k, v):
