@@ -349,3 +349,62 @@ def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_layers(backend, tmp
     np.testing.assert_array_equal(backend.to_numpy(head(x)), backend.to_numpy(h))
     np.testing.assert_array_equal(backend.to_numpy(m[len(m) - 1:](head(x))),
                                   backend.to_numpy(m(x)))
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("compiled", [False, True], ids=["step", "compile_step"])
+def test_a_frozen_layer_trains_like_torch(backend, compiled):
+    """``requires_grad_(False)`` on the first layer: it keeps its weights, the optimizer
+    (made before the freeze, with every parameter) skips it, and the other layer follows
+    torch.optim.Adam step for step; unfreezing makes it train again."""
+    import torch
+
+    from xpdl import losses, optim
+
+    m = _mlp(backend)
+    tm = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+                             torch.nn.Linear(8, 3)).double()
+    with torch.no_grad():
+        for (_, p), tp in zip(m.named_parameters(), tm.parameters()):
+            tp.copy_(torch.tensor(backend.to_numpy(p.data), dtype=torch.float64))
+    g = np.random.default_rng(1)
+    X_h, y_h = g.normal(size=(16, 4)), g.integers(0, 3, 16)
+    if not backend.is64:
+        X_h = X_h.astype(np.float32).astype(np.float64)
+    opt = optim.Adam(m, lr=0.05)
+    topt = torch.optim.Adam(tm.parameters(), lr=0.05)
+    assert m[0].requires_grad_(False) is m[0]
+    tm[0].requires_grad_(False)
+    first = backend.to_numpy(m[0].weight.data).copy()
+    X, y = backend.asarray(X_h), backend.asarray(y_h)
+    step = xpdl.compile_step(m, losses.cross_entropy, opt) if compiled else None
+    for i in range(12):
+        if i == 8:  # unfreeze: both train again, the first layer from its first step
+            m.requires_grad_(True)
+            tm.requires_grad_(True)
+        if compiled:
+            step(X, y)
+        else:
+            opt.zero_grad()
+            losses.cross_entropy(m(X), y).backward()
+            opt.step()
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(tm(torch.tensor(X_h)), torch.tensor(y_h)).backward()
+        topt.step()
+        if i == 7:
+            np.testing.assert_array_equal(backend.to_numpy(m[0].weight.data), first)
+    tol = backend.rtol * 100
+    for (name, p), tp in zip(m.named_parameters(), tm.parameters()):
+        np.testing.assert_allclose(backend.to_numpy(p.data), tp.detach().numpy(), rtol=tol,
+                                   atol=tol, err_msg=name)
+
+
+def test_requires_grad_on_tensors(backend):
+    t = xpdl.Tensor(backend.asarray(np.ones(3)))
+    assert t.requires_grad_() is t and t.requires_grad
+    with pytest.raises(ValueError, match="leaf tensors only"):
+        (t * 2.0).requires_grad_(False)
+    i = xpdl.Tensor(backend.asarray(np.arange(3)))
+    with pytest.raises(TypeError, match="only floating-point"):
+        i.requires_grad_()
+    assert not i.requires_grad_(False).requires_grad

@@ -232,6 +232,19 @@ class Tensor:
         self._retain = True
         return self
 
+    def requires_grad_(self, requires_grad=True) -> Tensor:
+        """Set :attr:`requires_grad` in place and return the tensor, as PyTorch's: on a
+        leaf only (a result's flag follows its inputs), and True only for floating
+        point."""
+        if not self.is_leaf:
+            raise ValueError("xpdl: requires_grad_() changes leaf tensors only; this one is "
+                             "the result of an operation (detach() it first)")
+        if requires_grad and not self._xp.isdtype(self.data.dtype, "real floating"):
+            raise TypeError(f"xpdl: only floating-point tensors can require gradients, "
+                            f"got dtype {self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
     def detach(self) -> Tensor:
         """A tensor sharing :attr:`data` with no history and no gradient."""
         return _wrap(self.data, self._xp)

@@ -147,6 +147,14 @@ class Module:
         """Set evaluation mode (dropout off)."""
         return self.train(False)
 
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` of every parameter (False freezes the module: its
+        parameters get no gradient and the optimizers skip them, as in PyTorch); returns
+        the module."""
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
     def zero_grad(self, set_to_none=True):
         """Drop the accumulated gradients of all parameters (``grad = None``), or with
         ``set_to_none=False`` make them zeros, as PyTorch's ``Module.zero_grad``."""
