@@ -643,3 +643,28 @@ def test_hidden_layer_sizes_may_be_an_array(backend, tmp_path):
     for bad in (np.array([4.0]), np.array([[4]]), np.array([0])):
         with pytest.raises(ValueError, match="hidden_layer_sizes"):
             xpdl.MLPClassifier(bad, max_iter=1).fit(X, y)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression", "two_targets"])
+def test_mlp_fitted_attributes_named_as_sklearn(backend, task):
+    """loss_, n_layers_, n_outputs_ and out_activation_ as scikit-learn's MLPs give them
+    for the same data and layers (scikit-learn code reading them ran into AttributeError)."""
+    from sklearn.neural_network import MLPClassifier as SkC
+    from sklearn.neural_network import MLPRegressor as SkR
+
+    g = np.random.default_rng(0)
+    X = g.normal(size=(60, 4))
+    y = {"binary": (X[:, 0] > 0).astype(int), "multiclass": g.integers(0, 3, 60),
+         "regression": X[:, 0], "two_targets": X[:, :2]}[task]
+    ours, theirs = (MLPRegressor, SkR) if task in ("regression", "two_targets") else \
+        (MLPClassifier, SkC)
+    unfitted = ours((5, 3))
+    with pytest.raises(xpdl.NotFittedError):
+        unfitted.loss_  # noqa: B018
+    with pytest.raises(xpdl.NotFittedError):
+        unfitted.out_activation_  # noqa: B018
+    a = ours((5, 3), max_iter=5, random_state=0).fit(backend.asarray(X), backend.asarray(y))
+    b = theirs(hidden_layer_sizes=(5, 3), max_iter=5, random_state=0).fit(X, y)
+    assert (a.n_layers_, a.n_outputs_, a.out_activation_) == \
+        (b.n_layers_, b.n_outputs_, b.out_activation_)
+    assert a.loss_ == a.loss_curve_[-1] and len(a.loss_curve_) == 5

@@ -58,6 +58,14 @@ _DOC_PARAMS = """
     intercepts_ : list of arrays of shape (n_out,)
     loss_curve_ : list of float
         Training loss per epoch (with the L2 term).
+    loss_ : float
+        The last of ``loss_curve_``.
+    n_layers_ : int
+        ``len(hidden_layer_sizes) + 2``.
+    n_outputs_ : int
+        Output units (1 for two classes or one target).
+    out_activation_ : str
+        ``"logistic"``, ``"softmax"`` or ``"identity"``.
     validation_scores_ : list of float or None
     best_loss_ : float or None
     n_iter_ : int
@@ -133,6 +141,32 @@ class _MLP(NetworkEstimator):
     def intercepts_(self):
         V.check_is_fitted(self)
         return [m.bias.data for m in self.module_ if hasattr(m, "weight")]
+
+    @property
+    def loss_(self):
+        """The last epoch's training loss, with the L2 term (``loss_curve_[-1]``)."""
+        V.check_is_fitted(self)
+        return self.loss_curve_[-1] if self.loss_curve_ else None
+
+    @property
+    def n_layers_(self):
+        """Layers counted as scikit-learn does: input, hidden and output."""
+        return len(self.coefs_) + 1
+
+    @property
+    def n_outputs_(self):
+        """Output units: 1 for two classes and for one target, else one per class or
+        target."""
+        return int(self.coefs_[-1].shape[1])
+
+    @property
+    def out_activation_(self):
+        """``"logistic"`` (two classes), ``"softmax"`` (more) or ``"identity"``
+        (regression), as scikit-learn names the output function."""
+        if not self._is_classifier:
+            V.check_is_fitted(self)
+            return "identity"
+        return "logistic" if self.n_outputs_ == 1 else "softmax"
 
 
 class MLPClassifier(ClassifierMixin, _MLP):
