@@ -771,6 +771,9 @@ def test_steps_behind_in_a_state_dict_are_checked(backend):
     assert set(opt.state_dict()) == set(sd)
     opt.load_state_dict({**sd, "behind/W": 3})
     assert opt.state_dict()["behind/W"] == 3
+    sgd = optim.SGD({"W": W}, lr=0.1)  # one count serves all: no steps behind to load
+    with pytest.raises(ValueError, match=r"unexpected \['behind/W'\]"):
+        sgd.load_state_dict({**sgd.state_dict(), "behind/W": 1})
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")

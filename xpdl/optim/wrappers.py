@@ -262,13 +262,15 @@ class Optimizer:
                             f"returns, got {type(state).__name__}")
         names = set(self.param_names)
         behind = {}
-        for k in [k for k in state if isinstance(k, str) and k.startswith("behind/")]:
+        counted = bool(getattr(self.transform, "param_counters", ()))  # (else: unexpected)
+        for k in [k for k in state if counted and isinstance(k, str) and
+                  k.startswith("behind/")]:
             if k[len("behind/"):] not in names:
                 raise ValueError(f"xpdl.optim: state {k} names no parameter of this "
                                  f"optimizer")
             behind[k[len("behind/"):]] = _count(k, state[k])
-        state = {k: v for k, v in state.items() if not (isinstance(k, str) and
-                                                        k.startswith("behind/"))}
+        behind_keys = {f"behind/{n}" for n in behind}
+        state = {k: v for k, v in state.items() if k not in behind_keys}
         if set(state) != set(self.state):
             missing = sorted(set(self.state) - set(state))
             extra = sorted(set(state) - set(self.state))
