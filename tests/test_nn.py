@@ -408,3 +408,27 @@ def test_requires_grad_on_tensors(backend):
     with pytest.raises(TypeError, match="only floating-point"):
         i.requires_grad_()
     assert not i.requires_grad_(False).requires_grad
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_apply_visits_modules_in_torchs_order_and_can_initialise(backend):
+    import torch
+
+    m = nn.Sequential(nn.Linear(3, 4, rng=0, xp=backend.xp, device=backend.device),
+                      nn.Sequential(nn.ReLU(), nn.Linear(4, 2, rng=0, xp=backend.xp,
+                                                         device=backend.device)))
+    tm = torch.nn.Sequential(torch.nn.Linear(3, 4),
+                             torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(4, 2)))
+    seen, tseen = [], []
+    assert m.apply(lambda mod: seen.append(type(mod).__name__)) is m
+    tm.apply(lambda mod: tseen.append(type(mod).__name__))
+    assert seen == tseen  # children depth first, then the module itself
+
+    def init(mod):  # the usual custom initialisation
+        if isinstance(mod, nn.Linear):
+            mod.weight.data = mod.weight.data * 0.0 + 0.5
+
+    m.apply(init)
+    for name, p in m.named_parameters():
+        if name.endswith("weight"):
+            assert np.all(backend.to_numpy(p.data) == 0.5), name

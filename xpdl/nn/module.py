@@ -88,6 +88,15 @@ class Module:
         """The direct sub-modules, in the order they were assigned."""
         return list(self._modules.values())
 
+    def apply(self, fn):
+        """Call ``fn`` on every sub-module, depth first, then on this module, as PyTorch's
+        ``Module.apply`` (custom initialisation: ``model.apply(init)``); returns the
+        module."""
+        for m in self._modules.values():
+            m.apply(fn)
+        fn(self)
+        return self
+
     def modules(self):
         """This module and all sub-modules, depth first."""
         out = [self]
