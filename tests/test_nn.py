@@ -432,3 +432,24 @@ def test_apply_visits_modules_in_torchs_order_and_can_initialise(backend):
     for name, p in m.named_parameters():
         if name.endswith("weight"):
             assert np.all(backend.to_numpy(p.data) == 0.5), name
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_named_modules_and_children_are_torchs(backend):
+    import torch
+
+    shared = nn.ReLU()
+    m = nn.Sequential(nn.Linear(3, 4, rng=0, xp=backend.xp, device=backend.device), shared,
+                      nn.Sequential(shared, nn.Linear(4, 2, rng=0, xp=backend.xp,
+                                                      device=backend.device)))
+    tshared = torch.nn.ReLU()
+    tm = torch.nn.Sequential(torch.nn.Linear(3, 4), tshared,
+                             torch.nn.Sequential(tshared, torch.nn.Linear(4, 2)))
+
+    def names(pairs):
+        return [(n, type(x).__name__) for n, x in pairs]
+
+    assert names(m.named_modules()) == names(tm.named_modules())
+    assert names(m.named_modules("net")) == names(tm.named_modules(prefix="net"))
+    assert names(m.named_children()) == names(tm.named_children())
+    assert [type(x).__name__ for x in m.modules()] == [type(x).__name__ for x in tm.modules()]

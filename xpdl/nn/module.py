@@ -97,12 +97,29 @@ class Module:
         fn(self)
         return self
 
-    def modules(self):
-        """This module and all sub-modules, depth first."""
-        out = [self]
-        for m in self._modules.values():
-            out.extend(m.modules())
+    def named_children(self):
+        """``(name, module)`` of the direct sub-modules, in the order they were assigned."""
+        return list(self._modules.items())
+
+    def named_modules(self, prefix=""):
+        """``(dotted_name, module)`` of this module (name ``prefix``, ``""`` by default)
+        and every sub-module, depth first; a module registered twice is listed once, under
+        its first name, as PyTorch's."""
+        out, seen = [], set()
+        self._walk(prefix, out, seen)
         return out
+
+    def _walk(self, prefix, out, seen):
+        if id(self) in seen:
+            return
+        seen.add(id(self))
+        out.append((prefix, self))
+        for name, m in self._modules.items():
+            m._walk(f"{prefix}.{name}" if prefix else name, out, seen)
+
+    def modules(self):
+        """This module and all sub-modules, depth first (each once)."""
+        return [m for _, m in self.named_modules()]
 
     # -- state ------------------------------------------------------------------------
     def state_dict(self):
