@@ -453,3 +453,46 @@ def test_named_modules_and_children_are_torchs(backend):
     assert names(m.named_modules("net")) == names(tm.named_modules(prefix="net"))
     assert names(m.named_children()) == names(tm.named_children())
     assert [type(x).__name__ for x in m.modules()] == [type(x).__name__ for x in tm.modules()]
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])
+def test_clip_grad_norm_matches_torch(backend, max_norm):
+    import torch
+
+    m = _mlp(backend)
+    tm = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+                             torch.nn.Linear(8, 3)).double()
+    with torch.no_grad():
+        for (_, p), tp in zip(m.named_parameters(), tm.parameters()):
+            tp.copy_(torch.tensor(backend.to_numpy(p.data), dtype=torch.float64))
+    X_h = np.random.default_rng(2).normal(size=(5, 4))
+    if not backend.is64:
+        X_h = X_h.astype(np.float32).astype(np.float64)
+    (m(backend.asarray(X_h)) ** 2).sum().backward()
+    (tm(torch.tensor(X_h)) ** 2).sum().backward()
+    m[0].bias.grad = None  # left out, as torch leaves out a parameter without a gradient
+    tm[0].bias.grad = None
+    norm = nn.clip_grad_norm_(m, max_norm)
+    tnorm = torch.nn.utils.clip_grad_norm_(tm.parameters(), max_norm)
+    tol = backend.rtol * 10
+    np.testing.assert_allclose(float(backend.to_numpy(norm)), float(tnorm), rtol=tol)
+    for (name, p), tp in zip(m.named_parameters(), tm.parameters()):
+        if tp.grad is None:
+            assert p.grad is None, name
+        else:
+            np.testing.assert_allclose(backend.to_numpy(p.grad), tp.grad.numpy(), rtol=tol,
+                                       atol=tol, err_msg=name)
+
+
+def test_clip_grad_norm_edges(backend):
+    m = _mlp(backend)
+    zero = nn.clip_grad_norm_(m, 1.0)  # no gradients yet: a zero, as torch gives
+    assert float(backend.to_numpy(zero)) == 0.0
+    assert nn.clip_grad_norm_([], 1.0) == 0.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="max_norm must be a positive number"):
+            nn.clip_grad_norm_(m, bad)
+    for bad in ("1", True, None):
+        with pytest.raises(TypeError, match="max_norm must be a number"):
+            nn.clip_grad_norm_(m, bad)

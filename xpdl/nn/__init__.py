@@ -3,8 +3,8 @@
 from .activation import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .dropout import Dropout
 from .linear import Linear
-from .module import Module, parameter
+from .module import Module, clip_grad_norm_, parameter
 from .sequential import Sequential
 
 __all__ = ["Module", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity",
-           "Dropout", "Sequential", "parameter"]
+           "Dropout", "Sequential", "parameter", "clip_grad_norm_"]

@@ -220,3 +220,49 @@ class Module:
         if len(lines) == 1:
             return lines[0] + ")"
         return "\n".join(lines) + "\n)"
+
+
+def clip_grad_norm_(parameters, max_norm):
+    r"""Scale the gradients of ``parameters`` together so that their 2-norm is at most
+    ``max_norm``, as ``torch.nn.utils.clip_grad_norm_``: each ``.grad`` becomes
+    :math:`g \min(1, c / (\|g\|_2 + 10^{-6}))` (the rule of
+    :func:`xpdl.optim.clip_by_global_norm`, which does the same inside an optimizer).
+
+    Parameters
+    ----------
+    parameters : Module, Tensor or iterable of Tensors
+        Those without a gradient are left out.
+    max_norm : float
+        Positive.
+
+    Returns
+    -------
+    array of shape ()
+        The gradients' 2-norm before clipping (0 where none has a gradient), on their
+        namespace and device (the float 0.0 for no parameters).
+    """
+    from ..optim.transforms import _clip_by_norm, _plain
+
+    if isinstance(max_norm, (bool, str, bytes)) or not isinstance(
+            _plain(max_norm), (int, float)):
+        raise TypeError(f"xpdl.nn.clip_grad_norm_: max_norm must be a number, got "
+                        f"{max_norm!r}")
+    max_norm = _plain(max_norm)
+    if not max_norm > 0:  # (NaN too)
+        raise ValueError(f"xpdl.nn.clip_grad_norm_: max_norm must be a positive number, got "
+                         f"{max_norm!r}")
+    if isinstance(parameters, Module):
+        parameters = parameters.parameters()
+    elif isinstance(parameters, Tensor):
+        parameters = [parameters]
+    parameters = list(parameters)
+    live = [p for p in parameters if p.grad is not None]
+    if not live:  # (a 0-d zero where there is a parameter to say where; else 0.0)
+        if not parameters:
+            return 0.0
+        p = parameters[0]
+        return p.xp.zeros((), dtype=p.data.dtype, device=_ns.device_of(p.data))
+    clipped, norm = _clip_by_norm({i: p.grad for i, p in enumerate(live)}, max_norm)
+    for i, p in enumerate(live):
+        p.grad = clipped[i]
+    return norm

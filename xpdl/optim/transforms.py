@@ -291,14 +291,21 @@ def clip_by_global_norm(max_norm):
     def update(grads, state, params=None, *, inplace=False):
         if not grads:
             return grads, state
-        total = None
-        xp = None
-        for g in grads.values():
-            xp = _ns.array_namespace(g)
-            sq = xp.sum(g * g)
-            total = sq if total is None else total + sq
-        r = max_norm / (xp.sqrt(total) + 1e-6)
-        coef = xp.minimum(r, _ns.lit(xp, 1.0, r))
-        return {k: g * xp.astype(coef, g.dtype) for k, g in grads.items()}, state
+        return _clip_by_norm(grads, max_norm)[0], state
 
     return GradientTransformation(lambda params: {}, update)
+
+
+def _clip_by_norm(grads, max_norm):
+    """``({name: g * min(1, max_norm / (norm + 1e-6))}, norm)`` for a non-empty dict of
+    gradients, with ``norm`` their 2-norm taken together (a 0-d array)."""
+    total = None
+    xp = None
+    for g in grads.values():
+        xp = _ns.array_namespace(g)
+        sq = xp.sum(g * g)
+        total = sq if total is None else total + sq
+    norm = xp.sqrt(total)
+    r = max_norm / (norm + 1e-6)
+    coef = xp.minimum(r, _ns.lit(xp, 1.0, r))
+    return {k: g * xp.astype(coef, g.dtype) for k, g in grads.items()}, norm
