@@ -797,7 +797,10 @@ class NetworkEstimator(BaseModel):
                 loss = self._data_loss(out, T, w)
                 if alpha:
                     if not per_batch:
-                        denom = n_total
+                        # the weights came scaled to mean 1: the penalty against the given
+                        # weights' total is alpha / (2 n mean) (scikit-learn's objectives
+                        # depend on the weights' scale; it was alpha / (2 n))
+                        denom = n_total * wmean if wmean > 0 else n_total
                     elif w is None or wmean != wmean:
                         denom = out.shape[0] * wmean
                     else:  # scikit-learn's: the batch's total given weight
