@@ -677,6 +677,74 @@ def _imbalanced(seed=0):
     return X, y, g.uniform(0.5, 2.0, 90)
 
 
+@pytest.mark.parametrize("cw", ["balanced", {2: 3.0, 0: 0.5}], ids=["balanced", "dict"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["", "sample_weight"])
+@pytest.mark.parametrize("binary", [False, True], ids=["multiclass", "binary"])
+def test_logistic_class_weight_matches_sklearn(backend, cw, weighted, binary):
+    X, y, w = _imbalanced()
+    if binary:
+        y = (y == 2).astype(np.int64) * 2  # labels 0 and 2, so the dict still applies
+    ref = sk_lm.LogisticRegression(class_weight=cw, tol=1e-10, max_iter=1000).fit(
+        X, y, sample_weight=w if weighted else None).predict_proba(X)
+    m = LogisticRegression(class_weight=cw, tol=1e-10, max_iter=1000).fit(
+        backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64),
+        sample_weight=backend.asarray(w) if weighted else None)
+    tol = 1e-6 if backend.is64 else 2e-3
+    np.testing.assert_allclose(backend.to_numpy(m.predict_proba(backend.asarray(X))), ref,
+                               atol=tol)
+
+
+def test_logistic_class_weight_with_string_labels_iterative_solvers_and_saving(tmp_path):
+    X, y, _ = _imbalanced()
+    labels = np.array(["cat", "dog", "eel"])[y]
+    cw = {"eel": 3.0, "cat": 0.5}
+    ref = sk_lm.LogisticRegression(class_weight=cw).fit(X, labels).predict_proba(X)
+    m = LogisticRegression(class_weight=cw).fit(X, labels)
+    np.testing.assert_allclose(m.predict_proba(X), ref, atol=1e-4)
+    # the iterative solvers train on the same weighted objective
+    tight = sk_lm.LogisticRegression(class_weight=cw, tol=1e-12, max_iter=10000).fit(
+        X, labels).predict_proba(X)
+    a = LogisticRegression(class_weight=cw, solver="gd", learning_rate=1.0, max_iter=20000,
+                           tol=0).fit(X, labels)
+    np.testing.assert_allclose(a.predict_proba(X), tight, atol=1e-6)
+    path = tmp_path / "m.safetensors"
+    xpdl.save(m, path)
+    back = xpdl.load(path)
+    assert back.get_params()["class_weight"] == cw
+    np.testing.assert_array_equal(back.predict_proba(X), m.predict_proba(X))
+    numeric = LogisticRegression(class_weight={2: 3.0}).fit(X, y)
+    xpdl.save(numeric, path)
+    assert xpdl.load(path).get_params()["class_weight"] == {2: 3.0}
+
+
+@pytest.mark.parametrize("cw,exc,match", [
+    ("balance", ValueError, "class_weight must be None, 'balanced' or a dict"),
+    ({"owl": 2.0}, ValueError, r"names labels \['owl'\]"),
+    ({"cat": -1.0}, ValueError, "finite non-negative"),
+    ({"cat": float("nan")}, ValueError, "finite non-negative"),
+])
+def test_logistic_bad_class_weight_is_named(cw, exc, match):
+    X, y, _ = _imbalanced()
+    labels = np.array(["cat", "dog", "eel"])[y]
+    with pytest.raises(exc, match=match):
+        LogisticRegression(class_weight=cw).fit(X, labels)
+
+
+def test_logistic_balanced_with_a_class_of_zero_weight_is_named():
+    X, y, w = _imbalanced()
+    w[y == 1] = 0.0
+    with pytest.raises(ValueError, match="samples of class 1 weigh 0"):
+        LogisticRegression(class_weight="balanced").fit(X, y, sample_weight=w)
+
+
+def test_logistic_class_weight_refuses_dask():
+    da = pytest.importorskip("dask.array")
+    X, y, _ = _imbalanced()
+    with pytest.raises(ValueError, match="class_weight is not supported with Dask"):
+        LogisticRegression(class_weight="balanced").fit(da.from_array(X, chunks=30),
+                                                        da.from_array(y, chunks=30))
+
+
 @pytest.mark.parametrize("scale", [1.0, 3.0])
 def test_iterative_solvers_with_sample_weights_minimise_sklearns_objective(backend, scale):
     """scikit-learn's ridge and logistic objectives weigh the penalty against the given

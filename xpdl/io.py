@@ -347,7 +347,11 @@ def _estimator_payload(est):
     # The settings the model was fitted with (set_params since then does not change what
     # the fitted model is).
     fitted_with = est.__dict__.get("_fit_params") or est.get_params(deep=False)
-    params = {k: _jsonable(v) for k, v in fitted_with.items()}
+    params = {k: _jsonable(v) for k, v in fitted_with.items() if k != "class_weight"}
+    if "class_weight" in fitted_with:  # a dict's labels may be numbers: [[label, w], ...]
+        cw = fitted_with["class_weight"]
+        params["class_weight"] = [[_jsonable(k), _jsonable(v)] for k, v in cw.items()] \
+            if isinstance(cw, dict) else _jsonable(cw)
     fitted = {k: _jsonable(getattr(est, k)) for k in _FITTED_TYPES if k in est.__dict__}
     arrays = {f"module/{k}": _host(v) for k, v in est.module_.state_dict().items()}
     best = est.__dict__.get("_best_params")
@@ -531,6 +535,13 @@ def _load_estimator(arrays, meta, xp, device, path):
         raise ValueError(f"{where}: unknown hyperparameters {unknown} for {cls.__name__}")
     if isinstance(params.get("hidden_layer_sizes"), list):
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    cw = params.get("class_weight")
+    if isinstance(cw, list):  # saved as [[label, weight], ...]
+        if not all(isinstance(p, list) and len(p) == 2 and
+                   isinstance(p[0], (str, int, float, bool)) and
+                   isinstance(p[1], (int, float)) and not isinstance(p[1], bool) for p in cw):
+            raise ValueError(f"{where}: class_weight must be [label, weight] pairs")
+        params["class_weight"] = {label: w for label, w in cw}
     est = cls(**params)
     fitted = meta["fitted"]
     for k, v in fitted.items():  # only the attributes an estimator defines, of their types

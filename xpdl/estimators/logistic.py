@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 
+from .. import _namespace as _ns
 from .. import functional as F
 from ..autodiff.functions import value_and_grad
 from ..autodiff.tensor import no_grad
@@ -38,6 +40,12 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         "lbfgs" stops when the largest gradient entry is at most ``tol``.
     batch_size : int or None
     random_state : int or None
+    class_weight : None, "balanced" or dict of label to float
+        Each sample's weight is multiplied by its class's (scikit-learn's): ``"balanced"``
+        gives class :math:`j` the weight :math:`n / (k\,n_j)` (:math:`n_j` samples of it,
+        :math:`k` classes; with ``sample_weight``, :math:`n` and :math:`n_j` are sums of
+        weights); a dict gives its labels' weights, 1 for the others. Not with Dask arrays
+        (pass the products as ``sample_weight``).
 
     Attributes
     ----------
@@ -67,9 +75,11 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
     _warn_on_max_iter = False
 
     def __init__(self, *, solver="lbfgs", C=1.0, fit_intercept=True, learning_rate=0.1,
-                 max_iter=100, tol=1e-4, batch_size=None, random_state=None):
+                 max_iter=100, tol=1e-4, batch_size=None, random_state=None,
+                 class_weight=None):
         self.solver = solver
         self.C = C
+        self.class_weight = class_weight
         self.fit_intercept = fit_intercept
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -105,6 +115,7 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
             raise ValueError(f"xpdl: solver must be 'lbfgs', 'gd', 'sgd' or 'adam', got "
                              f"{self.solver!r}")
         V.validate_params(self)
+        sample_weight = self._class_weighted(X, y, sample_weight)
         if self.solver != "lbfgs":
             return self._fit(X, y, sample_weight, incremental=False)
         if _dask.is_dask(X):
@@ -151,6 +162,51 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
                 value = float(self._data_loss(F.linear(X, params[0].data), T, w).data)
             xs, info = [], {"n_iter": 0, "value": value, "converged": True}
         return self._store_lbfgs(free, xs, info)
+
+    def _class_weighted(self, X, y, sample_weight):
+        """``sample_weight`` times the weight of each sample's class (``class_weight``),
+        as scikit-learn multiplies them before fitting; unchanged without class weights."""
+        cw = self.class_weight
+        if cw is None:
+            return sample_weight
+        if not (isinstance(cw, dict) or isinstance(cw, str) and cw == "balanced"):
+            raise ValueError(f"xpdl: class_weight must be None, 'balanced' or a dict of "
+                             f"label to weight, got {cw!r}")
+        if any(_dask.is_dask(a) for a in (X, y, sample_weight)):
+            raise ValueError("xpdl: class_weight is not supported with Dask arrays; pass "
+                             "each sample's class weight (times its weight) as sample_weight")
+        n = V.validate_X(self, X, reset=True).shape[0]
+        idx = V.validate_y_classification(self, y, n, reset=True)
+        xp = self._xp
+        labels = _ns.to_host(self.classes_).tolist()
+        if isinstance(cw, dict):
+            unknown = [k for k in cw if k not in labels]
+            if unknown:
+                raise ValueError(f"xpdl: class_weight names labels {unknown} that are not "
+                                 f"classes of y ({labels})")
+            weights = [cw.get(c, 1.0) for c in labels]
+            for c, v in zip(labels, weights):
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or \
+                        not 0 <= float(v) < math.inf:
+                    raise ValueError(f"xpdl: class_weight of {c!r} must be a finite "
+                                     f"non-negative number, got {v!r}")
+            weights = [float(v) for v in weights]
+        w = V.validate_sample_weight(self, sample_weight, n, normalize=False, rescale=False)
+        if not isinstance(cw, dict):  # "balanced": by the classes' (weighted) sizes
+            k = len(labels)
+            ws = xp.ones(idx.shape, dtype=self._dtype, device=self._device) if w is None \
+                else w
+            zero = _ns.lit(xp, 0.0, ws)
+            sizes = [float(xp.sum(xp.where(idx == j, ws, zero))) for j in range(k)]
+            total = sum(sizes)
+            for c, size in zip(labels, sizes):
+                if not size > 0:
+                    raise ValueError(f"xpdl: class_weight='balanced' needs weight in every "
+                                     f"class; the samples of class {c!r} weigh 0")
+            weights = [total / (k * size) for size in sizes]
+        table = xp.asarray(weights, dtype=self._dtype, device=self._device)
+        per = xp.take(table, idx)
+        return per if w is None else w * per
 
     def _store_lbfgs(self, params, xs, info):
         """The fitted state after L-BFGS (in memory or on Dask)."""
