@@ -6,10 +6,11 @@ each element loaded once. Measured inside training on a 2-core machine (one proc
 two interleaved): an MLP epoch takes 1.13x (64-128-128-10), 1.23x (784-512-512-10) as
 long without it (``docs/performance.rst``).
 
-The loops compute exactly the operations of :mod:`xpdl.optim._fused`'s NumPy path, in its
-order and in the arrays' dtype (the constants rounded to it as NumPy rounds Python floats,
-no fused multiply-add, no reassociation), so both give the same bits; the tests check that
-with ``assert_array_equal``.
+The loops are Numba's compilation of the update rules of :mod:`xpdl.optim._rules`, the
+functions the ufunc path traces: the same operations in the same order and in the arrays'
+dtype (the constants rounded to it as NumPy rounds Python floats, no fused multiply-add,
+no reassociation), so both give the same bits; the tests check that with
+``assert_array_equal``.
 
 Optional: ``pip install xpdl[fast]`` (Numba). Without Numba, or with the environment
 variable ``XPDL_NUMBA=0``, or for arrays below :data:`MIN_SIZE` elements (where the
@@ -21,7 +22,6 @@ happens once per machine.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import warnings
 
@@ -99,10 +99,10 @@ def _ready(a):
         e = a.reshape(-1)[:0]  # contiguous, writable, empty: nothing runs
         f = a.dtype.type
         try:
-            _KERNELS["adam"](e, e, e, e, 0, 0, 0, *adam_consts(f, lr=1e-3, b1=0.9, b2=0.999,
-                                                                 eps=1e-8, t=1))
-            _KERNELS["sgd"](e, e, e, 0, 0, 0, *sgd_consts(f, lr=0.1, momentum=0.9))
-            _KERNELS["sgd_plain"](e, e, 0, 0, 0, *sgd_consts(f, lr=0.1, momentum=0.0)[:4])
+            _KERNELS["adam"](e, e, e, e, 0, *adam_consts(f, lr=1e-3, b1=0.9, b2=0.999,
+                                                          eps=1e-8, t=1))
+            _KERNELS["sgd"](e, e, e, 0, *sgd_consts(f, lr=0.1, momentum=0.9))
+            _KERNELS["sgd_plain"](e, e, 0, *sgd_consts(f, lr=0.1, momentum=0.0)[:4])
             ok = True
         except Exception as exc:  # pragma: no cover - depends on the installation
             warnings.warn(f"xpdl: the compiled optimizer steps could not be built for {name} "
@@ -119,38 +119,38 @@ def _build():
     _KERNELS.update(adam=k.adam_kernel, sgd=k.sgd_kernel, sgd_plain=k.sgd_plain_kernel)
 
 
-def adam_consts(f, *, c=0.0, lr, b1, b2, eps, t, wd_l2=0.0, wd_decoupled=0.0):
-    """The scalar arguments of the Adam kernel after ``lo, hi, l2_end``, in dtype ``f``
-    (a NumPy scalar type), for step ``t``."""
-    bc1 = 1 - b1 ** t
-    sbc2 = math.sqrt(1 - b2 ** t)
-    step = lr / bc1
-    # adam_step multiplies p by 1 - lr*wd_dec only when wd_dec is set; p*1 is p exactly.
-    return (f(c), f(1 - lr * wd_decoupled), bool(wd_l2), f(wd_l2), f(b1), f(1 - b1), f(b2),
-            f(1 - b2), f(eps * sbc2), f(step * sbc2))
+def adam_consts(f, **kw):
+    """The scalar arguments of the Adam kernel after ``n_l2`` in dtype ``f`` (a NumPy
+    scalar type): :func:`xpdl.optim._fused.adam_scalars` (``kw``) rounded as NumPy rounds
+    Python floats, with the coupled decay's flag."""
+    from .optim._fused import adam_scalars
+
+    c, dec, wd, b1, c1, b2, c2, eps_s, step_s = adam_scalars(**kw)
+    return (f(c), f(dec), bool(wd), f(wd), f(b1), f(c1), f(b2), f(c2), f(eps_s), f(step_s))
 
 
-def sgd_consts(f, *, c=0.0, lr, momentum, nesterov=False, wd=0.0):
+def sgd_consts(f, *, nesterov=False, **kw):
     """As :func:`adam_consts` for SGD (the first four for the kernel without momentum)."""
-    return (f(c), bool(wd), f(wd), f(lr), f(momentum), bool(nesterov))
+    from .optim._fused import sgd_scalars
+
+    c, wd, lr, mu = sgd_scalars(**kw)
+    return (f(c), bool(wd), f(wd), f(lr), f(mu), bool(nesterov))
 
 
 def adam_flat(p, g, m, v, *, n_l2=0, c=0.0, **kw):
     """One Adam/AdamW step over 1-d arrays in place (``kw``: ``lr, b1, b2, eps, t`` and
     optionally ``wd_l2, wd_decoupled``), with ``c * p`` added to the gradient of the first
-    ``n_l2`` elements; the same numbers as :func:`xpdl.optim._fused.adam_step` after the
-    L2 part. ``g`` is only read."""
-    consts = adam_consts(p.dtype.type, c=c, **kw)
-    _KERNELS["adam"](p, g, m, v, 0, p.size, n_l2 if c else 0, *consts)
+    ``n_l2`` elements: :func:`xpdl.optim._rules.adam`, the same numbers as the ufunc
+    path. ``g`` is only read."""
+    _KERNELS["adam"](p, g, m, v, n_l2 if c else 0, *adam_consts(p.dtype.type, c=c, **kw))
 
 
 def sgd_flat(p, g, b, *, n_l2=0, c=0.0, **kw):
     """One SGD step over 1-d arrays in place (``b`` the momentum buffer or None; ``kw``:
-    ``lr, momentum, nesterov, wd``); the same numbers as :func:`xpdl.optim._fused.sgd_step`
-    after the L2 part."""
+    ``lr, momentum, nesterov, wd``): :func:`xpdl.optim._rules.sgd`."""
     consts = sgd_consts(p.dtype.type, c=c, **kw)
     n_l2 = n_l2 if c else 0
     if b is None:
-        _KERNELS["sgd_plain"](p, g, 0, p.size, n_l2, *consts[:4])
+        _KERNELS["sgd_plain"](p, g, n_l2, *consts[:4])
     else:
-        _KERNELS["sgd"](p, g, b, 0, p.size, n_l2, *consts)
+        _KERNELS["sgd"](p, g, b, n_l2, *consts)

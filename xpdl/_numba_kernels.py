@@ -1,93 +1,78 @@
 """The compiled one-pass optimizer loops of :mod:`xpdl._compiled` (imported only when Numba
-is installed and the kernels are wanted).
+is installed and the kernels are wanted): Numba compiles the update rules of
+:mod:`xpdl.optim._rules` per element, the same functions the other paths run.
 
 Module-level functions: Numba's on-disk cache keys a function by its module and source,
 and a closure over other compiled functions misses it in every new process (measured:
-2.4-5 s of compilation per run when these lived inside a builder function).
+2.4-5 s of compilation per run when these lived inside a builder function). The cache
+does not see a change to ``_rules`` alone; the tests compare these loops with the ufunc
+path bit for bit, so a stale cache fails them.
 """
 
 from __future__ import annotations
 
 import math
+import types
 
 import numba
 
+from .optim import _rules
+
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_inline = numba.njit(inline="always", error_model="numpy")
+
+# Every function of _rules, compiled, calling the others compiled: each one's globals are
+# this namespace (Numba reads a callee from the caller's globals when it compiles).
+_RULES = {"__name__": _rules.__name__}
+for _name, _f in list(vars(_rules).items()):
+    if isinstance(_f, types.FunctionType) and _f.__module__ == _rules.__name__:
+        _RULES[_name] = _inline(types.FunctionType(_f.__code__, _RULES, _name))
+_adam, _sgd = _RULES["adam"], _RULES["sgd"]
+
+
+@_inline
+def _sqrt(x):
+    return math.sqrt(x)
 
 
 # Every loop starts at 0 and runs over a view: LLVM vectorizes ``range(n)`` but not
-# ``range(start, n)`` here (measured: 0.13 against 1.2 ms over 670k float32).
+# ``range(start, n)`` here (measured: 0.13 against 1.2 ms over 670k float32). The flags of
+# the rules are run-time values here; AdamW's factor ``dec`` is 1 without it (p * 1 is p).
 @_jit
-def adam_body(p, g, m, v, l2, c, dec, use_wd, wd, b1, c1, b2, c2, eps_s, step_s):
-    # The operations of xpdl.optim._fused (the L2 part, adam_step, _adam_direction):
-    #   g + p*c;  p *= dec;  g = g + wd*p;  m = m*b1 + g*c1;  v = v*b2 + (g*g)*c2;
-    #   p -= (m / (sqrt(v) + eps_s)) * step_s
+def adam_body(p, g, m, v, l2, c, dec, coupled, wd, b1, c1, b2, c2, eps_s, step_s):
     for i in range(p.size):
-        gi = g[i]
-        if l2:
-            gi = gi + p[i] * c
-        pi = p[i] * dec
-        if use_wd:
-            gi = gi + wd * pi
-        mi = m[i] * b1 + gi * c1
-        vi = v[i] * b2 + (gi * gi) * c2
-        m[i] = mi
-        v[i] = vi
-        p[i] = pi - (mi / (math.sqrt(vi) + eps_s)) * step_s
+        p[i], m[i], v[i] = _adam(p[i], g[i], m[i], v[i], c, dec, wd, b1, c1, b2, c2, eps_s,
+                                 step_s, l2, True, coupled, _sqrt)
 
 
 @_jit
-def adam_kernel(P, G, M, V, lo, hi, l2_end, c, dec, use_wd, wd, b1, c1, b2, c2, eps_s,
-                step_s):
-    # elements [lo, hi) of the flat arrays; the L2 term over those below l2_end
-    p, g, m, v = P[lo:hi], G[lo:hi], M[lo:hi], V[lo:hi]
-    n_l2 = min(max(l2_end - lo, 0), hi - lo)
-    adam_body(p[:n_l2], g[:n_l2], m[:n_l2], v[:n_l2], True, c, dec, use_wd, wd, b1, c1, b2,
+def adam_kernel(P, G, M, V, n_l2, c, dec, coupled, wd, b1, c1, b2, c2, eps_s, step_s):
+    # the L2 term over the elements below n_l2
+    adam_body(P[:n_l2], G[:n_l2], M[:n_l2], V[:n_l2], True, c, dec, coupled, wd, b1, c1, b2,
               c2, eps_s, step_s)
-    adam_body(p[n_l2:], g[n_l2:], m[n_l2:], v[n_l2:], False, c, dec, use_wd, wd, b1, c1,
+    adam_body(P[n_l2:], G[n_l2:], M[n_l2:], V[n_l2:], False, c, dec, coupled, wd, b1, c1,
               b2, c2, eps_s, step_s)
 
 
 @_jit
-def sgd_body(p, g, b, l2, c, use_wd, wd, lr, mu, nesterov):
-    # xpdl.optim._fused.sgd_step with momentum:
-    #   g + p*c;  g = g + wd*p;  b = b*mu + g;  p -= (b*mu + g if nesterov else b) * lr
+def sgd_body(p, g, b, l2, c, coupled, wd, lr, mu, nesterov):
     for i in range(p.size):
-        gi = g[i]
-        if l2:
-            gi = gi + p[i] * c
-        if use_wd:
-            gi = gi + wd * p[i]
-        bi = b[i] * mu + gi
-        b[i] = bi
-        if nesterov:
-            p[i] = p[i] - (bi * mu + gi) * lr
-        else:
-            p[i] = p[i] - bi * lr
+        p[i], b[i] = _sgd(p[i], g[i], b[i], c, wd, lr, mu, l2, coupled, True, nesterov)
 
 
 @_jit
-def sgd_kernel(P, G, B, lo, hi, l2_end, c, use_wd, wd, lr, mu, nesterov):
-    p, g, b = P[lo:hi], G[lo:hi], B[lo:hi]
-    n_l2 = min(max(l2_end - lo, 0), hi - lo)
-    sgd_body(p[:n_l2], g[:n_l2], b[:n_l2], True, c, use_wd, wd, lr, mu, nesterov)
-    sgd_body(p[n_l2:], g[n_l2:], b[n_l2:], False, c, use_wd, wd, lr, mu, nesterov)
+def sgd_kernel(P, G, B, n_l2, c, coupled, wd, lr, mu, nesterov):
+    sgd_body(P[:n_l2], G[:n_l2], B[:n_l2], True, c, coupled, wd, lr, mu, nesterov)
+    sgd_body(P[n_l2:], G[n_l2:], B[n_l2:], False, c, coupled, wd, lr, mu, nesterov)
 
 
 @_jit
-def sgd_plain_body(p, g, l2, c, use_wd, wd, lr):
-    for i in range(p.size):
-        gi = g[i]
-        if l2:
-            gi = gi + p[i] * c
-        if use_wd:
-            gi = gi + wd * p[i]
-        p[i] = p[i] - gi * lr
+def sgd_plain_body(p, g, l2, c, coupled, wd, lr):
+    for i in range(p.size):  # (no momentum: the rule's buffer is a dummy number)
+        p[i] = _sgd(p[i], g[i], lr, c, wd, lr, lr, l2, coupled, False, False)[0]
 
 
 @_jit
-def sgd_plain_kernel(P, G, lo, hi, l2_end, c, use_wd, wd, lr):
-    p, g = P[lo:hi], G[lo:hi]
-    n_l2 = min(max(l2_end - lo, 0), hi - lo)
-    sgd_plain_body(p[:n_l2], g[:n_l2], True, c, use_wd, wd, lr)
-    sgd_plain_body(p[n_l2:], g[n_l2:], False, c, use_wd, wd, lr)
+def sgd_plain_kernel(P, G, n_l2, c, coupled, wd, lr):
+    sgd_plain_body(P[:n_l2], G[:n_l2], True, c, coupled, wd, lr)
+    sgd_plain_body(P[n_l2:], G[n_l2:], False, c, coupled, wd, lr)

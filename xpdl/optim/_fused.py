@@ -1,14 +1,16 @@
 """Fused in-place optimizer steps: the native fast path in front of the portable chain.
 
 The object optimizers (and so the estimators) own their parameters and state buffers, so
-they may update them in place. For NumPy and CuPy this module applies a whole Adam or SGD
-step with ``out=`` ufuncs and one scratch buffer per parameter (NumPy: no allocation per
-step) or one fused elementwise kernel per parameter (CuPy: one launch instead of about
-twelve); for torch, PyTorch's own fused Adam kernel where it has one, else the tensors'
-in-place methods. The equations are the ones of
-:mod:`xpdl.optim.transforms` (PyTorch's), and the tests check both paths against
-``torch.optim``. Every other namespace (JAX, array_api_strict, ...) takes the portable
-path.
+they may update them in place. The update of one element is defined once, in
+:mod:`xpdl.optim._rules`; this module executes it. Traced once per configuration (which of
+weight decay, an L2 term, momentum, Nesterov) into a fixed list of elementwise operations,
+the update runs as NumPy or torch calls with ``out=`` into the state arrays and one or two
+scratch buffers planned by liveness (no allocation per step), or as the generated source
+of one CuPy ``ElementwiseKernel`` (one launch instead of about twelve). On NumPy, Numba
+compiles the same functions where it is installed (:mod:`xpdl._compiled`); torch runs
+PyTorch's own fused Adam kernel where it has one. Every other namespace (JAX,
+array_api_strict, ...) takes the portable path, :mod:`xpdl.optim.transforms`, which calls
+the same functions on whole arrays.
 """
 
 from __future__ import annotations
@@ -17,8 +19,177 @@ import math
 
 from .. import _compiled
 from .. import _namespace as _ns
+from . import _rules
 
-_KERNELS = {}
+
+class _Rule:
+    """A function of :mod:`._rules` and its signature: array arguments (the first
+    ``read_only`` of them only read), scalar arguments, flags, the arrays it returns."""
+
+    def __init__(self, fn, arrays, scalars, flags, outputs, sqrt=False):
+        self.fn, self.arrays, self.scalars, self.flags = fn, arrays, scalars, flags
+        self.outputs, self.sqrt = outputs, sqrt
+
+
+ADAM = _Rule(_rules.adam, ("p", "g", "m", "v"),
+             ("c", "dec", "wd", "b1", "c1", "b2", "c2", "eps_s", "step_s"),
+             ("l2", "decoupled", "coupled"), ("p", "m", "v"), sqrt=True)
+SGD = _Rule(_rules.sgd, ("p", "g", "b"), ("c", "wd", "lr", "mu"),
+            ("l2", "coupled", "with_momentum", "nesterov"), ("p", "b"))
+_READ_ONLY = ("g",)  # the gradient is the caller's: never written
+_SYMBOL = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
+_DUNDER = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "truediv"}
+
+
+class _Val:
+    """A traced value: arithmetic on it records an operation."""
+
+    __slots__ = ("tr", "i")
+
+    def __init__(self, tr, i):
+        self.tr, self.i = tr, i
+
+
+for _op, _name in _DUNDER.items():  # __add__ / __radd__ ... record (name, a, b)
+    setattr(_Val, f"__{_name}__", lambda a, b, _op=_op: a.tr.emit(_op, a, b))
+    setattr(_Val, f"__r{_name}__", lambda a, b, _op=_op: a.tr.emit(_op, b, a))
+
+
+class Trace:
+    """A rule traced for one setting of its flags: ``ops`` is the list of ``(name, a, b)``
+    (value ``len(names) + k`` is op ``k``'s result; ``b`` is None for ``sqrt``);
+    ``outputs`` maps an array argument to the value it ends with."""
+
+    def __init__(self, rule, flags):
+        self.rule = rule
+        self.names = rule.arrays + rule.scalars
+        self.scalar = [False] * len(rule.arrays) + [True] * len(rule.scalars)
+        self.ops = []
+        args = [_Val(self, i) for i in range(len(self.names))] + list(flags)
+        if rule.sqrt:
+            args.append(lambda x: self.emit("sqrt", x, None))
+        out = rule.fn(*args)
+        self.outputs = {n: o.i for n, o in zip(rule.outputs, out)
+                        if o.i != rule.arrays.index(n)}  # (an array returned unchanged)
+
+    def emit(self, name, a, b):
+        for x in (a, b):
+            if not (isinstance(x, _Val) or (x is None and name == "sqrt")):
+                raise TypeError(f"xpdl: an optimizer rule used the literal {x!r}; constants "
+                                f"are arguments, rounded to the arrays' dtype alike everywhere")
+        if all(self.scalar[x.i] for x in (a, b) if x is not None):
+            raise TypeError("xpdl: an optimizer rule combined two constants elementwise; "
+                            "compute that once per step instead")
+        if b is not None and self.scalar[a.i]:
+            if name not in ("add", "multiply"):
+                raise TypeError(f"xpdl: an optimizer rule's {name} takes its array first")
+            a, b = b, a  # (commutative: the same bits; torch takes a scalar second only)
+        self.ops.append((name, a.i, None if b is None else b.i))
+        self.scalar.append(False)
+        return _Val(self, len(self.scalar) - 1)
+
+    def _ref(self, i, where):
+        return self.names[i] if self.scalar[i] else where[i]
+
+    def plan(self):
+        """The ops with a buffer for every result: an output's own array when the value
+        there is dead, else the buffer of an operand that dies at this op, else a free
+        scratch buffer ``s0, s1, ...``. Returns ``(lines, n_scratch)``, ``lines`` as
+        ``(name, out, a, b)`` buffer or scalar names."""
+        n_in = len(self.names)
+        last = {}
+        for k, (_, a, b) in enumerate(self.ops):
+            last[a] = k
+            if b is not None:
+                last[b] = k
+        for i in self.outputs.values():
+            last[i] = len(self.ops)  # live to the end
+        dest = {i: n for n, i in self.outputs.items()}
+        where = {i: n for i, n in enumerate(self.rule.arrays)}
+        holder = {n: i for i, n in where.items()}
+        scratch, lines = [], []
+        for k, (name, a, b) in enumerate(self.ops):
+            r = n_in + k
+            cands = ([dest[r]] if r in dest else []) + [
+                where[x] for x in (a, b) if x is not None and not self.scalar[x]] + scratch
+            buf = next((c for c in cands if c not in _READ_ONLY
+                        and last.get(holder[c], -1) <= k), None)
+            if buf is None:
+                buf = f"s{len(scratch)}"
+                scratch.append(buf)
+            lines.append((name, buf, self._ref(a, where),
+                          None if b is None else self._ref(b, where)))
+            where[r], holder[buf] = buf, r
+        for n, i in self.outputs.items():
+            if where[i] != n:  # (our rules never need a copy: the plan is checked here)
+                raise RuntimeError(f"xpdl: the traced update leaves {n} in {where[i]}")
+        return lines, len(scratch)
+
+    def python_source(self):
+        """A function ``run(<arrays>, S, <scalars>)`` of ufunc calls writing ``out=``
+        (``S``: the scratch buffers), and the number of scratch buffers it needs."""
+        lines, n_s = self.plan()
+        src = [f"def run({', '.join(self.rule.arrays)}, S, {', '.join(self.rule.scalars)}):"]
+        src += [f"    s{j} = S[{j}]" for j in range(n_s)]
+        for name, out, a, b in lines:
+            args = a if b is None else f"{a}, {b}"
+            src.append(f"    {name}({args}, out={out})")
+        return "\n".join(src), n_s
+
+    def kernel_spec(self):
+        """The CuPy ``ElementwiseKernel`` of this update: ``(in_params, out_params,
+        body)``, every value in the arrays' type ``T``; scalars are cast to ``T``."""
+        n_in = len(self.names)
+
+        def ref(i):
+            return self.names[i] if i < n_in else f"t{i - n_in}"
+
+        body = []
+        for k, (name, a, b) in enumerate(self.ops):
+            e = f"sqrt({ref(a)})" if b is None else f"{ref(a)} {_SYMBOL[name]} {ref(b)}"
+            body.append(f"T t{k} = {e};")
+        body += [f"{n} = {ref(i)};" for n, i in self.outputs.items()]
+        read = {x for _, a, b in self.ops for x in (a, b)}
+        outs = [n for n in self.rule.arrays if n in self.outputs]
+        ins = [n for i, n in enumerate(self.rule.arrays) if n not in self.outputs and i in read]
+        ins += self.rule.scalars
+        return (", ".join(f"T {n}" for n in ins), ", ".join(f"T {n}" for n in outs),
+                "\n".join(body))
+
+
+_TRACES: dict = {}
+_RUNNERS: dict = {}
+
+
+def trace(rule, flags):
+    """The :class:`Trace` of ``rule`` for ``flags`` (a tuple of bools), made once."""
+    key = (rule.fn, flags)
+    t = _TRACES.get(key)
+    if t is None:
+        t = _TRACES[key] = Trace(rule, flags)
+    return t
+
+
+def _functions(xp):
+    if _ns.is_torch(xp):
+        import torch
+
+        return {"add": torch.add, "subtract": torch.sub, "multiply": torch.mul,
+                "divide": torch.div, "sqrt": torch.sqrt}
+    return {n: getattr(xp, n) for n in ("add", "subtract", "multiply", "divide", "sqrt")}
+
+
+def runner(xp, rule, flags):
+    """``(run, n_scratch)``: the traced update as a function of ufunc calls on ``xp``
+    (NumPy or torch) with ``out=``; ``run(<arrays>, scratch, <scalars>)``."""
+    key = (id(xp), rule.fn, flags)
+    got = _RUNNERS.get(key)
+    if got is None:
+        src, n_s = trace(rule, flags).python_source()
+        ns = _functions(xp)
+        exec(compile(src, f"<xpdl {rule.fn.__name__} update {flags}>", "exec"), ns)
+        got = _RUNNERS[key] = (ns["run"], n_s)
+    return got
 
 
 def _kind(xp):
@@ -30,114 +201,111 @@ def supported(xp) -> bool:
     return _kind(xp) is not None
 
 
-def _cupy_kernel(name):
-    k = _KERNELS.get(name)
-    if k is not None:
-        return k
-    import cupy
+_KERNELS: dict = {}
 
-    if name == "adam":
-        k = cupy.ElementwiseKernel(
-            "T g, T b1, T b2, T eps, T step, T sbc2, T wd, T dec", "T p, T m, T v",
-            """
-            T gg = g + wd * p;
-            m = b1 * m + (1 - b1) * gg;
-            v = b2 * v + (1 - b2) * gg * gg;
-            p = p * dec - step * (m / (sqrt(v) / sbc2 + eps));
-            """, "xpdl_adam_step")
-    else:
-        k = cupy.ElementwiseKernel(
-            "T g, T lr, T mu, T wd, int32 nesterov", "T p, T b",
-            """
-            T gg = g + wd * p;
-            b = mu * b + gg;
-            p = p - lr * (nesterov ? gg + mu * b : b);
-            """, "xpdl_sgd_step")
-    _KERNELS[name] = k
+
+def _cupy_kernel(rule, flags):
+    """The traced update as one CuPy ``ElementwiseKernel``, compiled once per flags."""
+    key = (rule.fn, flags)
+    k = _KERNELS.get(key)
+    if k is None:
+        import cupy
+
+        name = f"xpdl_{rule.fn.__name__}_" + "".join(str(int(f)) for f in flags)
+        k = _KERNELS[key] = cupy.ElementwiseKernel(*trace(rule, flags).kernel_spec(), name)
     return k
+
+
+def _run(xp, rule, flags, arrays, scratch, scalars):
+    """One traced update in place: CuPy's kernel, else ufunc calls with ``out=``.
+    ``scratch``: one array shaped like ``arrays[0]`` or a list of them, grown here when
+    the update needs more."""
+    if _kind(xp) == "cupy":
+        t = trace(rule, flags)
+        ins = [a for n, a in zip(rule.arrays, arrays) if n in _READ_ONLY]
+        outs = [a for n, a in zip(rule.arrays, arrays) if n in t.outputs]
+        _cupy_kernel(rule, flags)(*ins, *scalars, *outs)
+        return
+    run, n_s = runner(xp, rule, flags)
+    run(*arrays, _enough(xp, scratch, n_s, arrays[0]), *scalars)
+
+
+def _enough(xp, scratch, n, like):
+    """``scratch`` as a list of at least ``n`` arrays like ``like`` (a list grows)."""
+    if not isinstance(scratch, list):
+        scratch = [scratch]
+    while len(scratch) < n:
+        scratch.append(xp.empty_like(like))
+    return scratch
+
+
+def adam_scalars(*, c=0.0, lr, b1, b2, eps, t, wd_l2=0.0, wd_decoupled=0.0):
+    """The scalar arguments of :func:`._rules.adam` for step ``t`` (Python floats)."""
+    bc1 = 1 - b1 ** t
+    sbc2 = math.sqrt(1 - b2 ** t)
+    return (c, 1 - lr * wd_decoupled, wd_l2, b1, 1 - b1, b2, 1 - b2, eps * sbc2,
+            lr / bc1 * sbc2)
+
+
+def sgd_scalars(*, c=0.0, lr, momentum, wd=0.0, nesterov=False):
+    """The scalar arguments of :func:`._rules.sgd` (``nesterov`` is a flag)."""
+    return (c, wd, lr, momentum)
 
 
 def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled,
               compiled=True):
     """One Adam/AdamW step on ``p``, ``m``, ``v`` in place (``t`` is the new step count);
     on NumPy by the compiled kernel where it is usable and ``compiled``, else ufuncs."""
-    bc1 = 1 - b1 ** t
-    sbc2 = math.sqrt(1 - b2 ** t)
-    step = lr / bc1
     kind = _kind(xp)
-    if kind == "cupy":
-        _cupy_kernel("adam")(g, b1, b2, eps, step, sbc2, wd_l2, 1 - lr * wd_decoupled, p, m, v)
+    if kind == "torch" and _torch_fused_adam(p, g, m, v, lr=lr, b1=b1, b2=b2, eps=eps, t=t,
+                                             wd_l2=wd_l2, wd_decoupled=wd_decoupled):
         return
-    if kind == "torch":
-        fused = _torch_fused_adam(wd_l2, wd_decoupled)
-        where = (p.device.type, p.dtype)
-        if fused is not None and where not in _TORCH_FUSED_FAILED and p.is_contiguous() \
-                and m.is_contiguous() and v.is_contiguous():
-            # PyTorch's own one-pass kernel (torch.optim.Adam(fused=True)): 3x faster than
-            # the chain below over 670k float32 on the CPU; equal to float32 rounding. It
-            # reads its arguments as contiguous (a transposed gradient came out wrong).
-            import torch
-
-            try:
-                fused([p], [g.contiguous()], [m], [v], [],
-                      [torch.full((), float(t), device=p.device)],
-                      lr=lr, beta1=b1, beta2=b2, weight_decay=wd_l2 or wd_decoupled,
-                      eps=eps, amsgrad=False, maximize=False)
-                return
-            except (RuntimeError, NotImplementedError, TypeError):
-                # older torch: no kernel for this device or dtype (it fails before writing)
-                _TORCH_FUSED_FAILED.add(where)
-        if wd_decoupled:
-            p.mul_(1 - lr * wd_decoupled)
-        if wd_l2:
-            g = g.add(p, alpha=wd_l2)
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = v.sqrt().div_(sbc2).add_(eps)
-        p.addcdiv_(m, denom, value=-step)
-        return
+    kw = dict(lr=lr, b1=b1, b2=b2, eps=eps, t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled)
     if kind == "numpy" and compiled and _compiled.usable(p, g, m, v):
-        # one compiled pass, the same numbers as the ufuncs below
-        _compiled.adam_flat(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
-                            lr=lr, b1=b1, b2=b2, eps=eps, t=t, wd_l2=wd_l2,
-                            wd_decoupled=wd_decoupled)
+        # one compiled pass, the same numbers as the ufuncs
+        _compiled.adam_flat(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), **kw)
         return
-    if wd_decoupled:
-        p *= 1 - lr * wd_decoupled
-    if wd_l2:
-        g = g + wd_l2 * p
-    _adam_direction(xp, g, m, v, scratch, b1=b1, b2=b2, eps=eps, step=step, sbc2=sbc2)
-    p -= scratch
+    _run(xp, ADAM, (False, bool(wd_decoupled), bool(wd_l2)), (p, g, m, v), scratch,
+         adam_scalars(**kw))
 
 
 _TORCH_FUSED_FAILED = set()  # (device type, dtype) where torch's fused Adam raised
 
 
-def _torch_fused_adam(wd_l2, wd_decoupled):
-    """``torch._fused_adam_`` (L2 weight decay) or ``torch._fused_adamw_`` (decoupled), or
-    None where this torch has neither or both decays are asked for."""
+def _torch_fused_adam(p, g, m, v, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled):
+    """PyTorch's own one-pass Adam kernel (``torch.optim.Adam(fused=True)``; 3x faster
+    than the traced calls over 670k float32 on the CPU, equal to float32 rounding): True
+    when it ran; False where this torch has none for the device, dtype or decays."""
     if wd_l2 and wd_decoupled:
-        return None
+        return False
     import torch
 
-    return getattr(torch, "_fused_adamw_" if wd_decoupled else "_fused_adam_", None)
+    fused = getattr(torch, "_fused_adamw_" if wd_decoupled else "_fused_adam_", None)
+    where = (p.device.type, p.dtype)
+    # it reads its arguments as contiguous (a transposed gradient came out wrong)
+    if fused is None or where in _TORCH_FUSED_FAILED or not (
+            p.is_contiguous() and m.is_contiguous() and v.is_contiguous()):
+        return False
+    try:
+        fused([p], [g.contiguous()], [m], [v], [], [torch.full((), float(t), device=p.device)],
+              lr=lr, beta1=b1, beta2=b2, weight_decay=wd_l2 or wd_decoupled, eps=eps,
+              amsgrad=False, maximize=False)
+        return True
+    except (RuntimeError, NotImplementedError, TypeError):
+        # older torch: no kernel for this device or dtype (it fails before writing)
+        _TORCH_FUSED_FAILED.add(where)
+        return False
 
 
-def _adam_direction(xp, g, m, v, s, *, b1, b2, eps, step, sbc2):
-    """Update ``m``, ``v`` in place and write the Adam step (to subtract) into ``s``:
-    NumPy/CuPy ufuncs with ``out=``, no allocation."""
-    m *= b1
-    xp.multiply(g, 1 - b1, out=s)
-    m += s
-    v *= b2
-    xp.multiply(g, g, out=s)
-    s *= 1 - b2
-    v += s
-    # step * m / (sqrt(v)/sbc2 + eps) with sbc2 moved into the constants: one pass fewer
-    xp.sqrt(v, out=s)
-    s += eps * sbc2
-    xp.divide(m, s, out=s)
-    s *= step * sbc2
+def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd, compiled=True):
+    """One SGD step (momentum buffer ``b`` may be None) on ``p`` in place (``compiled``:
+    as :func:`adam_step`)."""
+    if _kind(xp) == "numpy" and compiled and _compiled.usable(p, g, b):
+        _compiled.sgd_flat(p.reshape(-1), g.reshape(-1), None if b is None else b.reshape(-1),
+                           lr=lr, momentum=momentum, nesterov=nesterov, wd=wd)
+        return
+    _run(xp, SGD, (False, bool(wd), b is not None, bool(nesterov)), (p, g, b), scratch,
+         sgd_scalars(lr=lr, momentum=momentum, wd=wd))
 
 
 def flat_views(xp, cache, tag, state, names, shapes):
@@ -163,41 +331,6 @@ def flat_views(xp, cache, tag, state, names, shapes):
     return flat
 
 
-def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd, compiled=True):
-    """One SGD step (momentum buffer ``b`` may be None) on ``p`` in place (``compiled``:
-    as :func:`adam_step`)."""
-    kind = _kind(xp)
-    if kind == "cupy" and b is not None:
-        _cupy_kernel("sgd")(g, lr, momentum, wd, int(bool(nesterov)), p, b)
-        return
-    if kind == "torch":
-        if wd:
-            g = g.add(p, alpha=wd)
-        if b is not None:
-            b.mul_(momentum).add_(g)
-            g = g.add(b, alpha=momentum) if nesterov else b
-        p.add_(g, alpha=-lr)
-        return
-    if kind == "numpy" and compiled and _compiled.usable(p, g, b):
-        _compiled.sgd_flat(p.reshape(-1), g.reshape(-1), None if b is None else b.reshape(-1),
-                           lr=lr, momentum=momentum, nesterov=nesterov, wd=wd)
-        return
-    s = scratch
-    if wd:
-        g = g + wd * p
-    if b is not None:
-        b *= momentum
-        b += g
-        if nesterov:
-            xp.multiply(b, momentum, out=s)
-            s += g
-            g = s
-        else:
-            g = b
-    xp.multiply(g, lr, out=s)
-    p -= s
-
-
 # Flat NumPy steps run block by block: each block of this many elements goes through all
 # the passes of the update while its parameter, gradient, moment and scratch slices (5 x
 # 256 KiB in float32) sit in the core's L2 cache, instead of streaming the whole arrays
@@ -208,35 +341,31 @@ def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd, compiled=True)
 _BLOCK = 1 << 16
 
 
-def _blocks(xp, total):
-    """Slices covering ``range(total)``: blocks of ``_BLOCK`` on NumPy, one slice elsewhere
-    (CuPy runs one fused kernel, torch one chain of in-place operations)."""
-    if not _ns.is_numpy(xp) or total <= _BLOCK:
-        return (slice(0, total),)
-    return tuple(slice(i, min(i + _BLOCK, total)) for i in range(0, total, _BLOCK))
-
-
-def _block_views(xp, arrays, n_l2):
-    """Per block: the views of ``arrays`` (P, G, ..., S first two and last: parameters,
-    gradients, scratch) and, where the block overlaps ``[0, n_l2)``, the views of P, G, S
-    over that overlap (the L2 term's part); made once, used every step."""
+def _blocks(xp, total, n_l2):
+    """``(slice, in_l2)`` pairs covering ``range(total)``, cut at ``n_l2`` (the elements
+    with the L2 term before it): blocks of ``_BLOCK`` on NumPy, one slice a side elsewhere
+    (CuPy runs one fused kernel, torch one chain of operations)."""
     out = []
-    P, G, S = arrays[0], arrays[1], arrays[-1]
-    for sl in _blocks(xp, P.shape[0]):
-        hi = min(sl.stop, n_l2)
-        l2 = (P[sl.start:hi], G[sl.start:hi], S[sl.start:hi]) if hi > sl.start else None
-        out.append((tuple(a[sl] for a in arrays), l2))
+    for lo, hi, l2 in ((0, min(n_l2, total), True), (min(n_l2, total), total, False)):
+        step = _BLOCK if _ns.is_numpy(xp) else max(hi - lo, 1)
+        out += [(slice(i, min(i + step, hi)), l2) for i in range(lo, hi, step)]
     return out
 
 
-def _l2_part(xp, l2v, c):
-    """``g += c * p`` over one block's L2 views."""
-    p, g, s = l2v
-    if _kind(xp) == "torch":
-        g.add_(p, alpha=c)  # one pass
-    else:
-        xp.multiply(p, c, out=s)
-        g += s
+def _stepper(xp, rule, flags, arrays, S, n_l2):
+    """``run(scalars, c)``: the traced update over flat ``arrays`` block by block, the
+    blocks before ``n_l2`` with the L2 term when ``c``; the views are made once."""
+    n_s = max(runner(xp, rule, (True, *flags))[1], runner(xp, rule, (False, *flags))[1]) \
+        if not _ns.is_cupy(xp) else 0
+    scratch = _enough(xp, S, n_s, arrays[0])
+    blocks = [(tuple(None if a is None else a[sl] for a in arrays),
+               [s[sl] for s in scratch], l2) for sl, l2 in _blocks(xp, arrays[0].shape[0], n_l2)]
+
+    def run(scalars, c):
+        for views, s, l2 in blocks:
+            _run(xp, rule, (bool(c) and l2, *flags), views, s, scalars)
+
+    return run
 
 
 def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
@@ -244,51 +373,45 @@ def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
     constants ``kw``) on flat parameter, gradient and moment arrays, block by block.
 
     With ``c``, :math:`c\,p` is first added to the gradient of the leading ``n_l2``
-    elements (the flat array's weights, an L2 penalty); ``G`` may be written to then (the
-    ufunc path adds the term in place, the compiled one only reads it). The views are made
-    once: the stepper is valid while the arrays are.
+    elements (the flat array's weights, an L2 penalty); ``G`` is only read. The views are
+    made once: the stepper is valid while the arrays are.
     """
     if _ns.is_numpy(xp) and _compiled.usable(P, G, M, V):
         def run_compiled(lr, t, c=0.0):
             _compiled.adam_flat(P, G, M, V, n_l2=n_l2, c=c, lr=lr, t=t, **kw)
 
         return run_compiled
-    blocks = _block_views(xp, (P, G, M, V, S), n_l2)
+    if _kind(xp) == "torch":  # block by block through adam_step: torch's fused kernel
+        blocks = _blocks(xp, P.shape[0], n_l2)
+        scratch = {}
 
-    def run(lr, t, c=0.0):
-        for (p, g, m, v, s), l2v in blocks:
-            if c and l2v is not None:
-                _l2_part(xp, l2v, c)
-            adam_step(xp, p, g, m, v, s, lr=lr, t=t, compiled=False, **kw)
+        def run_torch(lr, t, c=0.0):
+            for sl, l2 in blocks:
+                g = _rules.add_l2(G[sl], P[sl], c) if c and l2 else G[sl]
+                adam_step(xp, P[sl], g, M[sl], V[sl], scratch.setdefault(sl.start, []),
+                          lr=lr, t=t, **kw)
 
-    return run
+        return run_torch
+    run = _stepper(xp, ADAM, (bool(kw.get("wd_decoupled")), bool(kw.get("wd_l2"))),
+                   (P, G, M, V), S, n_l2)
+    return lambda lr, t, c=0.0: run(adam_scalars(c=c, lr=lr, t=t, **kw), c)
 
 
 def sgd_stepper(xp, P, G, B, S, n_l2=0, **kw):
     """As :func:`adam_stepper` for :func:`sgd_step` (``B`` the momentum buffer or None);
     ``run(lr, c=0.0)``."""
-    arrays = (P, G, S) if B is None else (P, G, B, S)
     if _ns.is_numpy(xp) and _compiled.usable(P, G, B):
         def run_compiled(lr, c=0.0):
             _compiled.sgd_flat(P, G, B, n_l2=n_l2, c=c, lr=lr, **kw)
 
         return run_compiled
-    blocks = _block_views(xp, arrays, n_l2)
-
-    def run(lr, c=0.0):
-        for views, l2v in blocks:
-            if c and l2v is not None:
-                _l2_part(xp, l2v, c)
-            if B is None:
-                sgd_step(xp, views[0], views[1], None, views[2], lr=lr, compiled=False, **kw)
-            else:
-                sgd_step(xp, *views, lr=lr, compiled=False, **kw)
-
-    return run
+    run = _stepper(xp, SGD, (bool(kw.get("wd")), B is not None, bool(kw.get("nesterov"))),
+                   (P, G, B), S, n_l2)
+    return lambda lr, c=0.0: run(sgd_scalars(c=c, lr=lr, **kw), c)
 
 
 def flat_scratch(xp, cache, like):
     s = cache.get("flat_s")
-    if s is None or s.shape != like.shape or s.dtype != like.dtype:
-        s = cache["flat_s"] = xp.empty_like(like)
+    if s is None or s[0].shape != like.shape or s[0].dtype != like.dtype:
+        s = cache["flat_s"] = [xp.empty_like(like)]
     return s

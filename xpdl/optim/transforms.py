@@ -12,6 +12,7 @@ import math
 import numbers
 
 from .. import _namespace as _ns
+from . import _rules
 from .base import GradientTransformation, can_inplace
 
 __all__ = ["add_decayed_weights", "trace", "scale_by_adam", "scale_by_rms",
@@ -95,7 +96,7 @@ def add_decayed_weights(weight_decay):
         if not weight_decay:
             return grads, state
         _need_params(params, "add_decayed_weights")
-        return {k: g + weight_decay * params[k] for k, g in grads.items()}, state
+        return {k: _rules.add_l2(g, params[k], weight_decay) for k, g in grads.items()}, state
 
     return GradientTransformation(lambda params: {}, update)
 
@@ -109,17 +110,10 @@ def trace(momentum, nesterov=False):
         return {f"momentum/{k}": v for k, v in _zeros_like(params).items()}
 
     def update(grads, state, params=None, *, inplace=False):
-        ip = can_inplace(grads, inplace)
         out, new = {}, {}
         for k, g in grads.items():
-            b = state[f"momentum/{k}"]
-            if ip:
-                b *= momentum
-                b += g
-            else:
-                b = momentum * b + g
-            new[f"momentum/{k}"] = b
-            out[k] = g + momentum * b if nesterov else b
+            out[k], new[f"momentum/{k}"] = _rules.momentum(g, state[f"momentum/{k}"],
+                                                           momentum, nesterov)
         return out, new
 
     return GradientTransformation(init, update)
@@ -129,7 +123,8 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
     r"""Adam's direction :math:`\hat m / (\sqrt{\hat v} + \epsilon)` with bias corrections
     :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`, where
     :math:`m \leftarrow \beta_1 m + (1-\beta_1) g` and :math:`v \leftarrow \beta_2 v +
-    (1-\beta_2) g^2`. Written as PyTorch does: ``(m / (sqrt(v)/sqrt(bc2) + eps)) / bc1``."""
+    (1-\beta_2) g^2`: :func:`._rules.adam_moments` and :func:`._rules.adam_direction`
+    (PyTorch's operations, the bias corrections moved into the constants)."""
     b1, b2, eps = _plain(b1, b2, eps)
 
     def init(params):
@@ -140,7 +135,6 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
         return state
 
     def update(grads, state, params=None, *, inplace=False):
-        ip = can_inplace(grads, inplace)
         t = state["step"] + 1
         bc1 = 1 - b1 ** t
         # a traced step counter (inside jax.jit) takes the array path: no Python math on it
@@ -148,20 +142,11 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
         new = {"step": t}
         out = {}
         for k, g in grads.items():
-            m = state[f"exp_avg/{k}"]
-            v = state[f"exp_avg_sq/{k}"]
-            xp = _ns.array_namespace(g)
-            if ip:
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * (g * g)
-            else:
-                m = b1 * m + (1 - b1) * g
-                v = b2 * v + (1 - b2) * (g * g)
-            new[f"exp_avg/{k}"] = m
-            new[f"exp_avg_sq/{k}"] = v
-            out[k] = (m / (xp.sqrt(v) / sbc2 + eps)) / bc1
+            m, v = _rules.adam_moments(g, state[f"exp_avg/{k}"], state[f"exp_avg_sq/{k}"],
+                                       b1, 1 - b1, b2, 1 - b2)
+            new[f"exp_avg/{k}"], new[f"exp_avg_sq/{k}"] = m, v
+            out[k] = _rules.adam_direction(m, v, eps * sbc2, sbc2 / bc1,
+                                           _ns.array_namespace(g).sqrt)
         return out, new
 
     return GradientTransformation(init, update)

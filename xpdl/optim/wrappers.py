@@ -6,7 +6,7 @@ import operator
 
 from .. import _namespace as _ns
 from ..autodiff.tensor import Tensor, _written, enable_grad
-from . import _fused, alias
+from . import _fused, _rules, alias
 
 __all__ = ["Optimizer", "SGD", "GD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
@@ -202,7 +202,8 @@ class Optimizer:
             if c:
                 if not _ns.supports_inplace(xp):
                     raise ValueError("xpdl.optim: flat steps need in-place updates")
-                flat_grads[:n_l2] += c * flat_params[:n_l2]  # the .grad views see the sum
+                # the .grad views see the sum
+                flat_grads[:n_l2] = _rules.add_l2(flat_grads[:n_l2], flat_params[:n_l2], c)
             self.step()
 
         return step
@@ -228,17 +229,17 @@ class Optimizer:
         self._scratch = {}
 
     def _scratch_for(self, params):
-        """Reusable buffers for the fused step (not part of the state): ``get(k)`` is one
-        buffer shaped like parameter ``k``; ``get.cache`` is the dict the flat paths keep
-        their buffers in."""
+        """Reusable buffers for the fused step (not part of the state): ``get(k)`` is a
+        list of buffers shaped like parameter ``k`` (the step adds what it needs);
+        ``get.cache`` is the dict the flat paths keep their buffers in."""
 
         def get(k):
             p = params[k]
             s = self._scratch.get(k)
-            if s is None or s.shape != p.shape or s.dtype != p.dtype:
+            if s is None or s[0].shape != p.shape or s[0].dtype != p.dtype:
                 xp = _ns.array_namespace(p)
-                s = self._scratch[k] = xp.empty(p.shape, dtype=p.dtype,
-                                                device=_ns.device_of(p))
+                s = self._scratch[k] = [xp.empty(p.shape, dtype=p.dtype,
+                                                 device=_ns.device_of(p))]
             return s
 
         get.cache = self._scratch

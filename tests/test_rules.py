@@ -1,0 +1,208 @@
+"""The optimizers' update rules (``xpdl.optim._rules``), written once and executed four
+ways: called on whole arrays (the portable chain), traced into ufunc calls with ``out=``
+(NumPy, torch), turned into the source of a CuPy ``ElementwiseKernel``, and compiled by
+Numba. Here each execution is checked against an independent reference: PyTorch's
+``torch.optim`` update written out in float64 NumPy below, and, for the CUDA source on a
+machine without a GPU, the same source compiled as C."""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from xpdl.optim import _fused, _rules
+
+ADAM_FLAGS = list(itertools.product([False, True], repeat=3))
+SGD_FLAGS = [f for f in itertools.product([False, True], repeat=4) if f[2] or not f[3]]
+
+
+def _state(n, seed=0):
+    g = np.random.default_rng(seed)
+    p, grad = g.normal(size=n), g.normal(size=n)
+    m, v, b = 0.1 * g.normal(size=n), g.random(n), g.normal(size=n)
+    p[:3] = 0.0
+    grad[:2] = -0.0
+    v[:2] = 0.0  # sqrt(0) + eps
+    return {"p": p, "g": grad, "m": m, "v": v, "b": b}
+
+
+ADAM_K = dict(c=0.03, lr=0.01, b1=0.85, b2=0.99, eps=1e-6, t=3)
+SGD_K = dict(c=0.03, lr=0.05, momentum=0.9)
+
+
+def _adam_scalars(flags):
+    l2, decoupled, coupled = flags
+    return _fused.adam_scalars(wd_l2=0.2 if coupled else 0.0,
+                               wd_decoupled=0.3 if decoupled else 0.0, **ADAM_K)
+
+
+def _torch_adam(s, flags):
+    """torch.optim.Adam/AdamW's update of step t, written out (float64, PyTorch's order:
+    decoupled decay, coupled decay, moments, bias corrections)."""
+    l2, decoupled, coupled = flags
+    k = ADAM_K
+    p, g, m, v = (s[n].copy() for n in "pgmv")
+    if l2:
+        g = g + k["c"] * p
+    if decoupled:
+        p = p * (1 - k["lr"] * 0.3)
+    if coupled:
+        g = g + 0.2 * p
+    m = k["b1"] * m + (1 - k["b1"]) * g
+    v = k["b2"] * v + (1 - k["b2"]) * g * g
+    bc1, bc2 = 1 - k["b1"] ** k["t"], 1 - k["b2"] ** k["t"]
+    p = p - k["lr"] / bc1 * m / (np.sqrt(v) / np.sqrt(bc2) + k["eps"])
+    return {"p": p, "m": m, "v": v}
+
+
+def _torch_sgd(s, flags):
+    l2, coupled, with_momentum, nesterov = flags
+    k = SGD_K
+    p, g, b = (s[n].copy() for n in "pgb")
+    if l2:
+        g = g + k["c"] * p
+    if coupled:
+        g = g + 0.1 * p
+    out = {}
+    if with_momentum:
+        b = k["momentum"] * b + g
+        g = g + k["momentum"] * b if nesterov else b
+        out["b"] = b
+    out["p"] = p - k["lr"] * g
+    return out
+
+
+def _sgd_scalars(flags):
+    return _fused.sgd_scalars(wd=0.1 if flags[1] else 0.0, **SGD_K)
+
+
+CASES = ([("adam", f) for f in ADAM_FLAGS] + [("sgd", f) for f in SGD_FLAGS])
+IDS = [f"{n}-{''.join(str(int(x)) for x in f)}" for n, f in CASES]
+
+
+def _case(name, flags):
+    if name == "adam":
+        return _fused.ADAM, _adam_scalars(flags), _torch_adam
+    return _fused.SGD, _sgd_scalars(flags), _torch_sgd
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_traced_ufunc_update_follows_torch_and_the_rule_on_arrays(backend, case):
+    """The traced ``out=`` calls (NumPy, torch; the rule called on whole arrays elsewhere,
+    as the portable chain does) against torch.optim's update; on NumPy and torch also
+    bit for bit against the rule called on whole arrays, writing only the state and the
+    scratch buffers it was given."""
+    name, flags = case
+    rule, scalars, ref = _case(name, flags)
+    s = _state(50)
+    want = ref(s, flags)
+    xp = backend.xp
+    arrays = [backend.asarray(s[n]) for n in rule.arrays]
+    if rule is _fused.SGD and not flags[2]:
+        arrays[2] = None
+    args = list(arrays) + list(scalars) + list(flags) + ([xp.sqrt] if rule.sqrt else [])
+    whole = dict(zip(rule.outputs, rule.fn(*args)))  # the portable execution
+    tol = 1e-12 if backend.is64 else 2e-6
+    for n, w in want.items():
+        np.testing.assert_allclose(backend.to_numpy(whole[n]), w, rtol=tol, atol=tol,
+                                   err_msg=n)
+    if not _fused.supported(xp) or _fused._kind(xp) == "cupy":
+        return
+    g_before = backend.to_numpy(arrays[1]).copy()
+    run, n_s = _fused.runner(xp, rule, flags)
+    scratch = [xp.empty_like(arrays[0]) for _ in range(n_s)]
+    run(*arrays, scratch, *scalars)
+    for n, a in zip(rule.arrays, arrays):
+        if n in want:
+            np.testing.assert_array_equal(backend.to_numpy(a), backend.to_numpy(whole[n]),
+                                          err_msg=n)
+    np.testing.assert_array_equal(backend.to_numpy(arrays[1]), g_before)  # g only read
+
+
+def _c_library(tmp_path, rule, flags, ctype):
+    """The CuPy kernel's source, ``ElementwiseKernel`` semantics spelled out as a C loop
+    (each name one element; outputs written back), built as a shared library."""
+    ins, outs, body = _fused.trace(rule, flags).kernel_spec()
+    in_names = [p.split()[1] for p in ins.split(", ")]
+    out_names = [p.split()[1] for p in outs.split(", ")]
+    arrays = [n for n in in_names if n in rule.arrays]
+    params = ([f"T *A_{n}" for n in out_names] + [f"const T *A_{n}" for n in arrays]
+              + [f"T {n}" for n in in_names if n not in rule.arrays])
+    src = "\n".join([
+        "#include <math.h>", f"typedef {ctype} T;",
+        f"void run(long n_, {', '.join(params)}) {{",
+        "  for (long i_ = 0; i_ < n_; i_++) {",
+        *[f"    T {n} = A_{n}[i_];" for n in out_names + arrays],
+        *["    " + line for line in body.splitlines()],
+        *[f"    A_{n}[i_] = {n};" for n in out_names],
+        "  }", "}"])
+    c = tmp_path / "k.c"
+    c.write_text(src)
+    lib = tmp_path / "k.so"
+    subprocess.run([shutil.which("cc"), "-O1", "-ffp-contract=off", "-shared", "-fPIC",
+                    "-o", str(lib), str(c), "-lm"], check=True)
+    return ctypes.CDLL(str(lib)), out_names, arrays, [n for n in in_names
+                                                      if n not in rule.arrays]
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_generated_cuda_kernel_source_computes_the_rule(backend, case, tmp_path):
+    """Without a GPU, the ``ElementwiseKernel`` source CuPy would compile is compiled as
+    C (in the backend's dtype, no contraction into fused multiply-adds) and run: equal to
+    the rule called on the backend's arrays (NumPy: bit for bit) and to torch.optim's
+    update."""
+    name, flags = case
+    rule, scalars, ref = _case(name, flags)
+    is64 = backend.is64
+    dt, ctype, cscalar = ((np.float64, "double", ctypes.c_double) if is64
+                          else (np.float32, "float", ctypes.c_float))
+    lib, outs, ins, scalar_names = _c_library(tmp_path, rule, flags, ctype)
+    s = _state(64)
+    host = {n: np.array(s[n], dtype=dt) for n in rule.arrays}  # (copies)
+    named = dict(zip(rule.scalars, scalars))
+    ptr = [host[n].ctypes.data_as(ctypes.c_void_p) for n in outs + ins]
+    lib.run(ctypes.c_long(64), *ptr, *[cscalar(named[n]) for n in scalar_names])
+    xp = backend.xp
+    arrays = [backend.asarray(s[n]) for n in rule.arrays]
+    args = list(arrays) + list(scalars) + list(flags) + ([xp.sqrt] if rule.sqrt else [])
+    whole = dict(zip(rule.outputs, rule.fn(*args)))
+    want = ref(s, flags)
+    tol = 1e-12 if is64 else 2e-6
+    for n in outs:
+        np.testing.assert_allclose(host[n], want[n], rtol=tol, atol=tol, err_msg=n)
+        if backend.name == "numpy":
+            np.testing.assert_array_equal(host[n], backend.to_numpy(whole[n]), err_msg=n)
+        else:
+            np.testing.assert_allclose(host[n], backend.to_numpy(whole[n]), rtol=tol,
+                                       atol=tol, err_msg=n)
+
+
+def test_a_rule_with_a_literal_or_a_constant_expression_is_refused():
+    """Constants are arguments (so every execution rounds them alike) and combinations of
+    constants are computed once per step, not per element: both refused when traced."""
+    def literal(p, g, lr, l2):
+        return (p - g * 0.5,)
+
+    def constants(p, g, lr, l2):
+        return (p - g * (lr * lr),)
+
+    for fn, match in ((literal, "literal 0.5"), (constants, "two constants")):
+        rule = _fused._Rule(fn, ("p", "g"), ("lr",), ("l2",), ("p",))
+        with pytest.raises(TypeError, match=match):
+            _fused.Trace(rule, (False,))
+
+
+def test_the_planned_update_needs_at_most_two_scratch_buffers():
+    """No allocation per step: every configuration runs in the state arrays and one or
+    two scratch buffers (the number the flat steppers allocate once)."""
+    for rule, flags in [(_fused.ADAM, f) for f in ADAM_FLAGS] + \
+            [(_fused.SGD, f) for f in SGD_FLAGS]:
+        _, n = _fused.trace(rule, flags).python_source()
+        assert 1 <= n <= 2, (rule.fn.__name__, flags, n)
+    assert _rules.add_l2(1.0, 2.0, 0.5) == 2.0
