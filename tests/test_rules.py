@@ -28,7 +28,8 @@ def _state(n, seed=0):
     p[:3] = 0.0
     grad[:2] = -0.0
     v[:2] = 0.0  # sqrt(0) + eps
-    return {"p": p, "g": grad, "m": m, "v": v, "b": b}
+    # sq >= m * m: RMSprop's centered average stays non-negative (as in training)
+    return {"p": p, "g": grad, "m": m, "v": v, "b": b, "sq": v + m * m}
 
 
 ADAM_K = dict(c=0.03, lr=0.01, b1=0.85, b2=0.99, eps=1e-6, t=3)
@@ -81,14 +82,76 @@ def _sgd_scalars(flags):
     return _fused.sgd_scalars(wd=0.1 if flags[1] else 0.0, **SGD_K)
 
 
-CASES = ([("adam", f) for f in ADAM_FLAGS] + [("sgd", f) for f in SGD_FLAGS])
+RMS_FLAGS = list(itertools.product([False, True], repeat=4))
+ADAGRAD_FLAGS = list(itertools.product([False, True], repeat=2))
+RMS_K = dict(c=0.03, wd=0.2, alpha=0.9, eps=1e-6, lr=0.01, mu=0.8)
+ADAGRAD_K = dict(c=0.03, wd=0.2, eps=1e-6, lr=0.05)
+
+
+def _torch_rmsprop(s, flags):
+    """torch.optim.RMSprop's update (alpha, eps, momentum, centered, weight_decay)."""
+    l2, coupled, centered, with_momentum = flags
+    k = RMS_K
+    p, g, sq, ga, b = (s[n].copy() for n in ("p", "g", "sq", "m", "b"))
+    if l2:
+        g = g + k["c"] * p
+    if coupled:
+        g = g + k["wd"] * p
+    sq = k["alpha"] * sq + (1 - k["alpha"]) * g * g
+    out = {"s": sq}
+    if centered:
+        ga = k["alpha"] * ga + (1 - k["alpha"]) * g
+        avg = np.sqrt(sq - ga * ga) + k["eps"]
+        out["ga"] = ga
+    else:
+        avg = np.sqrt(sq) + k["eps"]
+    d = g / avg
+    if with_momentum:
+        b = k["mu"] * b + d
+        d = b
+        out["b"] = b
+    out["p"] = p - k["lr"] * d
+    return out
+
+
+def _torch_adagrad(s, flags):
+    l2, coupled = flags
+    k = ADAGRAD_K
+    p, g, sm = (s[n].copy() for n in ("p", "g", "v"))
+    if l2:
+        g = g + k["c"] * p
+    if coupled:
+        g = g + k["wd"] * p
+    sm = sm + g * g
+    return {"s": sm, "p": p - k["lr"] * g / (np.sqrt(sm) + k["eps"])}
+
+
+CASES = ([("adam", f) for f in ADAM_FLAGS] + [("sgd", f) for f in SGD_FLAGS]
+         + [("rmsprop", f) for f in RMS_FLAGS] + [("adagrad", f) for f in ADAGRAD_FLAGS])
 IDS = [f"{n}-{''.join(str(int(x)) for x in f)}" for n, f in CASES]
 
 
 def _case(name, flags):
+    """The rule, its constants, the reference, and the state's names in ``_state``."""
     if name == "adam":
-        return _fused.ADAM, _adam_scalars(flags), _torch_adam
-    return _fused.SGD, _sgd_scalars(flags), _torch_sgd
+        return _fused.ADAM, _adam_scalars(flags), _torch_adam, {}
+    if name == "sgd":
+        return _fused.SGD, _sgd_scalars(flags), _torch_sgd, {}
+    if name == "rmsprop":
+        k = RMS_K
+        return (_fused.RMSPROP, (k["c"], k["wd"], k["alpha"], 1 - k["alpha"], k["eps"],
+                                 k["lr"], k["mu"]), _torch_rmsprop, {"s": "sq", "ga": "m"})
+    k = ADAGRAD_K
+    return _fused.ADAGRAD, (k["c"], k["wd"], k["eps"], k["lr"]), _torch_adagrad, {"s": "v"}
+
+
+def _absent(rule, flags, arrays):
+    """None for the state arrays a configuration lacks (no momentum, not centered)."""
+    on = dict(zip(rule.flags, flags))
+    for n, flag in (("b", "with_momentum"), ("ga", "centered")):
+        if n in rule.arrays and flag in on and not on[flag]:
+            arrays[rule.arrays.index(n)] = None
+    return arrays
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -98,13 +161,11 @@ def test_traced_ufunc_update_follows_torch_and_the_rule_on_arrays(backend, case)
     bit for bit against the rule called on whole arrays, writing only the state and the
     scratch buffers it was given."""
     name, flags = case
-    rule, scalars, ref = _case(name, flags)
+    rule, scalars, ref, alias = _case(name, flags)
     s = _state(50)
     want = ref(s, flags)
     xp = backend.xp
-    arrays = [backend.asarray(s[n]) for n in rule.arrays]
-    if rule is _fused.SGD and not flags[2]:
-        arrays[2] = None
+    arrays = _absent(rule, flags, [backend.asarray(s[alias.get(n, n)]) for n in rule.arrays])
     args = list(arrays) + list(scalars) + list(flags) + ([xp.sqrt] if rule.sqrt else [])
     whole = dict(zip(rule.outputs, rule.fn(*args)))  # the portable execution
     tol = 1e-12 if backend.is64 else 2e-6
@@ -158,18 +219,18 @@ def test_generated_cuda_kernel_source_computes_the_rule(backend, case, tmp_path)
     the rule called on the backend's arrays (NumPy: bit for bit) and to torch.optim's
     update."""
     name, flags = case
-    rule, scalars, ref = _case(name, flags)
+    rule, scalars, ref, alias = _case(name, flags)
     is64 = backend.is64
     dt, ctype, cscalar = ((np.float64, "double", ctypes.c_double) if is64
                           else (np.float32, "float", ctypes.c_float))
     lib, outs, ins, scalar_names = _c_library(tmp_path, rule, flags, ctype)
     s = _state(64)
-    host = {n: np.array(s[n], dtype=dt) for n in rule.arrays}  # (copies)
+    host = {n: np.array(s[alias.get(n, n)], dtype=dt) for n in rule.arrays}  # (copies)
     named = dict(zip(rule.scalars, scalars))
     ptr = [host[n].ctypes.data_as(ctypes.c_void_p) for n in outs + ins]
     lib.run(ctypes.c_long(64), *ptr, *[cscalar(named[n]) for n in scalar_names])
     xp = backend.xp
-    arrays = [backend.asarray(s[n]) for n in rule.arrays]
+    arrays = _absent(rule, flags, [backend.asarray(s[alias.get(n, n)]) for n in rule.arrays])
     args = list(arrays) + list(scalars) + list(flags) + ([xp.sqrt] if rule.sqrt else [])
     whole = dict(zip(rule.outputs, rule.fn(*args)))
     want = ref(s, flags)
@@ -201,8 +262,57 @@ def test_a_rule_with_a_literal_or_a_constant_expression_is_refused():
 def test_the_planned_update_needs_at_most_two_scratch_buffers():
     """No allocation per step: every configuration runs in the state arrays and one or
     two scratch buffers (the number the flat steppers allocate once)."""
-    for rule, flags in [(_fused.ADAM, f) for f in ADAM_FLAGS] + \
-            [(_fused.SGD, f) for f in SGD_FLAGS]:
+    for name, flags in CASES:
+        rule = _case(name, flags)[0]
         _, n = _fused.trace(rule, flags).python_source()
         assert 1 <= n <= 2, (rule.fn.__name__, flags, n)
     assert _rules.add_l2(1.0, 2.0, 0.5) == 2.0
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adagrad"])
+def test_rmsprop_and_adagrad_get_the_flat_in_place_step(backend, name):
+    """RMSprop and Adagrad through ``compile_step`` update every parameter with the flat
+    in-place executions of their rules on NumPy, CuPy and torch (their state becomes
+    views into one flat buffer per kind); 30 replayed steps equal torch.optim's."""
+    torch = pytest.importorskip("torch")
+    import xpdl
+    from xpdl import losses, nn, optim
+    from xpdl.random import Generator
+
+    g = np.random.default_rng(0)
+    X_h, Y_h = g.normal(size=(16, 4)), g.normal(size=(16, 2))
+    model = nn.Sequential(nn.Linear(4, 6, rng=Generator(0), xp=backend.xp,
+                                    device=backend.device, dtype=backend.float_dtype),
+                          nn.Tanh(),
+                          nn.Linear(6, 2, rng=Generator(1), xp=backend.xp,
+                                    device=backend.device, dtype=backend.float_dtype))
+    init = [backend.to_numpy(p).astype(np.float64) for p in model.parameters()]
+    kw = (dict(lr=0.01, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.1)
+          if name == "rmsprop" else dict(lr=0.05, weight_decay=0.1))
+    opt = getattr(optim, {"rmsprop": "RMSprop", "adagrad": "Adagrad"}[name])(model, **kw)
+    step = xpdl.compile_step(model, losses.mse, opt)
+    X, Y = backend.asarray(X_h), backend.asarray(Y_h)
+    for _ in range(30):
+        step(X, Y)
+    tmodel = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(),
+                                 torch.nn.Linear(6, 2)).double()
+    with torch.no_grad():
+        for p, a in zip(tmodel.parameters(), init):
+            p.copy_(torch.tensor(a.T if a.ndim == 2 and p.shape != a.shape else a))
+    topt = getattr(torch.optim, {"rmsprop": "RMSprop", "adagrad": "Adagrad"}[name])(
+        tmodel.parameters(), **kw)
+    Xt, Yt = torch.tensor(X_h), torch.tensor(Y_h)
+    for _ in range(30):
+        topt.zero_grad()
+        torch.nn.functional.mse_loss(tmodel(Xt), Yt).backward()
+        topt.step()
+    tol = 1e-9 if backend.is64 else 2e-4
+    for p, tp in zip(model.parameters(), tmodel.parameters()):
+        a = backend.to_numpy(p)
+        t = tp.detach().numpy()
+        np.testing.assert_allclose(a, t.T if a.shape != t.shape else t, rtol=tol, atol=tol)
+    flat = [k for k in opt._scratch if isinstance(k, str) and k.startswith("flat:")]
+    if _fused.supported(backend.xp):
+        assert len(flat) == (3 if name == "rmsprop" else 1)
+    else:
+        assert not flat

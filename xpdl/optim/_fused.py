@@ -36,6 +36,11 @@ ADAM = _Rule(_rules.adam, ("p", "g", "m", "v"),
              ("l2", "decoupled", "coupled"), ("p", "m", "v"), sqrt=True)
 SGD = _Rule(_rules.sgd, ("p", "g", "b"), ("c", "wd", "lr", "mu"),
             ("l2", "coupled", "with_momentum", "nesterov"), ("p", "b"))
+RMSPROP = _Rule(_rules.rmsprop, ("p", "g", "s", "ga", "b"),
+                ("c", "wd", "alpha", "c_alpha", "eps", "lr", "mu"),
+                ("l2", "coupled", "centered", "with_momentum"), ("p", "s", "ga", "b"), sqrt=True)
+ADAGRAD = _Rule(_rules.adagrad, ("p", "g", "s"), ("c", "wd", "eps", "lr"), ("l2", "coupled"),
+                ("p", "s"), sqrt=True)
 _READ_ONLY = ("g",)  # the gradient is the caller's: never written
 _SYMBOL = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
 _DUNDER = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "truediv"}
@@ -216,7 +221,7 @@ def _cupy_kernel(rule, flags):
     return k
 
 
-def _run(xp, rule, flags, arrays, scratch, scalars):
+def apply_rule(xp, rule, flags, arrays, scratch, scalars):
     """One traced update in place: CuPy's kernel, else ufunc calls with ``out=``.
     ``scratch``: one array shaped like ``arrays[0]`` or a list of them, grown here when
     the update needs more."""
@@ -265,7 +270,7 @@ def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decouple
         # one compiled pass, the same numbers as the ufuncs
         _compiled.adam_flat(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), **kw)
         return
-    _run(xp, ADAM, (False, bool(wd_decoupled), bool(wd_l2)), (p, g, m, v), scratch,
+    apply_rule(xp, ADAM, (False, bool(wd_decoupled), bool(wd_l2)), (p, g, m, v), scratch,
          adam_scalars(**kw))
 
 
@@ -304,7 +309,7 @@ def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd, compiled=True)
         _compiled.sgd_flat(p.reshape(-1), g.reshape(-1), None if b is None else b.reshape(-1),
                            lr=lr, momentum=momentum, nesterov=nesterov, wd=wd)
         return
-    _run(xp, SGD, (False, bool(wd), b is not None, bool(nesterov)), (p, g, b), scratch,
+    apply_rule(xp, SGD, (False, bool(wd), b is not None, bool(nesterov)), (p, g, b), scratch,
          sgd_scalars(lr=lr, momentum=momentum, wd=wd))
 
 
@@ -352,7 +357,7 @@ def _blocks(xp, total, n_l2):
     return out
 
 
-def _stepper(xp, rule, flags, arrays, S, n_l2):
+def rule_stepper(xp, rule, flags, arrays, S, n_l2):
     """``run(scalars, c)``: the traced update over flat ``arrays`` block by block, the
     blocks before ``n_l2`` with the L2 term when ``c``; the views are made once."""
     n_s = max(runner(xp, rule, (True, *flags))[1], runner(xp, rule, (False, *flags))[1]) \
@@ -363,7 +368,7 @@ def _stepper(xp, rule, flags, arrays, S, n_l2):
 
     def run(scalars, c):
         for views, s, l2 in blocks:
-            _run(xp, rule, (bool(c) and l2, *flags), views, s, scalars)
+            apply_rule(xp, rule, (bool(c) and l2, *flags), views, s, scalars)
 
     return run
 
@@ -392,8 +397,8 @@ def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
                           lr=lr, t=t, **kw)
 
         return run_torch
-    run = _stepper(xp, ADAM, (bool(kw.get("wd_decoupled")), bool(kw.get("wd_l2"))),
-                   (P, G, M, V), S, n_l2)
+    run = rule_stepper(xp, ADAM, (bool(kw.get("wd_decoupled")), bool(kw.get("wd_l2"))),
+                       (P, G, M, V), S, n_l2)
     return lambda lr, t, c=0.0: run(adam_scalars(c=c, lr=lr, t=t, **kw), c)
 
 
@@ -405,8 +410,8 @@ def sgd_stepper(xp, P, G, B, S, n_l2=0, **kw):
             _compiled.sgd_flat(P, G, B, n_l2=n_l2, c=c, lr=lr, **kw)
 
         return run_compiled
-    run = _stepper(xp, SGD, (bool(kw.get("wd")), B is not None, bool(kw.get("nesterov"))),
-                   (P, G, B), S, n_l2)
+    run = rule_stepper(xp, SGD, (bool(kw.get("wd")), B is not None,
+                                 bool(kw.get("nesterov"))), (P, G, B), S, n_l2)
     return lambda lr, c=0.0: run(sgd_scalars(c=c, lr=lr, **kw), c)
 
 

@@ -74,3 +74,46 @@ def sgd(p, g, b, c, wd, lr, mu, l2, coupled, with_momentum, nesterov):
     if with_momentum:
         g, b = momentum(g, b, mu, nesterov)
     return p - g * lr, b
+
+
+def rms_direction(g, s, ga, alpha, c_alpha, eps, centered, sqrt):
+    """RMSprop's direction and averages: ``s * alpha + (g * g) * c_alpha`` (``c_alpha = 1 -
+    alpha``), centered also ``ga * alpha + g * c_alpha``; the direction ``g / (sqrt(s) +
+    eps)``, centered ``g / (sqrt(s - ga * ga) + eps)``. Returns ``(direction, s, ga)``."""
+    s = s * alpha + (g * g) * c_alpha
+    if centered:
+        ga = ga * alpha + g * c_alpha
+        return g / (sqrt(s - ga * ga) + eps), s, ga
+    return g / (sqrt(s) + eps), s, ga
+
+
+def rmsprop(p, g, s, ga, b, c, wd, alpha, c_alpha, eps, lr, mu, l2, coupled, centered,
+            with_momentum, sqrt):
+    """One RMSprop update (``torch.optim.RMSprop``), returning the new ``(p, s, ga, b)``;
+    with momentum the direction goes through the buffer ``b``."""
+    if l2:
+        g = add_l2(g, p, c)
+    if coupled:
+        g = add_l2(g, p, wd)
+    d, s, ga = rms_direction(g, s, ga, alpha, c_alpha, eps, centered, sqrt)
+    if with_momentum:
+        d, b = momentum(d, b, mu, False)
+    return p - d * lr, s, ga, b
+
+
+def adagrad_direction(g, s, eps, sqrt):
+    """Adagrad's sum ``s + g * g`` and direction ``g / (sqrt(s) + eps)``; returns
+    ``(direction, s)``."""
+    s = s + g * g
+    return g / (sqrt(s) + eps), s
+
+
+def adagrad(p, g, s, c, wd, eps, lr, l2, coupled, sqrt):
+    """One Adagrad update (``torch.optim.Adagrad`` without learning-rate decay), returning
+    the new ``(p, s)``."""
+    if l2:
+        g = add_l2(g, p, c)
+    if coupled:
+        g = add_l2(g, p, wd)
+    d, s = adagrad_direction(g, s, eps, sqrt)
+    return p - d * lr, s

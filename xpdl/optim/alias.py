@@ -63,6 +63,37 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
     return fused, flat_stepper
 
 
+def _fused_rule(rule, flags, keys, lr, pl, scalars):
+    """The in-place executions of ``rule`` (:mod:`._rules`) for an object optimizer:
+    ``fused`` (per parameter) and ``flat_stepper``. ``keys``: the state prefix of each of
+    the rule's state arrays (None for one this configuration lacks); ``pl`` the schedule's
+    step counter; ``scalars(lr_t, c)`` the rule's constants."""
+
+    def fused(params, grads, state, scratch):
+        lr_t = _learning_rate_at(lr, state[pl])
+        for k, g in grads.items():
+            arrays = [params[k], g] + [None if p is None else state[f"{p}/{k}"] for p in keys]
+            _fused.apply_rule(_fused_namespace(g), rule, (False, *flags), arrays, scratch(k),
+                              scalars(lr_t, 0.0))
+        state[pl] += 1
+        return state
+
+    def flat_stepper(P, G, names, shapes, state, cache, n_l2=0):
+        xp = _fused_namespace(P)
+        flats = [None if p is None else _fused.flat_views(
+            xp, cache, f"flat:{p}", state, [f"{p}/{k}" for k in names], shapes) for p in keys]
+        run = _fused.rule_stepper(xp, rule, flags, (P, G, *flats),
+                                  _fused.flat_scratch(xp, cache, P), n_l2)
+
+        def step(c=0.0):
+            run(scalars(_learning_rate_at(lr, state[pl]), c), c)
+            state[pl] += 1
+
+        return step
+
+    return fused, flat_stepper
+
+
 def _fused_namespace(a):
     return _ns.array_namespace(a)
 
@@ -268,11 +299,18 @@ def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_
     if not 0 <= _real(alpha, "alpha") <= 1:
         raise ValueError(f"xpdl.optim.rmsprop: alpha must be in [0, 1], got {alpha}")
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
+    i = len(parts)
     parts.append(scale_by_rms(alpha, eps, centered))
     if momentum:
         parts.append(trace(momentum))
     parts.append(scale_by_learning_rate(lr))
-    return chain(*parts)
+    keys = (f"{i}/square_avg", f"{i}/grad_avg" if centered else None,
+            f"{i + 1}/momentum" if momentum else None)
+    alpha = _plain(alpha)
+    return _with_fused(chain(*parts), *_fused_rule(
+        _fused.RMSPROP, (bool(weight_decay), bool(centered), bool(momentum)), keys, lr,
+        f"{len(parts) - 1}/step",
+        lambda lr_t, c: (c, weight_decay, alpha, 1 - alpha, eps, lr_t, momentum)))
 
 
 def adagrad(lr=1e-2, eps=1e-10, weight_decay=0.0, initial_accumulator_value=0.0):
@@ -297,6 +335,10 @@ def adagrad(lr=1e-2, eps=1e-10, weight_decay=0.0, initial_accumulator_value=0.0)
     """
     _check_lr(lr, eps=eps, weight_decay=weight_decay,
               initial_accumulator_value=initial_accumulator_value)
+    lr, eps, weight_decay = _plain(lr, eps, weight_decay)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts += [scale_by_adagrad(eps, initial_accumulator_value), scale_by_learning_rate(lr)]
-    return chain(*parts)
+    i = len(parts) - 2
+    return _with_fused(chain(*parts), *_fused_rule(
+        _fused.ADAGRAD, (bool(weight_decay),), (f"{i}/sum",), lr, f"{i + 1}/step",
+        lambda lr_t, c: (c, weight_decay, eps, lr_t)))

@@ -5,9 +5,11 @@ A transformation is a pair ``init(params) -> state`` and
 and ``state`` are flat dicts keyed by parameter name; a state also holds plain ``int`` step
 counters, so it saves to safetensors + JSON as it is. ``apply_updates`` adds the updates.
 
-``update`` is pure by default. With ``inplace=True`` (used by the object wrappers, which
-own their state) the state buffers are updated in place where the namespace allows it
-(never for JAX); incoming gradients and updates are never written to.
+``update`` is pure by default. With ``inplace=True`` (passed by the object wrappers, which
+own their state) a transformation may update its state buffers in place where the
+namespace allows it (never for JAX); the built-in ones return new arrays (the object
+optimizers' in-place steps are the fused executions of the same update rules, see
+``xpdl/optim/_rules.py``). Incoming gradients and updates are never written to.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ class GradientTransformation(NamedTuple):
     update : callable
         ``update(grads, state, params=None, *, inplace=False) -> (updates, state)``:
         ``updates`` has the keys and shapes of ``grads``, to add to the parameters
-        (:func:`apply_updates`). With ``inplace=True`` the state's buffers are updated
-        in place where the namespace allows it (never for JAX).
+        (:func:`apply_updates`). With ``inplace=True`` the state's buffers may be
+        updated in place where the namespace allows it (never for JAX).
     check : callable or None
         ``check(state)``: raises what ``update`` would raise for this state before it
         changes anything (a schedule's learning rate out of range), so that an in-place
@@ -64,21 +66,6 @@ class FusedTransformation(GradientTransformation):
     # the object optimizers count, for each parameter, the steps it had no gradient in,
     # and update it with these counters that many steps behind.
     param_counters = ()
-
-
-def _namespace_of(tree):
-    for v in tree.values():
-        if _ns.is_array(v):
-            return _ns.array_namespace(v)
-    return None
-
-
-def can_inplace(tree, inplace):
-    """Whether buffers of ``tree`` may be updated in place."""
-    if not inplace:
-        return False
-    xp = _namespace_of(tree)
-    return xp is not None and _ns.supports_inplace(xp)
 
 
 def identity() -> GradientTransformation:

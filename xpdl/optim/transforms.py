@@ -13,7 +13,7 @@ import numbers
 
 from .. import _namespace as _ns
 from . import _rules
-from .base import GradientTransformation, can_inplace
+from .base import GradientTransformation
 
 __all__ = ["add_decayed_weights", "trace", "scale_by_adam", "scale_by_rms",
            "scale_by_adagrad", "scale_by_learning_rate", "clip_by_global_norm"]
@@ -165,29 +165,13 @@ def scale_by_rms(alpha=0.99, eps=1e-8, centered=False):
         return state
 
     def update(grads, state, params=None, *, inplace=False):
-        ip = can_inplace(grads, inplace)
         out, new = {}, {}
         for k, g in grads.items():
-            xp = _ns.array_namespace(g)
-            s = state[f"square_avg/{k}"]
-            if ip:
-                s *= alpha
-                s += (1 - alpha) * (g * g)
-            else:
-                s = alpha * s + (1 - alpha) * (g * g)
-            new[f"square_avg/{k}"] = s
+            out[k], new[f"square_avg/{k}"], ga = _rules.rms_direction(
+                g, state[f"square_avg/{k}"], state.get(f"grad_avg/{k}"), alpha, 1 - alpha,
+                eps, centered, _ns.array_namespace(g).sqrt)
             if centered:
-                ga = state[f"grad_avg/{k}"]
-                if ip:
-                    ga *= alpha
-                    ga += (1 - alpha) * g
-                else:
-                    ga = alpha * ga + (1 - alpha) * g
                 new[f"grad_avg/{k}"] = ga
-                avg = xp.sqrt(s - ga * ga) + eps
-            else:
-                avg = xp.sqrt(s) + eps
-            out[k] = g / avg
         return out, new
 
     return GradientTransformation(init, update)
@@ -216,17 +200,10 @@ def scale_by_adagrad(eps=1e-10, initial_accumulator_value=0.0):
         return {f"sum/{k}": v for k, v in z.items()}
 
     def update(grads, state, params=None, *, inplace=False):
-        ip = can_inplace(grads, inplace)
         out, new = {}, {}
         for k, g in grads.items():
-            xp = _ns.array_namespace(g)
-            s = state[f"sum/{k}"]
-            if ip:
-                s += g * g
-            else:
-                s = s + g * g
-            new[f"sum/{k}"] = s
-            out[k] = g / (xp.sqrt(s) + eps)
+            out[k], new[f"sum/{k}"] = _rules.adagrad_direction(
+                g, state[f"sum/{k}"], eps, _ns.array_namespace(g).sqrt)
         return out, new
 
     return GradientTransformation(init, update)

@@ -181,8 +181,9 @@ class Optimizer:
         r"""A function ``step(c=0.0)`` doing :meth:`step` when the parameters named
         ``keys`` are, in that order, views into the flat array ``flat_params`` and their
         ``.grad`` views into ``flat_grads`` (the layout of :func:`xpdl.compile_step`):
-        Adam, AdamW and SGD update every parameter with one call per pass (one compiled
-        loop with Numba, block by block otherwise); other optimizers take :meth:`step`.
+        the built-in optimizers update every parameter with one call per pass (block by
+        block; Adam, AdamW and SGD as one compiled loop with Numba); a custom chain takes
+        :meth:`step`.
         With ``c``, :math:`c\,p` is added to the gradient of the first ``n_l2`` flat
         elements first (an L2 penalty :math:`\tfrac{c}{2}\|p_{:n}\|^2`; ``flat_grads`` may
         be written).
