@@ -23,8 +23,8 @@ from . import _rules
 
 
 class _Rule:
-    """A function of :mod:`._rules` and its signature: array arguments (the first
-    ``read_only`` of them only read), scalar arguments, flags, the arrays it returns."""
+    """A function of :mod:`._rules` and its signature: array arguments (``g`` only read),
+    scalar arguments, flags (then ``sqrt`` where it takes one), the arrays it returns."""
 
     def __init__(self, fn, arrays, scalars, flags, outputs, sqrt=False):
         self.fn, self.arrays, self.scalars, self.flags = fn, arrays, scalars, flags
