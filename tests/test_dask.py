@@ -66,21 +66,28 @@ def test_lstsq_equals_the_in_memory_fit(scheduler, alpha, fit_intercept, weighte
     assert isinstance(m.coef_, np.ndarray)  # concrete, not a graph
     np.testing.assert_allclose(m.coef_, ref.coef_, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(m.intercept_, ref.intercept_, rtol=1e-10, atol=1e-10)
+    if alpha:
+        assert not hasattr(m, "rank_") and not hasattr(m, "singular_")
+    else:
+        assert m.rank_ == ref.rank_
+        np.testing.assert_allclose(m.singular_, ref.singular_, rtol=1e-10)
 
 
 def test_lstsq_ill_conditioned_takes_the_tall_skinny_qr(scheduler):
     """Nearly collinear columns: the Gram matrix is refused, R of the centred data is
-    formed by a blockwise QR, and the minimum-norm solution equals NumPy's lstsq."""
+    formed by a blockwise QR, and the minimum-norm solution (rank 3 at tol=1e-6) equals
+    scikit-learn's, rank_ and singular_ included."""
     g = np.random.default_rng(0)
     A = g.normal(size=(1200, 3))
     X = np.concatenate([A, A[:, :1] + 1e-9 * g.normal(size=(1200, 1))], axis=1) + 5.0
     y = A @ [1.0, -2.0, 0.5] + 0.1 * g.normal(size=1200)
     m = xpdl.LinearRegression().fit(_d(X), _d(y))
     assert m._lstsq_path == "svd"
-    Xc, yc = X - X.mean(0), y - y.mean()
-    ref = np.linalg.lstsq(Xc, yc, rcond=None)[0]
-    pred_ref = Xc @ ref + y.mean()
-    np.testing.assert_allclose(m.predict(X), pred_ref, rtol=1e-8, atol=1e-8)
+    sk = pytest.importorskip("sklearn.linear_model")
+    ref = sk.LinearRegression().fit(X, y)  # lstsq(Xc, yc, cond=tol): rank 3
+    np.testing.assert_allclose(m.predict(X), ref.predict(X), rtol=1e-8, atol=1e-8)
+    assert m.rank_ == ref.rank_ == 3
+    np.testing.assert_allclose(m.singular_, ref.singular_, rtol=1e-8, atol=1e-10)
     ram = xpdl.LinearRegression().fit(X, y)
     np.testing.assert_allclose(m.predict(X), ram.predict(X), rtol=1e-8, atol=1e-8)
 

@@ -332,6 +332,7 @@ def _build_module(spec, xp, device, dtype):
 
 
 _FITTED_TYPES = {"n_features_in_": int, "n_iter_": int, "t_": int, "_no_improve": int,
+                 "rank_": int,
                  "_n_outputs": int, "_y_ndim": int, "_dp_steps": int, "loss_curve_": list,
                  "_dp_history": list,
                  "validation_scores_": (list, type(None)),
@@ -361,6 +362,8 @@ def _estimator_payload(est):
     meta = {"kind": "estimator", "class": type(est).__name__, "params": params,
             "fitted": fitted, "dtype": _ns.dtype_name(est._xp, est._dtype),
             "backend": _ns.backend_name(est._xp)}
+    if "singular_" in est.__dict__:
+        arrays["singular_"] = _host(est.singular_)
     if "classes_" in est.__dict__:
         cls = est.classes_
         if _ns.is_host_array(cls) and cls.dtype.kind in "OUS":
@@ -590,6 +593,13 @@ def _load_estimator(arrays, meta, xp, device, path):
         est.classes_ = np.asarray(meta["classes"]).astype(meta.get("classes_kind", "U"))
     elif "classes_" in arrays:
         est.classes_ = _ns.from_host(arrays["classes_"], xp, device=device)
+    if "singular_" in arrays or "rank_" in fitted:
+        sv = arrays.get("singular_")
+        if sv is None or sv.ndim != 1 or sv.shape[0] > n_in or sv.dtype.kind != "f" or \
+                not bool(np.all(sv >= 0)) or not 0 <= fitted.get("rank_", -1) <= sv.shape[0]:
+            raise ValueError(f"{where}: singular_ must be at most {n_in} non-negative "
+                             f"numbers and rank_ at most as many")
+        est.singular_ = _ns.from_host(sv, xp, device=device, dtype=est._dtype)
     if "feature_names_in" in meta:
         fn = meta["feature_names_in"]
         if not isinstance(fn, list) or len(fn) != n_in or \

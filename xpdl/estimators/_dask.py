@@ -322,6 +322,7 @@ def fit_lstsq(est, X, y, sample_weight):
     if total is None:
         raise ValueError("xpdl: X has no samples (or sample_weight sums to zero)")
     n, mx, my, G, B = total
+    est._singular, est._fit_rows = None, int(round(n))
     alpha = float(est.alpha)
     k = B.shape[1]
     coef = None

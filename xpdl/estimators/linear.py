@@ -86,6 +86,10 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         Iterations (epochs) of the iterative solvers.
     tol : float, default 1e-6
         The iterative solvers stop when the loss has not decreased by ``tol`` for 5 epochs.
+        ``"lstsq"`` treats singular values of the centred ``X`` at or below ``tol`` times
+        the largest as zero (scikit-learn 1.9's ``lstsq(X, y, cond=tol)``; never below
+        LAPACK's ``eps * max(n_samples, n_features)``), giving the minimum-norm solution
+        over the rest.
     batch_size : int or None
         Minibatch size for "sgd"/"adam" (None: min(200, n_samples)); "gd" uses all samples.
     random_state : int or None
@@ -100,6 +104,12 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
     loss_curve_ : list of float
         Per-epoch loss of the iterative solvers (empty for "lstsq").
     n_iter_ : int
+    rank_ : int
+        ``solver="lstsq"`` without ridge (``alpha=0``), as scikit-learn's
+        ``LinearRegression``: the rank of the centred (and weighted) ``X``, counting the
+        singular values above ``tol`` times the largest.
+    singular_ : array of shape (min(n_samples, n_features),)
+        Its singular values, largest first (same conditions).
 
     Examples
     --------
@@ -160,6 +170,7 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         Y, k = self._targets(y, n, reset=True)
         w, e_w = V.validate_sample_weight(self, sample_weight, n, normalize=False,
                                           return_scale=True)
+        self._singular, self._fit_rows = None, n
         coef, intercept = self._solve_lstsq(X, Y, w, e_w)
         return self._store_lstsq(coef, intercept, k)
 
@@ -173,6 +184,12 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         if y_ndim is not None:
             self._y_ndim = y_ndim
         self._n_outputs = k
+        s = self.__dict__.pop("_singular", None)
+        for a in ("singular_", "rank_"):
+            self.__dict__.pop(a, None)
+        if s is not None and not self.alpha:  # scikit-learn's LinearRegression has them
+            self.singular_ = s
+            self.rank_ = int(float(self._xp.sum(self._xp.astype(s > self._cut(s), s.dtype))))
         self.loss_curve_ = []
         self.n_iter_ = 1
         return self
@@ -205,6 +222,8 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
             coef = _times_pow2(B / float(self.alpha), e_x + e_y + e_w)
             return coef, (None if ym is None else _times_pow2(ym, e_y))
         coef, intercept = self._solve_scaled(X, Y, w, alpha)
+        if self._singular is not None and (e_x or e_w):  # X and sqrt(w) were scaled
+            self._singular = _times_pow2(self._singular, e_x) * 2.0 ** (e_w / 2)
         if e_x or e_y:
             coef = _times_pow2(coef, e_y - e_x)
             if intercept is not None:
@@ -266,11 +285,22 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         ev = xp.linalg.eigvalsh(G)
         lo, hi = float(ev[0]), float(ev[-1])
         limit = 1e6 if _ns.dtype_name(xp, G.dtype) == "float64" else 1e3
-        if not (lo > 0 and hi / lo < limit):
+        tol = float(self.tol)
+        # (without ridge, also the SVD where a singular value is within the rank cut-off)
+        if not (lo > 0 and hi / lo < limit and (alpha or lo > tol * tol * hi)):
             self._lstsq_path = "svd"
             return None
         self._lstsq_path = "gram"
+        # the data's singular values, from the eigenvalues of its (ridge) Gram matrix
+        self._singular = xp.sqrt(_ns.maximum_zero(xp, xp.flip(ev) - alpha))
         return xp.linalg.solve(G, B)
+
+    def _cut(self, s, n_rows=None):
+        """The rank cut-off: singular values at or below it count as zero (scikit-learn
+        1.9's ``lstsq(X, y, cond=tol)``, never below LAPACK's ``eps * max(n, p)``)."""
+        n = self._fit_rows if n_rows is None else n_rows
+        eps = float(self._xp.finfo(s.dtype).eps)
+        return float(self._xp.max(s)) * max(float(self.tol), eps * max(n, s.shape[0]))
 
     def _solve_gram(self, Xc, Yc, alpha):
         """Fast path: solve the (ridge) normal equations when they are well conditioned.
@@ -291,12 +321,13 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         xp = self._xp
         self._lstsq_path = "svd"
         U, s, Vt = xp.linalg.svd(Xc, full_matrices=False)
+        self._singular = s
+        if n_rows is not None:
+            self._fit_rows = n_rows
         if alpha:
             d = s / (s * s + alpha)
         else:
-            # Cut-off of LAPACK's gelsd default: singular values below eps * max(s) * max(n, p).
-            eps = xp.finfo(Xc.dtype).eps
-            cut = xp.max(s) * max(Xc.shape[0] if n_rows is None else n_rows, Xc.shape[1]) * eps
+            cut = self._cut(s)
             safe = xp.where(s > cut, s, _ns.lit(xp, 1.0, s))
             d = xp.where(s > cut, 1.0 / safe, _ns.lit(xp, 0.0, s))
         return (Vt.T * d) @ (U.T @ Yc)  # (p, k)
