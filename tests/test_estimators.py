@@ -767,3 +767,37 @@ def test_iterative_solvers_with_sample_weights_minimise_sklearns_objective(backe
         sample_weight=backend.asarray(w))
     np.testing.assert_allclose(backend.to_numpy(b.predict_proba(backend.asarray(X))), ref,
                                atol=tol)
+
+
+def test_mlp_gd_takes_one_full_batch_step_per_epoch(backend):
+    """optimizer="gd" is gradient descent, as the linear models' solver="gd": each epoch one
+    step on all samples, whatever batch_size says (it ran minibatches, the same as "sgd").
+    Checked against the full-batch gradient by central differences in float64."""
+    X, y = _regression(n=30, p=3)
+    kw = dict(hidden_layer_sizes=(4,), alpha=0.3, optimizer="gd", batch_size=8,
+              learning_rate=0.05, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (one epoch does not converge)
+        m = MLPRegressor(max_iter=1, **kw).fit(backend.asarray(X), backend.asarray(y))
+        assert m.t_ == 1
+        before = [backend.to_numpy(p.data).astype(np.float64) for p in m.module_.parameters()]
+        m.set_params(warm_start=True).fit(backend.asarray(X), backend.asarray(y))
+    assert m.t_ == 2
+    after = [backend.to_numpy(p.data).astype(np.float64) for p in m.module_.parameters()]
+
+    def objective(W1, b1, W2, b2):  # scikit-learn's: half the MSE plus alpha/(2n) sum W^2
+        out = np.maximum(X @ W1.T + b1, 0.0) @ W2.T + b2
+        return 0.5 * np.mean((out[:, 0] - y) ** 2) + 0.3 / (2 * len(y)) * (
+            np.sum(W1 ** 2) + np.sum(W2 ** 2))
+
+    h = 1e-6
+    for i, p in enumerate(before):
+        g = np.zeros_like(p)
+        for j in np.ndindex(p.shape):
+            up = [q.copy() for q in before]
+            dn = [q.copy() for q in before]
+            up[i][j] += h
+            dn[i][j] -= h
+            g[j] = (objective(*up) - objective(*dn)) / (2 * h)
+        tol = 1e-6 if backend.is64 else 2e-3
+        np.testing.assert_allclose((p - after[i]) / 0.05, g, rtol=tol, atol=tol)

@@ -426,7 +426,7 @@ class NetworkEstimator(BaseModel):
 
     def _batch_size(self, n):
         bs = self.batch_size
-        if bs is None:
+        if bs is None or self._optimizer_name() == "gd":  # gradient descent: all samples
             return n
         if bs == "auto":
             return min(200, n)

@@ -150,9 +150,8 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
         return 5
 
     def _batch_size(self, n):
-        if self.solver == "gd":
-            return n
-        return super()._batch_size(n) if self.batch_size is not None else min(200, n)
+        return min(200, n) if self.batch_size is None and self.solver != "gd" else \
+            super()._batch_size(n)
 
     def fit(self, X, y, sample_weight=None):
         """Fit on ``X`` (n_samples, n_features) and ``y`` (n_samples,) or (n_samples,

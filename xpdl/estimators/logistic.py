@@ -102,9 +102,8 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         return 5
 
     def _batch_size(self, n):
-        if self.solver == "gd" or self.batch_size is None and self.solver != "sgd":
-            return n if self.solver == "gd" else min(200, n)
-        return super()._batch_size(n) if self.batch_size is not None else min(200, n)
+        return min(200, n) if self.batch_size is None and self.solver != "gd" else \
+            super()._batch_size(n)
 
     def _build_layers(self, n_in, n_out):
         return self._zero_linear(n_in, n_out, self.fit_intercept)

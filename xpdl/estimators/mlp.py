@@ -17,7 +17,9 @@ _DOC_PARAMS = """
     activation : {"relu", "tanh", "sigmoid"}, default "relu"
         Hidden activation; ReLU layers get He initialisation, the others Glorot.
     optimizer : {"adam", "sgd", "gd", "adamw", "rmsprop", "adagrad"}, default "adam"
-        Update rule (PyTorch's equations, see :mod:`xpdl.optim`).
+        Update rule (PyTorch's equations, see :mod:`xpdl.optim`). ``"gd"`` is gradient
+        descent: one step per epoch on all samples (``batch_size`` is not used), as the
+        linear models' ``solver="gd"``; ``"sgd"`` the same rule on minibatches.
     learning_rate : float, default 1e-3
     batch_size : int, "auto" or None, default 200
         Minibatch size (capped at n_samples); ``None`` is full batch. Batches are reshuffled
