@@ -456,8 +456,10 @@ def test_named_modules_and_children_are_torchs(backend):
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
-@pytest.mark.parametrize("max_norm", [0.5, 1e3])
-def test_clip_grad_norm_matches_torch(backend, max_norm):
+@pytest.mark.parametrize("max_norm,norm_type", [(0.5, 2.0), (1e3, 2.0), (0.5, float("inf")),
+                                               (0.5, "inf"), (0.5, 1), (0.5, 3.0),
+                                               (1e3, 0.5)])
+def test_clip_grad_norm_matches_torch(backend, max_norm, norm_type):
     import torch
 
     m = _mlp(backend)
@@ -473,8 +475,8 @@ def test_clip_grad_norm_matches_torch(backend, max_norm):
     (tm(torch.tensor(X_h)) ** 2).sum().backward()
     m[0].bias.grad = None  # left out, as torch leaves out a parameter without a gradient
     tm[0].bias.grad = None
-    norm = nn.clip_grad_norm_(m, max_norm)
-    tnorm = torch.nn.utils.clip_grad_norm_(tm.parameters(), max_norm)
+    norm = nn.clip_grad_norm_(m, max_norm, norm_type=norm_type)
+    tnorm = torch.nn.utils.clip_grad_norm_(tm.parameters(), max_norm, norm_type=norm_type)
     tol = backend.rtol * 10
     np.testing.assert_allclose(float(backend.to_numpy(norm)), float(tnorm), rtol=tol)
     for (name, p), tp in zip(m.named_parameters(), tm.parameters()):
@@ -496,3 +498,38 @@ def test_clip_grad_norm_edges(backend):
     for bad in ("1", True, None):
         with pytest.raises(TypeError, match="max_norm must be a number"):
             nn.clip_grad_norm_(m, bad)
+    for bad in (0, -2.0, float("nan"), float("-inf")):
+        with pytest.raises(ValueError, match="norm_type must be positive or inf"):
+            nn.clip_grad_norm_(m, 1.0, norm_type=bad)
+    for bad in ("two", True, None):
+        with pytest.raises(TypeError, match="norm_type must be a number or 'inf'"):
+            nn.clip_grad_norm_(m, 1.0, norm_type=bad)
+    with pytest.raises(TypeError, match="error_if_nonfinite must be True or False"):
+        nn.clip_grad_norm_(m, 1.0, error_if_nonfinite="yes")
+
+
+@pytest.mark.parametrize("norm_type", [2.0, float("inf"), 1.0])
+def test_clip_grad_norm_nonfinite(backend, norm_type):
+    """A NaN or infinite gradient: with error_if_nonfinite, torch's RuntimeError and the
+    gradients left as they were; without, the gradients scaled by the non-finite norm, as
+    torch scales them."""
+    for bad in (float("nan"), float("inf")):
+        m = _mlp(backend)
+        (m(backend.asarray(np.ones((2, 4)))) ** 2).sum().backward()
+        g = backend.to_numpy(m[0].weight.grad).copy()
+        g[0, 0] = bad
+        m[0].weight.grad = backend.asarray(g)
+        kept = [backend.to_numpy(p.grad) for p in m.parameters()]
+        with pytest.raises(RuntimeError, match="non-finite"):
+            nn.clip_grad_norm_(m, 1.0, norm_type=norm_type, error_if_nonfinite=True)
+        for p, k in zip(m.parameters(), kept):
+            np.testing.assert_array_equal(backend.to_numpy(p.grad), k)
+        with np.errstate(invalid="ignore"):  # (NumPy warns of inf * 0; torch does not)
+            norm = nn.clip_grad_norm_(m, 1.0, norm_type=norm_type, foreach=True)
+        assert np.isnan(float(backend.to_numpy(norm))) == np.isnan(bad)
+        other = backend.to_numpy(m[3].weight.grad)
+        if np.isnan(bad):  # everything NaN
+            assert np.isnan(other).all()
+        else:  # scaled by 1 / inf: zeros, and inf * 0 = NaN where the inf was
+            np.testing.assert_array_equal(other, 0.0)
+            assert np.isnan(backend.to_numpy(m[0].weight.grad)[0, 0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .. import _namespace as _ns
 from ..autodiff.tensor import Tensor, _written
 
@@ -222,10 +224,11 @@ class Module:
         return "\n".join(lines) + "\n)"
 
 
-def clip_grad_norm_(parameters, max_norm):
-    r"""Scale the gradients of ``parameters`` together so that their 2-norm is at most
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False,
+                    foreach=None):
+    r"""Scale the gradients of ``parameters`` together so that their norm is at most
     ``max_norm``, as ``torch.nn.utils.clip_grad_norm_``: each ``.grad`` becomes
-    :math:`g \min(1, c / (\|g\|_2 + 10^{-6}))` (the rule of
+    :math:`g \min(1, c / (\|g\|_p + 10^{-6}))` (for the 2-norm, the rule of
     :func:`xpdl.optim.clip_by_global_norm`, which does the same inside an optimizer).
 
     Parameters
@@ -234,11 +237,19 @@ def clip_grad_norm_(parameters, max_norm):
         Those without a gradient are left out.
     max_norm : float
         Positive.
+    norm_type : float or "inf", default 2.0
+        :math:`p > 0` of the norm :math:`(\sum |g|^p)^{1/p}` over all the gradients'
+        elements taken together; ``inf`` (or ``"inf"``) for their largest magnitude.
+    error_if_nonfinite : bool, default False
+        Raise ``RuntimeError`` (torch's error) instead of scaling when the norm is NaN or
+        infinite; checking reads the norm on the host.
+    foreach : None or bool
+        Accepted for PyTorch's signature; xpdl always scales each gradient by one factor.
 
     Returns
     -------
     array of shape ()
-        The gradients' 2-norm before clipping (0 where none has a gradient), on their
+        The gradients' norm before clipping (0 where none has a gradient), on their
         namespace and device (the float 0.0 for no parameters).
     """
     from ..optim.transforms import _clip_by_norm, _plain
@@ -251,6 +262,18 @@ def clip_grad_norm_(parameters, max_norm):
     if not max_norm > 0:  # (NaN too)
         raise ValueError(f"xpdl.nn.clip_grad_norm_: max_norm must be a positive number, got "
                          f"{max_norm!r}")
+    p_norm = _plain(norm_type)
+    if isinstance(p_norm, str) and p_norm.lower() == "inf":
+        p_norm = math.inf
+    if isinstance(p_norm, bool) or not isinstance(p_norm, (int, float)):
+        raise TypeError(f"xpdl.nn.clip_grad_norm_: norm_type must be a number or 'inf', got "
+                        f"{norm_type!r}")
+    if not p_norm > 0:
+        raise ValueError(f"xpdl.nn.clip_grad_norm_: norm_type must be positive or inf, got "
+                         f"{norm_type!r}")
+    if not isinstance(error_if_nonfinite, bool):
+        raise TypeError(f"xpdl.nn.clip_grad_norm_: error_if_nonfinite must be True or False, "
+                        f"got {error_if_nonfinite!r}")
     if isinstance(parameters, Module):
         parameters = parameters.parameters()
     elif isinstance(parameters, Tensor):
@@ -262,7 +285,15 @@ def clip_grad_norm_(parameters, max_norm):
             return 0.0
         p = parameters[0]
         return p.xp.zeros((), dtype=p.data.dtype, device=_ns.device_of(p.data))
-    clipped, norm = _clip_by_norm({i: p.grad for i, p in enumerate(live)}, max_norm)
+    def finite(norm):
+        if not math.isfinite(float(norm)):
+            raise RuntimeError(f"xpdl.nn.clip_grad_norm_: the total norm of order {p_norm} "
+                               f"of the gradients is non-finite ({float(norm)}), so it cannot "
+                               f"be clipped; set error_if_nonfinite=False to scale the "
+                               f"gradients by it anyway")
+
+    clipped, norm = _clip_by_norm({i: p.grad for i, p in enumerate(live)}, max_norm,
+                                  float(p_norm), finite if error_if_nonfinite else None)
     for i, p in enumerate(live):
         p.grad = clipped[i]
     return norm

@@ -258,16 +258,32 @@ def clip_by_global_norm(max_norm):
     return GradientTransformation(lambda params: {}, update)
 
 
-def _clip_by_norm(grads, max_norm):
+def _clip_by_norm(grads, max_norm, norm_type=2.0, check=None):
     """``({name: g * min(1, max_norm / (norm + 1e-6))}, norm)`` for a non-empty dict of
-    gradients, with ``norm`` their 2-norm taken together (a 0-d array)."""
+    gradients, with ``norm`` their ``norm_type``-norm taken together (a 0-d array): the
+    2-norm, the largest magnitude for ``inf``, else :math:`(\\sum |g|^p)^{1/p}`;
+    ``check(norm)`` runs before any scaling."""
     total = None
     xp = None
     for g in grads.values():
         xp = _ns.array_namespace(g)
-        sq = xp.sum(g * g)
-        total = sq if total is None else total + sq
-    norm = xp.sqrt(total)
+        if norm_type == 2.0:
+            part = xp.sum(g * g)
+        elif norm_type == math.inf:
+            part = xp.max(xp.abs(g)) if g.size else xp.zeros((), dtype=g.dtype,
+                                                            device=_ns.device_of(g))
+        else:
+            part = xp.sum(xp.abs(g) ** norm_type)
+        if total is None:
+            total = part
+        else:
+            total = xp.maximum(total, part) if norm_type == math.inf else total + part
+    if norm_type == 2.0:
+        norm = xp.sqrt(total)
+    else:
+        norm = total if norm_type == math.inf else total ** (1.0 / norm_type)
+    if check is not None:
+        check(norm)
     r = max_norm / (norm + 1e-6)
     coef = xp.minimum(r, _ns.lit(xp, 1.0, r))
     return {k: g * xp.astype(coef, g.dtype) for k, g in grads.items()}, norm
