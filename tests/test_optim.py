@@ -832,3 +832,111 @@ def test_module_zero_grad_to_zeros(backend):
     assert float(backend.to_numpy(g).sum()) != 0.0  # the old gradient array is left as it was
     m.zero_grad()
     assert m.weight.grad is None and m.bias.grad is None
+
+
+# -- param_groups: settings changed during training, as in PyTorch ------------------------
+CHANGES = [("sgd", dict(lr=0.05), {"lr": 0.02, "momentum": 0.9}),
+           ("sgd", dict(lr=0.05, momentum=0.9), {"nesterov": True, "weight_decay": 0.1}),
+           ("gd", dict(lr=0.1), {"lr": 0.01}),
+           ("adam", dict(lr=0.05), {"lr": 0.01, "betas": (0.8, 0.99)}),
+           ("adamw", dict(lr=0.05), {"weight_decay": 0.3, "eps": 1e-6}),
+           ("rmsprop", dict(lr=0.01), {"alpha": 0.9, "lr": 0.02}),
+           ("adagrad", dict(lr=0.1), {"lr": 0.01, "weight_decay": 0.1})]
+
+
+def _torch_changed_trajectory(name, kw, change, at):
+    import torch
+
+    X, Y, p0 = _problem()
+    ps = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    cls = {"sgd": torch.optim.SGD, "gd": torch.optim.SGD, "adam": torch.optim.Adam,
+           "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+           "adagrad": torch.optim.Adagrad}[name]
+    opt = cls([ps["W"], ps["b"]], **kw)
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+    for i in range(STEPS):
+        if i == at:
+            opt.param_groups[0].update(change)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(Xt @ ps["W"].T + ps["b"], Yt).backward()
+        opt.step()
+    return {k: v.detach().numpy() for k, v in ps.items()}
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("compiled", [False, True], ids=["step", "compile_step"])
+@pytest.mark.parametrize("cfg", CHANGES, ids=[f"{n}-{'-'.join(c)}" for n, _, c in CHANGES])
+def test_param_groups_settings_changed_mid_training_match_torch(backend, cfg, compiled):
+    """opt.param_groups[0]["lr"] = ... (a learning rate decayed by hand, momentum switched
+    on): the next steps use the new settings, through step() and through the replayed
+    program of compile_step, as torch.optim's param_groups do."""
+    from xpdl import nn
+
+    name, kw, change = cfg
+    ref = _torch_changed_trajectory(name, kw, change, at=15)
+    X_h, Y_h, p0 = _problem()
+    X, Y = backend.asarray(X_h), backend.asarray(Y_h)
+    lin = nn.Linear(3, 2, rng=0, xp=backend.xp, device=backend.device,
+                    dtype=backend.float_dtype)
+    lin.weight.data = backend.asarray(p0["W"])
+    lin.bias.data = backend.asarray(p0["b"])
+    cls = {"sgd": optim.SGD, "gd": optim.GD, "adam": optim.Adam, "adamw": optim.AdamW,
+           "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[name]
+    opt = cls(lin, **kw)
+    assert opt.defaults == {**opt.defaults, **kw}
+    assert opt.param_groups[0]["params"] == [lin.weight, lin.bias]
+    step = xpdl.compile_step(lin, mse, opt) if compiled else None
+    for i in range(STEPS):
+        if i == 15:
+            opt.param_groups[0].update(change)
+        if compiled:
+            step(X, Y)
+        else:
+            opt.zero_grad()
+            mse(lin(X), Y).backward()
+            opt.step()
+    tol = 1e-9 if backend.is64 else 2e-3
+    np.testing.assert_allclose(backend.to_numpy(lin.weight.data), ref["W"], rtol=tol,
+                               atol=tol)
+    np.testing.assert_allclose(backend.to_numpy(lin.bias.data), ref["b"], rtol=tol, atol=tol)
+    assert opt.defaults == {**opt.defaults, **kw}  # (what it was made with)
+
+
+def test_param_groups_misuse_is_named_and_nothing_moves(backend):
+    W = Tensor(backend.asarray(np.ones((2, 3))), requires_grad=True)
+    with pytest.raises(TypeError, match="parameter groups"):
+        optim.SGD([{"params": [W], "lr": 0.1}], lr=0.01)
+    opt = optim.Adam([W], lr=0.1)
+    W.grad = backend.asarray(np.ones((2, 3)))
+    opt.step()
+    before = backend.to_numpy(W.data).copy()
+    state = {k: backend.to_numpy(v).copy() if not isinstance(v, int) else v
+             for k, v in opt.state.items()}
+    g = opt.param_groups[0]
+    for bad, exc, match in [({"lr": -1.0}, ValueError, "learning rate must be non-negative"),
+                            ({"betas": (0.9, 1.5)}, ValueError, "betas"),
+                            ({"lr": "fast"}, TypeError, "learning rate")]:
+        saved = dict(g)
+        g.update(bad)
+        with pytest.raises(exc, match=match):
+            opt.step()
+        g.clear()
+        g.update(saved)
+    g["momentum"] = 0.9
+    with pytest.raises(ValueError, match="must have the keys"):
+        opt.step()
+    del g["momentum"]
+    g["params"] = [W, W]
+    with pytest.raises(ValueError, match="cannot be changed"):
+        opt.step()
+    g["params"] = saved["params"]
+    opt.param_groups.append({"params": [], "lr": 0.1})
+    with pytest.raises(ValueError, match="list of one dict"):
+        opt.step()
+    opt.param_groups.pop()
+    np.testing.assert_array_equal(backend.to_numpy(W.data), before)
+    for k, v in opt.state.items():
+        np.testing.assert_array_equal(v if isinstance(v, int) else backend.to_numpy(v),
+                                      state[k])
+    opt.step()  # settings as they were: it trains on
+    assert not np.array_equal(backend.to_numpy(W.data), before)

@@ -638,6 +638,7 @@ class CompiledStep:
     def __call__(self, X, y, sample_weight=None):
         """One training step on ``(X, y[, sample_weight])``: forward, loss, backward and
         the optimizer's update. Returns the loss before the update (a 0-d array)."""
+        self.optimizer._sync_settings()  # (param_groups changed: a new transform)
         params = [p for _, p in self.optimizer._params]
         xp = params[0].xp
         inputs = (_data(X), _data(y), None if sample_weight is None else _data(sample_weight))

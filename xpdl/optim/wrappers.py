@@ -19,6 +19,10 @@ def _named(params):
         items = list(params.items())
     else:
         params = list(params)
+        if any(isinstance(p, dict) for p in params):
+            raise TypeError("xpdl.optim: parameter groups (dicts with 'params') are not "
+                            "supported: make one optimizer per group; the settings of all "
+                            "parameters can be changed through optimizer.param_groups[0]")
         if params and isinstance(params[0], tuple):
             items = [(str(n), p) for n, p in params]
         else:
@@ -64,6 +68,18 @@ class Optimizer:
     transform : GradientTransformation
         The functional optimizer doing the work.
 
+    Attributes
+    ----------
+    param_groups : list of one dict
+        As in PyTorch: ``{"params": [Tensor, ...], "lr": ..., ...}`` with the settings of
+        the optimizer classes (none for a plain ``transform``). Changing a setting there
+        (``opt.param_groups[0]["lr"] = 1e-4``, a learning rate decayed by hand) takes
+        effect at the next step, in :func:`xpdl.compile_step` too; the state carries over
+        (state a new setting needs, such as a momentum buffer, starts at zero, as PyTorch
+        starts it). One group: all parameters share the settings.
+    defaults : dict
+        The settings the optimizer was made with.
+
     Notes
     -----
     :meth:`step` updates each parameter's ``data`` in place when its namespace allows
@@ -71,9 +87,14 @@ class Optimizer:
     arrays are never written to.
     """
 
-    def __init__(self, params, transform):
+    def __init__(self, params, transform, *, _make=None, **settings):
         self._params = _named(params)
         self.transform = transform
+        # the transform is made again by ``_make(**settings)`` when param_groups change
+        self._make, self._built, self.defaults = _make, dict(settings), dict(settings)
+        self.param_groups = [{"params": [p for _, p in self._params], **settings}]
+        self._group = self.param_groups[0]
+        self._plist = self._group["params"]
         for _, p in self._params:
             if not p._own:
                 p.data = p.xp.asarray(p.data, copy=True)
@@ -89,6 +110,36 @@ class Optimizer:
         """The names of the optimised parameters (the keys of the state dict's entries), in
         the order they were given."""
         return [n for n, _ in self._params]
+
+    def _sync_settings(self):
+        """Make the transform again when a setting in ``param_groups`` changed (the
+        transform, and with it every stepper made from it, is replaced: the flat steppers
+        and jitted steps of :func:`xpdl.compile_step` check its identity)."""
+        groups = self.param_groups
+        g = groups[0] if isinstance(groups, list) and len(groups) == 1 else None
+        if g is self._group and len(g) == len(self._built) + 1 and g.get("params") is \
+                self._plist and all(g.get(k) is v for k, v in self._built.items()):
+            return  # (the common case: identical objects, a few dict lookups)
+        if g is None or not isinstance(g, dict):
+            raise ValueError("xpdl.optim: param_groups must stay a list of one dict (one "
+                             "group); make one optimizer per group")
+        if g.get("params") is not self._plist or len(g["params"]) != len(
+                self._params) or any(a is not b for a, (_, b) in zip(g["params"],
+                                                                      self._params)):
+            raise ValueError("xpdl.optim: the parameters of param_groups[0] cannot be "
+                             "changed; make a new optimizer")
+        if set(g) != set(self._built) | {"params"}:
+            raise ValueError(f"xpdl.optim: param_groups[0] must have the keys "
+                             f"{sorted(set(self._built) | {'params'})}, got {sorted(g)}")
+        new = {k: g[k] for k in self._built}
+        if all(new[k] is v or _same_setting(new[k], v) for k, v in self._built.items()):
+            self._built, self._group = new, g
+            return
+        transform = self._make(**new)  # (checks the new settings: ValueError/TypeError)
+        self._counters_to_host()
+        fresh = transform.init({n: p.data for n, p in self._params})
+        self.state = _carry_state(self.state, fresh)
+        self.transform, self._built, self._group = transform, new, g
 
     def zero_grad(self, set_to_none=True):
         """Drop the gradients of all parameters (``grad = None``), or with
@@ -123,6 +174,7 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        self._sync_settings()
         self._counters_to_host()
         live = [(n, p) for n, p in self._params if p.grad is not None]
         if not live:
@@ -191,6 +243,7 @@ class Optimizer:
         The flat state and the views of every block are resolved once: the stepper is
         valid until the optimizer's state or the arrays are replaced (``load_state_dict``,
         a portable :meth:`step`, moving the model)."""
+        self._sync_settings()
         self._counters_to_host()
         self._follow_parameters(self._params[0][1])
         xp = _ns.array_namespace(flat_params)
@@ -315,6 +368,35 @@ def _zero_grads(params, set_to_none):
                                                   device=_ns.device_of(g))
 
 
+def _carry_state(old, fresh):
+    """The state of a remade transform: ``fresh`` (its ``init``) with the values of ``old``
+    where they mean the same. Keys are ``"<position in the chain>/<field>[/<parameter>]"``
+    and a setting can add or drop a transform before another (weight decay, momentum), so
+    fields are matched without the position; the step counters (each counts the updates
+    made) in their order."""
+    steps = [v for k, v in old.items() if k.split("/", 1)[-1] == "step"]
+    by_field = {k.split("/", 1)[-1]: v for k, v in old.items()}
+    out, i = {}, 0
+    for k, v in fresh.items():
+        field = k.split("/", 1)[-1]
+        if field == "step" and steps:
+            out[k] = steps[min(i, len(steps) - 1)]
+            i += 1
+        else:
+            out[k] = by_field.get(field, v)
+    return out
+
+
+def _same_setting(a, b):
+    """Whether two values of a setting are the same (a schedule: the same object)."""
+    if callable(a) or callable(b):
+        return a is b
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # (a setting of a type that cannot be compared: made again)
+        return False
+
+
 def _count(k, v):
     """A step counter from a state dict: a non-negative integer (an int, a NumPy integer
     or a 0-d integer array), else ``ValueError``."""
@@ -341,7 +423,9 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(params, alias.sgd(lr, momentum, nesterov, weight_decay))
+        super().__init__(params, alias.sgd(lr, momentum, nesterov, weight_decay), _make=alias.sgd,
+                         lr=lr, momentum=momentum, nesterov=nesterov,
+                         weight_decay=weight_decay)
 
 
 class GD(Optimizer):
@@ -357,7 +441,7 @@ class GD(Optimizer):
     """
 
     def __init__(self, params, lr):
-        super().__init__(params, alias.gd(lr))
+        super().__init__(params, alias.gd(lr), _make=alias.gd, lr=lr)
 
 
 class Adam(Optimizer):
@@ -373,7 +457,8 @@ class Adam(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, alias.adam(lr, betas, eps, weight_decay))
+        super().__init__(params, alias.adam(lr, betas, eps, weight_decay), _make=alias.adam,
+                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
 class AdamW(Optimizer):
@@ -389,7 +474,8 @@ class AdamW(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(params, alias.adamw(lr, betas, eps, weight_decay))
+        super().__init__(params, alias.adamw(lr, betas, eps, weight_decay), _make=alias.adamw,
+                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
 class RMSprop(Optimizer):
@@ -407,7 +493,9 @@ class RMSprop(Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
                  weight_decay=0.0):
         super().__init__(params, alias.rmsprop(lr, alpha, eps, momentum, centered,
-                                               weight_decay))
+                                               weight_decay),
+                         _make=alias.rmsprop, lr=lr, alpha=alpha, eps=eps, momentum=momentum,
+                         centered=centered, weight_decay=weight_decay)
 
 
 class Adagrad(Optimizer):
@@ -425,4 +513,6 @@ class Adagrad(Optimizer):
     def __init__(self, params, lr=1e-2, eps=1e-10, weight_decay=0.0,
                  initial_accumulator_value=0.0):
         super().__init__(params, alias.adagrad(lr, eps, weight_decay,
-                                               initial_accumulator_value))
+                                               initial_accumulator_value),
+                         _make=alias.adagrad, lr=lr, eps=eps, weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value)
