@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import xpdl
+from xpdl import functional as F
 from xpdl import nn
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -533,3 +534,189 @@ def test_clip_grad_norm_nonfinite(backend, norm_type):
         else:  # scaled by 1 / inf: zeros, and inf * 0 = NaN where the inf was
             np.testing.assert_array_equal(other, 0.0)
             assert np.isnan(backend.to_numpy(m[0].weight.grad)[0, 0])
+
+
+def _torch_copy(ours, theirs, backend):
+    import torch
+
+    with torch.no_grad():
+        for (name, p), (tname, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
+            assert name == tname
+            tp.copy_(torch.tensor(backend.to_numpy(p.data), dtype=torch.float64))
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_module_list_model_trains_as_torch(backend):
+    """A model holding its layers in a ModuleList (a varying depth) and a head added with
+    add_module: parameters registered under torch's names, and 20 compile_step Adam steps
+    equal torch's (a plain list registered nothing, and add_module did not exist)."""
+    import torch
+
+    widths = [4, 6, 5, 3]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList()
+            for a, b in zip(widths[:-2], widths[1:-1]):
+                self.layers.append(nn.Linear(a, b, rng=0, xp=backend.xp,
+                                             device=backend.device, dtype=backend.float_dtype))
+            self.add_module("head", nn.Linear(widths[-2], widths[-1], rng=1, xp=backend.xp,
+                                              device=backend.device,
+                                              dtype=backend.float_dtype))
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = F.tanh(layer(x))
+            return self.head(x)
+
+    class TNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in
+                                              zip(widths[:-2], widths[1:-1]))
+            self.add_module("head", torch.nn.Linear(widths[-2], widths[-1]))
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = torch.tanh(layer(x))
+            return self.head(x)
+
+    net, tnet = Net(), TNet().double()
+    assert [n for n, _ in net.named_parameters()] == [n for n, _ in tnet.named_parameters()]
+    _torch_copy(net, tnet, backend)
+    g = np.random.default_rng(3)
+    X = g.normal(size=(16, 4))
+    if not backend.is64:
+        X = X.astype(np.float32).astype(np.float64)
+    y = g.integers(0, 3, 16)
+    step = xpdl.compile_step(net, xpdl.losses.cross_entropy, xpdl.optim.Adam(net, lr=0.05))
+    topt = torch.optim.Adam(tnet.parameters(), lr=0.05)
+    for _ in range(20):
+        step(backend.asarray(X), backend.asarray(y))
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(tnet(torch.tensor(X)), torch.tensor(y)).backward()
+        topt.step()
+    tol = 1e-9 if backend.is64 else 2e-3
+    for (name, p), (_, tp) in zip(net.named_parameters(), tnet.named_parameters()):
+        np.testing.assert_allclose(backend.to_numpy(p.data), tp.detach().numpy(), rtol=tol,
+                                   atol=tol, err_msg=name)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_container_edits_name_parameters_as_torch(backend):
+    """append, insert, item assignment, del and slices of Sequential and ModuleList give
+    torch's parameter names (renumbered after an insert or del, as torch's containers)."""
+    import torch
+
+    def lin(a, b):
+        return nn.Linear(a, b, rng=0, xp=backend.xp, device=backend.device,
+                         dtype=backend.float_dtype)
+
+    for ours, theirs in [(nn.Sequential(lin(2, 3), nn.ReLU()),
+                          torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())),
+                         (nn.ModuleList([lin(2, 3), nn.ReLU()]),
+                          torch.nn.ModuleList([torch.nn.Linear(2, 3), torch.nn.ReLU()]))]:
+        assert ours.append(lin(3, 4)) is ours
+        theirs.append(torch.nn.Linear(3, 4))
+        ours.insert(1, lin(3, 3))
+        theirs.insert(1, torch.nn.Linear(3, 3))
+        ours.extend([nn.Tanh(), lin(4, 1)])
+        theirs.extend([torch.nn.Tanh(), torch.nn.Linear(4, 1)])
+        ours[0] = lin(2, 3)
+        theirs[0] = torch.nn.Linear(2, 3)
+        del ours[2]
+        del theirs[2]
+        del ours[-2]
+        del theirs[-2]
+        assert [n for n, _ in ours.named_parameters()] == \
+            [n for n, _ in theirs.named_parameters()]
+        assert len(ours) == len(theirs)
+        assert [type(m).__name__ for m in ours] == [type(m).__name__ for m in theirs]
+        assert type(ours[1:]) is type(ours)
+        with pytest.raises(IndexError, match="out of range"):
+            ours[len(ours)]
+        with pytest.raises(TypeError, match="takes Modules"):
+            ours.append(np.ones(2))
+        with pytest.raises(TypeError, match="indices must be integers"):
+            ours["0"]
+    seq = nn.Sequential(lin(2, 3), nn.ReLU()).append(lin(3, 1))
+    out = seq(backend.asarray(np.ones((5, 2))))
+    assert tuple(out.shape) == (5, 1)
+    with pytest.raises(NotImplementedError, match="ModuleList is not called"):
+        nn.ModuleList([lin(2, 3)])(backend.asarray(np.ones((5, 2))))
+
+
+def test_add_module_and_register_parameter(backend):
+    m = nn.Module()
+    m.add_module("enc", nn.Linear(2, 3, rng=0, xp=backend.xp, device=backend.device,
+                                  dtype=backend.float_dtype))
+    w = nn.parameter(backend.asarray(np.ones((3,))))
+    m.register_parameter("scale", w)
+    assert [n for n, _ in m.named_parameters()] == ["scale", "enc.weight", "enc.bias"]
+    m.register_parameter("scale", None)
+    m.add_module("enc", None)
+    assert m.named_parameters() == []
+    for bad in ("", "a.b", 3):
+        with pytest.raises(ValueError, match="name must be a non-empty string"):
+            m.add_module(bad, nn.ReLU())
+        with pytest.raises(ValueError, match="name must be a non-empty string"):
+            m.register_parameter(bad, w)
+    with pytest.raises(TypeError, match="add_module takes a Module"):
+        m.add_module("x", np.ones(2))
+    with pytest.raises(TypeError, match="requires_grad=True"):
+        m.register_parameter("x", xpdl.Tensor(backend.asarray(np.ones(2))))
+
+
+def test_a_layer_assigned_again_keeps_its_place(backend):
+    """Replacing a layer (model.body = ..., seq[0] = ...) keeps the order of layers and
+    parameters, as PyTorch does: it moved to the end, so a Sequential ran the new first
+    layer last (a shape error or a wrong model) and names changed order."""
+    def lin(a, b, seed=0):
+        return nn.Linear(a, b, rng=seed, xp=backend.xp, device=backend.device,
+                         dtype=backend.float_dtype)
+
+    seq = nn.Sequential(lin(2, 3), nn.ReLU(), lin(3, 1))
+    seq[0] = lin(2, 3, seed=5)
+    x = backend.asarray(np.ones((4, 2)))
+    W0, b0 = backend.to_numpy(seq[0].weight.data), backend.to_numpy(seq[0].bias.data)
+    W2, b2 = backend.to_numpy(seq[2].weight.data), backend.to_numpy(seq[2].bias.data)
+    want = np.maximum(np.ones((4, 2)) @ W0.T + b0, 0) @ W2.T + b2
+    np.testing.assert_allclose(backend.to_numpy(seq(x)), want, rtol=backend.rtol * 10)
+    assert [n for n, _ in seq.named_parameters()] == ["0.weight", "0.bias", "2.weight",
+                                                      "2.bias"]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = lin(2, 3)
+            self.scale = nn.parameter(backend.asarray(np.ones(1)))
+            self.head = lin(3, 1)
+
+    net = Net()
+    net.body = lin(2, 3, seed=7)
+    net.scale = nn.parameter(backend.asarray(np.ones(1)))
+    assert [n for n, _ in net.named_parameters()] == ["scale", "body.weight", "body.bias",
+                                                      "head.weight", "head.bias"]
+    assert [n for n, _ in net.named_children()] == ["body", "head"]
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_load_state_dict_reports_keys_as_torch(backend):
+    """``missing, unexpected = model.load_state_dict(sd, strict=False)``: torch's named
+    tuple (it returned the module, which a 2-layer Sequential unpacked into its layers)."""
+    import torch
+
+    m = _mlp(backend, rng=1)
+    tm = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.0),
+                             torch.nn.Linear(8, 3))
+    sd = m.state_dict()
+    part = {k: v for k, v in sd.items() if k != "0.bias"}
+    part["extra.weight"] = sd["0.bias"]
+    tpart = {k: torch.zeros(tuple(v.shape)) for k, v in part.items()}
+    res, tres = m.load_state_dict(part, strict=False), tm.load_state_dict(tpart, strict=False)
+    assert (res.missing_keys, res.unexpected_keys) == (tres.missing_keys,
+                                                       tres.unexpected_keys)
+    missing, unexpected = res
+    assert (missing, unexpected) == (["0.bias"], ["extra.weight"])
+    assert tuple(m.load_state_dict(sd)) == ([], [])

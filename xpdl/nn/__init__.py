@@ -4,7 +4,7 @@ from .activation import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .dropout import Dropout
 from .linear import Linear
 from .module import Module, clip_grad_norm_, parameter
-from .sequential import Sequential
+from .sequential import ModuleList, Sequential
 
 __all__ = ["Module", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity",
-           "Dropout", "Sequential", "parameter", "clip_grad_norm_"]
+           "Dropout", "Sequential", "ModuleList", "parameter", "clip_grad_norm_"]

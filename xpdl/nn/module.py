@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from .. import _namespace as _ns
 from ..autodiff.tensor import Tensor, _written
@@ -26,6 +27,13 @@ def parameter(data) -> Tensor:
     return t
 
 
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`Module.load_state_dict` did not match (PyTorch's ``_IncompatibleKeys``)."""
+
+    missing_keys: list
+    unexpected_keys: list
+
+
 class Module:
     """Base class of layers and models.
 
@@ -42,13 +50,40 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError("xpdl: call Module.__init__() before assigning attributes")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        # (a name assigned again keeps its place, as in PyTorch: replacing a model's head
+        # or a Sequential's layer i leaves the order of layers and parameters as it was)
         if isinstance(value, Tensor) and value.requires_grad:
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
+
+    def add_module(self, name, module):
+        """Register ``module`` (a Module, or None to reserve the name) under ``name``, as
+        ``setattr`` does; for names made at run time, as in PyTorch."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"xpdl: a module name must be a non-empty string without "
+                             f"'.', got {name!r}")
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"xpdl: add_module takes a Module, got {type(module).__name__}")
+        setattr(self, name, module)
+
+    def register_parameter(self, name, param):
+        """Register ``param`` (a Tensor that requires grad, or None) under ``name``, as
+        PyTorch's ``register_parameter``."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"xpdl: a parameter name must be a non-empty string without "
+                             f"'.', got {name!r}")
+        if param is not None and not (isinstance(param, Tensor) and param.requires_grad):
+            raise TypeError(f"xpdl: register_parameter takes a Tensor with "
+                            f"requires_grad=True (see xpdl.nn.parameter), got "
+                            f"{type(param).__name__}")
+        setattr(self, name, param)
 
     def __delattr__(self, name):
         # (as torch's: a deleted parameter or sub-module is no longer listed, trained or
@@ -134,6 +169,12 @@ class Module:
         Arrays are converted to each parameter's namespace, device and dtype and copied, so
         the module never aliases the caller's arrays.
 
+        Returns
+        -------
+        IncompatibleKeys
+            As PyTorch's: a named tuple ``(missing_keys, unexpected_keys)``, lists of
+            names (empty when ``strict``).
+
         Raises
         ------
         ValueError
@@ -159,7 +200,7 @@ class Module:
             p.data = p.xp.asarray(a, copy=True)
             p.grad = None
         _written([p for _, p, _ in todo])
-        return self
+        return IncompatibleKeys(missing, unexpected)
 
     # -- modes and placement ----------------------------------------------------------
     def train(self, mode=True):
