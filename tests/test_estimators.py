@@ -801,3 +801,19 @@ def test_mlp_gd_takes_one_full_batch_step_per_epoch(backend):
             g[j] = (objective(*up) - objective(*dn)) / (2 * h)
         tol = 1e-6 if backend.is64 else 2e-3
         np.testing.assert_allclose((p - after[i]) / 0.05, g, rtol=tol, atol=tol)
+
+
+def test_warnings_point_at_the_callers_line(backend):
+    """ConvergenceWarning and DataConversionWarning name the line that called fit (they
+    named xpdl/estimators/_base.py, a fixed stacklevel counted from a moved call)."""
+    X, y = _regression(n=40, p=3)
+    with pytest.warns(Warning) as record:
+        MLPRegressor(hidden_layer_sizes=(3,), max_iter=1, random_state=0).fit(
+            backend.asarray(X), backend.asarray(y))
+    assert [type(w.message).__name__ for w in record] == ["ConvergenceWarning"]
+    assert record[0].filename == __file__
+    with pytest.warns(Warning) as record:  # a column y, one iteration
+        LogisticRegression(solver="gd", max_iter=1).fit(backend.asarray(X),
+                                                        backend.asarray((y[:, None] > 0) * 1))
+    assert "DataConversionWarning" in [type(w.message).__name__ for w in record]
+    assert {w.filename for w in record} == {__file__}

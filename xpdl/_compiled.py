@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
+
+from .exceptions import _warn
 
 __all__ = ["available", "usable", "disabled", "version", "adam_flat", "sgd_flat", "adam_consts",
            "sgd_consts", "MIN_SIZE"]
@@ -105,9 +106,8 @@ def _ready(a):
             _KERNELS["sgd_plain"](e, e, 0, *sgd_consts(f, lr=0.1, momentum=0.0)[:4])
             ok = True
         except Exception as exc:  # pragma: no cover - depends on the installation
-            warnings.warn(f"xpdl: the compiled optimizer steps could not be built for {name} "
-                          f"({type(exc).__name__}: {exc}); using NumPy ufuncs", RuntimeWarning,
-                          stacklevel=3)
+            _warn(f"xpdl: the compiled optimizer steps could not be built for {name} "
+                  f"({type(exc).__name__}: {exc}); using NumPy ufuncs", RuntimeWarning)
             ok = False
         _READY[name] = ok
     return ok

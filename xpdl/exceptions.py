@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 __all__ = ["NotFittedError", "DivergenceError"]  # noqa: F822 (NotFittedError: module __getattr__)
 
@@ -68,3 +73,13 @@ class DivergenceError(FloatingPointError):
         super().__init__(f"xpdl: training diverged at epoch {epoch}: {what}. {fix}; the "
                          f"estimator is back at its parameters from before the diverging "
                          f"epochs")
+
+
+def _warn(message, category):
+    """``warnings.warn`` pointing at the first caller outside xpdl (the user's ``fit``
+    line, or scikit-learn's when it drives the estimator), however deep inside xpdl the
+    warning arises, as pandas' ``find_stack_level`` does."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

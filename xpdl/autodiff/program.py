@@ -43,10 +43,10 @@ import functools
 import linecache
 import operator
 import os
-import warnings
 import weakref
 
 from .. import _namespace as _ns
+from ..exceptions import _warn
 from .tensor import Tensor, _mode, _written, enable_grad, unbroadcast
 
 __all__ = ["compile_step", "CompiledStep"]
@@ -691,8 +691,8 @@ class CompiledStep:
     def _give_up(self, key, why):
         self._programs.give_up(key, why)
         self.mode = f"eager ({why})"
-        warnings.warn(f"xpdl.compile_step: this step runs eagerly (on the tape) every time: "
-                      f"{why}", RuntimeWarning, stacklevel=3)
+        _warn(f"xpdl.compile_step: this step runs eagerly (on the tape) every time: "
+              f"{why}", RuntimeWarning)
 
     def _key(self, xp, inputs, params):
         """What a program is valid for: namespace, training mode, each input's and
@@ -847,11 +847,11 @@ class CompiledStep:
         except TypeError as exc:  # jax's tracer errors are TypeErrors; nothing has changed
             self._untraceable = opt.transform
             first = str(exc).splitlines()[0] if str(exc) else ""
-            warnings.warn(f"xpdl.compile_step: the optimizer's update cannot be traced by "
-                          f"jax.jit ({type(exc).__name__}: {first}); the forward and backward "
-                          f"run jitted and the update eagerly. A learning-rate schedule that "
-                          f"branches on the step in Python can use jnp.where instead",
-                          RuntimeWarning, stacklevel=4)
+            _warn(f"xpdl.compile_step: the optimizer's update cannot be traced by "
+                  f"jax.jit ({type(exc).__name__}: {first}); the forward and backward "
+                  f"run jitted and the update eagerly. A learning-rate schedule that "
+                  f"branches on the step in Python can use jnp.where instead",
+                  RuntimeWarning)
             return None
         # The step counters stay 0-d arrays until something reads them (the optimizer's
         # state_dict(), step(), ...: Optimizer._counters_to_host): making them ints here
@@ -893,8 +893,8 @@ class CompiledStep:
             why = "the captured graph's results differ from the plain replay's"
         if why is not None:
             prog._captured = False
-            warnings.warn(f"xpdl.compile_step: replaying without a captured graph ({why})",
-                          RuntimeWarning, stacklevel=4)
+            _warn(f"xpdl.compile_step: replaying without a captured graph ({why})",
+                  RuntimeWarning)
         else:
             g.checks -= 1
         return ref

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 
 from .. import _namespace as _ns
-from ..exceptions import NotFittedError
+from ..exceptions import NotFittedError, _warn
 
 
 def check_is_fitted(est):
@@ -75,12 +74,12 @@ def _check_feature_names(est, names, reset):
     if fitted is None and names is None:
         return
     if fitted is None:
-        warnings.warn(f"X has feature names, but {name} was fitted without feature names",
-                      UserWarning, stacklevel=4)
+        _warn(f"X has feature names, but {name} was fitted without feature names",
+              UserWarning)
         return
     if names is None:
-        warnings.warn(f"X does not have valid feature names, but {name} was fitted with "
-                      f"feature names", UserWarning, stacklevel=4)
+        _warn(f"X does not have valid feature names, but {name} was fitted with "
+              f"feature names", UserWarning)
         return
     if len(names) == len(fitted) and all(a == b for a, b in zip(names, fitted)):
         return
@@ -234,14 +233,12 @@ def validate_y_classification(est, y, n, *, reset, classes=None, unseen_as_miss=
         _check_label_values(host)
         y = host
     if y.ndim == 2 and y.shape[1] == 1:
-        from warnings import warn
-
         try:
             from sklearn.exceptions import DataConversionWarning as _W
         except ImportError:  # pragma: no cover
             _W = UserWarning
-        warn("A column-vector y was passed when a 1d array was expected. Please change the "
-             "shape of y to (n_samples, ), for example using ravel().", _W, stacklevel=3)
+        _warn("A column-vector y was passed when a 1d array was expected. Please change the "
+              "shape of y to (n_samples, ), for example using ravel().", _W)
         y = xp.reshape(y, (-1,)) if host is None else y.ravel()
     if y.ndim != 1:
         raise ValueError(f"xpdl: y must be 1-D class labels, got shape {tuple(y.shape)} "
@@ -412,8 +409,8 @@ def warn_convergence(est, n_iter):
         from sklearn.exceptions import ConvergenceWarning as _W
     except ImportError:  # pragma: no cover
         _W = UserWarning
-    warnings.warn(f"xpdl: {type(est).__name__} reached max_iter={n_iter} before converging; "
-                  f"consider more iterations or a higher learning rate", _W, stacklevel=3)
+    _warn(f"xpdl: {type(est).__name__} reached max_iter={n_iter} before converging; "
+          f"consider more iterations or a higher learning rate", _W)
 
 
 # -- hyperparameters ----------------------------------------------------------------------
