@@ -282,3 +282,18 @@ def test_mlp_trains_on_data_four_times_the_clusters_memory():
         m = xpdl.MLPClassifier((16,), max_iter=1, batch_size=1000, random_state=0).fit(X, y)
         assert set(client.scheduler_info()["workers"]) == workers  # none was restarted
         assert m.loss_curve_[0] < 0.3
+
+
+def test_mlp_regressor_column_y_on_dask_predicts_as_in_memory(scheduler):
+    """A Dask y of shape (n, 1): one target, predictions of shape (n,), as in memory."""
+    from sklearn.exceptions import DataConversionWarning
+
+    X, y = _reg(n=600)
+    kw = dict(hidden_layer_sizes=(4,), max_iter=2, batch_size=50, random_state=0)
+    with pytest.warns(DataConversionWarning):
+        m = xpdl.MLPRegressor(**kw).fit(_d(X, rows=600), _d(y[:, None], rows=600))
+    with pytest.warns(DataConversionWarning):
+        ref = xpdl.MLPRegressor(**kw).fit(X, y[:, None])
+    pred = m.predict(_d(X)).compute()
+    assert pred.shape == ref.predict(X).shape == (600,)
+    np.testing.assert_array_equal(pred, ref.predict(X))

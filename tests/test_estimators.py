@@ -817,3 +817,31 @@ def test_warnings_point_at_the_callers_line(backend):
                                                         backend.asarray((y[:, None] > 0) * 1))
     assert "DataConversionWarning" in [type(w.message).__name__ for w in record]
     assert {w.filename for w in record} == {__file__}
+
+
+def test_mlp_regressor_takes_a_column_y_as_one_target(backend):
+    """y of shape (n, 1): one target, as scikit-learn's MLPRegressor takes it (a
+    DataConversionWarning, predictions of shape (n,)); the same fit as the 1-D y.
+    LinearRegression keeps the column, as scikit-learn's does."""
+    from sklearn.exceptions import DataConversionWarning
+    from sklearn.neural_network import MLPRegressor as SkMLP
+
+    X, y = _regression(n=40, p=3)
+    kw = dict(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    with pytest.warns(DataConversionWarning) as record:
+        sk = SkMLP(**kw).fit(X, y[:, None])
+    with pytest.warns(DataConversionWarning) as record:
+        col = MLPRegressor(**kw).fit(backend.asarray(X), backend.asarray(y[:, None]))
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flat = MLPRegressor(**kw).fit(backend.asarray(X), backend.asarray(y))
+    p_col, p_flat = col.predict(backend.asarray(X)), flat.predict(backend.asarray(X))
+    assert tuple(p_col.shape) == sk.predict(X).shape == (40,)
+    np.testing.assert_array_equal(backend.to_numpy(p_col), backend.to_numpy(p_flat))
+    assert col.n_outputs_ == sk.n_outputs_ == 1
+    assert col.score(backend.asarray(X), backend.asarray(y[:, None])) == pytest.approx(
+        flat.score(backend.asarray(X), backend.asarray(y)))
+    lin = LinearRegression().fit(backend.asarray(X), backend.asarray(y[:, None]))
+    assert tuple(lin.predict(backend.asarray(X)).shape) == \
+        sk_lm.LinearRegression().fit(X, y[:, None]).predict(X).shape == (40, 1)

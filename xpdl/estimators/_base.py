@@ -281,10 +281,14 @@ class ClassifierMixin(_SKClassifier):
 class RegressorMixin(_SKRegressor):
     """Targets, predictions and the R² score for regressors."""
 
+    def _target_ndim(self, y):
+        """The dimensions of ``y`` predictions take (fitted on ``y``)."""
+        return y.ndim
+
     def _targets(self, y, n, reset, classes=None):
         y = V.validate_y_regression(self, y, n)
         if reset:
-            self._y_ndim = y.ndim
+            self._y_ndim = self._target_ndim(y)
         T = y if y.ndim == 2 else self._xp.reshape(y, (-1, 1))
         return T, T.shape[1]
 

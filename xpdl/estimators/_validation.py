@@ -233,12 +233,7 @@ def validate_y_classification(est, y, n, *, reset, classes=None, unseen_as_miss=
         _check_label_values(host)
         y = host
     if y.ndim == 2 and y.shape[1] == 1:
-        try:
-            from sklearn.exceptions import DataConversionWarning as _W
-        except ImportError:  # pragma: no cover
-            _W = UserWarning
-        _warn("A column-vector y was passed when a 1d array was expected. Please change the "
-              "shape of y to (n_samples, ), for example using ravel().", _W)
+        warn_column_y()
         y = xp.reshape(y, (-1,)) if host is None else y.ravel()
     if y.ndim != 1:
         raise ValueError(f"xpdl: y must be 1-D class labels, got shape {tuple(y.shape)} "
@@ -402,6 +397,16 @@ def scaled(value, e, limit):
 
 def _bad_weights():
     raise ValueError("xpdl: sample_weight sums to zero; at least one sample needs weight")
+
+
+def warn_column_y():
+    """scikit-learn's DataConversionWarning for a y of shape (n_samples, 1)."""
+    try:
+        from sklearn.exceptions import DataConversionWarning as _W
+    except ImportError:  # pragma: no cover
+        _W = UserWarning
+    _warn("A column-vector y was passed when a 1d array was expected. Please change the "
+          "shape of y to (n_samples, ), for example using ravel().", _W)
 
 
 def warn_convergence(est, n_iter):

@@ -195,6 +195,14 @@ class MLPRegressor(RegressorMixin, _MLP):
 
     _is_classifier = False
 
+    def _target_ndim(self, y):
+        # a column y is one target, as in scikit-learn's MLPRegressor (it warns, and
+        # predicts shape (n_samples,)); LinearRegression keeps the column, as its does
+        if y.ndim == 2 and y.shape[1] == 1:
+            V.warn_column_y()
+            return 1
+        return y.ndim
+
     def _per_sample_loss(self, out, T, reduction="none"):
         if reduction == "mean":  # mean over samples and outputs, one fused node
             return L.mse(out, T) * 0.5
