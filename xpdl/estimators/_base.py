@@ -293,7 +293,9 @@ class RegressorMixin(_SKRegressor):
         return T, T.shape[1]
 
     def predict(self, X):
-        """Predictions, shape (n_samples,) or (n_samples, n_targets) as ``y`` was."""
+        """Predictions, shape (n_samples,) or (n_samples, n_targets) as ``y`` was (an
+        MLP fitted on a y of shape (n_samples, 1) predicts (n_samples,), as
+        scikit-learn's MLPRegressor)."""
         if _dask.is_dask(X):
             return _dask.predict(self, "predict", X)
         out = self._forward(V.validate_X(self, X, reset=False))
