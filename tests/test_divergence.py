@@ -19,7 +19,7 @@ def _data(backend):
 
 def _state(backend, m):
     params = [backend.to_numpy(p.data) for p in m.module_.parameters()]
-    opt = {k: (backend.to_numpy(v) if not isinstance(v, int) else v)
+    opt = {k: (backend.to_numpy(v) if not isinstance(v, (int, float, tuple)) else v)
            for k, v in m._optimizer.state_dict().items()}
     return params, opt
 

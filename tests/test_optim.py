@@ -175,11 +175,11 @@ def test_functional_update_is_pure(backend):
     grads = {"w": backend.asarray(np.array([0.5, 0.5]))}
     tx = optim.adam(0.1)
     state = tx.init(params)
-    snapshot = {k: (backend.to_numpy(v).copy() if not isinstance(v, int) else v)
+    snapshot = {k: (backend.to_numpy(v).copy() if not isinstance(v, (int, float, tuple)) else v)
                 for k, v in state.items()}
     tx.update(grads, state, params)
     for k, v in state.items():
-        if isinstance(v, int):
+        if isinstance(v, (int, float, tuple)):
             assert v == snapshot[k]
         else:
             np.testing.assert_array_equal(backend.to_numpy(v), snapshot[k])
@@ -488,7 +488,7 @@ def test_a_schedule_value_that_is_no_learning_rate_stops_before_any_update(
     for _ in range(n):
         step(X, y)
     params = {k: backend.to_numpy(v).copy() for k, v in model.state_dict().items()}
-    state = {k: (v if isinstance(v, int) else backend.to_numpy(v).copy())
+    state = {k: (v if isinstance(v, (int, float, tuple)) else backend.to_numpy(v).copy())
              for k, v in opt.state_dict().items()}
     with pytest.raises(ValueError, match=f"learning-rate schedule gave .* at step {n};"):
         step(X, y)
@@ -499,7 +499,7 @@ def test_a_schedule_value_that_is_no_learning_rate_stops_before_any_update(
     after = opt.state_dict()
     assert set(after) == set(state)
     for k, v in after.items():
-        if isinstance(v, int):
+        if isinstance(v, (int, float, tuple)):
             assert v == state[k], k
         else:
             np.testing.assert_array_equal(backend.to_numpy(v), state[k], err_msg=k)
@@ -544,7 +544,7 @@ def test_a_gradient_of_another_shape_or_namespace_is_named_and_nothing_moves(bac
     a.grad, b.grad = backend.asarray(np.ones(2)), backend.asarray(np.ones(3))
     opt.step()  # a good step first, so there is state to keep
     before = [backend.to_numpy(a.data).copy(), backend.to_numpy(b.data).copy()]
-    state = {k: (v if isinstance(v, int) else backend.to_numpy(v).copy())
+    state = {k: (v if isinstance(v, (int, float, tuple)) else backend.to_numpy(v).copy())
              for k, v in opt.state_dict().items()}
     a.grad, b.grad = backend.asarray(np.ones(2)), backend.asarray(np.ones(2))
     with pytest.raises(ValueError, match=r"gradient of 'b' has shape \(2,\), the parameter "
@@ -557,7 +557,7 @@ def test_a_gradient_of_another_shape_or_namespace_is_named_and_nothing_moves(bac
     np.testing.assert_array_equal(backend.to_numpy(a.data), before[0])
     np.testing.assert_array_equal(backend.to_numpy(b.data), before[1])
     for k, v in opt.state_dict().items():
-        if isinstance(v, int):
+        if isinstance(v, (int, float, tuple)):
             assert v == state[k]
         else:
             np.testing.assert_array_equal(backend.to_numpy(v), state[k])
@@ -902,6 +902,120 @@ def test_param_groups_settings_changed_mid_training_match_torch(backend, cfg, co
     assert opt.defaults == {**opt.defaults, **kw}  # (what it was made with)
 
 
+def _torch_changed_saved_loaded(name, kw, change, at, save_at):
+    """torch.optim changed by hand at step ``at``, its state dict loaded at step
+    ``save_at`` into a new optimizer made with ``kw`` (the settings come back from it)."""
+    import torch
+
+    X, Y, p0 = _problem()
+    ps = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    cls = {"sgd": torch.optim.SGD, "gd": torch.optim.SGD, "adam": torch.optim.Adam,
+           "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+           "adagrad": torch.optim.Adagrad}[name]
+    opt = cls([ps["W"], ps["b"]], **kw)
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+    for i in range(STEPS):
+        if i == at:
+            opt.param_groups[0].update(change)
+        if i == save_at:
+            sd = opt.state_dict()
+            opt = cls([ps["W"], ps["b"]], **kw)
+            opt.load_state_dict(sd)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(Xt @ ps["W"].T + ps["b"], Yt).backward()
+        opt.step()
+    return {k: v.detach().numpy() for k, v in ps.items()}
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("via", ["state_dict", "file"])
+@pytest.mark.parametrize("cfg", CHANGES, ids=[f"{n}-{'-'.join(c)}" for n, _, c in CHANGES])
+def test_settings_changed_by_hand_survive_a_saved_state_as_torch(backend, cfg, via, tmp_path):
+    """A learning rate (momentum, betas, ...) changed through param_groups, then the state
+    dict saved (or written with xpdl.save) and loaded into a new optimizer made with the
+    first settings: the changed settings come back and the steps go on as torch.optim's
+    after its own load_state_dict (they went on with the first settings)."""
+    from xpdl import nn
+
+    name, kw, change = cfg
+    ref = _torch_changed_saved_loaded(name, kw, change, at=10, save_at=20)
+    X_h, Y_h, p0 = _problem()
+    X, Y = backend.asarray(X_h), backend.asarray(Y_h)
+    lin = nn.Linear(3, 2, rng=0, xp=backend.xp, device=backend.device,
+                    dtype=backend.float_dtype)
+    lin.weight.data = backend.asarray(p0["W"])
+    lin.bias.data = backend.asarray(p0["b"])
+    cls = {"sgd": optim.SGD, "gd": optim.GD, "adam": optim.Adam, "adamw": optim.AdamW,
+           "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[name]
+    opt = cls(lin, **kw)
+    for i in range(STEPS):
+        if i == 10:
+            opt.param_groups[0].update(change)
+        if i == 20:
+            sd = opt.state_dict()
+            if via == "file":
+                xpdl.save(opt, tmp_path / "opt.safetensors")
+                sd = xpdl.load(tmp_path / "opt.safetensors", xp=backend.xp,
+                               device=backend.device)
+            opt = cls(lin, **kw)
+            opt.load_state_dict(sd)
+            for k, v in change.items():
+                assert opt.param_groups[0][k] == v and type(opt.param_groups[0][k]) is \
+                    type(v), k
+        opt.zero_grad()
+        mse(lin(X), Y).backward()
+        opt.step()
+    tol = 1e-9 if backend.is64 else 2e-3
+    np.testing.assert_allclose(backend.to_numpy(lin.weight.data), ref["W"], rtol=tol,
+                               atol=tol)
+    np.testing.assert_allclose(backend.to_numpy(lin.bias.data), ref["b"], rtol=tol, atol=tol)
+
+
+def test_settings_in_a_state_dict_are_checked_and_nothing_changes(backend, tmp_path):
+    """A state dict whose settings are unknown to the optimizer, or out of range, is
+    refused with what is wrong, and the optimizer keeps its settings and state; a state
+    dict without settings (written before they were kept) still loads; a schedule is no
+    setting a state dict holds."""
+    W = Tensor(backend.asarray(np.ones((2, 3))), requires_grad=True)
+    opt = optim.SGD([W], lr=0.1, momentum=0.9)
+    W.grad = backend.asarray(np.ones((2, 3)))
+    opt.step()
+    sd = opt.state_dict()
+    assert {k: v for k, v in sd.items() if k.startswith("param_groups/")} == {
+        "param_groups/lr": 0.1, "param_groups/momentum": 0.9,
+        "param_groups/nesterov": False, "param_groups/weight_decay": 0.0}
+    before = {k: backend.to_numpy(v).copy() if not isinstance(v, (int, float)) else v
+              for k, v in sd.items()}
+    for bad, exc, match in [({"param_groups/betas": [0.9, 0.99]}, ValueError,
+                             r"settings \['betas'\] that SGD does not have"),
+                            ({"param_groups/lr": -1.0}, ValueError,
+                             "learning rate must be non-negative"),
+                            ({"param_groups/momentum": 0.0, "0/momentum/0": W.data}, ValueError,
+                             "state keys differ"),
+                            ({"1/step": -3}, ValueError, "non-negative integer")]:
+        with pytest.raises(exc, match=match):
+            opt.load_state_dict({**sd, **bad})
+        after = opt.state_dict()
+        assert set(after) == set(before)
+        for k, v in after.items():
+            if isinstance(v, (int, float)):
+                assert v == before[k], k
+            else:
+                np.testing.assert_array_equal(backend.to_numpy(v), before[k], err_msg=k)
+        assert opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[0]["momentum"] == 0.9
+    # an older state dict: no settings, the optimizer keeps its own
+    old = {k: v for k, v in sd.items() if not k.startswith("param_groups/")}
+    opt2 = optim.SGD([W], lr=0.3, momentum=0.9)
+    opt2.load_state_dict(old)
+    assert opt2.param_groups[0]["lr"] == 0.3
+    # a schedule is code: not in the state dict, nor in the file
+    sched = optim.Adam([W], lr=schedules.exponential_decay(0.1, 0.5, 10))
+    assert "param_groups/lr" not in sched.state_dict()
+    assert sched.state_dict()["param_groups/betas"] == (0.9, 0.999)
+    xpdl.save(sched, tmp_path / "s.safetensors")
+    assert "param_groups/lr" not in xpdl.load(tmp_path / "s.safetensors")
+
+
 def test_param_groups_misuse_is_named_and_nothing_moves(backend):
     W = Tensor(backend.asarray(np.ones((2, 3))), requires_grad=True)
     with pytest.raises(TypeError, match="parameter groups"):
@@ -910,7 +1024,7 @@ def test_param_groups_misuse_is_named_and_nothing_moves(backend):
     W.grad = backend.asarray(np.ones((2, 3)))
     opt.step()
     before = backend.to_numpy(W.data).copy()
-    state = {k: backend.to_numpy(v).copy() if not isinstance(v, int) else v
+    state = {k: backend.to_numpy(v).copy() if not isinstance(v, (int, float, tuple)) else v
              for k, v in opt.state.items()}
     g = opt.param_groups[0]
     for bad, exc, match in [({"lr": -1.0}, ValueError, "learning rate must be non-negative"),

@@ -134,7 +134,7 @@ def _compare(backend, act, loss, opt_name, dropout, weighted, steps=40, bs=32, l
             np.testing.assert_allclose(backend.to_numpy(p1), backend.to_numpy(p2), **tol)
     for k_, v in o1.state_dict().items():
         v2 = o2.state_dict()[k_]
-        if isinstance(v, int):
+        if isinstance(v, (int, float, tuple)):
             assert v == v2
         elif exact:
             np.testing.assert_array_equal(backend.to_numpy(v), backend.to_numpy(v2))
@@ -303,8 +303,8 @@ def test_jax_runs_the_whole_step_as_one_jitted_function(opt_name):
     s1, s2 = o1.state_dict(), o2.state_dict()
     assert all(type(o1.state[key]) is int for key in counters)
     for key, v in s2.items():
-        if isinstance(v, int):
-            assert type(s1[key]) is int and s1[key] == v
+        if isinstance(v, (int, float, tuple)):
+            assert type(s1[key]) is type(v) and s1[key] == v
         else:
             np.testing.assert_allclose(bk.to_numpy(s1[key]), bk.to_numpy(v), rtol=1e-12,
                                        atol=1e-13)
@@ -1011,7 +1011,7 @@ def test_a_batch_from_another_namespace_is_refused_after_replay(backend):
         step(X[i * 20:(i + 1) * 20, ...], y[i * 20:(i + 1) * 20, ...])
     assert step.mode == "replay"
     before = [backend.to_numpy(p).copy() for p in model.parameters()]
-    state = {k_: (backend.to_numpy(v).copy() if not isinstance(v, int) else v)
+    state = {k_: (backend.to_numpy(v).copy() if not isinstance(v, (int, float, tuple)) else v)
              for k_, v in opt.state_dict().items()}
     Xh, yh = backend.to_numpy(X[:20, ...]), backend.to_numpy(y[:20, ...])
     if backend.name == "numpy":
@@ -1028,7 +1028,7 @@ def test_a_batch_from_another_namespace_is_refused_after_replay(backend):
     for a, b in zip(before, model.parameters()):
         np.testing.assert_array_equal(a, backend.to_numpy(b))
     for k_, v in opt.state_dict().items():
-        if isinstance(v, int):
+        if isinstance(v, (int, float, tuple)):
             assert v == state[k_]
         else:
             np.testing.assert_array_equal(state[k_], backend.to_numpy(v))

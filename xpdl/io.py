@@ -377,11 +377,57 @@ def _estimator_payload(est):
         meta["rng_state"] = est._rng.get_state()
     opt = est.__dict__.get("_optimizer")
     if opt is not None:
-        st = opt.state_dict()
+        # (its settings are the estimator's hyperparameters, in the file already)
+        st = {k: v for k, v in opt.state_dict().items() if not k.startswith("param_groups/")}
         meta["optimizer_ints"] = {k: v for k, v in st.items() if isinstance(v, int)}
         arrays.update({f"optim/{k}": _host(v) for k, v in st.items()
                        if not isinstance(v, int)})
     return arrays, meta
+
+
+def _optimizer_state(opt):
+    """An optimizer's state dict as ``(arrays and ints, settings)``: its
+    ``"param_groups/..."`` settings apart, as JSON values (numbers, bools, lists)."""
+    from .optim.wrappers import _SETTING
+
+    st, settings = {}, {}
+    for k, v in opt.state_dict().items():
+        if not k.startswith(_SETTING):
+            st[k] = v
+            continue
+        try:
+            settings[k] = _json_setting(v)
+        except (TypeError, ValueError):
+            raise TypeError(f"xpdl.save: the optimizer setting {k[len(_SETTING):]!r} "
+                            f"({v!r}) is not a number, a bool or a tuple of numbers; set it "
+                            f"to one, or save state_dict() without it") from None
+    return st, settings
+
+
+def _json_setting(v):
+    if isinstance(v, (bool, int, float)) or v is None:
+        return v
+    if isinstance(v, (tuple, list)):
+        return [_json_setting(x) for x in v]
+    if _ns.is_array(v) and v.ndim == 0:  # (a 0-d array or a NumPy scalar: its value)
+        return _json_setting(_host(v).item())
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(type(v).__name__)
+
+
+def _settings_back(settings, path):
+    """The optimizer settings of a file's metadata, checked to be JSON numbers."""
+    def ok(v):
+        return v is None or isinstance(v, (bool, int, float)) or (
+            isinstance(v, list) and all(ok(x) for x in v))
+
+    if not isinstance(settings, dict) or not all(
+            isinstance(k, str) and k.startswith("param_groups/") and ok(v)
+            for k, v in settings.items()):
+        raise ValueError(f"xpdl.load({str(path)!r}): the optimizer settings must be "
+                         f"numbers, bools or lists of numbers")
+    return settings
 
 
 def save(obj, path):
@@ -415,10 +461,11 @@ def save(obj, path):
         meta = {"kind": "module", "spec": _module_spec(obj), "training": obj.training,
                 "dtype": _ns.dtype_name(p0[0].xp, p0[0].dtype) if p0 else "float32"}
     elif isinstance(obj, Optimizer):
-        st = obj.state_dict()
+        st, settings = _optimizer_state(obj)
         arrays = {k: _host(v) for k, v in st.items() if not isinstance(v, int)}
         meta = {"kind": "optimizer_state", "class": type(obj).__name__,
-                "ints": {k: v for k, v in st.items() if isinstance(v, int)}}
+                "ints": {k: v for k, v in st.items() if isinstance(v, int)},
+                "settings": settings}
     elif isinstance(obj, dict):
         arrays, ints = {}, {}
         for k, v in obj.items():
@@ -492,6 +539,7 @@ def load(path, *, xp=None, device=None):
                 xp, device, v.dtype.name) if v.dtype.kind == "f" else None)
                 for k, v in arrays.items()}
             out.update(meta.get("ints", {}))
+            out.update(_settings_back(meta.get("settings", {}), path))
             return out
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"xpdl.load({str(path)!r}): inconsistent xpdl metadata "

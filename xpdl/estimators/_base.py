@@ -589,7 +589,10 @@ class NetworkEstimator(BaseModel):
                                 {"optimizer", "solver"} & set(changed)):
             self._optimizer = self._make_optimizer()
             if not {"optimizer", "solver"} & set(changed):
-                self._optimizer.load_state_dict(old.state_dict())
+                # (the moments and counts; the settings are the new hyperparameters')
+                self._optimizer.load_state_dict({
+                    k: v for k, v in old.state_dict().items()
+                    if not k.startswith("param_groups/")})
 
     def _early_stopping_on(self, incremental):
         return bool(getattr(self, "early_stopping", False)) and not incremental

@@ -303,18 +303,52 @@ class Optimizer:
         """The optimizer state: ``{key: array | int}`` with keys like ``"exp_avg/0.weight"``
         and ``"step"`` counters; for Adam and AdamW, ``"behind/<name>"`` for a parameter
         that had no gradient in that many steps (its own count is that much lower, as
-        in torch.optim)."""
+        in torch.optim); and the settings of ``param_groups[0]`` as
+        ``"param_groups/<setting>"`` (``"param_groups/lr"``: a float, a bool or a tuple
+        of floats), as PyTorch's state dict holds its ``param_groups``, so that a learning
+        rate changed by hand is restored too. A setting that is a schedule (a function)
+        is left out: it is code, made again with the optimizer."""
         self._counters_to_host()
         out = dict(self.state)
         out.update({f"behind/{n}": k for n, k in self._behind.items()})
+        g = self.param_groups[0] if isinstance(self.param_groups, list) and \
+            self.param_groups and isinstance(self.param_groups[0], dict) else {}
+        out.update({_SETTING + k: g[k] for k in self._built
+                    if k in g and not callable(g[k])})
         return out
 
     def load_state_dict(self, state):
         """Restore :meth:`state_dict` output (arrays are copied onto the parameters'
-        namespace and device)."""
+        namespace and device). Its ``"param_groups/<setting>"`` entries, where there are
+        any, become the settings of ``param_groups[0]`` (as in PyTorch), checked as at
+        construction; on any error nothing is changed."""
         if not isinstance(state, dict):  # (a list was read as its items, "keys differ")
             raise TypeError(f"xpdl.optim: load_state_dict takes the dict state_dict() "
                             f"returns, got {type(state).__name__}")
+        settings = {k[len(_SETTING):]: v for k, v in state.items()
+                    if isinstance(k, str) and k.startswith(_SETTING)}
+        unknown = sorted(set(settings) - set(self._built))
+        if unknown:
+            raise ValueError(f"xpdl.optim: the state has settings {unknown} that "
+                             f"{type(self).__name__} does not have (it has "
+                             f"{sorted(self._built)})")
+        state = {k: v for k, v in state.items()
+                 if not (isinstance(k, str) and k.startswith(_SETTING))}
+        self._sync_settings()
+        g = self._group
+        before = (dict(g), self.transform, self._built, self.state)
+        try:
+            # (first the settings: they decide the transform, and so the state's keys)
+            g.update({k: _as_setting(g[k], v) for k, v in settings.items()})
+            self._sync_settings()
+            self._load_state(state)
+        except BaseException:
+            g.clear()
+            g.update(before[0])
+            self.transform, self._built, self.state = before[1:]
+            raise
+
+    def _load_state(self, state):
         names = set(self.param_names)
         behind = {}
         counted = bool(getattr(self.transform, "param_counters", ()))  # (else: unexpected)
@@ -353,6 +387,17 @@ class Optimizer:
 
     def __repr__(self):
         return f"{type(self).__name__}({len(self._params)} parameters)"
+
+
+_SETTING = "param_groups/"  # the prefix of the settings' keys in a state dict
+
+
+def _as_setting(cur, v):
+    """A setting read back from a state dict as the type the optimizer keeps: a list (JSON
+    has no tuples) becomes a tuple where the setting is one (``betas``)."""
+    if isinstance(cur, tuple) and isinstance(v, list):
+        return tuple(v)
+    return v
 
 
 def _zero_grads(params, set_to_none):
