@@ -126,7 +126,7 @@ def test_module_and_optimizer_state(path, backend):
                       nn.LeakyReLU(0.2), nn.Dropout(0.1, rng=3), nn.Linear(4, 2, rng=1,
                                                                            xp=backend.xp,
                                                                            device=backend.device),
-                      nn.Softmax())
+                      nn.Softmax(), nn.LogSoftmax(dim=0))
     xpdl.save(m, path)
     back = xpdl.load(path, xp=backend.xp, device=backend.device)
     assert repr(back) == repr(m)

@@ -155,8 +155,46 @@ def test_activation_layers_match_functional(backend):
     x = backend.asarray(np.linspace(-3, 3, 12).reshape(3, 4))
     for layer, fn in [(nn.ReLU(), F.relu), (nn.Sigmoid(), F.sigmoid), (nn.Tanh(), F.tanh),
                       (nn.LeakyReLU(0.2), lambda v: F.leaky_relu(v, 0.2)),
-                      (nn.Softmax(), F.softmax), (nn.Identity(), lambda v: v)]:
+                      (nn.Softmax(), F.softmax), (nn.LogSoftmax(), F.log_softmax),
+                      (nn.Identity(), lambda v: v)]:
         np.testing.assert_array_equal(backend.to_numpy(layer(x)), backend.to_numpy(fn(x)))
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("kind", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("spelling", ["dim", "axis", "positional"])
+def test_softmax_layers_take_torchs_dim_and_match_torch(backend, kind, spelling):
+    """nn.Softmax(dim=0) and nn.LogSoftmax(dim=1) as written for PyTorch (dim was a
+    TypeError; there was no LogSoftmax): values and input gradients equal torch's along
+    either axis, and F.softmax/F.log_softmax take dim= too."""
+    import torch
+
+    g = np.random.default_rng(0)
+    xh = g.normal(size=(5, 4)) * 3
+    wh = g.normal(size=(5, 4))
+    for ax in (0, 1):
+        kw = {"dim": {"dim": ax}, "axis": {"axis": ax}, "positional": {}}[spelling]
+        layer = getattr(nn, kind)(ax) if spelling == "positional" else getattr(nn, kind)(**kw)
+        assert layer.axis == ax and repr(layer) == f"{kind}(axis={ax})"
+        x = xpdl.Tensor(backend.asarray(xh), requires_grad=True)
+        out = layer(x)
+        (out * backend.asarray(wh)).sum().backward()
+        xt = torch.tensor(xh, requires_grad=True)
+        ref = getattr(torch.nn, kind)(dim=ax)(xt)
+        (ref * torch.tensor(wh)).sum().backward()
+        tol = 1e-12 if backend.is64 else 2e-5
+        np.testing.assert_allclose(backend.to_numpy(out.data), ref.detach().numpy(),
+                                   rtol=tol, atol=tol)
+        np.testing.assert_allclose(backend.to_numpy(x.grad), xt.grad.numpy(), rtol=tol,
+                                   atol=tol)
+        fn = {"Softmax": F.softmax, "LogSoftmax": F.log_softmax}[kind]
+        np.testing.assert_array_equal(backend.to_numpy(fn(backend.asarray(xh), dim=ax)),
+                                      backend.to_numpy(out.data))
+    with pytest.raises(TypeError, match="axis= or PyTorch's dim=, not both"):
+        getattr(nn, kind)(axis=0, dim=1)
+    fn = {"Softmax": F.softmax, "LogSoftmax": F.log_softmax}[kind]
+    with pytest.raises(TypeError, match="axis= or PyTorch's dim=, not both"):
+        fn(backend.asarray(xh), 0, dim=1)
 
 
 def test_bad_construction():

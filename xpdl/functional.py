@@ -202,11 +202,24 @@ def _softmax_vjp(xp, g, ins, out, saved, needs, axis):
     return (out * (g - _ns.sum_of(xp, g * out, axis=axis, keepdims=True)),)
 
 
-def softmax(x, axis=-1):
+def _axis_or_dim(axis, dim, where):
+    """``axis``, or PyTorch's ``dim`` in its place (``TypeError`` when both are given and
+    differ)."""
+    if dim is None:
+        return axis
+    if axis != -1 and axis != dim:
+        raise TypeError(f"xpdl: {where} takes axis= or PyTorch's dim=, not both "
+                        f"(got axis={axis!r}, dim={dim!r})")
+    return dim
+
+
+def softmax(x, axis=-1, *, dim=None):
     r"""Softmax along ``axis``: :math:`e^{x_i - m}/\sum_j e^{x_j - m}` with :math:`m=\max x`.
 
-    The VJP is :math:`s \odot (g - \langle g, s\rangle)`. Shape is preserved.
+    The VJP is :math:`s \odot (g - \langle g, s\rangle)`. Shape is preserved. ``dim`` is
+    PyTorch's name for ``axis``.
     """
+    axis = _axis_or_dim(axis, dim, "softmax")
     t, plain = _one(x)
     return _out(apply(_softmax, t._xp, (t,), {"axis": _ops._axis_attr(axis, t.data.ndim)}),
                 plain)
@@ -223,12 +236,14 @@ def _log_softmax_vjp(xp, g, ins, out, saved, needs, axis):
     return (g - xp.exp(out) * _ns.sum_of(xp, g, axis=axis, keepdims=True),)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x, axis=-1, *, dim=None):
     r"""Log of the softmax along ``axis``, :math:`x - \operatorname{logsumexp}(x)`, computed
     by shifting with the maximum (never the log of a softmax, which underflows).
 
-    The VJP is :math:`g - \operatorname{softmax}(x) \sum g`. Shape is preserved.
+    The VJP is :math:`g - \operatorname{softmax}(x) \sum g`. Shape is preserved. ``dim`` is
+    PyTorch's name for ``axis``.
     """
+    axis = _axis_or_dim(axis, dim, "log_softmax")
     t, plain = _one(x)
     return _out(apply(_log_softmax, t._xp, (t,),
                       {"axis": _ops._axis_attr(axis, t.data.ndim)}), plain)

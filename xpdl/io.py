@@ -243,7 +243,8 @@ def _jsonable(v):
     raise TypeError(f"xpdl.save: cannot store parameter value {v!r}")
 
 
-_LAYERS = ("Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity", "Dropout")
+_LAYERS = ("Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+           "Identity", "Dropout")
 
 
 def _module_spec(m):
@@ -261,7 +262,7 @@ def _module_spec(m):
                     bias=m.bias is not None, init=m.init)
     elif name == "LeakyReLU":
         spec["negative_slope"] = m.negative_slope
-    elif name == "Softmax":
+    elif name in ("Softmax", "LogSoftmax"):
         spec["axis"] = m.axis
     elif name == "Dropout":
         spec["p"] = m.p
@@ -320,8 +321,8 @@ def _build_module(spec, xp, device, dtype):
                          xp=xp, device=device, dtype=dtype, init=spec["init"])
     if t == "LeakyReLU":
         return nn.LeakyReLU(spec["negative_slope"])
-    if t == "Softmax":
-        return nn.Softmax(spec["axis"])
+    if t in ("Softmax", "LogSoftmax"):
+        return getattr(nn, t)(spec["axis"])
     if t == "Dropout":
         d = nn.Dropout(spec["p"])
         d.rng.set_state(spec["rng_state"])

@@ -56,17 +56,36 @@ class Softmax(Module):
     axis : int, default -1
         The class axis: the output sums to 1 along it. Input and output have the same
         shape.
+    dim : int, optional
+        PyTorch's name for ``axis`` (``nn.Softmax(dim=1)``); give one of the two.
     """
 
-    def __init__(self, axis=-1):
+    def __init__(self, axis=-1, *, dim=None):
         super().__init__()
-        self.axis = axis
+        self.axis = F._axis_or_dim(axis, dim, type(self).__name__)
 
     def forward(self, x):
         return F.softmax(x, axis=self.axis)
 
     def extra_repr(self):
         return f"axis={self.axis}"
+
+
+class LogSoftmax(Softmax):
+    """Log-softmax along ``axis`` (:func:`xpdl.functional.log_softmax`), as PyTorch's
+    ``nn.LogSoftmax``: log-probabilities computed without taking the log of a softmax
+    (finite for any finite input).
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The class axis. Input and output have the same shape.
+    dim : int, optional
+        PyTorch's name for ``axis``; give one of the two.
+    """
+
+    def forward(self, x):
+        return F.log_softmax(x, axis=self.axis)
 
 
 class Identity(Module):
