@@ -1062,3 +1062,94 @@ def test_param_groups_misuse_is_named_and_nothing_moves(backend):
                                       state[k])
     opt.step()  # settings as they were: it trains on
     assert not np.array_equal(backend.to_numpy(W.data), before)
+
+
+# -- add_param_group: parameters added while training, as in PyTorch -----------------------
+def _torch_added_later(name, kw, at):
+    import torch
+
+    X, Y, p0 = _problem()
+    W = torch.tensor(p0["W"], requires_grad=True)
+    b = torch.tensor(p0["b"], requires_grad=True)
+    V = torch.tensor(np.full((2, 2), 0.3), requires_grad=True)  # trained from step ``at``
+    cls = {"sgd": torch.optim.SGD, "gd": torch.optim.SGD, "adam": torch.optim.Adam,
+           "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+           "adagrad": torch.optim.Adagrad}[name]
+    opt = cls([W, b], **kw)
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+    for i in range(STEPS):
+        if i == at:
+            opt.add_param_group({"params": [V]})
+        opt.zero_grad()
+        torch.nn.functional.mse_loss((Xt @ W.T + b) @ V, Yt).backward()
+        opt.step()
+    return {"W": W.detach().numpy(), "b": b.detach().numpy(), "V": V.detach().numpy()}
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("compiled", [False, True], ids=["step", "compile_step"])
+@pytest.mark.parametrize("cfg", [c for c in CONFIGS if c[0] != "gd"][::2], ids=str)
+def test_add_param_group_follows_torch(backend, cfg, compiled):
+    """A parameter the optimizer did not have (a layer unfrozen while fine-tuning) added
+    with add_param_group at step 12: from then on it is trained from a fresh state (Adam
+    counting its own steps from one), through step() and through compile_step (which
+    steps eagerly while a parameter gets a gradient the optimizer does not update, and
+    replays once it does), as torch.optim after its add_param_group."""
+    from xpdl import nn
+
+    name, kw = cfg
+    ref = _torch_added_later(name, kw, at=12)
+    X_h, Y_h, p0 = _problem()
+    X, Y = backend.asarray(X_h), backend.asarray(Y_h)
+    lin = nn.Linear(3, 2, rng=0, xp=backend.xp, device=backend.device,
+                    dtype=backend.float_dtype)
+    lin.weight.data = backend.asarray(p0["W"])
+    lin.bias.data = backend.asarray(p0["b"])
+    V = Tensor(backend.asarray(np.full((2, 2), 0.3)), requires_grad=True)
+    V.requires_grad_(False)  # frozen at first: compile_step replays without it
+    cls = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW,
+           "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[name]
+    opt = cls(lin, **kw)
+
+    def model(x):
+        return lin(x) @ V
+
+    step = xpdl.compile_step(model, mse, opt) if compiled else None
+    for i in range(STEPS):
+        if i == 12:
+            V.requires_grad_(True)
+            opt.add_param_group({"params": [V], "lr": kw["lr"]})  # (the same lr: allowed)
+            assert opt.param_names == ["weight", "bias", "2"]
+            assert opt.param_groups[0]["params"][-1] is V
+        if compiled:
+            step(X, Y)
+        else:
+            opt.zero_grad()
+            mse(model(X), Y).backward()
+            opt.step()
+    if compiled:
+        assert step.mode == "replay"
+    tol = 1e-9 if backend.is64 else 2e-3
+    for k, t in (("W", lin.weight), ("b", lin.bias), ("V", V)):
+        np.testing.assert_allclose(backend.to_numpy(t.data), ref[k], rtol=tol, atol=tol,
+                                   err_msg=k)
+
+
+def test_add_param_group_misuse_is_named_and_adds_nothing(backend):
+    W = Tensor(backend.asarray(np.ones((2, 3))), requires_grad=True)
+    V = Tensor(backend.asarray(np.ones(2)), requires_grad=True)
+    opt = optim.Adam({"W": W}, lr=0.1)
+    before = (opt.param_names, set(opt.state_dict()), len(opt.param_groups[0]["params"]))
+    for bad, exc, match in [
+            ([V], TypeError, "takes a dict with 'params'"),
+            ({"params": [V], "lr": 0.01}, ValueError, r"one parameter group.*\['lr'\] differ"),
+            ({"params": [V], "momentum": 0.9}, ValueError, r"Adam has no settings \['momentum'\]"),
+            ({"params": [W]}, ValueError, "in the optimizer already"),
+            ({"params": {"W": V}}, ValueError, r"names \['W'\] are taken"),
+            ({"params": [Tensor(backend.asarray(np.ones(2)))]}, TypeError, "requires_grad")]:
+        with pytest.raises(exc, match=match):
+            opt.add_param_group(bad)
+        assert (opt.param_names, set(opt.state_dict()),
+                len(opt.param_groups[0]["params"])) == before
+    opt.add_param_group({"params": {"V": V}, "betas": (0.9, 0.999)})  # (the same betas)
+    assert opt.param_names == ["W", "V"] and "0/exp_avg/V" in opt.state_dict()

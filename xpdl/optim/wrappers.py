@@ -141,6 +141,68 @@ class Optimizer:
         self.state = _carry_state(self.state, fresh)
         self.transform, self._built, self._group = transform, new, g
 
+    def add_param_group(self, param_group):
+        """Add parameters to the optimizer, as PyTorch's ``add_param_group`` (a layer
+        unfrozen or added while fine-tuning): ``{"params": [Tensor, ...]}``, or a Module
+        or a dict of named Tensors as ``params``. xpdl keeps one group, so the settings
+        of ``param_groups[0]`` apply to them; settings given with the group must equal
+        those (others are a ``ValueError``: make a second optimizer for them).
+
+        The new parameters start from a fresh state, as in PyTorch: zero moments, and
+        Adam's and AdamW's bias correction counts their own steps from one. Parameters
+        already in the optimizer, or names taken, are a ``ValueError``; on any error
+        nothing is added.
+        """
+        if not isinstance(param_group, dict) or "params" not in param_group:
+            raise TypeError(f"xpdl.optim: add_param_group takes a dict with 'params' (as "
+                            f"PyTorch's), got {type(param_group).__name__}")
+        self._sync_settings()
+        g = self._group
+        settings = {k: v for k, v in param_group.items() if k != "params"}
+        unknown = sorted(set(settings) - set(self._built))
+        if unknown:
+            raise ValueError(f"xpdl.optim: {type(self).__name__} has no settings {unknown} "
+                             f"(it has {sorted(self._built)})")
+        differ = sorted(k for k, v in settings.items()
+                        if not (v is g[k] or _same_setting(v, g[k])))
+        if differ:
+            raise ValueError(f"xpdl.optim: xpdl keeps one parameter group, whose settings "
+                             f"apply to all its parameters; {differ} differ from "
+                             f"param_groups[0]'s: make a second optimizer for these "
+                             f"parameters")
+        params = param_group["params"]
+        if isinstance(params, Tensor):
+            params = [params]
+        if not (hasattr(params, "named_parameters") or isinstance(params, dict)):
+            params = list(params)
+            if params and not isinstance(params[0], tuple):  # numbered after the others
+                params = [(str(len(self._params) + i), p) for i, p in enumerate(params)]
+        new = _named(params)
+        have = {id(p): n for n, p in self._params}
+        for n, p in new:
+            if id(p) in have:
+                raise ValueError(f"xpdl.optim: the parameter {n!r} is in the optimizer "
+                                 f"already (as {have[id(p)]!r})")
+        taken = sorted({n for n, _ in new} & set(self.param_names))
+        if taken:
+            raise ValueError(f"xpdl.optim: the names {taken} are taken by parameters of "
+                             f"the optimizer; give the new ones other names")
+        self._counters_to_host()
+        fresh = self.transform.init({n: p.data for n, p in new})
+        for _, p in new:
+            if not p._own:
+                p.data = p.xp.asarray(p.data, copy=True)
+                p._own = True
+        state = dict(self.state)  # (a new dict: steppers made for the old one are remade)
+        state.update({k: v for k, v in fresh.items() if k not in state})
+        self.state = state
+        keys = getattr(self.transform, "param_counters", ())
+        lag = max((self.state[k] for k in keys if k in self.state), default=0)
+        if lag:  # (their own count: these many steps behind the optimizer's)
+            self._behind.update((n, lag) for n, _ in new)
+        self._params.extend(new)
+        self._plist.extend(p for _, p in new)
+
     def zero_grad(self, set_to_none=True):
         """Drop the gradients of all parameters (``grad = None``), or with
         ``set_to_none=False`` make them zeros (as in PyTorch: a parameter with a zero
