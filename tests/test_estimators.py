@@ -845,3 +845,14 @@ def test_mlp_regressor_takes_a_column_y_as_one_target(backend):
     lin = LinearRegression().fit(backend.asarray(X), backend.asarray(y[:, None]))
     assert tuple(lin.predict(backend.asarray(X)).shape) == \
         sk_lm.LinearRegression().fit(X, y[:, None]).predict(X).shape == (40, 1)
+    # a warning at every call with a column, as scikit-learn's (it warned at the first)
+    counts = []
+    for m, conv in ((SkMLP(**kw), lambda a: a), (MLPRegressor(**kw), backend.asarray)):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            m.fit(conv(X), conv(y[:, None]))
+            m.partial_fit(conv(X), conv(y[:, None]))
+            m.partial_fit(conv(X), conv(y[:, None]))
+            m.partial_fit(conv(X), conv(y))
+        counts.append(sum(issubclass(w.category, DataConversionWarning) for w in record))
+    assert counts[1] == counts[0] == 3

@@ -287,8 +287,9 @@ class RegressorMixin(_SKRegressor):
 
     def _targets(self, y, n, reset, classes=None):
         y = V.validate_y_regression(self, y, n)
+        ndim = self._target_ndim(y)  # (a column y warns at every call, as scikit-learn's)
         if reset:
-            self._y_ndim = self._target_ndim(y)
+            self._y_ndim = ndim
         T = y if y.ndim == 2 else self._xp.reshape(y, (-1, 1))
         return T, T.shape[1]
 

@@ -536,8 +536,9 @@ def stream_source(est, X, y, sample_weight, *, reset, classes):
     else:
         if y.ndim not in (1, 2):
             raise ValueError(f"xpdl: y must be 1-D or 2-D, got shape {y.shape}")
+        ndim = est._target_ndim(y)  # (a column y warns at every call, as scikit-learn's)
         if reset:
-            est._y_ndim = est._target_ndim(y)
+            est._y_ndim = ndim
         n_out = 1 if y.ndim == 1 else y.shape[1]
     dp = est._dp_on()
     if dp:
