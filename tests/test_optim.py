@@ -1153,3 +1153,25 @@ def test_add_param_group_misuse_is_named_and_adds_nothing(backend):
                 len(opt.param_groups[0]["params"])) == before
     opt.add_param_group({"params": {"V": V}, "betas": (0.9, 0.999)})  # (the same betas)
     assert opt.param_names == ["W", "V"] and "0/exp_avg/V" in opt.state_dict()
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_optimizer_repr_shows_the_group_as_torch(backend):
+    """repr(opt) lists param_groups[0]'s settings as torch.optim's does (it was
+    "Adam(2 parameters)"); each line ours prints is one of torch's."""
+    import torch
+
+    X, Y, p0 = _problem()
+    cases = [("sgd", dict(lr=0.05, momentum=0.9, weight_decay=0.1)),
+             ("adam", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+             ("rmsprop", dict(lr=0.01, alpha=0.9, eps=1e-6, momentum=0.5, centered=True,
+                              weight_decay=0.1))]
+    for name, kw in cases:
+        ours = {"sgd": optim.SGD, "adam": optim.Adam, "rmsprop": optim.RMSprop}[name](
+            {"W": Tensor(backend.asarray(p0["W"]), requires_grad=True)}, **kw)
+        theirs = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam,
+                  "rmsprop": torch.optim.RMSprop}[name]([torch.tensor(p0["W"])], **kw)
+        lines = repr(ours).splitlines()
+        assert lines[:2] == repr(theirs).splitlines()[:2] and lines[-1] == ")"
+        assert set(lines[2:-1]) <= set(repr(theirs).splitlines()), (lines, repr(theirs))
+        assert [ln.split(":")[0].strip() for ln in lines[2:-1]] == sorted(ours.defaults)

@@ -448,7 +448,11 @@ class Optimizer:
         self._behind = {n: k for n, k in behind.items() if k}
 
     def __repr__(self):
-        return f"{type(self).__name__}({len(self._params)} parameters)"
+        # PyTorch's layout: the group's settings, sorted, one a line
+        g = self.param_groups[0] if isinstance(self.param_groups, list) and \
+            self.param_groups and isinstance(self.param_groups[0], dict) else {}
+        lines = [f"    {k}: {g[k]!r}" for k in sorted(g) if k != "params"]
+        return "\n".join([f"{type(self).__name__} (", "Parameter Group 0", *lines, ")"])
 
 
 _SETTING = "param_groups/"  # the prefix of the settings' keys in a state dict
