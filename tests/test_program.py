@@ -1147,3 +1147,101 @@ def test_a_batch_on_another_device_is_named(backend):
 
     with pytest.raises(ValueError, match="explain: the model lives on device"):
         saliency(net, Xo)
+
+
+def _into_results(prog):
+    """The slots the replay's buffered calls (linear, ReLU and their VJPs) write."""
+    return [s for node in prog.nodes for s in node[2]
+            if s is not None and s in prog._bufferable]
+
+
+def test_replay_writes_linear_and_relu_results_into_planned_buffers(backend):
+    """On NumPy, CuPy and torch a replay writes the products and ReLUs (forward and
+    backward) into buffers planned once and kept from step to step (``out=``), with the
+    tape's values: on NumPy a replayed step then allocates less than one activation (the
+    tape allocates all of them every step); two values alive at the same call never share
+    a buffer. Elsewhere the replay makes fresh arrays."""
+    import tracemalloc
+
+    g = np.random.default_rng(0)
+    X = backend.asarray(g.normal(size=(64, 16)))
+    y = backend.asarray(g.integers(0, 3, 64), dtype=backend.xp.int64)
+    kw = dict(xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+    make = lambda: nn.Sequential(nn.Linear(16, 256, rng=0, **kw), nn.ReLU(),  # noqa: E731
+                                 nn.Linear(256, 256, rng=1, **kw), nn.ReLU(),
+                                 nn.Linear(256, 3, rng=2, **kw))
+    m1, m2 = make(), make()
+    o1, o2 = optim.Adam(m1, lr=1e-3), optim.Adam(m2, lr=1e-3)
+    step = xpdl.compile_step(m1, _loss("cross_entropy"), o1)
+    for _ in range(4):
+        loss = step(X, y)
+        ref = _eager_step(m2, _loss("cross_entropy"), o2, X, y, None)
+        assert backend.to_numpy(loss) == backend.to_numpy(ref)  # bit for bit
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_array_equal(backend.to_numpy(p1.data), backend.to_numpy(p2.data))
+    (prog,) = [e[1] for e in step._programs.values() if e[0] == "ok"]
+    if backend.name not in ("numpy", "cupy", "torch"):
+        assert step._flat is None  # no flat layout, no buffers: fresh arrays
+        return
+    (plan,) = prog._flat_plans.values()
+    buffers = plan[5]
+    assert sorted(buffers) == sorted(_into_results(prog)) and len(buffers) >= 8
+    # liveness: a buffer serves several values, never two alive at the same call
+    assert len({id(b) for b in buffers.values()}) < len(buffers)
+    alive = set()
+    last = {a: i for i, st in enumerate(plan[0]) for a in st[1]}
+    for i, (_, _args, outs, _, _) in enumerate(plan[0]):
+        alive = {s for s in alive if last.get(s, -1) >= i}
+        for s in outs:
+            if s in buffers:
+                assert all(buffers[t] is not buffers[s] for t in alive)
+                alive.add(s)
+    if backend.name == "numpy":
+        act = 64 * 256 * X.dtype.itemsize
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            step(X, y)
+            grew = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+        assert grew < act, (grew, act)
+
+
+def test_values_that_outlive_a_replayed_step_are_never_buffers(backend):
+    """A loss that is a view of a layer's output, and views of buffered values read after
+    the value's own last reader (a transposed activation), keep their values: each kept
+    loss equals the tape's for its step, 12 steps bit for bit."""
+    g = np.random.default_rng(1)
+    kw = dict(xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 4, rng=0, **kw)
+            self.b = nn.Linear(4, 4, rng=1, **kw)
+            self.c = nn.Linear(4, 1, rng=2, **kw)
+
+        def forward(self, x):
+            h = F.relu(self.a(x))
+            t = F.relu(self.b(h)).mT  # a view of a buffered result
+            return self.c((t * 1.5).mT + h)
+
+    def loss_fn(out, y):
+        return F.reshape(out, ()) * y  # a view of the last linear's output, scaled
+
+    m1, m2 = Net(), Net()
+    o1, o2 = optim.SGD(m1, lr=0.05), optim.SGD(m2, lr=0.05)
+    step = xpdl.compile_step(m1, loss_fn, o1)
+    kept, refs = [], []
+    for i in range(12):
+        X = backend.asarray(g.normal(size=(1, 3)))
+        y = backend.asarray(np.array(1.0 + i / 10))
+        kept.append(step(X, y))
+        refs.append(_eager_step(m2, loss_fn, o2, X, y, None))
+    assert step.mode == "replay"
+    got = [float(backend.to_numpy(a)) for a in kept]
+    assert got == [float(backend.to_numpy(a)) for a in refs]
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_array_equal(backend.to_numpy(p1.data), backend.to_numpy(p2.data))

@@ -7,6 +7,8 @@ data to and from the host at the edges (random draws, file IO, datasets).
 
 from __future__ import annotations
 
+import sys
+
 import array_api_compat
 import numpy as np
 
@@ -23,6 +25,7 @@ __all__ = [
     "is_cupy",
     "is_strict",
     "supports_inplace",
+    "may_share_memory",
     "supports_float64",
     "default_float_dtype",
     "resolve_float_dtype",
@@ -254,26 +257,37 @@ def lit(xp, value, like):
     return xp.asarray(value, dtype=dt, device=device_of(like))
 
 
-def maximum_zero(xp, d):
-    """``xp.maximum(d, 0)`` in ``d``'s dtype (NaN stays NaN). On NumPy against a
-    zero-filled array of ``d``'s shape, written over it: NumPy's loop for two arrays is
-    vectorized and its loop for a scalar operand is not (measured over 256 x 512 float32:
-    24 us against 67 us; the same values). ``np.zeros``, not ``zeros_like`` (a Python
-    function that fills with a broadcast 0: 191 against 141 us over 512 x 2048)."""
+def maximum_zero(xp, d, out=None):
+    """``xp.maximum(d, 0)`` in ``d``'s dtype (NaN stays NaN), written into ``out`` when
+    given (an array of :func:`native_module`'s module). On NumPy against a zero-filled
+    array of ``d``'s shape, written over it: NumPy's loop for two arrays is vectorized and
+    its loop for a scalar operand is not (measured over 256 x 512 float32: 24 us against
+    67 us; the same values). ``np.zeros``, not ``zeros_like`` (a Python function that
+    fills with a broadcast 0: 191 against 141 us over 512 x 2048)."""
     if _ufunc_reduce(xp):
-        z = np.zeros(d.shape, d.dtype)
-        return np.maximum(d, z, out=z)
-    return xp.maximum(d, lit(xp, 0.0 if xp.isdtype(d.dtype, "real floating") else 0, d))
+        if out is None:
+            out = np.zeros(d.shape, d.dtype)
+        else:
+            out.fill(0)
+        return np.maximum(d, out, out=out)
+    zero = lit(xp, 0.0 if xp.isdtype(d.dtype, "real floating") else 0, d)
+    return xp.maximum(d, zero) if out is None else native_module(xp).maximum(d, zero, out=out)
 
 
-def mask_multiply(xp, g, mask):
-    """``g * mask`` for a boolean ``mask``: NumPy, CuPy and torch multiply by booleans
-    directly (one pass); the standard needs the mask cast to ``g``'s dtype first. On NumPy
-    the cast first too, then an in-place product: its mixed bool-float loop casts through
-    a buffer (measured over 512 x 2048 float32: 588 against 417 us; the same bits)."""
+def mask_multiply(xp, g, mask, out=None):
+    """``g * mask`` for a boolean ``mask``, written into ``out`` when given (as
+    :func:`maximum_zero`): NumPy, CuPy and torch multiply by booleans directly (one pass);
+    the standard needs the mask cast to ``g``'s dtype first. On NumPy the cast first too,
+    then an in-place product: its mixed bool-float loop casts through a buffer (measured
+    over 512 x 2048 float32: 588 against 417 us; the same bits)."""
     if _ufunc_reduce(xp) and mask.shape == g.shape:
-        m = mask.astype(g.dtype)
-        return np.multiply(m, g, out=m)
+        if out is None:
+            out = mask.astype(g.dtype)
+        else:
+            np.copyto(out, mask)
+        return np.multiply(out, g, out=out)
+    if out is not None:
+        return native_module(xp).multiply(g, mask, out=out)
     ok = _BOOL_MUL.get(id(xp))
     if ok is None:
         ok = _BOOL_MUL[id(xp)] = is_numpy(xp) or is_cupy(xp) or is_torch(xp)
@@ -284,9 +298,10 @@ _NATIVE: dict = {}
 
 
 class _TorchOut:
-    """torch's ``matmul``, ``sum`` and ``add`` under NumPy's names and keywords, writing
-    into ``out=`` (what :func:`matmul_into`, :func:`sum0_into` and a replayed program's
-    gradient sums call)."""
+    """torch's ``matmul``, ``sum``, ``add``, ``multiply`` and ``maximum`` (with a scalar)
+    under NumPy's names and keywords, writing into ``out=`` (what :func:`matmul_into`,
+    :func:`sum0_into`, :func:`maximum_zero`, :func:`mask_multiply` and a replayed
+    program's gradient sums call)."""
 
     def __init__(self, torch):
         self.torch = torch
@@ -299,6 +314,12 @@ class _TorchOut:
 
     def add(self, a, b, out):
         return self.torch.add(a, b, out=out)
+
+    def multiply(self, a, b, out):
+        return self.torch.mul(a, b, out=out)
+
+    def maximum(self, a, b, out):  # (b a Python scalar: relu's 0)
+        return self.torch.clamp_min(a, b, out=out)
 
 
 def native_module(xp):
@@ -377,6 +398,17 @@ def sum0_into(xp, a, out=None):
     if _ufunc_reduce(xp):  # (see sum_of)
         return np.add.reduce(a, axis=0, out=out)
     return xp.sum(a, axis=0) if out is None else native_module(xp).sum(a, axis=0, out=out)
+
+
+def may_share_memory(a, b) -> bool:
+    """Whether arrays ``a`` and ``b`` (NumPy, CuPy or torch) may be views of the same
+    memory (False for other arrays: a replayed program writes into planned buffers only on
+    those three)."""
+    if hasattr(a, "untyped_storage"):
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    mod = sys.modules.get(type(a).__module__.partition(".")[0])
+    share = getattr(mod, "may_share_memory", None)
+    return bool(share(a, b)) if share is not None and type(a) is type(b) else False
 
 
 def supports_inplace(xp) -> bool:

@@ -38,10 +38,15 @@ class Primitive:
         and ``"in0"``, ``"in1"``, ...; shapes do not count (a program's shapes are fixed).
         Default: all of them. A recorded program folds a VJP call whose values are all
         constants (the L2 term's chain of scalings, for instance) into a constant.
+    forward_into : bool, default False
+        Whether ``forward`` takes ``out=`` (an array or None) and writes its result there,
+        with the same bits (``saves=False`` only): a replayed program gives each such call
+        a buffer of its own, kept from step to step (NumPy, CuPy, torch).
     vjp_into : bool, default False
         Whether ``vjp`` takes ``outs=`` (a tuple, one array or None per input) and writes
         the gradients there, with the same bits: a replayed program lets a parameter's
-        gradient land in its flat gradient buffer without a copy (NumPy, CuPy, torch).
+        gradient land in its flat gradient buffer without a copy, and other gradients in
+        buffers of their own (NumPy, CuPy, torch).
     check : callable ``(xp, inputs, **attrs) -> None``, optional
         Raises ``ValueError`` for input *values* the operation is not defined on (class
         indices out of range, say), skipping arrays without values (``jax.jit`` tracers).
@@ -66,13 +71,14 @@ class Primitive:
     """
 
     def __init__(self, name, forward, vjp, *, saves=False, random=False, vjp_reads=None,
-                 vjp_into=False, check=None):
+                 forward_into=False, vjp_into=False, check=None):
         self.name = name
         self.forward = forward
         self.vjp = vjp
         self.saves = saves
         self.random = random
         self.vjp_reads = vjp_reads
+        self.forward_into = forward_into and not saves
         self.vjp_into = vjp_into
         self.check = check
 
