@@ -758,3 +758,149 @@ def test_load_state_dict_reports_keys_as_torch(backend):
     missing, unexpected = res
     assert (missing, unexpected) == (["0.bias"], ["extra.weight"])
     assert tuple(m.load_state_dict(sd)) == ([], [])
+
+
+def _torch_pair(backend, xh):
+    import torch
+
+    x = xpdl.Tensor(backend.asarray(xh), requires_grad=True)
+    return x, torch.tensor(xh, requires_grad=True)
+
+
+def _close(backend, a, b):
+    tol = 1e-12 if backend.is64 else 2e-5
+    np.testing.assert_allclose(backend.to_numpy(a), b.detach().numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("MSELoss", {}), ("L1Loss", {}), ("HuberLoss", {}), ("HuberLoss", {"delta": 0.3}),
+    ("BCELoss", {}), ("BCEWithLogitsLoss", {}), ("CrossEntropyLoss", {}),
+    ("CrossEntropyLoss", {"probs": True})])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_loss_modules_equal_torchs(backend, name, kw, reduction):
+    """nn.MSELoss() and the rest, as written for PyTorch (they did not exist): values and
+    the input's gradient equal torch.nn's for each reduction; repr as torch's."""
+    torch = pytest.importorskip("torch")
+    g = np.random.default_rng(3)
+    kw = dict(kw)
+    probs = kw.pop("probs", False)
+    xh = g.normal(size=(6, 4)) * 2
+    if name == "CrossEntropyLoss":
+        th = g.dirichlet(np.ones(4), size=6) if probs else g.integers(0, 4, 6)
+    elif name.startswith("BCE"):
+        th = g.uniform(0, 1, size=(6, 4))
+    else:
+        th = g.normal(size=(6, 4))
+    if name == "BCELoss":
+        xh = 1 / (1 + np.exp(-xh))
+    x, xt = _torch_pair(backend, xh)
+    t = backend.asarray(th, dtype=backend.xp.int64 if th.dtype.kind == "i" else None)
+    mine = getattr(nn, name)(reduction=reduction, **kw)
+    ref_mod = getattr(torch.nn, name)(reduction=reduction, **kw)
+    assert repr(mine) == repr(ref_mod) == f"{name}()"
+    out, ref = mine(x, t), ref_mod(xt, torch.tensor(th))
+    wh = g.normal(size=tuple(ref.shape))
+    (out * backend.asarray(wh)).sum().backward()
+    (ref * torch.tensor(wh)).sum().backward()
+    _close(backend, out.data, ref)
+    _close(backend, x.grad, xt.grad)
+    # plain arrays in, a plain array out (as the functions in xpdl.losses)
+    _close(backend, mine(backend.asarray(xh), t), ref)
+
+
+def test_loss_modules_check_their_settings():
+    for bad, err in (("avg", ValueError), (None, TypeError)):
+        with pytest.raises(err, match="reduction must be one of"):
+            nn.MSELoss(reduction=bad)
+    with pytest.raises(ValueError, match="delta must be positive"):
+        nn.HuberLoss(delta=0)
+    with pytest.raises(TypeError, match="delta must be a number"):
+        nn.HuberLoss(delta="1")
+    assert nn.utils.clip_grad_norm_ is nn.clip_grad_norm_
+
+
+def test_a_loss_module_trains_through_compile_step_as_torch(backend):
+    """compile_step(model, nn.CrossEntropyLoss(), opt), PyTorch's idiom, with Flatten and
+    Softplus layers: 6 steps equal torch.optim's (images of shape (n, 2, 3))."""
+    torch = pytest.importorskip("torch")
+    g = np.random.default_rng(4)
+    kw = dict(xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(6, 5, rng=0, **kw), nn.Softplus(beta=2.0),
+                      nn.Linear(5, 3, rng=1, **kw))
+    tm = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 5).double(),
+                             torch.nn.Softplus(beta=2.0), torch.nn.Linear(5, 3).double())
+    with torch.no_grad():
+        for p, q in zip(m.parameters(), tm.parameters()):
+            q.copy_(torch.tensor(backend.to_numpy(p.data)))
+    step = xpdl.compile_step(m, nn.CrossEntropyLoss(), xpdl.optim.Adam(m, lr=0.05))
+    topt = torch.optim.Adam(tm.parameters(), lr=0.05)
+    for _ in range(6):
+        xh, yh = g.normal(size=(8, 2, 3)), g.integers(0, 3, 8)
+        loss = step(backend.asarray(xh), backend.asarray(yh, dtype=backend.xp.int64))
+        topt.zero_grad()
+        ref = torch.nn.CrossEntropyLoss()(tm(torch.tensor(xh)), torch.tensor(yh))
+        ref.backward()
+        topt.step()
+        _close(backend, loss, ref)
+    assert step.mode == "replay"
+    for p, q in zip(m.parameters(), tm.parameters()):
+        tol = 1e-9 if backend.is64 else 1e-4
+        np.testing.assert_allclose(backend.to_numpy(p.data), q.detach().numpy(), rtol=tol,
+                                   atol=tol)
+
+
+@pytest.mark.parametrize("dims", [(), (0,), (1, 2), (0, -1), (-2, -1), (2, 2), (-3, 1)])
+def test_flatten_equals_torchs(backend, dims):
+    """nn.Flatten(start_dim, end_dim) gives torch's shapes and values, and the gradient
+    flows back in the input's shape."""
+    torch = pytest.importorskip("torch")
+    xh = np.random.default_rng(5).normal(size=(2, 3, 4, 5))
+    x, xt = _torch_pair(backend, xh)
+    out, ref = nn.Flatten(*dims)(x), torch.nn.Flatten(*dims)(xt)
+    assert tuple(out.shape) == tuple(ref.shape)
+    wh = np.random.default_rng(6).normal(size=tuple(ref.shape))
+    (out * backend.asarray(wh)).sum().backward()
+    (ref * torch.tensor(wh)).sum().backward()
+    _close(backend, out.data, ref)
+    _close(backend, x.grad, xt.grad)
+    assert repr(nn.Flatten(*dims)) == repr(torch.nn.Flatten(*dims))
+
+
+def test_flatten_names_axes_it_cannot_merge(backend):
+    x = backend.asarray(np.ones((2, 3)))
+    for dims in ((2,), (0, -3), (1, 0)):
+        with pytest.raises(ValueError, match="do not name axes in order of an input with 2"):
+            nn.Flatten(*dims)(x)
+    for bad in (1.0, True, "1"):
+        with pytest.raises(TypeError, match="start_dim must be an int"):
+            nn.Flatten(bad)
+
+
+@pytest.mark.parametrize("beta,threshold", [(1.0, 20.0), (2.0, 1.0), (0.5, -1.0)])
+def test_softplus_layer_equals_torchs(backend, beta, threshold):
+    torch = pytest.importorskip("torch")
+    xh = np.random.default_rng(7).normal(size=(4, 5)) * 4
+    x, xt = _torch_pair(backend, xh)
+    layer, tl = nn.Softplus(beta, threshold), torch.nn.Softplus(beta, threshold)
+    assert repr(layer) == repr(tl)
+    out, ref = layer(x), tl(xt)
+    out.sum().backward()
+    ref.sum().backward()
+    _close(backend, out.data, ref)
+    _close(backend, x.grad, xt.grad)
+    with pytest.raises(ValueError, match="beta must be positive"):
+        nn.Softplus(beta=0.0)
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        nn.Softplus(threshold="20")
+
+
+def test_flatten_and_softplus_are_saved_and_loaded(backend, tmp_path):
+    kw = dict(xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+    m = nn.Sequential(nn.Flatten(1, 2), nn.Linear(6, 4, rng=0, **kw),
+                      nn.Softplus(0.5, 3.0), nn.Linear(4, 2, rng=1, **kw))
+    path = tmp_path / "m.safetensors"
+    xpdl.save(m, path)
+    back = xpdl.load(path, xp=backend.xp, device=backend.device)
+    assert repr(back) == repr(m)
+    x = backend.asarray(np.random.default_rng(8).normal(size=(3, 2, 3)))
+    np.testing.assert_array_equal(backend.to_numpy(back(x)), backend.to_numpy(m(x)))

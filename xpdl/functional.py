@@ -176,13 +176,17 @@ def _softplus_vjp(xp, g, ins, out, saved, needs, beta, threshold):
 def softplus(x, beta=1.0, threshold=20.0):
     r"""Smooth ReLU :math:`\frac{1}{\beta}\log(1+e^{\beta x})`, linear where
     :math:`\beta x >` ``threshold`` (PyTorch's definition). Shape is preserved."""
+    return _act(_softplus, x, _softplus_args(beta, threshold))
+
+
+def _softplus_args(beta, threshold):
     for name, v in (("beta", beta), ("threshold", threshold)):
         if isinstance(v, (bool, str, bytes)) or not isinstance(v, numbers.Real):
             raise TypeError(f"xpdl: softplus {name} must be a number, got {v!r}")
         if not (math.isfinite(v) and (v > 0 or name == "threshold")):
             raise ValueError(f"xpdl: softplus {name} must be "
                              f"{'positive and ' if name == 'beta' else ''}finite, got {v!r}")
-    return _act(_softplus, x, {"beta": beta, "threshold": threshold})
+    return {"beta": beta, "threshold": threshold}
 
 
 def _stable_max(xp, d, axis):

@@ -244,7 +244,7 @@ def _jsonable(v):
 
 
 _LAYERS = ("Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
-           "Identity", "Dropout")
+           "Identity", "Dropout", "Softplus", "Flatten")
 
 
 def _module_spec(m):
@@ -264,6 +264,10 @@ def _module_spec(m):
         spec["negative_slope"] = m.negative_slope
     elif name in ("Softmax", "LogSoftmax"):
         spec["axis"] = m.axis
+    elif name == "Softplus":
+        spec.update(beta=m.beta, threshold=m.threshold)
+    elif name == "Flatten":
+        spec.update(start_dim=m.start_dim, end_dim=m.end_dim)
     elif name == "Dropout":
         spec["p"] = m.p
         spec["rng_state"] = m.rng.get_state()
@@ -323,6 +327,10 @@ def _build_module(spec, xp, device, dtype):
         return nn.LeakyReLU(spec["negative_slope"])
     if t in ("Softmax", "LogSoftmax"):
         return getattr(nn, t)(spec["axis"])
+    if t == "Softplus":
+        return nn.Softplus(spec["beta"], spec["threshold"])
+    if t == "Flatten":
+        return nn.Flatten(spec["start_dim"], spec["end_dim"])
     if t == "Dropout":
         d = nn.Dropout(spec["p"])
         d.rng.set_state(spec["rng_state"])

@@ -184,15 +184,19 @@ def mae(pred, target, reduction="mean"):
     return _elementwise_loss(p, t, xp, _mae, reduction, plain)
 
 
-def huber(pred, target, delta=1.0, reduction="mean"):
-    r"""Huber loss: :math:`\tfrac12 d^2` where :math:`|d| <` ``delta``, else
-    :math:`\delta(|d| - \tfrac12\delta)`, with :math:`d = p - t`. The gradient is :math:`d`
-    clipped to :math:`[-\delta, \delta]`."""
+def _huber_delta(delta):
     if isinstance(delta, bool) or not isinstance(delta, numbers.Real):
         raise TypeError(f"xpdl.losses.huber: delta must be a number, got {delta!r}")
     if not 0 < delta < math.inf:  # (NaN too: it made every loss NaN)
         raise ValueError(f"xpdl.losses.huber: delta must be positive and finite, got {delta}")
-    delta = float(delta)  # a NumPy scalar is no operand for array_api_strict's arrays
+    return float(delta)  # a NumPy scalar is no operand for array_api_strict's arrays
+
+
+def huber(pred, target, delta=1.0, reduction="mean"):
+    r"""Huber loss: :math:`\tfrac12 d^2` where :math:`|d| <` ``delta``, else
+    :math:`\delta(|d| - \tfrac12\delta)`, with :math:`d = p - t`. The gradient is :math:`d`
+    clipped to :math:`[-\delta, \delta]`."""
+    delta = _huber_delta(delta)
     p, t, xp, plain = _prepare(pred, target, "huber")
     _check_same_shape(p, t, "huber")
     return _elementwise_loss(p, t, xp, _huber, reduction, plain, delta=delta)

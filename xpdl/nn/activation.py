@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from .. import functional as F
 from .module import Module
 
@@ -46,6 +48,72 @@ class Tanh(Module):
 
     def forward(self, x):
         return F.tanh(x)
+
+
+class Softplus(Module):
+    r"""Smooth ReLU :math:`\frac{1}{\beta}\log(1+e^{\beta x})`, linear where
+    :math:`\beta x >` ``threshold`` (:func:`xpdl.functional.softplus`, PyTorch's
+    ``nn.Softplus``).
+
+    Parameters
+    ----------
+    beta : float > 0, default 1.0
+    threshold : float, default 20.0
+
+    Input and output have the same shape, any number of axes.
+    """
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        F._softplus_args(beta, threshold)
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x):
+        return F.softplus(x, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class Flatten(Module):
+    """Axes ``start_dim`` to ``end_dim`` (inclusive) merged into one, as PyTorch's
+    ``nn.Flatten``: ``(n, 8, 8)`` becomes ``(n, 64)`` with the defaults, so images go
+    into a :class:`~xpdl.nn.Linear` layer.
+
+    Parameters
+    ----------
+    start_dim : int, default 1
+    end_dim : int, default -1
+        Negative values count from the last axis. Both must be axes of the input, with
+        ``start_dim`` not after ``end_dim`` (a ``ValueError`` names them otherwise).
+
+    Input of shape ``(d_0, ..., d_{k-1})``; output of shape ``(d_0, ..., d_{s-1},
+    d_s * ... * d_e, d_{e+1}, ...)`` in C order (the gradient is reshaped back).
+    """
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        for name, v in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise TypeError(f"xpdl.nn.Flatten: {name} must be an int, got {v!r}")
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def forward(self, x):
+        shape = tuple(x.shape)
+        n = max(len(shape), 1)  # (a 0-d input flattens to one axis, as in PyTorch)
+        s, e = self.start_dim, self.end_dim
+        s, e = s + n if s < 0 else s, e + n if e < 0 else e
+        if not (0 <= s < n and 0 <= e < n and s <= e):
+            raise ValueError(f"xpdl.nn.Flatten: start_dim={self.start_dim} and "
+                             f"end_dim={self.end_dim} do not name axes in order of an input "
+                             f"with {len(shape)} axes (shape {shape})")
+        size = 1
+        for d in shape[s:e + 1]:
+            size *= d
+        return F.reshape(x, shape[:s] + (size,) + shape[e + 1:])
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 class Softmax(Module):
