@@ -181,3 +181,23 @@ def test_export_onnx_names_bad_arguments_and_writes_atomically(backend, tmp_path
     sess = ort.InferenceSession(str(path))
     np.testing.assert_allclose(sess.run(None, {"X": X})[1],
                                backend.to_numpy(est.predict_proba(Xb)), atol=1e-6, rtol=0)
+
+
+def test_export_onnx_of_flatten_and_softplus_layers(tmp_path):
+    """Images flattened by nn.Flatten (the batch axis symbolic: its length unknown while
+    tracing) and nn.Softplus export, equal to the module under onnxruntime; two unknown
+    lengths in one flattened shape are a ValueError naming the shape."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("ndonnx")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4, rng=0), nn.Softplus(2.0, 1.0),
+                          nn.Linear(4, 2, rng=1))
+    X = np.random.default_rng(0).normal(size=(5, 2, 3)).astype(np.float32)
+    xpdl.export_onnx(model, tmp_path / "m.onnx", ("N", 2, 3))
+    (out,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"X": X})
+    np.testing.assert_allclose(out, model(X).data, atol=1e-6)
+    with pytest.raises(ValueError, match="more than one axis of unknown length"):
+        xpdl.export_onnx(nn.Sequential(nn.Flatten(1, 2), nn.Linear(6, 1, rng=0)),
+                         tmp_path / "n.onnx", ("N", "M", 3))
+    # one unknown length in the merged axes is fine: (N, M, 3) -> (N * M, 3)
+    xpdl.export_onnx(nn.Sequential(nn.Flatten(0, 1), nn.Linear(3, 1, rng=0)),
+                     tmp_path / "k.onnx", ("N", "M", 3))

@@ -107,10 +107,17 @@ class Flatten(Module):
             raise ValueError(f"xpdl.nn.Flatten: start_dim={self.start_dim} and "
                              f"end_dim={self.end_dim} do not name axes in order of an input "
                              f"with {len(shape)} axes (shape {shape})")
+        # an axis of unknown length (None on traced arrays such as ndonnx's, NaN on Dask)
+        # becomes -1: reshape infers it, where it is the only one
         size = 1
         for d in shape[s:e + 1]:
-            size *= d
-        return F.reshape(x, shape[:s] + (size,) + shape[e + 1:])
+            size = -1 if size == -1 or d is None or d != d else size * d
+        new = tuple(-1 if d is None or d != d else d for d in shape[:s]) + (size,) + tuple(
+            -1 if d is None or d != d else d for d in shape[e + 1:])
+        if new.count(-1) > 1:
+            raise ValueError(f"xpdl.nn.Flatten: the input's shape {shape} leaves more than "
+                             f"one axis of unknown length")
+        return F.reshape(x, new)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
