@@ -904,3 +904,24 @@ def test_flatten_and_softplus_are_saved_and_loaded(backend, tmp_path):
     assert repr(back) == repr(m)
     x = backend.asarray(np.random.default_rng(8).normal(size=(3, 2, 3)))
     np.testing.assert_array_equal(backend.to_numpy(back(x)), backend.to_numpy(m(x)))
+
+
+def test_parameters_without_recursion_and_children_listed_once_as_torch(backend):
+    """parameters(recurse=False) and named_parameters(recurse=False) list a module's own
+    parameters (recurse was a TypeError); a child registered under two names is one
+    child, as in PyTorch."""
+    torch = pytest.importorskip("torch")
+    m = nn.Module()
+    m.a = nn.Linear(3, 2, rng=0, xp=backend.xp, device=backend.device)
+    m.b = m.a
+    m.scale = xpdl.Tensor(backend.asarray(np.ones(1)), requires_grad=True)
+    tm = torch.nn.Module()
+    tm.a = torch.nn.Linear(3, 2)
+    tm.b = tm.a
+    tm.scale = torch.nn.Parameter(torch.ones(1))
+    for rec in (True, False):
+        assert [n for n, _ in m.named_parameters(recurse=rec)] == \
+            [n for n, _ in tm.named_parameters(recurse=rec)]
+        assert len(m.parameters(recurse=rec)) == len(list(tm.parameters(recurse=rec)))
+    assert [n for n, _ in m.named_children()] == [n for n, _ in tm.named_children()] == ["a"]
+    assert m.children() == [m.a]

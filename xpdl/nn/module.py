@@ -101,29 +101,40 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     # -- traversal --------------------------------------------------------------------
-    def named_parameters(self, prefix=""):
-        """List of ``(dotted_name, Tensor)`` pairs, this module's first, then children's.
-        A parameter registered twice (tied weights) is listed once, under its first name
-        (as PyTorch's), so an optimizer updates it once per step."""
+    def named_parameters(self, prefix="", recurse=True):
+        """List of ``(dotted_name, Tensor)`` pairs, this module's first, then children's
+        (with ``recurse=False`` this module's own only, as PyTorch's). A parameter
+        registered twice (tied weights) is listed once, under its first name (as
+        PyTorch's), so an optimizer updates it once per step."""
         out, seen = [], set()
-        self._collect(prefix, out, seen)
+        self._collect(prefix, out, seen, recurse)
         return out
 
-    def _collect(self, prefix, out, seen):
+    def _collect(self, prefix, out, seen, recurse=True):
         for n, p in self._parameters.items():
             if id(p) not in seen:
                 seen.add(id(p))
                 out.append((prefix + n, p))
-        for name, m in self._modules.items():
+        for name, m in self._modules.items() if recurse else ():
             m._collect(prefix + name + ".", out, seen)
 
-    def parameters(self):
+    def parameters(self, recurse=True):
         """List of the parameter Tensors (the order of :meth:`named_parameters`)."""
-        return [p for _, p in self.named_parameters()]
+        return [p for _, p in self.named_parameters(recurse=recurse)]
 
     def children(self):
-        """The direct sub-modules, in the order they were assigned."""
-        return list(self._modules.values())
+        """The direct sub-modules, in the order they were assigned (each once)."""
+        return [m for _, m in self.named_children()]
+
+    def named_children(self):
+        """``(name, module)`` of the direct sub-modules, in the order they were assigned
+        (a module registered under two names is listed once, as PyTorch's)."""
+        out, seen = [], set()
+        for name, m in self._modules.items():
+            if id(m) not in seen:
+                seen.add(id(m))
+                out.append((name, m))
+        return out
 
     def apply(self, fn):
         """Call ``fn`` on every sub-module, depth first, then on this module, as PyTorch's
@@ -133,10 +144,6 @@ class Module:
             m.apply(fn)
         fn(self)
         return self
-
-    def named_children(self):
-        """``(name, module)`` of the direct sub-modules, in the order they were assigned."""
-        return list(self._modules.items())
 
     def named_modules(self, prefix=""):
         """``(dotted_name, module)`` of this module (name ``prefix``, ``""`` by default)
