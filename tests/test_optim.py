@@ -32,6 +32,8 @@ CONFIGS = [
     ("rmsprop", dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.1)),
     ("adagrad", dict(lr=0.1)),
     ("adagrad", dict(lr=0.1, weight_decay=0.1)),
+    ("adam", dict(lr=0.05, weight_decay=0.1, amsgrad=True)),
+    ("adamw", dict(lr=0.05, weight_decay=0.3, amsgrad=True)),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in CONFIGS]
 
@@ -717,7 +719,8 @@ def _torch_after_partial(name, kw, first, then):
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
 @pytest.mark.parametrize("name,kw", [("adam", dict(lr=0.05)),
-                                     ("adamw", dict(lr=0.05, weight_decay=0.3))])
+                                     ("adamw", dict(lr=0.05, weight_decay=0.3)),
+                                     ("adam", dict(lr=0.05, amsgrad=True))])
 def test_compile_step_after_missed_steps_and_a_saved_state_follow_torch(backend, name, kw):
     """Eager steps where parameters miss steps, the state saved and loaded into a new
     optimizer (the steps behind travel in the state dict), then replayed steps of
@@ -1175,3 +1178,49 @@ def test_optimizer_repr_shows_the_group_as_torch(backend):
         assert lines[:2] == repr(theirs).splitlines()[:2] and lines[-1] == ")"
         assert set(lines[2:-1]) <= set(repr(theirs).splitlines()), (lines, repr(theirs))
         assert [ln.split(":")[0].strip() for ln in lines[2:-1]] == sorted(ours.defaults)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_amsgrad_keeps_the_largest_second_moment_as_torch(backend, name, tmp_path):
+    """Adam(amsgrad=True) and AdamW(amsgrad=True) (a TypeError before): the state holds
+    torch's max_exp_avg_sq, a run saved to a file at step 15 and resumed equals torch's
+    40 steps, and the trajectory is not plain Adam's (the maximum matters here)."""
+    import torch
+
+    kw = dict(lr=0.05, amsgrad=True)
+    ref = _torch_trajectory(name, kw)
+    plain = _torch_trajectory(name, dict(lr=0.05))
+    assert max(np.abs(ref[k] - plain[k]).max() for k in ref) > 1e-4  # (tol 1e-9 in float64)
+    X_h, Y_h, p0 = _problem()
+    X, Y = backend.asarray(X_h), backend.asarray(Y_h)
+    ps = {k: Tensor(backend.asarray(v), requires_grad=True) for k, v in p0.items()}
+    cls = {"adam": optim.Adam, "adamw": optim.AdamW}[name]
+    opt = cls(ps, **kw)
+    loss = _loss(X, Y)
+    for _ in range(15):
+        opt.zero_grad()
+        loss(ps["W"], ps["b"]).backward()
+        opt.step()
+    t = torch.tensor(p0["W"], requires_grad=True)
+    tref = getattr(torch.optim, {"adam": "Adam", "adamw": "AdamW"}[name])([t], **kw)
+    t.grad = torch.ones_like(t)
+    tref.step()
+    ours = sorted(k.split("/")[1] for k in opt.state_dict() if k.endswith("/W"))
+    assert ours == sorted(set(tref.state_dict()["state"][0]) - {"step"}) == [
+        "exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+    xpdl.save(opt, tmp_path / "opt.safetensors")
+    ps = {k: Tensor(backend.asarray(backend.to_numpy(v.data)), requires_grad=True)
+          for k, v in ps.items()}
+    opt = cls(ps, **kw)
+    opt.load_state_dict(xpdl.load(tmp_path / "opt.safetensors", xp=backend.xp,
+                                  device=backend.device))
+    step = xpdl.compile_step(lambda x: x @ ps["W"].T + ps["b"], mse, opt)
+    for _ in range(STEPS - 15):
+        step(X, Y)
+    tol = 1e-9 if backend.is64 else 2e-3
+    for k in ps:
+        np.testing.assert_allclose(backend.to_numpy(ps[k].data), ref[k], rtol=tol, atol=tol)
+    for bad in ("yes", 1, None):
+        with pytest.raises(TypeError, match="amsgrad must be True or False"):
+            cls(ps, amsgrad=bad)

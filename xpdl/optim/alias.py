@@ -116,6 +116,11 @@ def _check_lr(lr, betas=None, **non_negative):
             raise ValueError(f"xpdl.optim: betas must be two numbers in [0, 1), got {betas}")
 
 
+def _check_flag(v, name):
+    if not isinstance(v, bool) and getattr(getattr(v, "dtype", None), "kind", "") != "b":
+        raise TypeError(f"xpdl.optim: {name} must be True or False, got {v!r}")
+
+
 def _real(v, name, what="a number"):
     """``v`` if it is a real number (a Python or NumPy one, a 0-d array; a bool or a string
     is not), else ``TypeError``."""
@@ -203,7 +208,7 @@ def gd(lr):
     return sgd(lr)
 
 
-def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
     r"""Adam (``torch.optim.Adam``): :math:`p \leftarrow p - \eta\,\hat m/(\sqrt{\hat v} +
     \epsilon)`; ``weight_decay`` is added to the gradient (L2, not decoupled).
 
@@ -220,6 +225,11 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         :math:`\epsilon`, non-negative.
     weight_decay : float, default 0
         L2 penalty :math:`\lambda`: :math:`g \leftarrow g + \lambda p` first.
+    amsgrad : bool, default False
+        AMSGrad (``torch.optim.Adam(amsgrad=True)``): the direction divides by the
+        largest :math:`v_t` so far, :math:`\hat m/(\sqrt{\max_{s\le t} v_s/(1-\beta_2^t)}
+        + \epsilon)`; the state keeps that maximum (``max_exp_avg_sq``). Runs the
+        portable chain on every backend (no fused or compiled pass).
 
     Returns
     -------
@@ -228,18 +238,19 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         over flat ``{name: array}`` dicts; the state holds the step counters as ints.
     """
     _check_lr(lr, betas, eps=eps, weight_decay=weight_decay)
+    _check_flag(amsgrad, "amsgrad")
     lr, eps, weight_decay = _plain(lr, eps, weight_decay)
     betas = _plain(*betas)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
-    parts += [scale_by_adam(betas[0], betas[1], eps), scale_by_learning_rate(lr)]
+    parts += [scale_by_adam(betas[0], betas[1], eps, amsgrad), scale_by_learning_rate(lr)]
     i = len(parts) - 2
-    out = _with_fused(chain(*parts), *_fused_adam(lr, betas[0], betas[1], eps, weight_decay,
-                                                  0.0, i, i + 1))
+    out = _with_fused(chain(*parts), *((None, None) if amsgrad else _fused_adam(
+        lr, betas[0], betas[1], eps, weight_decay, 0.0, i, i + 1)))
     out.param_counters = (f"{i}/step",)
     return out
 
 
-def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
     r"""AdamW (``torch.optim.AdamW``): decoupled decay
     :math:`p \leftarrow p - \eta\,(\hat m/(\sqrt{\hat v}+\epsilon) + \lambda p)`.
 
@@ -252,6 +263,8 @@ def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
     eps : float, default 1e-8
     weight_decay : float, default 1e-2
         :math:`\lambda`, applied to the parameters, not added to the gradient.
+    amsgrad : bool, default False
+        AMSGrad, as in :func:`adam`.
 
     Returns
     -------
@@ -260,11 +273,13 @@ def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         over flat ``{name: array}`` dicts; the state holds the step counters as ints.
     """
     _check_lr(lr, betas, eps=eps, weight_decay=weight_decay)
+    _check_flag(amsgrad, "amsgrad")
     lr, eps, weight_decay = _plain(lr, eps, weight_decay)
     betas = _plain(*betas)
-    tx = chain(scale_by_adam(betas[0], betas[1], eps), add_decayed_weights(weight_decay),
-               scale_by_learning_rate(lr))
-    out = _with_fused(tx, *_fused_adam(lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2))
+    tx = chain(scale_by_adam(betas[0], betas[1], eps, amsgrad),
+               add_decayed_weights(weight_decay), scale_by_learning_rate(lr))
+    out = _with_fused(tx, *((None, None) if amsgrad else _fused_adam(
+        lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2)))
     out.param_counters = ("0/step",)
     return out
 

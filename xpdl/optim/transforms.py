@@ -119,19 +119,20 @@ def trace(momentum, nesterov=False):
     return GradientTransformation(init, update)
 
 
-def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
+def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, amsgrad=False):
     r"""Adam's direction :math:`\hat m / (\sqrt{\hat v} + \epsilon)` with bias corrections
     :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`, where
     :math:`m \leftarrow \beta_1 m + (1-\beta_1) g` and :math:`v \leftarrow \beta_2 v +
     (1-\beta_2) g^2`: :func:`._rules.adam_moments` and :func:`._rules.adam_direction`
-    (PyTorch's operations, the bias corrections moved into the constants)."""
+    (PyTorch's operations, the bias corrections moved into the constants). With
+    ``amsgrad``, :math:`v` in the direction is the largest so far,
+    :math:`\max(v_{\max}, v)` (state ``max_exp_avg_sq``), as ``torch.optim.Adam``'s."""
     b1, b2, eps = _plain(b1, b2, eps)
 
     def init(params):
-        z1, z2 = _zeros_like(params), _zeros_like(params)
         state = {"step": 0}
-        state.update({f"exp_avg/{k}": v for k, v in z1.items()})
-        state.update({f"exp_avg_sq/{k}": v for k, v in z2.items()})
+        for name in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()):
+            state.update({f"{name}/{k}": v for k, v in _zeros_like(params).items()})
         return state
 
     def update(grads, state, params=None, *, inplace=False):
@@ -145,8 +146,11 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8):
             m, v = _rules.adam_moments(g, state[f"exp_avg/{k}"], state[f"exp_avg_sq/{k}"],
                                        b1, 1 - b1, b2, 1 - b2)
             new[f"exp_avg/{k}"], new[f"exp_avg_sq/{k}"] = m, v
-            out[k] = _rules.adam_direction(m, v, eps * sbc2, sbc2 / bc1,
-                                           _ns.array_namespace(g).sqrt)
+            xp = _ns.array_namespace(g)
+            if amsgrad:  # (a state from before amsgrad was turned on has no maximum yet)
+                top = state.get(f"max_exp_avg_sq/{k}")
+                v = new[f"max_exp_avg_sq/{k}"] = v if top is None else xp.maximum(top, v)
+            out[k] = _rules.adam_direction(m, v, eps * sbc2, sbc2 / bc1, xp.sqrt)
         return out, new
 
     return GradientTransformation(init, update)

@@ -567,9 +567,11 @@ class Adam(Optimizer):
         Those of :func:`xpdl.optim.adam`, with the same defaults.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, alias.adam(lr, betas, eps, weight_decay), _make=alias.adam,
-                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False):
+        super().__init__(params, alias.adam(lr, betas, eps, weight_decay, amsgrad),
+                         _make=alias.adam, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, amsgrad=amsgrad)
 
 
 class AdamW(Optimizer):
@@ -584,9 +586,11 @@ class AdamW(Optimizer):
         Those of :func:`xpdl.optim.adamw`, with the same defaults.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(params, alias.adamw(lr, betas, eps, weight_decay), _make=alias.adamw,
-                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False):
+        super().__init__(params, alias.adamw(lr, betas, eps, weight_decay, amsgrad),
+                         _make=alias.adamw, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, amsgrad=amsgrad)
 
 
 class RMSprop(Optimizer):
