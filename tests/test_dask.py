@@ -297,3 +297,26 @@ def test_mlp_regressor_column_y_on_dask_predicts_as_in_memory(scheduler):
     pred = m.predict(_d(X)).compute()
     assert pred.shape == ref.predict(X).shape == (600,)
     np.testing.assert_array_equal(pred, ref.predict(X))
+
+
+def test_batches_of_dask_arrays_are_lazy_rows(backend):
+    """xpdl.datasets.batches over Dask arrays: lazy batches holding the shuffled rows;
+    an unknown length (after boolean indexing) is named."""
+    if backend.name != "numpy":
+        pytest.skip("Dask arrays of NumPy chunks")
+    import dask.array as da
+
+    from xpdl import datasets
+    from xpdl.random import Generator
+
+    X = da.from_array(np.arange(20.0).reshape(10, 2), chunks=(4, 2))
+    y = da.from_array(np.arange(10), chunks=4)
+    got = list(datasets.batches(X, y, batch_size=3, shuffle=True, rng=0))
+    assert all(isinstance(b, da.Array) for pair in got for b in pair)
+    rows = np.concatenate([np.asarray(yb) for _, yb in got])
+    np.testing.assert_array_equal(rows, Generator(0).permutation(10))
+    np.testing.assert_array_equal(np.concatenate([np.asarray(Xb) for Xb, _ in got]),
+                                  np.arange(20.0).reshape(10, 2)[rows])
+    for arrays in ((X[X[:, 0] > 3],), (X[X[:, 0] > 3], y[y > 3])):
+        with pytest.raises(ValueError, match="length is unknown"):
+            datasets.batches(*arrays, batch_size=3)

@@ -167,6 +167,9 @@ def batches(*arrays, batch_size, shuffle=False, rng=None, drop_last=False):
             raise TypeError(f"xpdl.datasets.batches: expected arrays (or None), got "
                             f"{type(a).__name__}")
     xp, device = _ns.get_namespace_and_device(*present)
+    if any(a.ndim and (a.shape[0] is None or a.shape[0] != a.shape[0]) for a in present):
+        raise ValueError("xpdl.datasets.batches: the arrays' length is unknown; compute "
+                         "their chunk sizes first (dask's compute_chunk_sizes)")
     lengths = {a.shape[0] if a.ndim else None for a in present}
     if len(lengths) != 1 or None in lengths:
         raise ValueError(f"xpdl.datasets.batches: every array needs the same number of rows "
@@ -176,9 +179,6 @@ def batches(*arrays, batch_size, shuffle=False, rng=None, drop_last=False):
                         f"{batch_size!r}")
     bs = _count("batch_size", batch_size)
     (n,) = lengths
-    if n != n:  # (a Dask array of unknown length)
-        raise ValueError("xpdl.datasets.batches: the arrays' length is unknown; compute "
-                         "their chunk sizes first (dask's compute_chunk_sizes)")
     gen = as_generator(rng) if shuffle else None
     return _batches(arrays, xp, device, n, bs, gen if bs < n else None, drop_last)
 
