@@ -925,3 +925,71 @@ def test_parameters_without_recursion_and_children_listed_once_as_torch(backend)
         assert len(m.parameters(recurse=rec)) == len(list(tm.parameters(recurse=rec)))
     assert [n for n, _ in m.named_children()] == [n for n, _ in tm.named_children()] == ["a"]
     assert m.children() == [m.a]
+
+
+_INIT_CASES = [("uniform_", dict(a=-0.3, b=0.7)), ("normal_", dict(mean=0.5, std=2.0)),
+               ("xavier_uniform_", {}), ("xavier_uniform_", dict(gain=5 / 3)),
+               ("xavier_normal_", dict(gain=0.5)), ("kaiming_uniform_", {}),
+               ("kaiming_uniform_", dict(nonlinearity="relu")),
+               ("kaiming_uniform_", dict(a=0.2, mode="fan_out")),
+               ("kaiming_normal_", dict(nonlinearity="tanh", mode="fan_out")),
+               ("kaiming_normal_", dict(a=5 ** 0.5))]
+
+
+@pytest.mark.parametrize("name,kw", _INIT_CASES, ids=[f"{n}-{k}" for n, k in _INIT_CASES])
+def test_init_functions_draw_torchs_ranges_from_the_seeded_generator(backend, name, kw,
+                                                                     monkeypatch):
+    """nn.init's functions (they did not exist) ask for the very range or deviation
+    torch.nn.init asks for, for a (5, 3, 2, 2) weight: fans, gains and bounds as PyTorch
+    computes them; the draws come from the seeded host generator, so one seed gives the
+    same values on every backend, written into the Tensor (its dtype and device kept)."""
+    torch = pytest.importorskip("torch")
+    from xpdl.random import Generator
+
+    asked = []
+    for meth in ("uniform_", "normal_"):
+        orig = getattr(torch.Tensor, meth)
+        monkeypatch.setattr(torch.Tensor, meth, lambda self, *a, _o=orig, _m=meth, **k: (
+            asked.append((_m, tuple(a[:2]))), _o(self, *a, **k))[1])
+    getattr(torch.nn.init, name)(torch.empty(5, 3, 2, 2, dtype=torch.float64), **kw)
+    ((kind, (p1, p2)),) = asked
+    seen = []
+    orig_u, orig_n = Generator.uniform, Generator.normal
+    monkeypatch.setattr(Generator, "uniform", lambda self, shape, low, high, **k: (
+        seen.append(("uniform_", (low, high))), orig_u(self, shape, low=low, high=high, **k))[1])
+    monkeypatch.setattr(Generator, "normal", lambda self, shape, loc, scale, **k: (
+        seen.append(("normal_", (loc, scale))), orig_n(self, shape, loc=loc, scale=scale, **k))[1])
+    w = xpdl.Tensor(backend.asarray(np.zeros((5, 3, 2, 2))), requires_grad=True)
+    assert getattr(nn.init, name)(w, **kw, rng=7) is w
+    assert seen == [(kind, (p1, p2))]  # the same numbers PyTorch asked for, exactly
+    assert w.data.dtype == backend.float_dtype and w.data.device == backend.device
+    host = Generator(7)
+    ref = host.uniform((5, 3, 2, 2), low=p1, high=p2) if kind == "uniform_" else \
+        host.normal((5, 3, 2, 2), loc=p1, scale=p2)
+    np.testing.assert_allclose(backend.to_numpy(w.data), ref, rtol=1e-6 if backend.is64 else 1e-5)
+
+
+def test_init_gains_constants_and_misuse_as_torch(backend):
+    torch = pytest.importorskip("torch")
+    for args in (("linear",), ("sigmoid",), ("tanh",), ("relu",), ("leaky_relu",),
+                 ("leaky_relu", 0.2), ("leaky_relu", 0), ("selu",), ("conv2d",)):
+        assert nn.init.calculate_gain(*args) == torch.nn.init.calculate_gain(*args)
+    for bad in (("gelu",), ("leaky_relu", "0.1"), ("leaky_relu", True)):
+        with pytest.raises(ValueError):
+            torch.nn.init.calculate_gain(*bad)
+        with pytest.raises(ValueError):
+            nn.init.calculate_gain(*bad)
+    w = xpdl.Tensor(backend.asarray(np.ones((2, 3))), requires_grad=True)
+    for fn, val in ((nn.init.zeros_, 0.0), (nn.init.ones_, 1.0),
+                    (lambda t: nn.init.constant_(t, 0.25), 0.25)):
+        assert fn(w) is w
+        np.testing.assert_array_equal(backend.to_numpy(w.data), np.full((2, 3), val))
+    b = xpdl.Tensor(backend.asarray(np.ones(3)), requires_grad=True)
+    with pytest.raises(ValueError, match="at least 2 axes"):
+        nn.init.xavier_uniform_(b)
+    with pytest.raises(ValueError, match="mode must be"):
+        nn.init.kaiming_normal_(w, mode="fan")
+    with pytest.raises(ValueError, match="needs a <= b"):
+        nn.init.uniform_(w, 1.0, 0.0)
+    with pytest.raises(TypeError, match="expected an xpdl Tensor"):
+        nn.init.zeros_(backend.asarray(np.ones(3)))

@@ -1,6 +1,6 @@
 """Layers in PyTorch's shape, written once on the Array API standard."""
 
-from . import utils
+from . import init, utils
 from .activation import (
            Flatten,
            Identity,
@@ -20,5 +20,5 @@ from .sequential import ModuleList, Sequential
 
 __all__ = ["Module", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Softmax",
            "LogSoftmax", "Identity", "Flatten", "Dropout", "Sequential", "ModuleList",
-           "parameter", "clip_grad_norm_", "utils", "MSELoss", "L1Loss", "HuberLoss",
+           "parameter", "clip_grad_norm_", "init", "utils", "MSELoss", "L1Loss", "HuberLoss",
            "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss"]
