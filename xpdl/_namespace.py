@@ -421,7 +421,8 @@ def may_share_memory(a, b) -> bool:
     memory (False for other arrays: a replayed program writes into planned buffers only on
     those three)."""
     if hasattr(a, "untyped_storage"):
-        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+        return hasattr(b, "untyped_storage") and \
+            a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
     mod = sys.modules.get(type(a).__module__.partition(".")[0])
     share = getattr(mod, "may_share_memory", None)
     return bool(share(a, b)) if share is not None and type(a) is type(b) else False

@@ -40,13 +40,13 @@ class Primitive:
         constants (the L2 term's chain of scalings, for instance) into a constant.
     forward_into : bool, default False
         Whether ``forward`` takes ``out=`` (an array or None) and writes its result there,
-        with the same bits (``saves=False`` only): a replayed program gives each such call
-        a buffer of its own, kept from step to step (NumPy, CuPy, torch).
+        with the same bits (``saves=False`` only): a replayed program gives such calls
+        buffers planned by liveness, kept from step to step (NumPy, CuPy, torch).
     vjp_into : bool, default False
         Whether ``vjp`` takes ``outs=`` (a tuple, one array or None per input) and writes
         the gradients there, with the same bits: a replayed program lets a parameter's
         gradient land in its flat gradient buffer without a copy, and other gradients in
-        buffers of their own (NumPy, CuPy, torch).
+        planned buffers (NumPy, CuPy, torch).
     check : callable ``(xp, inputs, **attrs) -> None``, optional
         Raises ``ValueError`` for input *values* the operation is not defined on (class
         indices out of range, say), skipping arrays without values (``jax.jit`` tracers).
