@@ -335,3 +335,36 @@ def test_bench_ufuncs_row_runs_without_the_kernels(monkeypatch, calls):
     assert calls["adam"] == before
     plain.epoch()
     assert calls["adam"] > before
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_layer_kernels_give_the_ufunc_bits(dtype):
+    """The fused ReLU-layer passes against the ufuncs they replace, bit for bit (compared
+    as integers, so NaN and the sign of zero count): forward ``maximum(h + b, 0)``
+    (NaN stays NaN, -0.0 gives +0.0), backward ``g * (r > 0)`` (NaN * 0 is NaN, a negative
+    gradient times 0 is -0.0) and the bias gradient ``add.reduce(d, axis=0)``."""
+    g = np.random.default_rng(0)
+    dt = np.dtype(dtype)
+    n, k = 37, 300
+    big = np.zeros(_compiled.MIN_SIZE, dt)
+    assert _compiled.relu_layer_kernels(big[:10]) is None  # too small to pay
+    forward, backward = _compiled.relu_layer_kernels(big)
+    h = g.normal(size=(n, k)).astype(dt)
+    b = g.normal(size=k).astype(dt)
+    h[0, :6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, -1e-30]
+    b[:6] = [0.0, -0.0, -0.0, 1.0, 1.0, 0.0]
+    r = np.empty_like(h)
+    forward(h.copy(), b, r)
+    ref = np.maximum(h + b, np.zeros_like(h))
+    bits = dt.str.replace("f", "u")
+    np.testing.assert_array_equal(r.view(bits), ref.view(bits))
+    gr = g.normal(size=(n, k)).astype(dt)
+    gr[0, :4] = [np.nan, -2.0, np.nan, -0.0]
+    d, gb = np.empty_like(gr), np.empty(k, dt)
+    backward(gr, r, d, gb)
+    dref = gr * (r > 0).astype(dt)
+    np.testing.assert_array_equal(d.view(bits), dref.view(bits))
+    np.testing.assert_array_equal(gb.view(bits), np.add.reduce(dref, axis=0).view(bits))
+    backward(gr[:0], r[:0], d[:0], gb)  # no rows: a zero bias gradient, as NumPy's sum
+    np.testing.assert_array_equal(gb, np.zeros(k, dt))

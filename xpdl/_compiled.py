@@ -27,7 +27,7 @@ import os
 from .exceptions import _warn
 
 __all__ = ["available", "usable", "disabled", "version", "adam_flat", "sgd_flat", "adam_consts",
-           "sgd_consts", "MIN_SIZE"]
+           "sgd_consts", "relu_layer_kernels", "MIN_SIZE"]
 
 #: Arrays with fewer elements keep the ufunc path.
 MIN_SIZE = 1 << 13
@@ -104,6 +104,9 @@ def _ready(a):
                                                           eps=1e-8, t=1))
             _KERNELS["sgd"](e, e, e, 0, *sgd_consts(f, lr=0.1, momentum=0.9))
             _KERNELS["sgd_plain"](e, e, 0, *sgd_consts(f, lr=0.1, momentum=0.0)[:4])
+            e2 = e.reshape(0, 0)
+            _KERNELS["bias_relu"](e2, e, e2, f(0))
+            _KERNELS["relu_vjp_colsum"](e2, e2, e2, e, f(1), f(0))
             ok = True
         except Exception as exc:  # pragma: no cover - depends on the installation
             _warn(f"xpdl: the compiled optimizer steps could not be built for {name} "
@@ -116,7 +119,24 @@ def _ready(a):
 def _build():
     from . import _numba_kernels as k
 
-    _KERNELS.update(adam=k.adam_kernel, sgd=k.sgd_kernel, sgd_plain=k.sgd_plain_kernel)
+    _KERNELS.update(adam=k.adam_kernel, sgd=k.sgd_kernel, sgd_plain=k.sgd_plain_kernel,
+                    bias_relu=k.bias_relu, relu_vjp_colsum=k.relu_vjp_colsum)
+
+
+def relu_layer_kernels(a):
+    """``(forward, backward)`` for a linear layer followed by ReLU in ``a``'s dtype when
+    the kernels take ``a`` (:func:`usable`; a replay passes its flat parameter array),
+    else None. ``forward(h, b, r)``: ``r[...] = maximum(h + b, 0)``; ``backward(g, r, d,
+    gb)``: ``d[...] = g * (r > 0)`` and ``gb[...] = sum(d, axis=0)``; each one pass over
+    C-contiguous 2-D ``h``, ``r``, ``g``, ``d`` (``b``, ``gb`` 1-D), the same bits as the
+    ufuncs (see :mod:`xpdl._numba_kernels`)."""
+    if not usable(a):
+        return None
+    f = a.dtype.type
+    one, zero = f(1), f(0)
+    fwd, bwd = _KERNELS["bias_relu"], _KERNELS["relu_vjp_colsum"]
+    return (lambda h, b, r: fwd(h, b, r, zero)), (lambda g, r, d, gb: bwd(g, r, d, gb, one,
+                                                                                zero))
 
 
 def adam_consts(f, **kw):

@@ -76,3 +76,40 @@ def sgd_plain_body(p, g, l2, c, coupled, wd, lr):
 def sgd_plain_kernel(P, G, n_l2, c, coupled, wd, lr):
     sgd_plain_body(P[:n_l2], G[:n_l2], True, c, coupled, wd, lr)
     sgd_plain_body(P[n_l2:], G[n_l2:], False, c, coupled, wd, lr)
+
+
+# A linear layer followed by ReLU, as a replayed program's plan runs them on NumPy
+# (:meth:`xpdl.autodiff.program._Program.bind`), each in one pass with the ufuncs' bits:
+# forward ``r = maximum(h + b, 0)`` after the matrix product ``h`` (NaN stays NaN; -0.0
+# gives +0.0, as NumPy's vectorized maximum), backward ``d = g * (r > 0)`` (the mask
+# cast to the dtype: NaN * 0 stays NaN, -x * 0 is -0.0) with the bias gradient
+# ``add.reduce(d, axis=0)``, which NumPy forms by adding the rows in order.
+@_jit
+def bias_relu(h, b, r, zero):
+    n, k = h.shape
+    for i in range(n):
+        hi = h[i]
+        ri = r[i]
+        for j in range(k):
+            x = hi[j] + b[j]
+            ri[j] = x if x > zero or x != x else zero
+
+
+@_jit
+def relu_vjp_colsum(g, r, d, gb, one, zero):
+    n, k = g.shape
+    for j in range(k):
+        gb[j] = zero
+    if n == 0:
+        return
+    g0, r0, d0 = g[0], r[0], d[0]
+    for j in range(k):
+        x = g0[j] * (one if r0[j] > zero else zero)
+        d0[j] = x
+        gb[j] = x
+    for i in range(1, n):
+        gi, ri, di = g[i], r[i], d[i]
+        for j in range(k):
+            x = gi[j] * (one if ri[j] > zero else zero)
+            di[j] = x
+            gb[j] = gb[j] + x

@@ -51,7 +51,7 @@ def _act(prim, x, attrs=None):
     return _out(apply(prim, t._xp, (t,), attrs), plain)
 
 
-@primitive("relu", forward_into=True, vjp_into=True)
+@primitive("relu", forward_into=True, vjp_into=True, vjp_reads=lambda needs: ("g", "out"))
 def _relu(xp, d, out=None):
     return _ns.maximum_zero(xp, d, out)
 
@@ -279,7 +279,11 @@ def logsumexp(x, axis=None, keepdims=False):
 
 
 # -- layers ----------------------------------------------------------------------------
-@primitive("linear", forward_into=True, vjp_into=True)
+def _linear_reads(needs):
+    return ("g",) + (("in1",) if needs[0] else ()) + (("in0",) if needs[1] else ())
+
+
+@primitive("linear", forward_into=True, vjp_into=True, vjp_reads=_linear_reads)
 def _linear(xp, X, W, b=None, out=None):
     # ``out``: a buffer a replayed program gives (see Primitive's forward_into)
     out = _ns.matmul_into(xp, X, W.T, out)

@@ -47,6 +47,7 @@ import operator
 import os
 import weakref
 
+from .. import _compiled
 from .. import _namespace as _ns
 from ..exceptions import _warn
 from .tensor import Tensor, _mode, _written, enable_grad, unbroadcast
@@ -196,6 +197,7 @@ class _Program:
         self._bufferable = self._find_bufferable(rec)
         self._flat_plans = {}
         self._jitted = None
+        self.fused = (0, 0)
         self._code = {}  # generated replays by plan (see run)
         self.replays = 0
 
@@ -281,7 +283,7 @@ class _Program:
                     pool.setdefault((meta[0], str(meta[1]), str(meta[2])), []).append(given[s])
         return given
 
-    def bind(self, plan, nat, gviews):
+    def bind(self, plan, nat, gviews, kernels=None):
         """Point the plan's last writers of the parameters' gradients at ``gviews`` (the
         parameters' views of the flat gradient buffer): a gradient sum writes there with
         ``nat.add(a, b, out=view)``, a VJP that can (``Primitive.vjp_into``, e.g. linear's
@@ -295,7 +297,10 @@ class _Program:
         16-256-256-3 float64 step), a CUDA graph finds fixed addresses, and no step pays
         page faults where the allocator gives memory back to the system between steps
         (a bare script of a 784-512-512-10 step's products: 10.4-11.9 ms into fresh arrays,
-        6.1-7.9 ms into kept ones; inside training here both took the same time)."""
+        6.1-7.9 ms into kept ones; inside training here both took the same time).
+
+        ``kernels``: :func:`xpdl._compiled.relu_layer_kernels`'s pair on NumPy, to run
+        each linear layer followed by ReLU in fewer passes (:meth:`_fuse_relu_layers`)."""
         if plan[4] is not None and _same_objects(plan[4], gviews):
             return
         steps, grad_slots, _, nodes = plan[:4]
@@ -311,13 +316,14 @@ class _Program:
         if plan[5] is None:
             plan[5] = self._plan_buffers(steps)
         buffers = plan[5]
-        new = []
+        new, all_targets = [], []
         for (fn, args, outs, multi, free), node in zip(steps, nodes):
             sig, extra = node[4], node[5]
             targets = tuple(view_of.get(s) if s not in fixed else None for s in outs)
             if sig[0] in "fb":
                 targets = tuple(buffers.get(s) if t is None else t
                                 for s, t in zip(outs, targets))
+            all_targets.append(targets)
             if any(t is not None for t in targets):
                 if sig[0] == "a":
                     def fn(a, b, out=targets[0], add=nat.add):
@@ -328,8 +334,59 @@ class _Program:
                     fn = functools.partial(extra["prim"].forward, self.xp, out=targets[0],
                                            **extra["attrs"])
             new.append((fn, args, outs, multi, free))
+        if kernels is not None:  # (counts kept for the tests and epoch_parts)
+            self.fused = self._fuse_relu_layers(new, nodes, all_targets, nat, kernels)
         plan[0] = new
         plan[4] = list(gviews)
+
+    @staticmethod
+    def _fuse_relu_layers(steps, nodes, targets, nat, kernels):
+        """Rewrite, in place, each linear layer with a bias followed by ReLU whose results
+        have planned buffers (2-D, C-contiguous) into compiled passes with the same bits
+        (ENGINE's fusion: a pattern over the recorded calls, executed by a kernel; without
+        Numba the plain steps run). Forward: the linear call keeps only its product and the
+        ReLU call adds the bias as it clips (``bias_relu``): the linear's result, read by
+        nothing but that ReLU (its VJP reads only its output), then holds the product alone.
+        Backward: ReLU's VJP also sums its result over rows into the bias gradient, which
+        the next linear VJP, its only reader, then does not compute. Returns how many
+        ``(forward, backward)`` pairs of calls were fused."""
+        forward, backward = kernels
+        n_fwd = n_bwd = 0
+        readers = {}
+        for i, node in enumerate(nodes):
+            args, reads = node[1], node[5].get("reads")
+            for a in (args if reads is None else [args[r] for r in reads]):
+                readers.setdefault(a, []).append(i)
+
+        def plain(a):
+            return a is not None and a.ndim == 2 and a.flags.c_contiguous
+
+        for i, node in enumerate(nodes):
+            sig, args, outs = node[4], node[1], node[2]
+            r = readers.get(outs[0], []) if outs and outs[0] is not None else []
+            if len(r) != 1:
+                continue
+            j = r[0]
+            nxt = nodes[j]
+            if sig == ("f", "linear") and len(args) == 3 and nxt[4] == ("f", "relu") and \
+                    nxt[1] == (outs[0],) and plain(targets[i][0]) and plain(targets[j][0]):
+                h, rb = targets[i][0], targets[j][0]
+                steps[i] = (lambda X, W, b, h=h: nat.matmul(X, W.T, out=h),) + steps[i][1:]
+                steps[j] = ((lambda h, b, rb=rb: (forward(h, b, rb), rb)[1]),
+                            (outs[0], args[2])) + steps[j][2:]
+                n_fwd += 1
+            elif sig[:2] == ("b", "relu") and nxt[4][:2] == ("b", "linear") and \
+                    len(nxt[1]) == 6 and nxt[1][0] == outs[0] and nxt[4][2][2] and \
+                    plain(targets[i][0]) and targets[j][2] is not None and \
+                    targets[j][2].flags.c_contiguous:
+                d, gb = targets[i][0], targets[j][2]
+                steps[i] = ((lambda g, out, saved, *ins, d=d, gb=gb:
+                             (backward(g, out, d, gb), (d,))[1]),) + steps[i][1:]
+                extra = dict(nxt[5], needs=nxt[4][2][:2] + (False,))
+                vjp = _vjp_into(extra, targets[j][:2] + (None,))
+                steps[j] = ((lambda *a, vjp=vjp, gb=gb: vjp(*a)[:2] + (gb,)),) + steps[j][1:]
+                n_bwd += 1
+        return n_fwd, n_bwd
 
     def tap_plan(self, prim):
         """Steps for per-sample clipping (:mod:`xpdl.privacy`): each VJP call of ``prim``
@@ -861,7 +918,8 @@ class CompiledStep:
                 nat = _ns.native_module(xp)
                 plan = prog.flat_plan(nat, self.fuse_l2)
                 flat = self._flat_layout(xp, params, () if plan[2] is None else plan[2][1])
-                prog.bind(plan, nat, flat.gviews)
+                prog.bind(plan, nat, flat.gviews, _compiled.relu_layer_kernels(flat.G)
+                          if _ns.is_numpy(xp) else None)
             datas = [p.data for p in params]
             if flat is None:
                 loss, grads = prog.run(inputs, datas)
