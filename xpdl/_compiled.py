@@ -139,21 +139,32 @@ def relu_layer_kernels(a):
                                                                                 zero))
 
 
+def _scalars():
+    """``xpdl.optim._fused``'s ``(adam_scalars, sgd_scalars)``, imported once (that module
+    imports this one; an import statement in a function costs a microsecond per call,
+    and these run every step)."""
+    global _SCALARS
+    if _SCALARS is None:
+        from .optim._fused import adam_scalars, sgd_scalars
+
+        _SCALARS = adam_scalars, sgd_scalars
+    return _SCALARS
+
+
+_SCALARS = None
+
+
 def adam_consts(f, **kw):
     """The scalar arguments of the Adam kernel after ``n_l2`` in dtype ``f`` (a NumPy
     scalar type): :func:`xpdl.optim._fused.adam_scalars` (``kw``) rounded as NumPy rounds
     Python floats, with the coupled decay's flag."""
-    from .optim._fused import adam_scalars
-
-    c, dec, wd, b1, c1, b2, c2, eps_s, step_s = adam_scalars(**kw)
+    c, dec, wd, b1, c1, b2, c2, eps_s, step_s = _scalars()[0](**kw)
     return (f(c), f(dec), bool(wd), f(wd), f(b1), f(c1), f(b2), f(c2), f(eps_s), f(step_s))
 
 
 def sgd_consts(f, *, nesterov=False, **kw):
     """As :func:`adam_consts` for SGD (the first four for the kernel without momentum)."""
-    from .optim._fused import sgd_scalars
-
-    c, wd, lr, mu = sgd_scalars(**kw)
+    c, wd, lr, mu = _scalars()[1](**kw)
     return (f(c), bool(wd), f(wd), f(lr), f(mu), bool(nesterov))
 
 
