@@ -1,4 +1,5 @@
-"""Compiled one-pass optimizer steps for NumPy arrays, when Numba is installed.
+"""Compiled one-pass optimizer steps (and a replayed program's linear + ReLU passes, see
+:func:`relu_layer_kernels`) for NumPy arrays, when Numba is installed.
 
 NumPy runs an Adam step as about twelve passes over the parameters, one ufunc each; every
 pass reads and writes the arrays again. A compiled loop does the whole update in one pass,
