@@ -98,9 +98,9 @@ def bias_relu(h, b, r, zero):
 @_jit
 def relu_vjp_colsum(g, r, d, gb, one, zero):
     n, k = g.shape
-    for j in range(k):
-        gb[j] = zero
     if n == 0:
+        for j in range(k):
+            gb[j] = zero
         return
     g0, r0, d0 = g[0], r[0], d[0]
     for j in range(k):
