@@ -25,6 +25,8 @@ CONFIGS = [
     ("adam", dict(lr=0.05)),
     ("adam", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
     ("adamw", dict(lr=0.05, weight_decay=0.3)),
+    ("adam", dict(lr=0.05, weight_decay=0.1, amsgrad=True)),
+    ("adamw", dict(lr=0.05, weight_decay=0.3, amsgrad=True)),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in CONFIGS]
 CLS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
@@ -133,7 +135,8 @@ def _flat(backend, n, seed):
 
 
 @needs_numba
-@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd", "sgd-nesterov", "sgd-plain"])
+@pytest.mark.parametrize("kind", ["adam", "adamw", "amsgrad", "sgd", "sgd-nesterov",
+                                  "sgd-plain"])
 def test_flat_stepper_compiled_equals_blocked_ufuncs(backend, kind, monkeypatch):
     """The estimators' flat stepper, with the L2 term over a leading part: the compiled
     pass against the blocked ufuncs (blocks of 1000 that cut through the L2 boundary):
@@ -152,10 +155,12 @@ def test_flat_stepper_compiled_equals_blocked_ufuncs(backend, kind, monkeypatch)
         V = xp.zeros_like(P)
         B = xp.zeros_like(P)
         S = xp.empty_like(P)
-        if kind.startswith("adam"):
-            kw = dict(b1=0.9, b2=0.999, eps=1e-8, wd_l2=0.01 if kind == "adam" else 0.0,
-                      wd_decoupled=0.0 if kind == "adam" else 0.1)
-            make = lambda: _fused.adam_stepper(xp, P, G, M, V, S, n_l2, **kw)  # noqa: E731
+        X = xp.zeros_like(P) if kind == "amsgrad" else None
+        if kind.startswith("adam") or kind == "amsgrad":
+            kw = dict(b1=0.9, b2=0.999, eps=1e-8, wd_l2=0.0 if kind == "adamw" else 0.01,
+                      wd_decoupled=0.1 if kind == "adamw" else 0.0)
+            make = lambda: _fused.adam_stepper(xp, P, G, M, V, S, n_l2, X,  # noqa: E731
+                                               **kw)
         else:
             kw = dict(momentum=0.0 if kind == "sgd-plain" else 0.9,
                       nesterov=kind == "sgd-nesterov", wd=0.01)
@@ -170,12 +175,13 @@ def test_flat_stepper_compiled_equals_blocked_ufuncs(backend, kind, monkeypatch)
         for t in range(1, 4):
             G_h = g.normal(size=n)
             G[...] = backend.asarray(G_h)
-            if kind.startswith("adam"):
+            if kind in ("adam", "adamw", "amsgrad"):
                 run(1e-2, t, c)
             else:
                 run(1e-2, c)
             np.testing.assert_array_equal(backend.to_numpy(G), G_h)  # only read
-        out.append([backend.to_numpy(a) for a in (P, M, V, B)])
+        out.append([backend.to_numpy(a) for a in (P, M, V, B) + ((X,) if X is not None
+                                                                  else ())])
     for a, b in zip(out[0], out[1]):
         np.testing.assert_array_equal(a, b)
 

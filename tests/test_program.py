@@ -26,6 +26,7 @@ OPTIMIZERS = {
     "nesterov": lambda m: optim.SGD(m, lr=0.05, momentum=0.9, nesterov=True),
     "adam": lambda m: optim.Adam(m, lr=1e-2, weight_decay=1e-3),
     "adamw": lambda m: optim.AdamW(m, lr=1e-2),
+    "amsgrad": lambda m: optim.AdamW(m, lr=1e-2, weight_decay=1e-3, amsgrad=True),
     "rmsprop": lambda m: optim.RMSprop(m, lr=1e-3, momentum=0.5, centered=True),
     "adagrad": lambda m: optim.Adagrad(m, lr=1e-2),
 }

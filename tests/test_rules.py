@@ -17,7 +17,7 @@ import pytest
 
 from xpdl.optim import _fused, _rules
 
-ADAM_FLAGS = list(itertools.product([False, True], repeat=3))
+ADAM_FLAGS = list(itertools.product([False, True], repeat=4))
 SGD_FLAGS = [f for f in itertools.product([False, True], repeat=4) if f[2] or not f[3]]
 
 
@@ -28,8 +28,12 @@ def _state(n, seed=0):
     p[:3] = 0.0
     grad[:2] = -0.0
     v[:2] = 0.0  # sqrt(0) + eps
+    # AMSGrad's maximum so far: above the new second moment in some elements, below in
+    # others (the v of this step is about 0.99 v + 0.01 g^2)
+    vmax = v + 0.02 * g.normal(size=n)
+    vmax[::2] = np.abs(vmax[::2])
     # sq >= m * m: RMSprop's centered average stays non-negative (as in training)
-    return {"p": p, "g": grad, "m": m, "v": v, "b": b, "sq": v + m * m}
+    return {"p": p, "g": grad, "m": m, "v": v, "b": b, "sq": v + m * m, "vmax": vmax}
 
 
 ADAM_K = dict(c=0.03, lr=0.01, b1=0.85, b2=0.99, eps=1e-6, t=3)
@@ -37,17 +41,18 @@ SGD_K = dict(c=0.03, lr=0.05, momentum=0.9)
 
 
 def _adam_scalars(flags):
-    l2, decoupled, coupled = flags
+    l2, decoupled, coupled, amsgrad = flags
     return _fused.adam_scalars(wd_l2=0.2 if coupled else 0.0,
                                wd_decoupled=0.3 if decoupled else 0.0, **ADAM_K)
 
 
 def _torch_adam(s, flags):
     """torch.optim.Adam/AdamW's update of step t, written out (float64, PyTorch's order:
-    decoupled decay, coupled decay, moments, bias corrections)."""
-    l2, decoupled, coupled = flags
+    decoupled decay, coupled decay, moments, AMSGrad's maximum, bias corrections)."""
+    l2, decoupled, coupled, amsgrad = flags
     k = ADAM_K
     p, g, m, v = (s[n].copy() for n in "pgmv")
+    out = {}
     if l2:
         g = g + k["c"] * p
     if decoupled:
@@ -57,8 +62,11 @@ def _torch_adam(s, flags):
     m = k["b1"] * m + (1 - k["b1"]) * g
     v = k["b2"] * v + (1 - k["b2"]) * g * g
     bc1, bc2 = 1 - k["b1"] ** k["t"], 1 - k["b2"] ** k["t"]
-    p = p - k["lr"] / bc1 * m / (np.sqrt(v) / np.sqrt(bc2) + k["eps"])
-    return {"p": p, "m": m, "v": v}
+    top = v
+    if amsgrad:
+        top = out["vmax"] = np.where(s["vmax"] > v, s["vmax"], v)
+    p = p - k["lr"] / bc1 * m / (np.sqrt(top) / np.sqrt(bc2) + k["eps"])
+    return {"p": p, "m": m, "v": v, **out}
 
 
 def _torch_sgd(s, flags):
@@ -148,7 +156,7 @@ def _case(name, flags):
 def _absent(rule, flags, arrays):
     """None for the state arrays a configuration lacks (no momentum, not centered)."""
     on = dict(zip(rule.flags, flags))
-    for n, flag in (("b", "with_momentum"), ("ga", "centered")):
+    for n, flag in (("b", "with_momentum"), ("ga", "centered"), ("vmax", "amsgrad")):
         if n in rule.arrays and flag in on and not on[flag]:
             arrays[rule.arrays.index(n)] = None
     return arrays
@@ -166,7 +174,7 @@ def test_traced_ufunc_update_follows_torch_and_the_rule_on_arrays(backend, case)
     want = ref(s, flags)
     xp = backend.xp
     arrays = _absent(rule, flags, [backend.asarray(s[alias.get(n, n)]) for n in rule.arrays])
-    args = list(arrays) + list(scalars) + list(flags) + ([xp.sqrt] if rule.sqrt else [])
+    args = list(arrays) + list(scalars) + list(flags) + [getattr(xp, f) for f in rule.funcs]
     whole = dict(zip(rule.outputs, rule.fn(*args)))  # the portable execution
     tol = 1e-12 if backend.is64 else 2e-6
     for n, w in want.items():
@@ -232,7 +240,7 @@ def test_generated_cuda_kernel_source_computes_the_rule(backend, case, tmp_path)
     lib.run(ctypes.c_long(64), *ptr, *[cscalar(named[n]) for n in scalar_names])
     xp = backend.xp
     arrays = _absent(rule, flags, [backend.asarray(s[alias.get(n, n)]) for n in rule.arrays])
-    args = list(arrays) + list(scalars) + list(flags) + ([xp.sqrt] if rule.sqrt else [])
+    args = list(arrays) + list(scalars) + list(flags) + [getattr(xp, f) for f in rule.funcs]
     whole = dict(zip(rule.outputs, rule.fn(*args)))
     want = ref(s, flags)
     tol = 1e-12 if is64 else 2e-6
@@ -270,11 +278,12 @@ def test_the_planned_update_needs_at_most_two_scratch_buffers():
     assert _rules.add_l2(1.0, 2.0, 0.5) == 2.0
 
 
-@pytest.mark.parametrize("name", ["rmsprop", "adagrad"])
-def test_rmsprop_and_adagrad_get_the_flat_in_place_step(backend, name):
-    """RMSprop and Adagrad through ``compile_step`` update every parameter with the flat
-    in-place executions of their rules on NumPy, CuPy and torch (their state becomes
-    views into one flat buffer per kind); 30 replayed steps equal torch.optim's."""
+@pytest.mark.parametrize("name", ["rmsprop", "adagrad", "amsgrad"])
+def test_rmsprop_adagrad_and_amsgrad_get_the_flat_in_place_step(backend, name):
+    """RMSprop, Adagrad and Adam(amsgrad=True) through ``compile_step`` update every
+    parameter with the flat in-place executions of their rules on NumPy, CuPy and torch
+    (their state becomes views into one flat buffer per kind); 30 replayed steps equal
+    torch.optim's."""
     torch = pytest.importorskip("torch")
     import xpdl
     from xpdl import losses, nn, optim
@@ -288,9 +297,11 @@ def test_rmsprop_and_adagrad_get_the_flat_in_place_step(backend, name):
                           nn.Linear(6, 2, rng=Generator(1), xp=backend.xp,
                                     device=backend.device, dtype=backend.float_dtype))
     init = [backend.to_numpy(p).astype(np.float64) for p in model.parameters()]
-    kw = (dict(lr=0.01, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.1)
-          if name == "rmsprop" else dict(lr=0.05, weight_decay=0.1))
-    opt = getattr(optim, {"rmsprop": "RMSprop", "adagrad": "Adagrad"}[name])(model, **kw)
+    kw = {"rmsprop": dict(lr=0.01, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.1),
+          "adagrad": dict(lr=0.05, weight_decay=0.1),
+          "amsgrad": dict(lr=0.05, weight_decay=0.1, amsgrad=True)}[name]
+    cls = {"rmsprop": "RMSprop", "adagrad": "Adagrad", "amsgrad": "Adam"}[name]
+    opt = getattr(optim, cls)(model, **kw)
     step = xpdl.compile_step(model, losses.mse, opt)
     X, Y = backend.asarray(X_h), backend.asarray(Y_h)
     for _ in range(30):
@@ -300,8 +311,7 @@ def test_rmsprop_and_adagrad_get_the_flat_in_place_step(backend, name):
     with torch.no_grad():
         for p, a in zip(tmodel.parameters(), init):
             p.copy_(torch.tensor(a.T if a.ndim == 2 and p.shape != a.shape else a))
-    topt = getattr(torch.optim, {"rmsprop": "RMSprop", "adagrad": "Adagrad"}[name])(
-        tmodel.parameters(), **kw)
+    topt = getattr(torch.optim, cls)(tmodel.parameters(), **kw)
     Xt, Yt = torch.tensor(X_h), torch.tensor(Y_h)
     for _ in range(30):
         topt.zero_grad()
@@ -312,8 +322,9 @@ def test_rmsprop_and_adagrad_get_the_flat_in_place_step(backend, name):
         a = backend.to_numpy(p)
         t = tp.detach().numpy()
         np.testing.assert_allclose(a, t.T if a.shape != t.shape else t, rtol=tol, atol=tol)
-    flat = [k for k in opt._scratch if isinstance(k, str) and k.startswith("flat:")]
+    flat = [k for k in opt._scratch if isinstance(k, str) and k.startswith("flat")
+            and k != "flat_s"]
     if _fused.supported(backend.xp):
-        assert len(flat) == (3 if name == "rmsprop" else 1)
+        assert len(flat) == {"rmsprop": 3, "adagrad": 1, "amsgrad": 3}[name], flat
     else:
         assert not flat

@@ -101,8 +101,9 @@ def _ready(a):
         e = a.reshape(-1)[:0]  # contiguous, writable, empty: nothing runs
         f = a.dtype.type
         try:
-            _KERNELS["adam"](e, e, e, e, 0, *adam_consts(f, lr=1e-3, b1=0.9, b2=0.999,
-                                                          eps=1e-8, t=1))
+            consts = adam_consts(f, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, t=1)
+            _KERNELS["adam"](e, e, e, e, 0, *consts)
+            _KERNELS["amsgrad"](e, e, e, e, e, 0, *consts)
             _KERNELS["sgd"](e, e, e, 0, *sgd_consts(f, lr=0.1, momentum=0.9))
             _KERNELS["sgd_plain"](e, e, 0, *sgd_consts(f, lr=0.1, momentum=0.0)[:4])
             e2 = e.reshape(0, 0)
@@ -120,7 +121,8 @@ def _ready(a):
 def _build():
     from . import _numba_kernels as k
 
-    _KERNELS.update(adam=k.adam_kernel, sgd=k.sgd_kernel, sgd_plain=k.sgd_plain_kernel,
+    _KERNELS.update(adam=k.adam_kernel, amsgrad=k.amsgrad_kernel, sgd=k.sgd_kernel,
+                    sgd_plain=k.sgd_plain_kernel,
                     bias_relu=k.bias_relu, relu_vjp_colsum=k.relu_vjp_colsum)
 
 
@@ -169,12 +171,16 @@ def sgd_consts(f, *, nesterov=False, **kw):
     return (f(c), bool(wd), f(wd), f(lr), f(mu), bool(nesterov))
 
 
-def adam_flat(p, g, m, v, *, n_l2=0, c=0.0, **kw):
+def adam_flat(p, g, m, v, *, vmax=None, n_l2=0, c=0.0, **kw):
     """One Adam/AdamW step over 1-d arrays in place (``kw``: ``lr, b1, b2, eps, t`` and
-    optionally ``wd_l2, wd_decoupled``), with ``c * p`` added to the gradient of the first
-    ``n_l2`` elements: :func:`xpdl.optim._rules.adam`, the same numbers as the ufunc
-    path. ``g`` is only read."""
-    _KERNELS["adam"](p, g, m, v, n_l2 if c else 0, *adam_consts(p.dtype.type, c=c, **kw))
+    optionally ``wd_l2, wd_decoupled``; AMSGrad with its maximum ``vmax``), with ``c * p``
+    added to the gradient of the first ``n_l2`` elements: :func:`xpdl.optim._rules.adam`,
+    the same numbers as the ufunc path. ``g`` is only read."""
+    consts = adam_consts(p.dtype.type, c=c, **kw)
+    if vmax is None:
+        _KERNELS["adam"](p, g, m, v, n_l2 if c else 0, *consts)
+    else:
+        _KERNELS["amsgrad"](p, g, m, v, vmax, n_l2 if c else 0, *consts)
 
 
 def sgd_flat(p, g, b, *, n_l2=0, c=0.0, **kw):

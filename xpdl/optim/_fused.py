@@ -24,25 +24,29 @@ from . import _rules
 
 class _Rule:
     """A function of :mod:`._rules` and its signature: array arguments (``g`` only read),
-    scalar arguments, flags (then ``sqrt`` where it takes one), the arrays it returns."""
+    scalar arguments, flags, then the functions it takes (``sqrt``, ``maximum``), the
+    arrays it returns."""
 
-    def __init__(self, fn, arrays, scalars, flags, outputs, sqrt=False):
+    def __init__(self, fn, arrays, scalars, flags, outputs, funcs=()):
         self.fn, self.arrays, self.scalars, self.flags = fn, arrays, scalars, flags
-        self.outputs, self.sqrt = outputs, sqrt
+        self.outputs, self.funcs = outputs, funcs
 
 
-ADAM = _Rule(_rules.adam, ("p", "g", "m", "v"),
+ADAM = _Rule(_rules.adam, ("p", "g", "m", "v", "vmax"),
              ("c", "dec", "wd", "b1", "c1", "b2", "c2", "eps_s", "step_s"),
-             ("l2", "decoupled", "coupled"), ("p", "m", "v"), sqrt=True)
+             ("l2", "decoupled", "coupled", "amsgrad"), ("p", "m", "v", "vmax"),
+             ("sqrt", "maximum"))
 SGD = _Rule(_rules.sgd, ("p", "g", "b"), ("c", "wd", "lr", "mu"),
             ("l2", "coupled", "with_momentum", "nesterov"), ("p", "b"))
 RMSPROP = _Rule(_rules.rmsprop, ("p", "g", "s", "ga", "b"),
                 ("c", "wd", "alpha", "c_alpha", "eps", "lr", "mu"),
-                ("l2", "coupled", "centered", "with_momentum"), ("p", "s", "ga", "b"), sqrt=True)
+                ("l2", "coupled", "centered", "with_momentum"), ("p", "s", "ga", "b"),
+                ("sqrt",))
 ADAGRAD = _Rule(_rules.adagrad, ("p", "g", "s"), ("c", "wd", "eps", "lr"), ("l2", "coupled"),
-                ("p", "s"), sqrt=True)
+                ("p", "s"), ("sqrt",))
 _READ_ONLY = ("g",)  # the gradient is the caller's: never written
 _SYMBOL = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
+_FUNCS = ("add", "subtract", "multiply", "divide", "sqrt", "maximum")
 _DUNDER = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "truediv"}
 
 
@@ -71,8 +75,8 @@ class Trace:
         self.scalar = [False] * len(rule.arrays) + [True] * len(rule.scalars)
         self.ops = []
         args = [_Val(self, i) for i in range(len(self.names))] + list(flags)
-        if rule.sqrt:
-            args.append(lambda x: self.emit("sqrt", x, None))
+        args += [(lambda x: self.emit("sqrt", x, None)) if f == "sqrt" else
+                 (lambda a, b, f=f: self.emit(f, a, b)) for f in rule.funcs]
         out = rule.fn(*args)
         self.outputs = {n: o.i for n, o in zip(rule.outputs, out)
                         if o.i != rule.arrays.index(n)}  # (an array returned unchanged)
@@ -86,7 +90,7 @@ class Trace:
             raise TypeError("xpdl: an optimizer rule combined two constants elementwise; "
                             "compute that once per step instead")
         if b is not None and self.scalar[a.i]:
-            if name not in ("add", "multiply"):
+            if name not in ("add", "multiply", "maximum"):
                 raise TypeError(f"xpdl: an optimizer rule's {name} takes its array first")
             a, b = b, a  # (commutative: the same bits; torch takes a scalar second only)
         self.ops.append((name, a.i, None if b is None else b.i))
@@ -151,7 +155,12 @@ class Trace:
 
         body = []
         for k, (name, a, b) in enumerate(self.ops):
-            e = f"sqrt({ref(a)})" if b is None else f"{ref(a)} {_SYMBOL[name]} {ref(b)}"
+            if b is None:
+                e = f"sqrt({ref(a)})"
+            elif name == "maximum":  # NumPy's and torch's: a NaN on either side wins
+                e = f"({ref(a)} > {ref(b)} || {ref(a)} != {ref(a)}) ? {ref(a)} : {ref(b)}"
+            else:
+                e = f"{ref(a)} {_SYMBOL[name]} {ref(b)}"
             body.append(f"T t{k} = {e};")
         body += [f"{n} = {ref(i)};" for n, i in self.outputs.items()]
         read = {x for _, a, b in self.ops for x in (a, b)}
@@ -180,8 +189,8 @@ def _functions(xp):
         import torch
 
         return {"add": torch.add, "subtract": torch.sub, "multiply": torch.mul,
-                "divide": torch.div, "sqrt": torch.sqrt}
-    return {n: getattr(xp, n) for n in ("add", "subtract", "multiply", "divide", "sqrt")}
+                "divide": torch.div, "sqrt": torch.sqrt, "maximum": torch.maximum}
+    return {n: getattr(xp, n) for n in _FUNCS}
 
 
 def runner(xp, rule, flags):
@@ -258,26 +267,28 @@ def sgd_scalars(*, c=0.0, lr, momentum, wd=0.0, nesterov=False):
 
 
 def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled,
-              compiled=True):
-    """One Adam/AdamW step on ``p``, ``m``, ``v`` in place (``t`` is the new step count);
-    on NumPy by the compiled kernel where it is usable and ``compiled``, else ufuncs."""
+              vmax=None, compiled=True):
+    """One Adam/AdamW step on ``p``, ``m``, ``v`` (and AMSGrad's maximum ``vmax`` where
+    given) in place (``t`` is the new step count); on NumPy by the compiled kernel where
+    it is usable and ``compiled``, else ufuncs."""
     kind = _kind(xp)
-    if kind == "torch" and _torch_fused_adam(p, g, m, v, lr=lr, b1=b1, b2=b2, eps=eps, t=t,
-                                             wd_l2=wd_l2, wd_decoupled=wd_decoupled):
+    if kind == "torch" and _torch_fused_adam(p, g, m, v, vmax, lr=lr, b1=b1, b2=b2, eps=eps,
+                                             t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled):
         return
     kw = dict(lr=lr, b1=b1, b2=b2, eps=eps, t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled)
-    if kind == "numpy" and compiled and _compiled.usable(p, g, m, v):
+    if kind == "numpy" and compiled and _compiled.usable(p, g, m, v, vmax):
         # one compiled pass, the same numbers as the ufuncs
-        _compiled.adam_flat(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), **kw)
+        _compiled.adam_flat(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                            vmax=None if vmax is None else vmax.reshape(-1), **kw)
         return
-    apply_rule(xp, ADAM, (False, bool(wd_decoupled), bool(wd_l2)), (p, g, m, v), scratch,
-         adam_scalars(**kw))
+    apply_rule(xp, ADAM, (False, bool(wd_decoupled), bool(wd_l2), vmax is not None),
+               (p, g, m, v, vmax), scratch, adam_scalars(**kw))
 
 
 _TORCH_FUSED_FAILED = set()  # (device type, dtype) where torch's fused Adam raised
 
 
-def _torch_fused_adam(p, g, m, v, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled):
+def _torch_fused_adam(p, g, m, v, vmax, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled):
     """PyTorch's own one-pass Adam kernel (``torch.optim.Adam(fused=True)``; 3x faster
     than the traced calls over 670k float32 on the CPU, equal to float32 rounding): True
     when it ran; False where this torch has none for the device, dtype or decays."""
@@ -288,13 +299,14 @@ def _torch_fused_adam(p, g, m, v, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled):
     fused = getattr(torch, "_fused_adamw_" if wd_decoupled else "_fused_adam_", None)
     where = (p.device.type, p.dtype)
     # it reads its arguments as contiguous (a transposed gradient came out wrong)
-    if fused is None or where in _TORCH_FUSED_FAILED or not (
-            p.is_contiguous() and m.is_contiguous() and v.is_contiguous()):
+    if fused is None or where in _TORCH_FUSED_FAILED or not all(
+            a is None or a.is_contiguous() for a in (p, m, v, vmax)):
         return False
     try:
-        fused([p], [g.contiguous()], [m], [v], [], [torch.full((), float(t), device=p.device)],
-              lr=lr, beta1=b1, beta2=b2, weight_decay=wd_l2 or wd_decoupled, eps=eps,
-              amsgrad=False, maximize=False)
+        fused([p], [g.contiguous()], [m], [v], [] if vmax is None else [vmax],
+              [torch.full((), float(t), device=p.device)], lr=lr, beta1=b1, beta2=b2,
+              weight_decay=wd_l2 or wd_decoupled, eps=eps, amsgrad=vmax is not None,
+              maximize=False)
         return True
     except (RuntimeError, NotImplementedError, TypeError):
         # older torch: no kernel for this device or dtype (it fails before writing)
@@ -373,17 +385,18 @@ def rule_stepper(xp, rule, flags, arrays, S, n_l2):
     return run
 
 
-def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
+def adam_stepper(xp, P, G, M, V, S, n_l2=0, X=None, **kw):
     r"""A function ``run(lr, t, c=0.0)`` doing one Adam step (:func:`adam_step` with the
-    constants ``kw``) on flat parameter, gradient and moment arrays, block by block.
+    constants ``kw``) on flat parameter, gradient and moment arrays (and AMSGrad's
+    maximum ``X``, or None), block by block.
 
     With ``c``, :math:`c\,p` is first added to the gradient of the leading ``n_l2``
     elements (the flat array's weights, an L2 penalty); ``G`` is only read. The views are
     made once: the stepper is valid while the arrays are.
     """
-    if _ns.is_numpy(xp) and _compiled.usable(P, G, M, V):
+    if _ns.is_numpy(xp) and _compiled.usable(P, G, M, V, X):
         def run_compiled(lr, t, c=0.0):
-            _compiled.adam_flat(P, G, M, V, n_l2=n_l2, c=c, lr=lr, t=t, **kw)
+            _compiled.adam_flat(P, G, M, V, vmax=X, n_l2=n_l2, c=c, lr=lr, t=t, **kw)
 
         return run_compiled
     if _kind(xp) == "torch":  # block by block through adam_step: torch's fused kernel
@@ -394,11 +407,11 @@ def adam_stepper(xp, P, G, M, V, S, n_l2=0, **kw):
             for sl, l2 in blocks:
                 g = _rules.add_l2(G[sl], P[sl], c) if c and l2 else G[sl]
                 adam_step(xp, P[sl], g, M[sl], V[sl], scratch.setdefault(sl.start, []),
-                          lr=lr, t=t, **kw)
+                          lr=lr, t=t, vmax=None if X is None else X[sl], **kw)
 
         return run_torch
-    run = rule_stepper(xp, ADAM, (bool(kw.get("wd_decoupled")), bool(kw.get("wd_l2"))),
-                       (P, G, M, V), S, n_l2)
+    run = rule_stepper(xp, ADAM, (bool(kw.get("wd_decoupled")), bool(kw.get("wd_l2")),
+                                  X is not None), (P, G, M, V, X), S, n_l2)
     return lambda lr, t, c=0.0: run(adam_scalars(c=c, lr=lr, t=t, **kw), c)
 
 

@@ -2,9 +2,9 @@ r"""Each optimizer's update of one element, written once.
 
 The functions below take a parameter, its gradient and the optimizer's state either as
 whole arrays or as single numbers, and constants precomputed per step. They use only
-``+ - * /`` between their arguments and the ``sqrt`` they are given, and no literal
-numbers (a constant is an argument, so every execution rounds it to the arrays' dtype the
-same way). Every fast path is an execution of these definitions, never a rewrite:
+``+ - * /`` between their arguments and the ``sqrt`` and ``maximum`` they are given, and no
+literal numbers (a constant is an argument, so every execution rounds it to the arrays'
+dtype the same way). Every fast path is an execution of these definitions, never a rewrite:
 
 - :mod:`xpdl.optim.transforms` calls the pieces on arrays (the portable chain, JAX);
 - :mod:`xpdl.optim._fused` traces the whole update once per configuration into a list of
@@ -39,13 +39,15 @@ def adam_direction(m, v, eps_s, step_s, sqrt):
     return (m / (sqrt(v) + eps_s)) * step_s
 
 
-def adam(p, g, m, v, c, dec, wd, b1, c1, b2, c2, eps_s, step_s, l2, decoupled, coupled,
-         sqrt):
-    """One Adam/AdamW update, returning the new ``(p, m, v)``.
+def adam(p, g, m, v, vmax, c, dec, wd, b1, c1, b2, c2, eps_s, step_s, l2, decoupled,
+         coupled, amsgrad, sqrt, maximum):
+    """One Adam/AdamW update, returning the new ``(p, m, v, vmax)``.
 
     ``l2``: the estimators' penalty, ``g + p * c``; ``decoupled``: AdamW's ``p * dec``
     (``dec = 1 - lr * weight_decay``) before the step; ``coupled``: Adam's
-    ``weight_decay`` added to the gradient, ``g + p * wd``.
+    ``weight_decay`` added to the gradient, ``g + p * wd``; ``amsgrad``: the direction
+    divides by the largest second moment so far, ``vmax = maximum(vmax, v)``
+    (``vmax`` is returned unchanged without it).
     """
     if l2:
         g = add_l2(g, p, c)
@@ -54,7 +56,10 @@ def adam(p, g, m, v, c, dec, wd, b1, c1, b2, c2, eps_s, step_s, l2, decoupled, c
     if coupled:
         g = add_l2(g, p, wd)
     m, v = adam_moments(g, m, v, b1, c1, b2, c2)
-    return p - adam_direction(m, v, eps_s, step_s, sqrt), m, v
+    if amsgrad:
+        vmax = maximum(vmax, v)
+        return p - adam_direction(m, vmax, eps_s, step_s, sqrt), m, v, vmax
+    return p - adam_direction(m, v, eps_s, step_s, sqrt), m, v, vmax
 
 
 def momentum(g, b, mu, nesterov):

@@ -28,7 +28,7 @@ def _with_fused(tx, fused, flat_stepper=None):
     return out
 
 
-def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
+def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr, amsgrad):
     pa, pl = f"{i_adam}/", f"{i_lr}/step"
 
     def fused(params, grads, state, scratch):
@@ -37,7 +37,8 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
         for k, g in grads.items():
             _fused.adam_step(_fused_namespace(g), params[k], g, state[f"{pa}exp_avg/{k}"],
                              state[f"{pa}exp_avg_sq/{k}"], scratch(k), lr=lr_t, b1=b1, b2=b2,
-                             eps=eps, t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled)
+                             eps=eps, t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled,
+                             vmax=state[f"{pa}max_exp_avg_sq/{k}"] if amsgrad else None)
         state[pa + "step"] = t
         state[pl] += 1
         return state
@@ -48,8 +49,11 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr):
                               shapes)
         V = _fused.flat_views(xp, cache, "flat_v", state,
                               [f"{pa}exp_avg_sq/{k}" for k in keys], shapes)
+        X = _fused.flat_views(xp, cache, "flat_vmax", state,
+                              [f"{pa}max_exp_avg_sq/{k}" for k in keys],
+                              shapes) if amsgrad else None
         run = _fused.adam_stepper(xp, P, G, M, V, _fused.flat_scratch(xp, cache, P), n_l2,
-                                  b1=b1, b2=b2, eps=eps, wd_l2=wd_l2,
+                                  X, b1=b1, b2=b2, eps=eps, wd_l2=wd_l2,
                                   wd_decoupled=wd_decoupled)
 
         def step(c=0.0):
@@ -228,8 +232,7 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False)
     amsgrad : bool, default False
         AMSGrad (``torch.optim.Adam(amsgrad=True)``): the direction divides by the
         largest :math:`v_t` so far, :math:`\hat m/(\sqrt{\max_{s\le t} v_s/(1-\beta_2^t)}
-        + \epsilon)`; the state keeps that maximum (``max_exp_avg_sq``). Runs the
-        portable chain on every backend (no fused or compiled pass).
+        + \epsilon)`; the state keeps that maximum (``max_exp_avg_sq``).
 
     Returns
     -------
@@ -244,8 +247,8 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts += [scale_by_adam(betas[0], betas[1], eps, amsgrad), scale_by_learning_rate(lr)]
     i = len(parts) - 2
-    out = _with_fused(chain(*parts), *((None, None) if amsgrad else _fused_adam(
-        lr, betas[0], betas[1], eps, weight_decay, 0.0, i, i + 1)))
+    out = _with_fused(chain(*parts), *_fused_adam(lr, betas[0], betas[1], eps, weight_decay,
+                                                  0.0, i, i + 1, amsgrad))
     out.param_counters = (f"{i}/step",)
     return out
 
@@ -278,8 +281,8 @@ def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=Fals
     betas = _plain(*betas)
     tx = chain(scale_by_adam(betas[0], betas[1], eps, amsgrad),
                add_decayed_weights(weight_decay), scale_by_learning_rate(lr))
-    out = _with_fused(tx, *((None, None) if amsgrad else _fused_adam(
-        lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2)))
+    out = _with_fused(tx, *_fused_adam(lr, betas[0], betas[1], eps, 0.0, weight_decay, 0, 2,
+                                       amsgrad))
     out.param_counters = ("0/step",)
     return out
 
