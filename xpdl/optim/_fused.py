@@ -267,16 +267,16 @@ def sgd_scalars(*, c=0.0, lr, momentum, wd=0.0, nesterov=False):
 
 
 def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled,
-              vmax=None, compiled=True):
+              vmax=None):
     """One Adam/AdamW step on ``p``, ``m``, ``v`` (and AMSGrad's maximum ``vmax`` where
     given) in place (``t`` is the new step count); on NumPy by the compiled kernel where
-    it is usable and ``compiled``, else ufuncs."""
+    it is usable, else ufuncs."""
     kind = _kind(xp)
     if kind == "torch" and _torch_fused_adam(p, g, m, v, vmax, lr=lr, b1=b1, b2=b2, eps=eps,
                                              t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled):
         return
     kw = dict(lr=lr, b1=b1, b2=b2, eps=eps, t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled)
-    if kind == "numpy" and compiled and _compiled.usable(p, g, m, v, vmax):
+    if kind == "numpy" and _compiled.usable(p, g, m, v, vmax):
         # one compiled pass, the same numbers as the ufuncs
         _compiled.adam_flat(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
                             vmax=None if vmax is None else vmax.reshape(-1), **kw)
@@ -314,15 +314,15 @@ def _torch_fused_adam(p, g, m, v, vmax, *, lr, b1, b2, eps, t, wd_l2, wd_decoupl
         return False
 
 
-def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd, compiled=True):
-    """One SGD step (momentum buffer ``b`` may be None) on ``p`` in place (``compiled``:
-    as :func:`adam_step`)."""
-    if _kind(xp) == "numpy" and compiled and _compiled.usable(p, g, b):
+def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd):
+    """One SGD step (momentum buffer ``b`` may be None) on ``p`` in place, as
+    :func:`adam_step`."""
+    if _kind(xp) == "numpy" and _compiled.usable(p, g, b):
         _compiled.sgd_flat(p.reshape(-1), g.reshape(-1), None if b is None else b.reshape(-1),
                            lr=lr, momentum=momentum, nesterov=nesterov, wd=wd)
         return
     apply_rule(xp, SGD, (False, bool(wd), b is not None, bool(nesterov)), (p, g, b), scratch,
-         sgd_scalars(lr=lr, momentum=momentum, wd=wd))
+               sgd_scalars(lr=lr, momentum=momentum, wd=wd))
 
 
 def flat_views(xp, cache, tag, state, names, shapes):
