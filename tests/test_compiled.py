@@ -187,6 +187,39 @@ def test_flat_stepper_compiled_equals_blocked_ufuncs(backend, kind, monkeypatch)
 
 
 @needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_amsgrad_maximum_lets_nan_win_as_numpy(dtype, monkeypatch):
+    """AMSGrad's running maximum in the compiled loop: a NaN in the old maximum or in the
+    new second moment stays NaN, as ``np.maximum`` (the ufunc path) gives; ``a > b ? a :
+    b`` alone would drop the old maximum's NaN. Compiled and ufunc paths equal bit for
+    bit."""
+    monkeypatch.setattr(_compiled, "MIN_SIZE", 1)
+    g = np.random.default_rng(0)
+    n = 9
+    P, G = g.normal(size=n).astype(dtype), g.normal(size=n).astype(dtype)
+    M, V, X = np.zeros(n, dtype), g.random(n).astype(dtype), g.random(n).astype(dtype)
+    X[1] = np.nan  # the maximum so far
+    G[2] = np.nan  # so the new second moment
+    kw = dict(b1=0.9, b2=0.999, eps=1e-8, wd_l2=0.0, wd_decoupled=0.0)
+    runs = []
+    for compiled in (True, False):
+        arrays = [a.copy() for a in (P, G, M, V, X)]
+        make = lambda: _fused.adam_stepper(np, *arrays[:4], [np.empty_like(P)], 0,  # noqa: E731
+                                           arrays[4], **kw)
+        if compiled:
+            make()(1e-2, 3)
+        else:
+            with _compiled.disabled():
+                make()(1e-2, 3)
+        runs.append(arrays)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+    Xc = runs[0][4]
+    assert np.isnan(Xc[1]) and np.isnan(Xc[2]) and not np.isnan(np.delete(Xc, [1, 2])).any()
+    assert np.isnan(runs[0][0][[1, 2]]).all()
+
+
+@needs_numba
 @pytest.mark.filterwarnings("ignore:xpdl. MLP.*max_iter")
 @pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
 def test_estimator_fit_is_the_same_with_and_without_kernels(backend, Est, tiny_min, calls):

@@ -32,6 +32,7 @@ def _state(n, seed=0):
     # others (the v of this step is about 0.99 v + 0.01 g^2)
     vmax = v + 0.02 * g.normal(size=n)
     vmax[::2] = np.abs(vmax[::2])
+    vmax[5] = np.nan  # (np.maximum's and torch.maximum's NaN wins)
     # sq >= m * m: RMSprop's centered average stays non-negative (as in training)
     return {"p": p, "g": grad, "m": m, "v": v, "b": b, "sq": v + m * m, "vmax": vmax}
 
@@ -64,7 +65,7 @@ def _torch_adam(s, flags):
     bc1, bc2 = 1 - k["b1"] ** k["t"], 1 - k["b2"] ** k["t"]
     top = v
     if amsgrad:
-        top = out["vmax"] = np.where(s["vmax"] > v, s["vmax"], v)
+        top = out["vmax"] = np.maximum(s["vmax"], v)
     p = p - k["lr"] / bc1 * m / (np.sqrt(top) / np.sqrt(bc2) + k["eps"])
     return {"p": p, "m": m, "v": v, **out}
 
