@@ -66,14 +66,14 @@ def test_exploding_finite_loss_raises_and_rolls_back(backend, optimizer, lr, bat
     if m.n_iter_:
         ref = xpdl.MLPClassifier(**dict(kw, max_iter=m.n_iter_)).fit(Xb, yb)
         ref_params, ref_opt = _state(backend, ref)
-        assert m.t_ == ref.t_
+        assert m.t_ == ref.t_ and m._steps == ref._steps
         for a, b in zip(params, ref_params):
             np.testing.assert_array_equal(a, b)
         assert opt.keys() == ref_opt.keys()
         for k in ref_opt:
             np.testing.assert_array_equal(opt[k], ref_opt[k])
     else:  # back at the initial parameters, with an untouched optimizer
-        assert m.t_ == 0 and m.loss_curve_ == []
+        assert m.t_ == m._steps == 0 and m.loss_curve_ == []
         assert all(not np.any(v) for v in opt.values())
         assert _full_loss(m, X, y) == pytest.approx(m._loss_ref, rel=1e-4)
     # A warm continuation at a small learning rate trains from there.

@@ -769,6 +769,30 @@ def test_iterative_solvers_with_sample_weights_minimise_sklearns_objective(backe
                                atol=tol)
 
 
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_t_counts_the_samples_seen_as_scikit_learn(backend, early_stopping):
+    """``t_`` is scikit-learn's: training samples seen by the solver (epochs times the
+    training rows, validation rows excluded; partial_fit adds its rows), not optimizer
+    steps (it counted steps before)."""
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    X, y = load_iris(return_X_y=True)
+    kw = dict(hidden_layer_sizes=(5,), batch_size=16, max_iter=3, n_iter_no_change=100,
+              tol=0.0, early_stopping=early_stopping, validation_fraction=0.2,
+              random_state=0)
+    sk = SkMLP(solver="adam", **kw).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (three epochs do not converge)
+        m = MLPClassifier(**kw).fit(backend.asarray(X), backend.asarray(y))
+    assert sk.n_iter_ == m.n_iter_ == 3
+    assert isinstance(m.t_, int) and m.t_ == sk.t_ == (120 if early_stopping else 150) * 3
+    assert m._steps == 3 * (8 if early_stopping else 10)  # ceil(rows / 16) per epoch
+    if not early_stopping:  # (scikit-learn's partial_fit refuses early stopping)
+        sk.partial_fit(X[:40], y[:40])
+        m.partial_fit(backend.asarray(X[:40]), backend.asarray(y[:40]))
+        assert m.t_ == sk.t_ == 450 + 40
+
+
 def test_mlp_gd_takes_one_full_batch_step_per_epoch(backend):
     """optimizer="gd" is gradient descent, as the linear models' solver="gd": each epoch one
     step on all samples, whatever batch_size says (it ran minibatches, the same as "sgd").
@@ -779,10 +803,10 @@ def test_mlp_gd_takes_one_full_batch_step_per_epoch(backend):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (one epoch does not converge)
         m = MLPRegressor(max_iter=1, **kw).fit(backend.asarray(X), backend.asarray(y))
-        assert m.t_ == 1
+        assert m._steps == 1 and m.t_ == 30  # one step, all 30 samples
         before = [backend.to_numpy(p.data).astype(np.float64) for p in m.module_.parameters()]
         m.set_params(warm_start=True).fit(backend.asarray(X), backend.asarray(y))
-    assert m.t_ == 2
+    assert m._steps == 2 and m.t_ == 60
     after = [backend.to_numpy(p.data).astype(np.float64) for p in m.module_.parameters()]
 
     def objective(W1, b1, W2, b2):  # scikit-learn's: half the MSE plus alpha/(2n) sum W^2

@@ -156,7 +156,10 @@ def test_dp_training_reports_epsilon_and_uses_poisson_sampling():
                            dp_noise_multiplier=1.0, dp_max_grad_norm=1.0, random_state=0)
     m.fit(X, y)
     steps = 4 * math.ceil(len(y) / 64)
-    assert m.t_ == steps
+    assert m._steps == steps
+    # t_ counts the samples seen (scikit-learn's): the Poisson batches' sizes, whose total
+    # over the epochs has mean 4 n and standard deviation below sqrt(4 n)
+    assert abs(m.t_ - 4 * len(y)) < 5 * math.sqrt(4 * len(y))
     assert m.epsilon_ == pytest.approx(epsilon(1.0, 64 / len(y), steps, 1e-5))
     assert m.score(X, y) > 0.6
     clip_only = xpdl.MLPClassifier((8,), max_iter=2, dp_noise_multiplier=0.0,
@@ -308,6 +311,20 @@ def test_files_without_a_privacy_history_load_with_an_upper_bound(backend, tmp_p
     for bad in ([[1.0, 2.0, 3]], [[-1.0, 0.5, 3]], [[1.0, 0.5, 2.5]], [1.0]):
         with pytest.raises(ValueError, match="privacy history"):
             xpdl.load(write("bad.safetensors", {**old, "_dp_history": bad}))
+    # Format 2 counted the optimizer steps in t_ (now samples seen): its files' t_ is read
+    # as the step count, so 3 steps without noise before the 6 noisy ones are seen
+    # (epsilon_ infinite once trained on), and t_ counts samples from the load on.
+    legacy = {k: v for k, v in old.items() if k not in ("_steps", "t_")}
+    meta["format_version"] = 2
+    back = xpdl.load(write("v2.safetensors", {**legacy, "t_": old["_steps"] + 3}),
+                     xp=backend.xp, device=backend.device)
+    assert back._steps == 9 and "t_" not in back.__dict__
+    back.partial_fit(backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64))
+    assert back._steps == 12 and back.epsilon_ == math.inf
+    # this call's Poisson batches only: the same draws as the format-3 file continued
+    cont = xpdl.load(tmp_path / "new.safetensors", xp=backend.xp, device=backend.device)
+    cont.partial_fit(backend.asarray(X), backend.asarray(y, dtype=backend.xp.int64))
+    assert 0 < back.t_ == cont.t_ - m.t_
 
 
 def test_dp_parameter_validation():
@@ -383,7 +400,7 @@ def test_dp_fit_one_heavy_sample_moves_the_model_by_at_most_C():
 
     a = xpdl.MLPClassifier(**kw).fit(X, y, sample_weight=w_in)
     b = xpdl.MLPClassifier(**kw).fit(X, y, sample_weight=w_out)
-    assert a.t_ == b.t_ == 1
+    assert a._steps == b._steps == 1 and a.t_ == b.t_ == n  # (a Poisson rate of 1)
     moved = np.linalg.norm(params(a) - params(b)) * n
     assert moved <= C * (1 + 1e-9)
     assert moved > 0.5 * C  # the heavy sample does count, up to the bound

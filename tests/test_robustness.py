@@ -120,7 +120,7 @@ def test_a_new_learning_rate_keeps_the_optimizer_moments(backend):
     st = {k: v for k, v in m._optimizer.state_dict().items()}
     m.set_params(learning_rate=1e-2).fit(X, y)
     after = m._optimizer.state_dict()
-    assert int(after["step"] if "step" in after else m.t_) == 6 or m.t_ == 6
+    assert int(after["step"] if "step" in after else m._steps) == 6 or m._steps == 6
     # The moments carried on: the second moment grew from its previous value, not from 0.
     key = next(k for k in st if "exp_avg_sq" in k)
     assert float(backend.xp.sum(after[key])) > float(backend.xp.sum(st[key])) * 0.5

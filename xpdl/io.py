@@ -31,7 +31,7 @@ from . import _namespace as _ns
 __all__ = ["save", "load", "FORMAT_VERSION"]
 
 FORMAT = "xpdl"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _MAX_HEADER = 64 * 1024 * 1024
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
            "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
@@ -340,7 +340,8 @@ def _build_module(spec, xp, device, dtype):
     raise ValueError(f"xpdl.load: unknown module type {t!r}")
 
 
-_FITTED_TYPES = {"n_features_in_": int, "n_iter_": int, "t_": int, "_no_improve": int,
+_FITTED_TYPES = {"n_features_in_": int, "n_iter_": int, "t_": int, "_steps": int,
+                 "_no_improve": int,
                  "rank_": int,
                  "_n_outputs": int, "_y_ndim": int, "_dp_steps": int, "loss_curve_": list,
                  "_dp_history": list,
@@ -563,7 +564,7 @@ def _dp_history(fitted, params, where):
     other steps as noiseless."""
     hist = fitted.get("_dp_history")
     if hist is None:
-        dp_steps, steps = fitted.get("_dp_steps", 0), fitted.get("t_", 0)
+        dp_steps, steps = fitted.get("_dp_steps", 0), fitted.get("_steps", 0)
         sigma = params.get("dp_noise_multiplier")
         hist = []
         if dp_steps:
@@ -608,6 +609,10 @@ def _load_estimator(arrays, meta, xp, device, path):
         if k not in _FITTED_TYPES or isinstance(v, bool) or \
                 not isinstance(v, _FITTED_TYPES[k]):
             raise ValueError(f"{where}: unexpected fitted attribute {k}={v!r}")
+    if meta["format_version"] < 3 and "t_" in fitted:
+        # format 2 counted optimizer steps in ``t_``; it now counts samples (as
+        # scikit-learn's), which such a file does not know: counted from the load on
+        fitted["_steps"] = fitted.pop("t_")
     fitted["_dp_history"] = _dp_history(fitted, params, where)
     if not fitted["_dp_history"]:
         del fitted["_dp_history"]

@@ -376,7 +376,7 @@ class _Rollback:
     to it.
     """
 
-    _SCALARS = ("t_", "_dp_steps", "best_loss_", "best_validation_score_", "_no_improve",
+    _SCALARS = ("t_", "_steps", "_dp_steps", "best_loss_", "best_validation_score_", "_no_improve",
                 "n_iter_")
     _good_factor = 10.0
 
@@ -529,7 +529,7 @@ class NetworkEstimator(BaseModel):
         return self
 
     # What training keeps between calls besides the parameters (made by _training_state).
-    _TRAINING_STATE = ("_optimizer", "loss_curve_", "n_iter_", "t_", "_dp_steps",
+    _TRAINING_STATE = ("_optimizer", "loss_curve_", "n_iter_", "t_", "_steps", "_dp_steps",
                        "_dp_history", "epsilon_", "_loss_ref",
                        "_no_improve", "validation_scores_", "best_loss_",
                        "best_validation_score_", "_best_params")
@@ -544,7 +544,8 @@ class NetworkEstimator(BaseModel):
             self._optimizer = self._make_optimizer()
         if "_rng" not in d:
             self._rng = Generator(self.random_state)
-        for k, v in (("loss_curve_", []), ("n_iter_", 0), ("t_", 0), ("_dp_steps", 0),
+        for k, v in (("loss_curve_", []), ("n_iter_", 0), ("t_", 0), ("_steps", 0),
+                     ("_dp_steps", 0),
                      ("_loss_ref", None), ("_no_improve", 0), ("_best_params", None),
                      ("best_validation_score_", -math.inf)):
             if d.get(k) is None:
@@ -650,7 +651,7 @@ class NetworkEstimator(BaseModel):
             if verbose else _Quiet(epochs)
         converged = False
         dp = self._dp_on()
-        t_before = self.t_
+        steps_before = self._steps
         if self.__dict__.get("_loss_ref") is None:
             self._loss_ref = self._initial_loss(*data.head(4096))
         rollback = _Rollback(self)
@@ -669,9 +670,10 @@ class NetworkEstimator(BaseModel):
                 epoch_loss = float(acc) / n
             if self._diverged(epoch_loss):
                 epoch = self.n_iter_ + 1
-                taken = self.t_ - t_before  # rolled back, but the noisy steps were taken
+                # rolled back, but the noisy steps were taken
+                taken = self._steps - steps_before
                 rollback.restore()
-                self._account_privacy(dp, min(bs / n, 1.0), taken, t_before)
+                self._account_privacy(dp, min(bs / n, 1.0), taken, steps_before)
                 raise DivergenceError(epoch, epoch_loss, self.learning_rate,
                                       untrained_loss=self._loss_ref)
             rollback.epoch_end(epoch_loss)
@@ -710,12 +712,13 @@ class NetworkEstimator(BaseModel):
                 # best weights a warm fit may come back to
                 p.data = xp.asarray(b, copy=True)
         module.eval()
-        self._account_privacy(dp, min(bs / n, 1.0), self.t_ - t_before, t_before)
+        self._account_privacy(dp, min(bs / n, 1.0), self._steps - steps_before,
+                              steps_before)
         if not incremental and not converged and not dp and self._warn_on_max_iter:
             V.warn_convergence(self, self.max_iter)
 
-    def _account_privacy(self, dp, q, steps, t_before):
-        """Add this call's ``steps`` (taken from step ``t_before`` on) to the privacy
+    def _account_privacy(self, dp, q, steps, steps_before):
+        """Add this call's ``steps`` (taken from step ``steps_before`` on) to the privacy
         history and set ``epsilon_`` from all of it (:func:`xpdl.privacy.epsilon_of`):
         noisy steps as ``(sigma, q, steps)``; steps without DP on a model that has had DP
         steps, or DP steps on a model trained without DP before, as noiseless ones
@@ -724,8 +727,8 @@ class NetworkEstimator(BaseModel):
         from ..privacy import epsilon_of
 
         hist = self.__dict__.get("_dp_history") or []
-        if dp and not hist and t_before > 0:  # seen without noise before
-            hist.append([0.0, 1.0, t_before])
+        if dp and not hist and steps_before > 0:  # seen without noise before
+            hist.append([0.0, 1.0, steps_before])
         if dp or hist:
             sigma = float(self.dp_noise_multiplier) if dp else 0.0
             q = q if dp else 1.0
@@ -753,7 +756,8 @@ class NetworkEstimator(BaseModel):
             l2.backward()  # adds alpha W / n to the summed gradients
             acc = acc + l2.data * n
         opt.step()
-        self.t_ += 1
+        self._steps += 1
+        self.t_ += n
         return acc
 
     def _minibatches(self, X, T, w, bs, step):
@@ -768,7 +772,8 @@ class NetworkEstimator(BaseModel):
         for Xb, Tb, wb in _batches((X, T, w), self._xp, self._device, n, bs,
                                    self._rng if bs < n else None, False):
             acc = acc + step(Xb, Tb, wb) * Xb.shape[0]
-            self.t_ += 1
+            self._steps += 1
+            self.t_ += Xb.shape[0]
         return acc
 
     # Set False (on an instance) to run every step eagerly on the tape instead of replaying
@@ -889,7 +894,8 @@ class NetworkEstimator(BaseModel):
             if self.alpha:
                 self._l2_loss(bs).backward()  # adds alpha W / B to the noisy gradients
             opt.step()
-            self.t_ += 1
+            self._steps += 1
+            self.t_ += nb
             self._dp_steps += 1
         return float(acc) / total
 

@@ -72,6 +72,10 @@ _DOC_PARAMS = """
     best_loss_ : float or None
     n_iter_ : int
         Epochs run in total.
+    t_ : int
+        Training samples seen by the solver over all fits, as scikit-learn's (a
+        minibatch solver's epoch adds the training rows; a DP-SGD step adds its Poisson
+        batch's size). Files of format 2 did not record it: it counts from their load on.
     n_features_in_ : int
     epsilon_ : float
         Privacy spent by every DP-SGD step the parameters went through, at ``dp_delta``
