@@ -25,6 +25,8 @@ else:  # pragma: no cover
     extensions.append("sphinx.ext.napoleon")
 autosummary_generate = False
 autodoc_default_options = {"inherited-members": False}
+# signatures show defaults as written ("orders=DEFAULT_ORDERS", not its 160 numbers)
+autodoc_preserve_defaults = True
 # The example gallery runs its scripts at build time and keeps their figures.
 if importlib.util.find_spec("sphinx_gallery") and importlib.util.find_spec("matplotlib"):
     extensions.append("sphinx_gallery.gen_gallery")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pathlib
 import re
+import warnings
 
 import pytest
 
@@ -30,6 +32,38 @@ def test_all_names_exist_and_are_public(name):
               and callable(v)}
     missing = public - set(mod.__all__)
     assert not missing, f"{name} defines public callables not in __all__: {sorted(missing)}"
+
+
+def _public_callables():
+    seen = {}
+    for name in MODULES:
+        mod = importlib.import_module(name)
+        for attr in mod.__all__:
+            obj = getattr(mod, attr)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and id(obj) not in seen and \
+                    not (inspect.isclass(obj) and issubclass(obj, BaseException)):
+                seen[id(obj)] = (f"{name}.{attr}", obj)
+    return sorted(seen.values(), key=lambda kv: kv[0])
+
+
+@pytest.mark.parametrize("qualname, obj", _public_callables(), ids=lambda v: v
+                         if isinstance(v, str) else "")
+def test_every_public_callable_has_a_numpydoc_docstring(qualname, obj):
+    """Each public function and class documents every argument of its signature in a
+    numpydoc ``Parameters`` section (a class may use ``Attributes``), and each function
+    says what it returns (``Returns`` or ``Yields``), as parsed by numpydoc itself."""
+    docscrape = pytest.importorskip("numpydoc.docscrape")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpydoc warns on sections it cannot parse
+        doc = docscrape.ClassDoc(obj) if inspect.isclass(obj) else docscrape.FunctionDoc(obj)
+    entries = doc["Parameters"] + (doc["Attributes"] if inspect.isclass(obj) else [])
+    documented = {n.strip().lstrip("*") for e in entries for n in e.name.split(",")}
+    wanted = {n for n in inspect.signature(obj).parameters if not n.startswith("_")}
+    assert wanted <= documented, f"{qualname}: undocumented {sorted(wanted - documented)}"
+    if inspect.isfunction(obj):
+        assert doc["Returns"] or doc["Yields"], f"{qualname}: no Returns section"
+        assert documented <= wanted, \
+            f"{qualname}: documents {sorted(documented - wanted)}, not in its signature"
 
 
 def test_math_does_not_import_numpy():

@@ -243,6 +243,8 @@ def permutation_importance(estimator, X, y, *, n_repeats=5, random_state=None,
     random_state : int, numpy.random.RandomState, numpy.random.Generator or None
         Seeds the shuffles (host generator, the same on every backend); a NumPy generator
         gives the seed (one draw; as in scikit-learn, the instance advances).
+    sample_weight : array of shape (n_samples,), optional
+        Passed to ``estimator.score``.
 
     Returns
     -------

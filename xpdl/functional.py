@@ -139,7 +139,16 @@ def _sigmoid_vjp(xp, g, ins, out, saved, needs):
 def sigmoid(x):
     r"""Logistic function :math:`\sigma(x) = 1/(1+e^{-x})`, computed without overflow.
 
-    The gradient is :math:`\sigma(x)(1-\sigma(x))`. Shape is preserved.
+    The gradient is :math:`\sigma(x)(1-\sigma(x))`.
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+
+    Returns
+    -------
+    Tensor or array of the shape of ``x``
+        In (0, 1); exactly 0 or 1 only where ``x`` is beyond the dtype's range.
     """
     return _act(_sigmoid, x)
 
@@ -175,7 +184,22 @@ def _softplus_vjp(xp, g, ins, out, saved, needs, beta, threshold):
 
 def softplus(x, beta=1.0, threshold=20.0):
     r"""Smooth ReLU :math:`\frac{1}{\beta}\log(1+e^{\beta x})`, linear where
-    :math:`\beta x >` ``threshold`` (PyTorch's definition). Shape is preserved."""
+    :math:`\beta x >` ``threshold`` (PyTorch's definition).
+
+    The gradient is :math:`\sigma(\beta x)` (1 where linear).
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+    beta : float, default 1.0
+        Positive and finite.
+    threshold : float, default 20.0
+        Above it (in units of :math:`\beta x`) the function is :math:`x`.
+
+    Returns
+    -------
+    Tensor or array of the shape of ``x``
+    """
     return _act(_softplus, x, _softplus_args(beta, threshold))
 
 
@@ -220,8 +244,19 @@ def _axis_or_dim(axis, dim, where):
 def softmax(x, axis=-1, *, dim=None):
     r"""Softmax along ``axis``: :math:`e^{x_i - m}/\sum_j e^{x_j - m}` with :math:`m=\max x`.
 
-    The VJP is :math:`s \odot (g - \langle g, s\rangle)`. Shape is preserved. ``dim`` is
-    PyTorch's name for ``axis``.
+    The VJP is :math:`s \odot (g - \langle g, s\rangle)`.
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+    axis : int, default -1
+    dim : int, optional
+        PyTorch's name for ``axis``.
+
+    Returns
+    -------
+    Tensor or array of the shape of ``x``
+        Non-negative, summing to 1 along ``axis``.
     """
     axis = _axis_or_dim(axis, dim, "softmax")
     t, plain = _one(x)
@@ -244,8 +279,18 @@ def log_softmax(x, axis=-1, *, dim=None):
     r"""Log of the softmax along ``axis``, :math:`x - \operatorname{logsumexp}(x)`, computed
     by shifting with the maximum (never the log of a softmax, which underflows).
 
-    The VJP is :math:`g - \operatorname{softmax}(x) \sum g`. Shape is preserved. ``dim`` is
-    PyTorch's name for ``axis``.
+    The VJP is :math:`g - \operatorname{softmax}(x) \sum g`.
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+    axis : int, default -1
+    dim : int, optional
+        PyTorch's name for ``axis``.
+
+    Returns
+    -------
+    Tensor or array of the shape of ``x``
     """
     axis = _axis_or_dim(axis, dim, "log_softmax")
     t, plain = _one(x)
@@ -272,6 +317,18 @@ def logsumexp(x, axis=None, keepdims=False):
     r""":math:`\log\sum e^{x}` over ``axis`` (all axes when ``None``), shifted by the maximum.
 
     The gradient is the softmax of ``x`` over the same axes.
+
+    Parameters
+    ----------
+    x : Tensor or array of any shape
+    axis : int, tuple of int or None, default None
+    keepdims : bool, default False
+
+    Returns
+    -------
+    Tensor or array
+        ``x``'s shape without the reduced axes (kept with size 1 with ``keepdims``); 0-d
+        for ``axis=None``.
     """
     t, plain = _one(x)
     return _out(apply(_logsumexp, t._xp, (t,),
@@ -383,6 +440,11 @@ def dropout(x, p, *, rng, training=True):
         call; an int seeds a new generator on every call, so every call with it draws the
         same mask (pass a Generator, or use :class:`xpdl.nn.Dropout`, for fresh masks).
     training : bool, default True
+
+    Returns
+    -------
+    Tensor or array of the shape of ``x``
+        ``x`` itself when not ``training`` or ``p == 0``.
     """
     p = _drop_p(p)
     as_generator(rng)  # a TypeError now for anything else than a seed or a Generator

@@ -450,6 +450,10 @@ def save(obj, path):
         Written atomically: a temporary file in the same folder is renamed over ``path``,
         so a failure leaves any previous file intact.
 
+    Returns
+    -------
+    None
+
     Examples
     --------
     >>> import numpy as np, os, tempfile, xpdl
@@ -514,6 +518,17 @@ def _target(xp, device):
 def load(path, *, xp=None, device=None):
     """Load what :func:`save` wrote, placing arrays in namespace ``xp`` on ``device``
     (NumPy on the host by default).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`save`; nothing in it is executed, and every size it
+        claims is checked against the arrays it stores before anything is allocated.
+    xp : array namespace, optional
+        Where the arrays go (``numpy``, ``torch``, ``cupy``, ``jax.numpy``,
+        ``array_api_strict``, or their array-api-compat wrappers); NumPy by default.
+    device : optional
+        A device of ``xp`` (its default device when None).
 
     Returns
     -------

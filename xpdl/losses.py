@@ -178,7 +178,17 @@ def mse(pred, target, reduction="mean"):
 
 def mae(pred, target, reduction="mean"):
     r"""Mean absolute error :math:`\ell_i = |p_i - t_i|` (PyTorch's ``l1_loss``); the gradient
-    is :math:`\operatorname{sign}(p - t)` (0 where equal)."""
+    is :math:`\operatorname{sign}(p - t)` (0 where equal).
+
+    Parameters
+    ----------
+    pred, target : Tensor or array, same shape
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    Tensor or array: a scalar, or ``pred``'s shape with ``reduction="none"``.
+    """
     p, t, xp, plain = _prepare(pred, target, "mae")
     _check_same_shape(p, t, "mae")
     return _elementwise_loss(p, t, xp, _mae, reduction, plain)
@@ -195,7 +205,19 @@ def _huber_delta(delta):
 def huber(pred, target, delta=1.0, reduction="mean"):
     r"""Huber loss: :math:`\tfrac12 d^2` where :math:`|d| <` ``delta``, else
     :math:`\delta(|d| - \tfrac12\delta)`, with :math:`d = p - t`. The gradient is :math:`d`
-    clipped to :math:`[-\delta, \delta]`."""
+    clipped to :math:`[-\delta, \delta]`.
+
+    Parameters
+    ----------
+    pred, target : Tensor or array, same shape
+    delta : float, default 1.0
+        Positive and finite: where the loss turns from quadratic to linear.
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    Tensor or array: a scalar, or ``pred``'s shape with ``reduction="none"``.
+    """
     delta = _huber_delta(delta)
     p, t, xp, plain = _prepare(pred, target, "huber")
     _check_same_shape(p, t, "huber")
@@ -207,7 +229,20 @@ def binary_cross_entropy(prob, target, reduction="mean"):
 
     As in PyTorch each log is clamped at :math:`-100` so that :math:`p\in\{0,1\}` gives a
     finite loss, and the gradient is :math:`(p - t)/\max(p(1-p), 10^{-12})`. Prefer
-    :func:`binary_cross_entropy_with_logits` on raw scores: it is exact for any logit.
+    :func:`binary_cross_entropy_with_logits` on raw scores: it is exact for any finite
+    logit.
+
+    Parameters
+    ----------
+    prob : Tensor or array of any shape
+        Probabilities in [0, 1] (a ValueError otherwise).
+    target : Tensor or array of ``prob``'s shape
+        Targets in [0, 1].
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    Tensor or array: a scalar, or ``prob``'s shape with ``reduction="none"``.
     """
     p, t, xp, plain = _prepare(prob, target, "binary_cross_entropy")
     _check_same_shape(p, t, "binary_cross_entropy")
@@ -219,9 +254,21 @@ def binary_cross_entropy(prob, target, reduction="mean"):
 
 def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
     r"""Binary cross-entropy on logits :math:`x`:
-    :math:`\max(x,0) - xt + \log(1+e^{-|x|})`, exact and finite for any :math:`x`.
+    :math:`\max(x,0) - xt + \log(1+e^{-|x|})`, exact and finite for any finite :math:`x`
+    (an infinite logit gives NaN, as in PyTorch).
 
     The gradient is :math:`\sigma(x) - t`.
+
+    Parameters
+    ----------
+    logits : Tensor or array of any shape
+    target : Tensor or array of ``logits``' shape
+        Targets in [0, 1].
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    Tensor or array: a scalar, or ``logits``' shape with ``reduction="none"``.
     """
     p, t, xp, plain = _prepare(logits, target, "binary_cross_entropy_with_logits")
     _check_same_shape(p, t, "binary_cross_entropy_with_logits")

@@ -150,8 +150,26 @@ def _log_a_frac(q, sigma, alpha):
 
 
 def rdp(noise_multiplier, sample_rate, steps, orders=DEFAULT_ORDERS):
-    """Rényi-DP of ``steps`` compositions of the Poisson-subsampled Gaussian mechanism, one
-    value per order (a list of floats)."""
+    r"""Rényi-DP of ``steps`` compositions of the Poisson-subsampled Gaussian mechanism, one
+    value per order.
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        :math:`\sigma`, the noise's standard deviation over the clipping norm (0: no
+        noise, infinite RDP).
+    sample_rate : float in [0, 1]
+        :math:`q`, each sample's probability of being in a batch.
+    steps : int
+    orders : sequence of float > 1, default DEFAULT_ORDERS
+        The Rényi orders :math:`\alpha` (integers and fractions).
+
+    Returns
+    -------
+    list of float
+        :math:`\varepsilon_{\alpha}` for each order: the bound of
+        :func:`epsilon` minimises over them.
+    """
     q, sigma = float(sample_rate), float(noise_multiplier)
     out = []
     for a in orders:
@@ -186,6 +204,8 @@ def epsilon(noise_multiplier, sample_rate, steps, delta, orders=DEFAULT_ORDERS):
         Number of noisy steps.
     delta : float
         Target :math:`\delta`.
+    orders : sequence of float > 1, default DEFAULT_ORDERS
+        The Rényi orders the bound is minimised over (Opacus's defaults).
 
     Returns
     -------
@@ -216,6 +236,8 @@ def epsilon_of(history, delta, orders=DEFAULT_ORDERS):
         without DP) makes :math:`\varepsilon` infinite.
     delta : float
         Target :math:`\delta`.
+    orders : sequence of float > 1, default DEFAULT_ORDERS
+        The Rényi orders the bound is minimised over (Opacus's defaults).
 
     Returns
     -------

@@ -117,6 +117,20 @@ def value_and_grad(fun, argnums=0):
 def grad(fun, argnums=0):
     """Turn ``fun`` into a function returning its gradient (see :func:`value_and_grad`).
 
+    Parameters
+    ----------
+    fun : callable
+        Takes arrays (those named by ``argnums`` arrive wrapped as :class:`Tensor` with
+        ``requires_grad=True``) and returns a one-element Tensor.
+    argnums : int or tuple of int, default 0
+        Which positional arguments to differentiate with respect to.
+
+    Returns
+    -------
+    callable
+        ``f(*args, **kwargs) -> grads``: an array (``argnums`` an int) or a tuple of
+        arrays, each with the namespace, device, dtype and shape of its input.
+
     Examples
     --------
     >>> import numpy as np, xpdl

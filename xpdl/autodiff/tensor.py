@@ -35,13 +35,25 @@ _mode = _GradMode()
 
 
 def is_grad_enabled() -> bool:
-    """Whether operations are being recorded for backpropagation."""
+    """Whether operations are being recorded for backpropagation.
+
+    Returns
+    -------
+    bool
+        False inside :func:`no_grad` (and not inside a nested :func:`enable_grad`).
+    """
     return _mode.enabled
 
 
 @contextmanager
 def no_grad():
     """Context manager inside which no operation is recorded.
+
+    Returns
+    -------
+    context manager
+        Results computed inside do not require grad; the previous mode comes back on
+        exit (also on an exception). The mode is per thread, as PyTorch's.
 
     Examples
     --------
@@ -62,7 +74,13 @@ def no_grad():
 
 @contextmanager
 def enable_grad():
-    """Context manager that turns recording back on (e.g. inside :func:`no_grad`)."""
+    """Context manager that turns recording back on (e.g. inside :func:`no_grad`).
+
+    Returns
+    -------
+    context manager
+        The previous mode comes back on exit.
+    """
     prev = _mode.enabled
     _mode.enabled = True
     try:

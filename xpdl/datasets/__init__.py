@@ -84,6 +84,22 @@ def make_regression(n_samples=100, n_features=10, *, n_targets=1, noise=0.0, bia
                     random_state=None, xp=None, device=None, dtype=None):
     """A linear regression problem ``y = X w + bias + noise``.
 
+    Parameters
+    ----------
+    n_samples, n_features : int, default 100 and 10
+    n_targets : int, default 1
+    noise : float, default 0.0
+        Standard deviation of the Gaussian noise added to ``y``.
+    bias : float, default 0.0
+    random_state : int or None
+        Seeds the host generator: the same numbers on every backend.
+    xp : array namespace, optional
+        Where the arrays go (NumPy by default).
+    device : optional
+        A device of ``xp``.
+    dtype : dtype or {"float32", "float64"}, optional
+        Of ``X`` (and a regression's ``y``); float32 by default.
+
     Returns
     -------
     X : array of shape (n_samples, n_features)
@@ -104,6 +120,21 @@ def make_regression(n_samples=100, n_features=10, *, n_targets=1, noise=0.0, bia
 def make_classification(n_samples=100, n_features=10, *, n_classes=2, class_sep=1.5,
                         random_state=None, xp=None, device=None, dtype=None):
     """Gaussian blobs, one per class, with centres ``class_sep`` apart on average.
+
+    Parameters
+    ----------
+    n_samples, n_features : int, default 100 and 10
+    n_classes : int >= 2, default 2
+    class_sep : float, default 1.5
+        Scale of the class centres (drawn from a normal distribution).
+    random_state : int or None
+        Seeds the host generator: the same numbers on every backend.
+    xp : array namespace, optional
+        Where the arrays go (NumPy by default).
+    device : optional
+        A device of ``xp``.
+    dtype : dtype or {"float32", "float64"}, optional
+        Of ``X`` (and a regression's ``y``); float32 by default.
 
     Returns
     -------

@@ -33,27 +33,47 @@ class _Loss(Module):
 
 class MSELoss(_Loss):
     """Mean squared error (:func:`xpdl.losses.mse`); ``input`` and ``target`` of one
-    shape, the result 0-d (``"mean"``, ``"sum"``) or of that shape (``"none"``)."""
+    shape, the result 0-d (``"mean"``, ``"sum"``) or of that shape (``"none"``).
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum", "none"}, default "mean"
+    """
 
     _fn = staticmethod(L.mse)
 
 
 class L1Loss(_Loss):
-    """Mean absolute error (:func:`xpdl.losses.mae`); shapes as :class:`MSELoss`."""
+    """Mean absolute error (:func:`xpdl.losses.mae`); shapes as :class:`MSELoss`.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum", "none"}, default "mean"
+    """
 
     _fn = staticmethod(L.mae)
 
 
 class BCELoss(_Loss):
     """Binary cross-entropy of probabilities (:func:`xpdl.losses.binary_cross_entropy`);
-    shapes as :class:`MSELoss`."""
+    shapes as :class:`MSELoss`.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum", "none"}, default "mean"
+    """
 
     _fn = staticmethod(L.binary_cross_entropy)
 
 
 class BCEWithLogitsLoss(_Loss):
     """Binary cross-entropy of logits
-    (:func:`xpdl.losses.binary_cross_entropy_with_logits`); shapes as :class:`MSELoss`."""
+    (:func:`xpdl.losses.binary_cross_entropy_with_logits`); shapes as :class:`MSELoss`.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum", "none"}, default "mean"
+    """
 
     _fn = staticmethod(L.binary_cross_entropy_with_logits)
 
@@ -61,7 +81,12 @@ class BCEWithLogitsLoss(_Loss):
 class CrossEntropyLoss(_Loss):
     """Softmax cross-entropy (:func:`xpdl.losses.cross_entropy`): ``input`` logits of
     shape ``(n, c)``; ``target`` class indices of shape ``(n,)`` or probabilities of shape
-    ``(n, c)``; the result 0-d, or of shape ``(n,)`` with ``"none"``."""
+    ``(n, c)``; the result 0-d, or of shape ``(n,)`` with ``"none"``.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum", "none"}, default "mean"
+    """
 
     _fn = staticmethod(L.cross_entropy)
 

@@ -154,6 +154,12 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         Needs ``momentum > 0``.
     weight_decay : float, default 0
         L2 penalty :math:`\lambda` added to the gradient.
+
+    Returns
+    -------
+    GradientTransformation
+        ``init(params) -> state``, ``update(grads, state, params) -> (updates, state)``
+        over flat ``{name: array}`` dicts; the state holds the step counters as ints.
     """
     _check_lr(lr, momentum=momentum, weight_decay=weight_decay)
     lr, momentum, weight_decay = _plain(lr, momentum, weight_decay)

@@ -69,7 +69,13 @@ class FusedTransformation(GradientTransformation):
 
 
 def identity() -> GradientTransformation:
-    """Pass gradients through unchanged."""
+    """Pass gradients through unchanged.
+
+    Returns
+    -------
+    GradientTransformation
+        Its ``update`` returns the gradients (the same arrays) and an empty state.
+    """
     return GradientTransformation(lambda params: {},
                                   lambda grads, state, params=None, *, inplace=False:
                                   (grads, state))
@@ -77,6 +83,16 @@ def identity() -> GradientTransformation:
 
 def chain(*transforms) -> GradientTransformation:
     """Apply ``transforms`` in sequence; the state keys of the i-th are prefixed ``"i/"``.
+
+    Parameters
+    ----------
+    *transforms : GradientTransformation
+        Each one's ``update`` receives the previous one's updates as its gradients.
+
+    Returns
+    -------
+    GradientTransformation
+        Its state is the union of the transforms' states, keys prefixed ``"i/"``.
 
     Examples
     --------
@@ -136,6 +152,13 @@ def apply_updates(params, updates):
     Parameters
     ----------
     params, updates : dict of str to array
+        Each update of its parameter's shape (a schedule's ``-lr * direction``, as
+        :class:`GradientTransformation`'s ``update`` returns).
+
+    Returns
+    -------
+    dict of str to array
+        New arrays: ``params`` is not modified.
     """
     _check_params(params, "apply_updates: params")
     if not isinstance(updates, dict):

@@ -103,7 +103,21 @@ def add_decayed_weights(weight_decay):
 
 def trace(momentum, nesterov=False):
     r"""Momentum buffer :math:`b \leftarrow \mu b + g`; outputs :math:`b` or, with
-    Nesterov, :math:`g + \mu b` (PyTorch's SGD, dampening 0)."""
+    Nesterov, :math:`g + \mu b` (PyTorch's SGD, dampening 0).
+
+    Parameters
+    ----------
+    momentum : float
+        :math:`\mu`.
+    nesterov : bool, default False
+
+    Returns
+    -------
+    GradientTransformation
+        ``init(params) -> state``, ``update(grads, state, params) -> (updates, state)``
+        over flat ``{name: array}`` dicts; the state holds one buffer per parameter
+        (``momentum/<name>``).
+    """
     momentum = _plain(momentum)
 
     def init(params):
@@ -123,10 +137,26 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, amsgrad=False):
     r"""Adam's direction :math:`\hat m / (\sqrt{\hat v} + \epsilon)` with bias corrections
     :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`, where
     :math:`m \leftarrow \beta_1 m + (1-\beta_1) g` and :math:`v \leftarrow \beta_2 v +
-    (1-\beta_2) g^2`: :func:`._rules.adam_moments` and :func:`._rules.adam_direction`
-    (PyTorch's operations, the bias corrections moved into the constants). With
-    ``amsgrad``, :math:`v` in the direction is the largest so far,
-    :math:`\max(v_{\max}, v)` (state ``max_exp_avg_sq``), as ``torch.optim.Adam``'s."""
+    (1-\beta_2) g^2` (PyTorch's operations, the bias corrections moved into the
+    constants; the same definition the in-place executors run). With ``amsgrad``,
+    :math:`v` in the direction is the largest so far, :math:`\max(v_{\max}, v)` (state
+    ``max_exp_avg_sq``), as ``torch.optim.Adam``'s.
+
+    Parameters
+    ----------
+    b1, b2 : float, default 0.9 and 0.999
+        :math:`\beta_1, \beta_2`.
+    eps : float, default 1e-8
+        :math:`\epsilon`.
+    amsgrad : bool, default False
+
+    Returns
+    -------
+    GradientTransformation
+        ``init(params) -> state``, ``update(grads, state, params) -> (updates, state)``
+        over flat ``{name: array}`` dicts; the state holds ``step`` and
+        ``exp_avg/<name>``, ``exp_avg_sq/<name>`` (and ``max_exp_avg_sq/<name>``).
+    """
     b1, b2, eps = _plain(b1, b2, eps)
 
     def init(params):
@@ -159,7 +189,23 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, amsgrad=False):
 def scale_by_rms(alpha=0.99, eps=1e-8, centered=False):
     r"""RMSprop's direction :math:`g / (\sqrt{s} + \epsilon)` with :math:`s \leftarrow
     \alpha s + (1-\alpha) g^2`; centered: :math:`g / (\sqrt{s - \bar g^2} + \epsilon)` with
-    :math:`\bar g \leftarrow \alpha \bar g + (1-\alpha) g`."""
+    :math:`\bar g \leftarrow \alpha \bar g + (1-\alpha) g`.
+
+    Parameters
+    ----------
+    alpha : float, default 0.99
+        :math:`\alpha`, the decay of the average of squares.
+    eps : float, default 1e-8
+        :math:`\epsilon`.
+    centered : bool, default False
+
+    Returns
+    -------
+    GradientTransformation
+        ``init(params) -> state``, ``update(grads, state, params) -> (updates, state)``
+        over flat ``{name: array}`` dicts; the state holds ``square_avg/<name>`` (and
+        ``grad_avg/<name>``).
+    """
     alpha, eps = _plain(alpha, eps)
 
     def init(params):
@@ -248,7 +294,19 @@ def scale_by_learning_rate(learning_rate):
 def clip_by_global_norm(max_norm):
     r"""Scale all gradients by :math:`\min(1, c / (\|g\|_2 + 10^{-6}))`, with
     :math:`\|g\|_2` the norm of all of them together (``torch.nn.utils.clip_grad_norm_``).
-    Computed on the device: no host synchronisation."""
+    Computed on the device: no host synchronisation.
+
+    Parameters
+    ----------
+    max_norm : float
+        :math:`c`, positive.
+
+    Returns
+    -------
+    GradientTransformation
+        ``init(params) -> state``, ``update(grads, state, params) -> (updates, state)``
+        over flat ``{name: array}`` dicts; no state; each update has its gradient's shape.
+    """
     max_norm = _plain(max_norm)
     if not max_norm > 0:  # (NaN too)
         raise ValueError(f"xpdl.optim.clip_by_global_norm: max_norm must be positive, "

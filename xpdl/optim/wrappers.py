@@ -67,6 +67,9 @@ class Optimizer:
         What to optimise; names key :meth:`state_dict` (indices for a plain list).
     transform : GradientTransformation
         The functional optimizer doing the work.
+    **settings
+        The settings ``transform`` was made with (the subclasses pass theirs): shown in
+        ``param_groups`` and ``defaults``.
 
     Attributes
     ----------
@@ -87,11 +90,14 @@ class Optimizer:
     arrays are never written to.
     """
 
-    def __init__(self, params, transform, *, _make=None, **settings):
+    # a subclass's transform factory: the transform is made again by ``_make(**settings)``
+    # when param_groups change
+    _make = None
+
+    def __init__(self, params, transform, **settings):
         self._params = _named(params)
         self.transform = transform
-        # the transform is made again by ``_make(**settings)`` when param_groups change
-        self._make, self._built, self.defaults = _make, dict(settings), dict(settings)
+        self._built, self.defaults = dict(settings), dict(settings)
         self.param_groups = [{"params": [p for _, p in self._params], **settings}]
         self._group = self.param_groups[0]
         self._plist = self._group["params"]
@@ -529,14 +535,15 @@ class SGD(Optimizer):
     ----------
     params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
         What to optimise (see :class:`Optimizer`).
-    **settings
-        Those of :func:`xpdl.optim.sgd`, with the same defaults.
+    lr, momentum, nesterov, weight_decay
+        As in :func:`xpdl.optim.sgd`, with the same defaults.
     """
 
+    _make = staticmethod(alias.sgd)
+
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(params, alias.sgd(lr, momentum, nesterov, weight_decay), _make=alias.sgd,
-                         lr=lr, momentum=momentum, nesterov=nesterov,
-                         weight_decay=weight_decay)
+        super().__init__(params, alias.sgd(lr, momentum, nesterov, weight_decay), lr=lr,
+                         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
 class GD(Optimizer):
@@ -547,12 +554,14 @@ class GD(Optimizer):
     ----------
     params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
         What to optimise (see :class:`Optimizer`).
-    **settings
-        Those of :func:`xpdl.optim.gd`, with the same defaults.
+    lr
+        As in :func:`xpdl.optim.gd`, with the same defaults.
     """
 
+    _make = staticmethod(alias.gd)
+
     def __init__(self, params, lr):
-        super().__init__(params, alias.gd(lr), _make=alias.gd, lr=lr)
+        super().__init__(params, alias.gd(lr), lr=lr)
 
 
 class Adam(Optimizer):
@@ -563,14 +572,16 @@ class Adam(Optimizer):
     ----------
     params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
         What to optimise (see :class:`Optimizer`).
-    **settings
-        Those of :func:`xpdl.optim.adam`, with the same defaults.
+    lr, betas, eps, weight_decay, amsgrad
+        As in :func:`xpdl.optim.adam`, with the same defaults.
     """
+
+    _make = staticmethod(alias.adam)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False):
         super().__init__(params, alias.adam(lr, betas, eps, weight_decay, amsgrad),
-                         _make=alias.adam, lr=lr, betas=betas, eps=eps,
+                         lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay, amsgrad=amsgrad)
 
 
@@ -582,14 +593,16 @@ class AdamW(Optimizer):
     ----------
     params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
         What to optimise (see :class:`Optimizer`).
-    **settings
-        Those of :func:`xpdl.optim.adamw`, with the same defaults.
+    lr, betas, eps, weight_decay, amsgrad
+        As in :func:`xpdl.optim.adamw`, with the same defaults.
     """
+
+    _make = staticmethod(alias.adamw)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False):
         super().__init__(params, alias.adamw(lr, betas, eps, weight_decay, amsgrad),
-                         _make=alias.adamw, lr=lr, betas=betas, eps=eps,
+                         lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay, amsgrad=amsgrad)
 
 
@@ -601,15 +614,17 @@ class RMSprop(Optimizer):
     ----------
     params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
         What to optimise (see :class:`Optimizer`).
-    **settings
-        Those of :func:`xpdl.optim.rmsprop`, with the same defaults.
+    lr, alpha, eps, momentum, centered, weight_decay
+        As in :func:`xpdl.optim.rmsprop`, with the same defaults.
     """
+
+    _make = staticmethod(alias.rmsprop)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
                  weight_decay=0.0):
         super().__init__(params, alias.rmsprop(lr, alpha, eps, momentum, centered,
                                                weight_decay),
-                         _make=alias.rmsprop, lr=lr, alpha=alpha, eps=eps, momentum=momentum,
+                         lr=lr, alpha=alpha, eps=eps, momentum=momentum,
                          centered=centered, weight_decay=weight_decay)
 
 
@@ -621,13 +636,15 @@ class Adagrad(Optimizer):
     ----------
     params : Module, dict of str to Tensor, iterable of (name, Tensor) or of Tensors
         What to optimise (see :class:`Optimizer`).
-    **settings
-        Those of :func:`xpdl.optim.adagrad`, with the same defaults.
+    lr, eps, weight_decay, initial_accumulator_value
+        As in :func:`xpdl.optim.adagrad`, with the same defaults.
     """
+
+    _make = staticmethod(alias.adagrad)
 
     def __init__(self, params, lr=1e-2, eps=1e-10, weight_decay=0.0,
                  initial_accumulator_value=0.0):
         super().__init__(params, alias.adagrad(lr, eps, weight_decay,
                                                initial_accumulator_value),
-                         _make=alias.adagrad, lr=lr, eps=eps, weight_decay=weight_decay,
+                         lr=lr, eps=eps, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value)
