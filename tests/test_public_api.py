@@ -66,6 +66,43 @@ def test_every_public_callable_has_a_numpydoc_docstring(qualname, obj):
             f"{qualname}: documents {sorted(documented - wanted)}, not in its signature"
 
 
+def _public_methods():
+    """Public methods of the public classes written in xpdl (inherited ones included,
+    each function once); a layer's ``forward`` and ``extra_repr`` are documented by its
+    class (the shapes it takes and gives: call the module)."""
+    out = {}
+    for _, cls in _public_callables():
+        if not inspect.isclass(cls):
+            continue
+        members = {}
+        for k in reversed(cls.__mro__):
+            if k.__module__.startswith("xpdl"):
+                members.update(vars(k))
+        for name, m in members.items():
+            f = getattr(m, "__func__", m)
+            if (name.startswith("_") and name != "__call__") or not inspect.isfunction(f) \
+                    or not f.__module__.startswith("xpdl") or id(f) in out or \
+                    (name in ("forward", "extra_repr") and f.__qualname__ != "Module.forward"):
+                continue
+            out[id(f)] = (f"{f.__module__}.{f.__qualname__}", f, isinstance(m, staticmethod))
+    return sorted(out.values(), key=lambda v: v[0])
+
+
+@pytest.mark.parametrize("qualname, f, static", _public_methods(),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_every_public_method_has_a_numpydoc_docstring(qualname, f, static):
+    """As above for methods: every argument but ``self`` documented, a Returns section."""
+    docscrape = pytest.importorskip("numpydoc.docscrape")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        doc = docscrape.FunctionDoc(f)
+    documented = {n.strip().lstrip("*") for e in doc["Parameters"] for n in e.name.split(",")}
+    names = list(inspect.signature(f).parameters)[0 if static else 1:]
+    wanted = {n for n in names if not n.startswith("_")}
+    assert wanted <= documented, f"{qualname}: undocumented {sorted(wanted - documented)}"
+    assert doc["Returns"] or doc["Yields"], f"{qualname}: no Returns section"
+
+
 def test_math_does_not_import_numpy():
     root = pathlib.Path(xpdl.__file__).parent
     offenders = []

@@ -458,6 +458,18 @@ class ClippedStep:
     def __call__(self, X, T, max_grad_norm, weights=None):
         """Clipped gradient sums for the batch ``(X, T)``.
 
+        Parameters
+        ----------
+        X : array of shape (n, ...)
+            The batch's inputs, in the parameters' namespace and device.
+        T : array of shape (n, ...)
+            Its targets, as the loss takes them.
+        max_grad_norm : float
+            :math:`C`: each sample's weighted gradient :math:`w_i g_i` is scaled to a norm
+            of at most :math:`C` before the sum.
+        weights : array of shape (n,), optional
+            Sample weights :math:`w_i` (1 when None); zero-weight rows add nothing.
+
         Returns
         -------
         grads : dict ``{parameter name: array}``

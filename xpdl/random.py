@@ -68,45 +68,158 @@ class Generator:
         return _floating(xp, dtype)
 
     def normal(self, shape, *, loc=0.0, scale=1.0, xp=None, device=None, dtype=None):
-        """Draw ``N(loc, scale**2)`` of ``shape`` (float32 by default; NumPy if ``xp`` is None)."""
+        """Draw ``N(loc, scale**2)`` samples.
+
+        Parameters
+        ----------
+        shape : int or tuple of int
+        loc, scale : float, default 0.0 and 1.0
+            Finite.
+        xp : array namespace, optional
+            Where the draws go (a NumPy array on the host when None). They are drawn on the
+            host and moved, so the numbers are the same on every backend.
+        device : optional
+            A device of ``xp``.
+        dtype : dtype or {"float32", "float64"}, optional
+            float32 by default.
+
+        Returns
+        -------
+        array of shape ``shape``
+        """
         _finite((loc, scale), "normal: loc and scale")
         host = self._rng.normal(loc, scale, size=shape)
         return self._place(host, xp, device, self._float_dtype(xp, dtype))
 
     def uniform(self, shape, *, low=0.0, high=1.0, xp=None, device=None, dtype=None):
-        """Draw ``U[low, high)`` of ``shape``."""
+        """Draw ``U[low, high)`` samples.
+
+        Parameters
+        ----------
+        shape : int or tuple of int
+        low, high : float, default 0.0 and 1.0
+            Finite.
+        xp : array namespace, optional
+            Where the draws go (a NumPy array on the host when None). They are drawn on the
+            host and moved, so the numbers are the same on every backend.
+        device : optional
+            A device of ``xp``.
+        dtype : dtype or {"float32", "float64"}, optional
+            float32 by default.
+
+        Returns
+        -------
+        array of shape ``shape``
+        """
         _finite((low, high), "uniform: low and high")
         host = self._rng.uniform(low, high, size=shape)
         return self._place(host, xp, device, self._float_dtype(xp, dtype))
 
     def bernoulli(self, p, shape, *, xp=None, device=None, dtype=None):
-        """0/1 draws equal to 1 with probability ``p``, as floats (float32 by default)."""
+        """0/1 draws equal to 1 with probability ``p``, as floats.
+
+        Parameters
+        ----------
+        p : float in [0, 1]
+        shape : int or tuple of int
+        xp : array namespace, optional
+            Where the draws go (a NumPy array on the host when None). They are drawn on the
+            host and moved, so the numbers are the same on every backend.
+        device : optional
+            A device of ``xp``.
+        dtype : dtype or {"float32", "float64"}, optional
+            float32 by default.
+
+        Returns
+        -------
+        array of shape ``shape``
+        """
         _probability(p, "bernoulli: p")
         host = (self._rng.random(size=shape) < p).astype(np.float64)
         return self._place(host, xp, device, self._float_dtype(xp, dtype))
 
     def integers(self, low, high, shape=None, *, xp=None, device=None):
-        """Integers in ``[low, high)`` (int64)."""
+        """Integers in ``[low, high)``.
+
+        Parameters
+        ----------
+        low, high : int
+        shape : int or tuple of int, optional
+            A 0-d array when None.
+        xp : array namespace, optional
+            Where the draws go (a NumPy array on the host when None). They are drawn on the
+            host and moved, so the numbers are the same on every backend.
+        device : optional
+            A device of ``xp``.
+
+        Returns
+        -------
+        int64 array of shape ``shape``
+        """
         host = self._rng.integers(low, high, size=shape, dtype=np.int64)
         return self._place(np.asarray(host), xp, device, None)
 
     def permutation(self, n, *, xp=None, device=None):
-        """A random permutation of ``range(n)`` (int64; NumPy on the host if ``xp`` is None)."""
+        """A random permutation of ``range(n)``.
+
+        Parameters
+        ----------
+        n : int >= 0
+        xp : array namespace, optional
+            Where the draws go (a NumPy array on the host when None). They are drawn on the
+            host and moved, so the numbers are the same on every backend.
+        device : optional
+            A device of ``xp``.
+
+        Returns
+        -------
+        int64 array of shape (n,)
+        """
         _count(n, "permutation: n")
         host = self._rng.permutation(n).astype(np.int64)
         return self._place(host, xp, device, None)
 
     def poisson_indices(self, n, rate, *, xp=None, device=None):
         """Indices of a Poisson sample of ``range(n)``: each index joins independently with
-        probability ``rate`` (DP-SGD's sampling). int64; may be empty."""
+        probability ``rate`` (DP-SGD's sampling).
+
+        Parameters
+        ----------
+        n : int >= 0
+        rate : float in [0, 1]
+        xp : array namespace, optional
+            Where the draws go (a NumPy array on the host when None). They are drawn on the
+            host and moved, so the numbers are the same on every backend.
+        device : optional
+            A device of ``xp``.
+
+        Returns
+        -------
+        int64 array of shape (k,)
+            Increasing; ``k`` is random (binomial with mean ``n * rate``) and may be 0.
+        """
         _count(n, "poisson_indices: n")
         _probability(rate, "poisson_indices: rate")
         host = np.flatnonzero(self._rng.random(n) < rate).astype(np.int64)
         return self._place(host, xp, device, None)
 
     def split_indices(self, n, fraction, labels=None):
-        """Random ``(train, validation)`` host index arrays with ``round(fraction * n)``
-        validation samples (at least 1), stratified by ``labels`` when given."""
+        """Random ``(train, validation)`` index arrays with ``round(fraction * n)``
+        validation samples (at least 1), stratified by ``labels`` when given.
+
+        Parameters
+        ----------
+        n : int >= 1
+        fraction : float in (0, 1)
+        labels : array-like of shape (n,), optional
+            Host labels: each class gets its share of the validation set (largest
+            remainders rounded up).
+
+        Returns
+        -------
+        train, validation : NumPy int arrays
+            Sorted, disjoint, together ``range(n)``.
+        """
         _count(n, "split_indices: n")
         if not 0 < fraction < 1:  # (NaN too)
             raise ValueError(f"xpdl: split_indices: fraction must be in (0, 1), got "
@@ -131,12 +244,29 @@ class Generator:
         return train, val
 
     def get_state(self) -> dict:
-        """The generator's state as a JSON-serialisable dict."""
+        """The generator's state.
+
+        Returns
+        -------
+        dict
+            JSON-serialisable (NumPy's PCG64 state), for :meth:`set_state` and the model
+            files.
+        """
         return self._rng.bit_generator.state
 
     def set_state(self, state: dict) -> None:
-        """Restore a state from :meth:`get_state`; ``ValueError`` if it is not one (checked
-        on a scratch generator first, so this one is unchanged then)."""
+        """Restore a state from :meth:`get_state`.
+
+        Parameters
+        ----------
+        state : dict
+            A PCG64 state; ``ValueError`` if it is not one (checked on a scratch generator
+            first, so this one is unchanged then).
+
+        Returns
+        -------
+        None
+        """
         if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
             raise ValueError("xpdl: not a PCG64 generator state")
         try:

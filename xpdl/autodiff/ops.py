@@ -277,7 +277,8 @@ def _unary(prim):
         return apply(prim, x._xp, (x,))
 
     f.__name__ = prim.name
-    f.__doc__ = f"Elementwise ``{prim.name}``: a Tensor of the same shape."
+    f.__doc__ = (f"Elementwise ``{prim.name}``.\n\nParameters\n----------\nx : Tensor\n\n"
+                 f"Returns\n-------\nTensor of the shape of ``x``")
     return f
 
 
@@ -450,8 +451,20 @@ def _sum_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
 
 
 def sum(x, axis=None, keepdims=False):  # noqa: A001
-    """Sum over ``axis`` (an int, a tuple or None for all), as
-    :func:`xpdl.functional.sum`."""
+    """Sum over ``axis``, as :func:`xpdl.functional.sum`.
+
+    Parameters
+    ----------
+    x : Tensor
+    axis : int, tuple of int or None, default None
+        The axes reduced (all when None).
+    keepdims : bool, default False
+
+    Returns
+    -------
+    Tensor
+        ``x``'s shape without the reduced axes (kept with size 1 with ``keepdims``).
+    """
     if axis is not None:
         axis = _axis_attr(axis, x.data.ndim)
     return apply(_sum, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
@@ -473,8 +486,20 @@ def _mean_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
 
 
 def mean(x, axis=None, keepdims=False):
-    """Mean over ``axis`` (an int, a tuple or None for all), as
-    :func:`xpdl.functional.mean`."""
+    """Mean over ``axis``, as :func:`xpdl.functional.mean`.
+
+    Parameters
+    ----------
+    x : Tensor
+    axis : int, tuple of int or None, default None
+        The axes reduced (all when None).
+    keepdims : bool, default False
+
+    Returns
+    -------
+    Tensor
+        ``x``'s shape without the reduced axes (kept with size 1 with ``keepdims``).
+    """
     if axis is not None:
         axis = _axis_attr(axis, x.data.ndim)
     return apply(_mean, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
@@ -498,7 +523,20 @@ def _max_vjp(xp, g, ins, out, saved, needs, axis=None, keepdims=False):
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001
-    """Maximum; ties share the gradient equally (like ``torch.amax``)."""
+    """Maximum over ``axis``; ties share the gradient equally (like ``torch.amax``).
+
+    Parameters
+    ----------
+    x : Tensor
+    axis : int, tuple of int or None, default None
+        The axes reduced (all when None).
+    keepdims : bool, default False
+
+    Returns
+    -------
+    Tensor
+        ``x``'s shape without the reduced axes (kept with size 1 with ``keepdims``).
+    """
     if axis is not None:
         axis = _axis_attr(axis, x.data.ndim)
     return apply(_max, x._xp, (x,), {"axis": axis, "keepdims": keepdims})
@@ -516,8 +554,19 @@ def _reshape_vjp(xp, g, ins, out, saved, needs, shape):
 
 
 def reshape(x, shape):
-    """The same elements in a new shape (one entry may be -1); ``t.reshape(2, 3)`` and
-    ``t.reshape((2, 3))`` both work on a Tensor."""
+    """The same elements in a new shape; ``t.reshape(2, 3)`` and ``t.reshape((2, 3))``
+    both work on a Tensor.
+
+    Parameters
+    ----------
+    x : Tensor
+    shape : tuple of int
+        Of the same size as ``x``; one entry may be -1 (inferred).
+
+    Returns
+    -------
+    Tensor of shape ``shape``
+    """
     return apply(_reshape, x._xp, (x,), {"shape": tuple(shape)})
 
 

@@ -244,16 +244,29 @@ class Tensor:
         self._own = state["own"]
 
     def retain_grad(self) -> Tensor:
-        """Keep this (non-leaf) tensor's gradient in ``.grad`` after :meth:`backward`."""
+        """Keep this (non-leaf) tensor's gradient in ``.grad`` after :meth:`backward`.
+
+        Returns
+        -------
+        self
+        """
         if not self.requires_grad:
             raise ValueError("xpdl: retain_grad() on a tensor that does not require grad")
         self._retain = True
         return self
 
     def requires_grad_(self, requires_grad=True) -> Tensor:
-        """Set :attr:`requires_grad` in place and return the tensor, as PyTorch's: on a
-        leaf only (a result's flag follows its inputs), and True only for floating
-        point."""
+        """Set :attr:`requires_grad` in place, as PyTorch's: on a leaf only (a result's
+        flag follows its inputs), and True only for floating point.
+
+        Parameters
+        ----------
+        requires_grad : bool, default True
+
+        Returns
+        -------
+        self
+        """
         if not self.is_leaf:
             raise ValueError("xpdl: requires_grad_() changes leaf tensors only; this one is "
                              "the result of an operation (detach() it first)")
@@ -264,11 +277,23 @@ class Tensor:
         return self
 
     def detach(self) -> Tensor:
-        """A tensor sharing :attr:`data` with no history and no gradient."""
+        """A tensor sharing :attr:`data` with no history and no gradient.
+
+        Returns
+        -------
+        Tensor
+            Of this tensor's shape, with ``requires_grad=False``.
+        """
         return _wrap(self.data, self._xp)
 
     def item(self):
-        """The value of a one-element tensor as a Python number."""
+        """The value of a one-element tensor as a Python number.
+
+        Returns
+        -------
+        float, int or bool
+            As the dtype is floating, integral or boolean.
+        """
         if self.size != 1:
             raise ValueError(f"xpdl: item() needs a tensor with one element, shape is {self.shape}")
         _to_python("item()")
@@ -297,6 +322,10 @@ class Tensor:
             Leaf tensors that require grad: only their ``.grad`` is written, and only the
             gradients leading to them are computed (PyTorch's ``backward(inputs=...)``;
             other leaves, say a model's parameters, are left as they were).
+
+        Returns
+        -------
+        None
         """
         if inputs is not None:
             inputs = _backward_inputs(inputs)

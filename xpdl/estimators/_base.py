@@ -129,7 +129,21 @@ class BaseModel(_SKBase):
     # -- placement --------------------------------------------------------------------
     def to(self, *, xp=None, device=None):
         """Move a fitted estimator (parameters, optimizer state, array attributes) to
-        namespace ``xp`` and/or ``device``; returns it."""
+        namespace ``xp`` and/or ``device``.
+
+        Parameters
+        ----------
+        xp : array namespace, optional
+            The target namespace (the current one when None).
+        device : optional
+            A device of the target namespace (its default device when None).
+
+        Returns
+        -------
+        self
+            float64 parameters moved to a device without float64 become float32 (as in
+            :func:`xpdl.load`).
+        """
         V.check_is_fitted(self)
         # float64 onto a device without it becomes float32, as in xpdl.load
         target_xp = self._xp if _ns.check_xp(xp) is None else xp
@@ -209,8 +223,24 @@ class ClassifierMixin(_SKClassifier):
     @_available_if(lambda est: est._has_partial_fit())
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over ``(X, y)``, continuing from the current state (fits from scratch
-        on the first call). ``classes`` (every label, in any order) is needed on the first
-        call when a batch may miss some; on later calls it must name the same classes."""
+        on the first call).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            Of the namespace and device the model was fitted on (or moved to with
+            :meth:`to`); a pandas DataFrame, or a Dask array (the result is then lazy).
+        y : array of shape (n_samples,)
+            Labels (any type; string labels stay on the host).
+        classes : array of shape (n_classes,), optional
+            Every label, in any order: needed on the first call when a batch may miss some;
+            on later calls it must name the same classes.
+        sample_weight : array of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
     def _targets(self, y, n, reset, classes=None):
@@ -225,7 +255,19 @@ class ClassifierMixin(_SKClassifier):
         return L.cross_entropy(out, T, reduction=reduction)
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes)."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            Of the namespace and device the model was fitted on (or moved to with
+            :meth:`to`); a pandas DataFrame, or a Dask array (the result is then lazy).
+
+        Returns
+        -------
+        array of shape (n_samples, n_classes)
+            Rows sum to 1; columns in the order of ``classes_``.
+        """
         if _dask.is_dask(X):
             return _dask.predict(self, "predict_proba", X)
         z = self._forward(V.validate_X(self, X, reset=False))
@@ -249,23 +291,57 @@ class ClassifierMixin(_SKClassifier):
         return float(xp.mean(xp.astype(self._predict_indices(X) == T, self._dtype)))
 
     def predict(self, X):
-        """Predicted class labels, shape (n_samples,): of the training namespace for
-        numeric labels given in it, a NumPy array for host labels (strings); a lazy Dask
-        array for a Dask X."""
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            Of the namespace and device the model was fitted on (or moved to with
+            :meth:`to`); a pandas DataFrame, or a Dask array (the result is then lazy).
+
+        Returns
+        -------
+        array of shape (n_samples,)
+            Of the training namespace for numeric labels given in it, a NumPy array for host
+            labels (strings); a lazy Dask array for a Dask ``X``.
+        """
         if _dask.is_dask(X):
             return _dask.predict(self, "predict", X)
         return self._labels_from_indices(self._predict_indices(X))
 
     def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`, shape (n_samples, n_classes)."""
+        """Log of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            Of the namespace and device the model was fitted on (or moved to with
+            :meth:`to`); a pandas DataFrame, or a Dask array (the result is then lazy).
+
+        Returns
+        -------
+        array of shape (n_samples, n_classes)
+        """
         V.check_is_fitted(self)
         if _dask.is_dask(X):
             return _dask.predict(self, "predict_log_proba", X)
         return self._xp.log(self.predict_proba(X))
 
     def score(self, X, y, sample_weight=None):
-        """Mean accuracy of :meth:`predict` on ``(X, y)`` (weighted by ``sample_weight``);
-        a label not seen in training counts as a miss, as in scikit-learn."""
+        """Mean accuracy of :meth:`predict` on ``(X, y)``; a label not seen in training
+        counts as a miss, as in scikit-learn.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+        y : array of shape (n_samples,)
+        sample_weight : array of shape (n_samples,), optional
+            Weights of the samples in the mean.
+
+        Returns
+        -------
+        float
+        """
         if _dask.is_dask(X):
             return _dask.score(self, X, y, sample_weight)
         X = V.validate_X(self, X, reset=False)
@@ -294,9 +370,20 @@ class RegressorMixin(_SKRegressor):
         return T, T.shape[1]
 
     def predict(self, X):
-        """Predictions, shape (n_samples,) or (n_samples, n_targets) as ``y`` was (an
-        MLP fitted on a y of shape (n_samples, 1) predicts (n_samples,), as
-        scikit-learn's MLPRegressor)."""
+        """Predictions.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            Of the namespace and device the model was fitted on (or moved to with
+            :meth:`to`); a pandas DataFrame, or a Dask array (the result is then lazy).
+
+        Returns
+        -------
+        array of shape (n_samples,) or (n_samples, n_targets)
+            As ``y`` was: an MLP fitted on a ``y`` of shape (n_samples, 1) predicts
+            (n_samples,), as scikit-learn's MLPRegressor.
+        """
         if _dask.is_dask(X):
             return _dask.predict(self, "predict", X)
         out = self._forward(V.validate_X(self, X, reset=False))
@@ -307,7 +394,19 @@ class RegressorMixin(_SKRegressor):
 
     def score(self, X, y, sample_weight=None):
         r"""Coefficient of determination :math:`R^2 = 1 - \sum (y-\hat y)^2 / \sum (y -
-        \bar y)^2` (averaged uniformly over outputs)."""
+        \bar y)^2` (averaged uniformly over outputs).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+        y : array of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array of shape (n_samples,), optional
+            Weights of the samples in both sums.
+
+        Returns
+        -------
+        float
+        """
         if _dask.is_dask(X):
             return _dask.score(self, X, y, sample_weight)
         X = V.validate_X(self, X, reset=False)
@@ -468,10 +567,24 @@ class NetworkEstimator(BaseModel):
 
     # -- fitting ----------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
-        """Fit on ``X`` of shape (n_samples, n_features) and ``y``; returns ``self``.
+        """Fit on ``(X, y)``.
 
         With ``warm_start=True`` and a fitted model, training continues from the current
         parameters, optimizer state and random generator for ``max_iter`` more epochs.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            NumPy, CuPy, torch, JAX or array_api_strict (the model lives in that namespace,
+            on that device), a pandas DataFrame, or a Dask array (trained out of core).
+        y : array of shape (n_samples,) or (n_samples, n_targets)
+            Follows ``X`` (moved to its namespace and device).
+        sample_weight : array of shape (n_samples,), optional
+            Non-negative weights of the samples in the loss.
+
+        Returns
+        -------
+        self
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
@@ -908,7 +1021,22 @@ class NetworkEstimator(BaseModel):
     @_available_if(_has_partial_fit)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``(X, y)``, continuing from the current state (fits from scratch
-        on the first call)."""
+        on the first call).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            NumPy, CuPy, torch, JAX or array_api_strict (the model lives in that namespace,
+            on that device), a pandas DataFrame, or a Dask array (trained out of core).
+        y : array of shape (n_samples,) or (n_samples, n_targets)
+            Follows ``X`` (moved to its namespace and device).
+        sample_weight : array of shape (n_samples,), optional
+            Non-negative weights of the samples in the loss.
+
+        Returns
+        -------
+        self
+        """
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _data_loss(self, out, T, w):

@@ -154,8 +154,22 @@ class LinearRegression(RegressorMixin, _LinearModelMixin, NetworkEstimator):
             super()._batch_size(n)
 
     def fit(self, X, y, sample_weight=None):
-        """Fit on ``X`` (n_samples, n_features) and ``y`` (n_samples,) or (n_samples,
-        n_targets); returns ``self``."""
+        """Fit on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            NumPy, CuPy, torch, JAX or array_api_strict (the model lives in that namespace,
+            on that device), a pandas DataFrame, or a Dask array (trained out of core).
+        y : array of shape (n_samples,) or (n_samples, n_targets)
+            Follows ``X`` (moved to its namespace and device).
+        sample_weight : array of shape (n_samples,), optional
+            Non-negative weights of the samples in the loss.
+
+        Returns
+        -------
+        self
+        """
         if self.solver not in ("lstsq", "gd", "sgd", "adam"):
             raise ValueError(f"xpdl: solver must be 'lstsq', 'gd', 'sgd' or 'adam', got "
                              f"{self.solver!r}")

@@ -109,7 +109,23 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         return self._zero_linear(n_in, n_out, self.fit_intercept)
 
     def fit(self, X, y, sample_weight=None):
-        """Fit on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,)."""
+        """Fit on ``X`` and labels ``y``.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            NumPy, CuPy, torch, JAX or array_api_strict (the model lives in that namespace,
+            on that device), a pandas DataFrame, or a Dask array (trained out of core).
+        y : array of shape (n_samples,)
+            Labels of any type (at least two classes); numeric labels follow ``X`` (moved
+            to its namespace and device).
+        sample_weight : array of shape (n_samples,), optional
+            Non-negative weights of the samples in the loss.
+
+        Returns
+        -------
+        self
+        """
         if self.solver not in ("lbfgs", "gd", "sgd", "adam"):
             raise ValueError(f"xpdl: solver must be 'lbfgs', 'gd', 'sgd' or 'adam', got "
                              f"{self.solver!r}")
@@ -224,7 +240,16 @@ class LogisticRegression(ClassifierMixin, _LinearModelMixin, NetworkEstimator):
         return V.scaled(0.5 / (float(self.C) * total), -e_w, limit)
 
     def decision_function(self, X):
-        """Logits: shape (n_samples,) for two classes, (n_samples, n_classes) otherwise."""
+        """Logits (raw scores before the sigmoid or softmax).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        array of shape (n_samples,) for two classes, (n_samples, n_classes) otherwise
+        """
         if _dask.is_dask(X):
             return _dask.predict(self, "decision_function", X)
         z = self._forward(V.validate_X(self, X, reset=False))

@@ -64,8 +64,20 @@ class Module:
         object.__setattr__(self, name, value)
 
     def add_module(self, name, module):
-        """Register ``module`` (a Module, or None to reserve the name) under ``name``, as
-        ``setattr`` does; for names made at run time, as in PyTorch."""
+        """Register ``module`` under ``name``, as ``setattr`` does; for names made at run
+        time, as in PyTorch.
+
+        Parameters
+        ----------
+        name : str
+            Non-empty, without ``"."``.
+        module : Module or None
+            None reserves the name.
+
+        Returns
+        -------
+        None
+        """
         if not isinstance(name, str) or not name or "." in name:
             raise ValueError(f"xpdl: a module name must be a non-empty string without "
                              f"'.', got {name!r}")
@@ -74,8 +86,18 @@ class Module:
         setattr(self, name, module)
 
     def register_parameter(self, name, param):
-        """Register ``param`` (a Tensor that requires grad, or None) under ``name``, as
-        PyTorch's ``register_parameter``."""
+        """Register ``param`` under ``name``, as PyTorch's ``register_parameter``.
+
+        Parameters
+        ----------
+        name : str
+            Non-empty, without ``"."``.
+        param : Tensor with ``requires_grad=True``, or None
+
+        Returns
+        -------
+        None
+        """
         if not isinstance(name, str) or not name or "." in name:
             raise ValueError(f"xpdl: a parameter name must be a non-empty string without "
                              f"'.', got {name!r}")
@@ -93,19 +115,55 @@ class Module:
         self._modules.pop(name, None)
 
     def __call__(self, *args, **kwargs):
+        """Run :meth:`forward`: ``model(x)``.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            What the module's ``forward`` takes (for the built-in layers one Tensor or
+            array ``x``; shapes in each class's docstring).
+
+        Returns
+        -------
+        Tensor or array
+            A Tensor when an input is one (recorded on the tape), else an array.
+        """
         return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):  # pragma: no cover - abstract
         """The computation, on Tensors or arrays (a subclass defines it; call the module
-        itself, ``model(x)``, rather than ``forward``)."""
+        itself, ``model(x)``, rather than ``forward``).
+
+        Parameters
+        ----------
+        *args, **kwargs
+            The inputs.
+
+        Returns
+        -------
+        Tensor or array
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     # -- traversal --------------------------------------------------------------------
     def named_parameters(self, prefix="", recurse=True):
-        """List of ``(dotted_name, Tensor)`` pairs, this module's first, then children's
-        (with ``recurse=False`` this module's own only, as PyTorch's). A parameter
-        registered twice (tied weights) is listed once, under its first name (as
-        PyTorch's), so an optimizer updates it once per step."""
+        """The parameters with their dotted names, this module's first, then its
+        children's.
+
+        A parameter registered twice (tied weights) is listed once, under its first name
+        (as PyTorch's), so an optimizer updates it once per step.
+
+        Parameters
+        ----------
+        prefix : str, default ""
+            Put before every name.
+        recurse : bool, default True
+            False: this module's own parameters only, as PyTorch's.
+
+        Returns
+        -------
+        list of (str, Tensor)
+        """
         out, seen = [], set()
         self._collect(prefix, out, seen, recurse)
         return out
@@ -119,16 +177,36 @@ class Module:
             m._collect(prefix + name + ".", out, seen)
 
     def parameters(self, recurse=True):
-        """List of the parameter Tensors (the order of :meth:`named_parameters`)."""
+        """The parameter Tensors, in the order of :meth:`named_parameters`.
+
+        Parameters
+        ----------
+        recurse : bool, default True
+            False: this module's own parameters only.
+
+        Returns
+        -------
+        list of Tensor
+        """
         return [p for _, p in self.named_parameters(recurse=recurse)]
 
     def children(self):
-        """The direct sub-modules, in the order they were assigned (each once)."""
+        """The direct sub-modules, in the order they were assigned (each once).
+
+        Returns
+        -------
+        list of Module
+        """
         return [m for _, m in self.named_children()]
 
     def named_children(self):
-        """``(name, module)`` of the direct sub-modules, in the order they were assigned
-        (a module registered under two names is listed once, as PyTorch's)."""
+        """The direct sub-modules with their names, in the order they were assigned (a
+        module registered under two names is listed once, as PyTorch's).
+
+        Returns
+        -------
+        list of (str, Module)
+        """
         out, seen = [], set()
         for name, m in self._modules.items():
             if id(m) not in seen:
@@ -138,17 +216,35 @@ class Module:
 
     def apply(self, fn):
         """Call ``fn`` on every sub-module, depth first, then on this module, as PyTorch's
-        ``Module.apply`` (custom initialisation: ``model.apply(init)``); returns the
-        module."""
+        ``Module.apply`` (custom initialisation: ``model.apply(init)``).
+
+        Parameters
+        ----------
+        fn : callable
+            ``fn(module)``; its return value is ignored.
+
+        Returns
+        -------
+        self
+        """
         for m in self._modules.values():
             m.apply(fn)
         fn(self)
         return self
 
     def named_modules(self, prefix=""):
-        """``(dotted_name, module)`` of this module (name ``prefix``, ``""`` by default)
-        and every sub-module, depth first; a module registered twice is listed once, under
-        its first name, as PyTorch's."""
+        """This module and every sub-module with their dotted names, depth first; a module
+        registered twice is listed once, under its first name, as PyTorch's.
+
+        Parameters
+        ----------
+        prefix : str, default ""
+            This module's name (the sub-modules' names start with it).
+
+        Returns
+        -------
+        list of (str, Module)
+        """
         out, seen = [], set()
         self._walk(prefix, out, seen)
         return out
@@ -162,12 +258,23 @@ class Module:
             m._walk(f"{prefix}.{name}" if prefix else name, out, seen)
 
     def modules(self):
-        """This module and all sub-modules, depth first (each once)."""
+        """This module and all sub-modules, depth first (each once).
+
+        Returns
+        -------
+        list of Module
+        """
         return [m for _, m in self.named_modules()]
 
     # -- state ------------------------------------------------------------------------
     def state_dict(self):
-        """``{dotted_name: array}`` of the parameters (the arrays themselves, not copies)."""
+        """The parameters' arrays by dotted name.
+
+        Returns
+        -------
+        dict of str to array
+            The arrays themselves, not copies (:func:`xpdl.save` writes them).
+        """
         return {n: p.data for n, p in self.named_parameters()}
 
     def load_state_dict(self, state, strict=True):
@@ -175,6 +282,13 @@ class Module:
 
         Arrays are converted to each parameter's namespace, device and dtype and copied, so
         the module never aliases the caller's arrays.
+
+        Parameters
+        ----------
+        state : dict of str to array
+            Keyed as :meth:`state_dict`; each array of its parameter's shape.
+        strict : bool, default True
+            Whether missing or unexpected keys are an error.
 
         Returns
         -------
@@ -185,7 +299,8 @@ class Module:
         Raises
         ------
         ValueError
-            Missing or unexpected keys (when ``strict``), or a shape mismatch.
+            Missing or unexpected keys (when ``strict``), or a shape mismatch; every entry is
+            checked before any parameter changes.
         """
         named = dict(self.named_parameters())
         missing = [k for k in named if k not in state]
@@ -211,7 +326,17 @@ class Module:
 
     # -- modes and placement ----------------------------------------------------------
     def train(self, mode=True):
-        """Set training mode (dropout active) on this module and its children."""
+        """Set training mode (dropout active) on this module and its children.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            False is evaluation mode (:meth:`eval`).
+
+        Returns
+        -------
+        self
+        """
         if not isinstance(mode, bool):  # (torch's rule: train("no") would mean True)
             raise TypeError(f"xpdl: Module.train(mode): mode must be True or False, got "
                              f"{mode!r}")
@@ -220,29 +345,64 @@ class Module:
         return self
 
     def eval(self):
-        """Set evaluation mode (dropout off)."""
+        """Set evaluation mode (dropout off) on this module and its children.
+
+        Returns
+        -------
+        self
+        """
         return self.train(False)
 
     def requires_grad_(self, requires_grad=True):
         """Set ``requires_grad`` of every parameter (False freezes the module: its
-        parameters get no gradient and the optimizers skip them, as in PyTorch); returns
-        the module."""
+        parameters get no gradient and the optimizers skip them, as in PyTorch).
+
+        Parameters
+        ----------
+        requires_grad : bool, default True
+
+        Returns
+        -------
+        self
+        """
         for p in self.parameters():
             p.requires_grad_(requires_grad)
         return self
 
     def zero_grad(self, set_to_none=True):
-        """Drop the accumulated gradients of all parameters (``grad = None``), or with
-        ``set_to_none=False`` make them zeros, as PyTorch's ``Module.zero_grad``."""
+        """Drop the accumulated gradients of all parameters, as PyTorch's
+        ``Module.zero_grad``.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            ``grad = None``; False makes them zeros.
+
+        Returns
+        -------
+        None
+        """
         from ..optim.wrappers import _zero_grads
 
         _zero_grads(self.parameters(), set_to_none)
 
     def to(self, *, xp=None, device=None, dtype=None):
-        """Move every parameter to namespace ``xp``, ``device`` and/or ``dtype`` (in place on
-        the module; returns it). Gradients are dropped. ``dtype`` must be a floating one
-        (parameters are differentiated); every parameter is moved before any is replaced,
-        so a move that fails leaves the module as it was."""
+        """Move every parameter to namespace ``xp``, ``device`` and/or ``dtype``, in place
+        on the module. Gradients are dropped. Every parameter is moved before any is
+        replaced, so a move that fails leaves the module as it was.
+
+        Parameters
+        ----------
+        xp : array namespace, optional
+        device : optional
+            A device of the target namespace.
+        dtype : floating dtype or {"float32", "float64"}, optional
+            Floating (parameters are differentiated).
+
+        Returns
+        -------
+        self
+        """
         params = self.parameters()
         moved = [_ns.move(p.data, xp=xp, device=device, dtype=dtype) for p in params]
         for a in moved:

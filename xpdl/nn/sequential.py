@@ -56,18 +56,47 @@ class _Indexed(Module):
         return iter(list(self._modules.values()))
 
     def append(self, layer):
-        """Add ``layer`` at the end; returns the container."""
+        """Add ``layer`` at the end (named by its index).
+
+        Parameters
+        ----------
+        layer : Module
+
+        Returns
+        -------
+        self
+        """
         setattr(self, str(len(self)), self._check(layer))
         return self
 
     def extend(self, layers):
-        """Add each of ``layers`` at the end; returns the container."""
+        """Add each of ``layers`` at the end.
+
+        Parameters
+        ----------
+        layers : iterable of Module
+
+        Returns
+        -------
+        self
+        """
         for layer in list(layers):
             self.append(layer)
         return self
 
     def insert(self, index, layer):
-        """Put ``layer`` before position ``index`` (the later ones move up by one)."""
+        """Put ``layer`` before position ``index`` (the later ones move up by one and are
+        renamed by their new index).
+
+        Parameters
+        ----------
+        index : int
+        layer : Module
+
+        Returns
+        -------
+        None
+        """
         layers = list(self._modules.values())
         layers.insert(index, self._check(layer))
         self._renumber(layers)

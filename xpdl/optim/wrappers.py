@@ -149,15 +149,24 @@ class Optimizer:
 
     def add_param_group(self, param_group):
         """Add parameters to the optimizer, as PyTorch's ``add_param_group`` (a layer
-        unfrozen or added while fine-tuning): ``{"params": [Tensor, ...]}``, or a Module
-        or a dict of named Tensors as ``params``. xpdl keeps one group, so the settings
-        of ``param_groups[0]`` apply to them; settings given with the group must equal
-        those (others are a ``ValueError``: make a second optimizer for them).
+        unfrozen or added while fine-tuning). xpdl keeps one group, so the settings of
+        ``param_groups[0]`` apply to them; settings given with the group must equal those
+        (others are a ``ValueError``: make a second optimizer for them).
 
         The new parameters start from a fresh state, as in PyTorch: zero moments, and
         Adam's and AdamW's bias correction counts their own steps from one. Parameters
         already in the optimizer, or names taken, are a ``ValueError``; on any error
         nothing is added.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": [Tensor, ...]}``, or a Module or a dict of named Tensors as
+            ``params``.
+
+        Returns
+        -------
+        None
         """
         if not isinstance(param_group, dict) or "params" not in param_group:
             raise TypeError(f"xpdl.optim: add_param_group takes a dict with 'params' (as "
@@ -210,9 +219,18 @@ class Optimizer:
         self._plist.extend(p for _, p in new)
 
     def zero_grad(self, set_to_none=True):
-        """Drop the gradients of all parameters (``grad = None``), or with
-        ``set_to_none=False`` make them zeros (as in PyTorch: a parameter with a zero
-        gradient still takes a step, its moments decaying)."""
+        """Drop the gradients of all parameters, as PyTorch's.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            ``grad = None``; False makes them zeros (as in PyTorch: a parameter with a zero
+            gradient still takes a step, its moments decaying).
+
+        Returns
+        -------
+        None
+        """
         _zero_grads((p for _, p in self._params), set_to_none)
 
     def _counters_to_host(self):
@@ -298,19 +316,34 @@ class Optimizer:
                 p.data = p.data + updates[n]
 
     def flat_stepper(self, flat_params, flat_grads, keys, shapes, n_l2=0):
-        r"""A function ``step(c=0.0)`` doing :meth:`step` when the parameters named
-        ``keys`` are, in that order, views into the flat array ``flat_params`` and their
-        ``.grad`` views into ``flat_grads`` (the layout of :func:`xpdl.compile_step`):
-        the built-in optimizers update every parameter with one call per pass (block by
-        block; Adam, AdamW and SGD as one compiled loop with Numba); a custom chain takes
-        :meth:`step`.
-        With ``c``, :math:`c\,p` is added to the gradient of the first ``n_l2`` flat
-        elements first (an L2 penalty :math:`\tfrac{c}{2}\|p_{:n}\|^2`; ``flat_grads`` may
-        be written).
+        r"""The optimizer's step for parameters laid out in one flat array (the layout of
+        :func:`xpdl.compile_step`): the built-in optimizers update every parameter with one
+        call per pass (block by block; Adam, AdamW and SGD as one compiled loop with
+        Numba); a custom chain takes :meth:`step`.
 
-        The flat state and the views of every block are resolved once: the stepper is
-        valid until the optimizer's state or the arrays are replaced (``load_state_dict``,
-        a portable :meth:`step`, moving the model)."""
+        The flat state and the views of every block are resolved once: the stepper is valid
+        until the optimizer's state or the arrays are replaced (``load_state_dict``, a
+        portable :meth:`step`, moving the model).
+
+        Parameters
+        ----------
+        flat_params, flat_grads : 1-d arrays of the same size
+            The parameters named ``keys`` are, in that order, views into ``flat_params``, and
+            their ``.grad`` views into ``flat_grads``.
+        keys : sequence of str
+            Parameter names (of :meth:`state_dict`), in flat order.
+        shapes : sequence of tuple of int
+            Their shapes.
+        n_l2 : int, default 0
+            How many leading flat elements the ``c`` of the step applies to.
+
+        Returns
+        -------
+        callable
+            ``step(c=0.0)``: one :meth:`step`, with :math:`c\,p` first added to the gradient
+            of the first ``n_l2`` flat elements (an L2 penalty :math:`\tfrac{c}{2}\|p_{:n}\|^2`;
+            ``flat_grads`` may be written).
+        """
         self._sync_settings()
         self._counters_to_host()
         self._follow_parameters(self._params[0][1])
@@ -368,14 +401,19 @@ class Optimizer:
         return get
 
     def state_dict(self):
-        """The optimizer state: ``{key: array | int}`` with keys like ``"exp_avg/0.weight"``
-        and ``"step"`` counters; for Adam and AdamW, ``"behind/<name>"`` for a parameter
-        that had no gradient in that many steps (its own count is that much lower, as
-        in torch.optim); and the settings of ``param_groups[0]`` as
-        ``"param_groups/<setting>"`` (``"param_groups/lr"``: a float, a bool or a tuple
-        of floats), as PyTorch's state dict holds its ``param_groups``, so that a learning
-        rate changed by hand is restored too. A setting that is a schedule (a function)
-        is left out: it is code, made again with the optimizer."""
+        """The optimizer state, as PyTorch's state dict with its ``param_groups``.
+
+        Returns
+        -------
+        dict of str to array, int, float, bool or tuple
+            Keys like ``"exp_avg/0.weight"`` and ``"step"`` counters; for Adam and AdamW,
+            ``"behind/<name>"`` for a parameter that had no gradient in that many steps (its
+            own count is that much lower, as in torch.optim); and the settings of
+            ``param_groups[0]`` as ``"param_groups/<setting>"`` (``"param_groups/lr"``: a
+            float, a bool or a tuple of floats), so that a learning rate changed by hand is
+            restored too. A setting that is a schedule (a function) is left out: it is code,
+            made again with the optimizer.
+        """
         self._counters_to_host()
         out = dict(self.state)
         out.update({f"behind/{n}": k for n, k in self._behind.items()})
@@ -386,10 +424,20 @@ class Optimizer:
         return out
 
     def load_state_dict(self, state):
-        """Restore :meth:`state_dict` output (arrays are copied onto the parameters'
-        namespace and device). Its ``"param_groups/<setting>"`` entries, where there are
-        any, become the settings of ``param_groups[0]`` (as in PyTorch), checked as at
-        construction; on any error nothing is changed."""
+        """Restore :meth:`state_dict` output.
+
+        Parameters
+        ----------
+        state : dict
+            As :meth:`state_dict` returns (or :func:`xpdl.load` reads). Arrays are copied
+            onto the parameters' namespace and device; ``"param_groups/<setting>"`` entries,
+            where there are any, become the settings of ``param_groups[0]`` (as in PyTorch),
+            checked as at construction; on any error nothing is changed.
+
+        Returns
+        -------
+        None
+        """
         if not isinstance(state, dict):  # (a list was read as its items, "keys differ")
             raise TypeError(f"xpdl.optim: load_state_dict takes the dict state_dict() "
                             f"returns, got {type(state).__name__}")
