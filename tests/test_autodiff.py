@@ -179,6 +179,38 @@ def test_value_and_gradient_match_torch(backend, case):
                                    atol=rtol, err_msg=f"{name}: gradient")
 
 
+KINKS = [  # (name, fun, torch fun, x): x holds the kinks (0, ties, the clip bounds)
+    ("relu", F.relu, lambda a: a.relu(), [-1.0, 0.0, 2.0]),
+    ("leaky_relu", lambda a: F.leaky_relu(a, 0.1),
+     lambda a: __import__("torch").nn.functional.leaky_relu(a, 0.1), [-1.0, 0.0, 2.0]),
+    ("abs", F.abs, lambda a: a.abs(), [-1.0, 0.0, 2.0]),
+    ("clip", lambda a: F.clip(a, -0.5, 0.5), lambda a: a.clamp(-0.5, 0.5),
+     [-1.0, -0.5, 0.0, 0.5, 1.0]),
+    ("maximum_ties", lambda a: F.maximum(a, a * 0.0), lambda a: __import__("torch").maximum(
+        a, a * 0.0), [-1.0, 0.0, 2.0]),
+    ("minimum_ties", lambda a: F.minimum(a, a * 0.0), lambda a: __import__("torch").minimum(
+        a, a * 0.0), [-1.0, 0.0, 2.0]),
+]
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("case", KINKS, ids=[k[0] for k in KINKS])
+def test_kinks_take_pytorchs_subgradients(backend, case):
+    """At a kink (ReLU, leaky ReLU and abs at 0, clip at its bounds, ties of max/min)
+    finite differences say nothing; the gradient is PyTorch's choice, as docs/math.rst
+    says: 0 for ReLU and abs, the slope for leaky ReLU, 1 at clip's bounds (included),
+    half to each side of a tie."""
+    import torch
+
+    name, fun, tfun, x = case
+    t = Tensor(backend.asarray(np.array(x)), requires_grad=True)
+    fun(t).sum().backward()
+    tt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    tfun(tt).sum().backward()
+    np.testing.assert_allclose(backend.to_numpy(t.grad).astype(np.float64), tt.grad.numpy(),
+                               rtol=1e-6, atol=0, err_msg=name)  # (0.1 in float32)
+
+
 def test_integer_array_indexing_with_repeats(backend):
     x = backend.asarray(np.arange(5.0))
     idx = backend.asarray(np.array([0, 2, 2, 4, 2]), dtype=backend.xp.int64)
