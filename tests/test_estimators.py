@@ -81,13 +81,15 @@ def test_ill_conditioned_problem_falls_back_to_svd(backend):
     assert well._lstsq_path == "gram"
 
 
-def test_large_offsets_are_centred_before_the_gram_matrix():
+def test_large_offsets_are_centred_before_the_gram_matrix(backend):
+    if not backend.is64:
+        pytest.skip("float64 comparison")  # (1e6 + x keeps ~1 significant digit of x)
     X, y = _regression(n=500)
     X = X + 1e6  # X^T X - n m m^T would cancel catastrophically here
     ref = sk_lm.LinearRegression().fit(X, y)
-    m = LinearRegression().fit(X, y)
-    np.testing.assert_allclose(m.coef_, ref.coef_, rtol=1e-8)
-    np.testing.assert_allclose(m.intercept_, ref.intercept_, rtol=1e-8)
+    m = LinearRegression().fit(backend.asarray(X), backend.asarray(y))
+    np.testing.assert_allclose(backend.to_numpy(m.coef_), ref.coef_, rtol=1e-8)
+    np.testing.assert_allclose(backend.to_numpy(m.intercept_), ref.intercept_, rtol=1e-8)
 
 
 def test_rank_deficient_lstsq_gives_min_norm_solution(backend):
@@ -120,12 +122,13 @@ def test_gradient_descent_converges_to_closed_form(backend):
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
-def test_minibatch_solvers_approach_closed_form(solver):
+def test_minibatch_solvers_approach_closed_form(backend, solver):
     X, y = _regression(n=400)
     exact = LinearRegression().fit(X, y)
     m = LinearRegression(solver=solver, learning_rate=0.01 if solver == "sgd" else 0.05,
-                         batch_size=32, max_iter=300, random_state=0, tol=0.0).fit(X, y)
-    np.testing.assert_allclose(m.coef_, exact.coef_, atol=0.02)
+                         batch_size=32, max_iter=300, random_state=0,
+                         tol=0.0).fit(backend.asarray(X), backend.asarray(y))
+    np.testing.assert_allclose(backend.to_numpy(m.coef_), exact.coef_, atol=0.02)
 
 
 def test_classic_teaching_example_on_every_backend(backend):
@@ -235,15 +238,17 @@ def test_score_counts_labels_unseen_in_fit_as_misses(backend, kind):
 
 
 @pytest.mark.parametrize("solver", ["gd", "sgd", "adam"])
-def test_logistic_iterative_solvers_approach_lbfgs(solver):
+def test_logistic_iterative_solvers_approach_lbfgs(backend, solver):
     X, y = load_breast_cancer(return_X_y=True)
     X = StandardScaler().fit_transform(X)
     exact = LogisticRegression(tol=1e-8).fit(X, y).predict_proba(X)
     lr = {"gd": 1.0, "sgd": 0.3, "adam": 0.01}[solver]
+    Xb = backend.asarray(X)
     m = LogisticRegression(solver=solver, learning_rate=lr, max_iter=400, batch_size=64,
-                           random_state=0, tol=0.0).fit(X, y)
+                           random_state=0, tol=0.0).fit(Xb, backend.asarray(y))
     # Constant-step SGD ends in a noise ball around the optimum.
-    assert np.abs(m.predict_proba(X) - exact).max() < (0.08 if solver == "sgd" else 0.05)
+    err = np.abs(backend.to_numpy(m.predict_proba(Xb)) - exact).max()
+    assert err < (0.08 if solver == "sgd" else 0.05)
 
 
 # -- MLP -------------------------------------------------------------------------------
@@ -255,16 +260,18 @@ def test_mlp_reaches_096_on_digits_in_60_epochs():
     assert clf.score(Xte, yte) >= 0.96
 
 
-def test_mlp_regressor_fits_a_smooth_function():
+def test_mlp_regressor_fits_a_smooth_function(backend):
     g = np.random.default_rng(0)
-    X = g.uniform(-2, 2, size=(400, 2))
-    y = np.sin(X[:, 0]) + X[:, 1] ** 2 / 4
+    Xh = g.uniform(-2, 2, size=(400, 2))
+    yh = np.sin(Xh[:, 0]) + Xh[:, 1] ** 2 / 4
+    X, y = backend.asarray(Xh), backend.asarray(yh)
     m = MLPRegressor((32, 32), activation="tanh", learning_rate=1e-2, max_iter=300,
                      random_state=0).fit(X, y)
     assert m.score(X, y) > 0.97
-    assert m.predict(X).shape == (400,)
-    m2 = MLPRegressor((8,), max_iter=5, random_state=0).fit(X, np.stack([y, -y], axis=1))
-    assert m2.predict(X).shape == (400, 2)
+    assert tuple(m.predict(X).shape) == (400,)
+    m2 = MLPRegressor((8,), max_iter=5, random_state=0).fit(
+        X, backend.asarray(np.stack([yh, -yh], axis=1)))
+    assert tuple(m2.predict(X).shape) == (400, 2)
 
 
 @pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor, LogisticRegression,
@@ -336,24 +343,28 @@ def test_same_seed_same_results_across_backends(backend):
     np.testing.assert_allclose(m.loss_curve_, ref.loss_curve_, rtol=1e-8)
 
 
-def test_warm_start_continues_like_one_long_fit():
-    X, y = load_iris(return_X_y=True)
+def test_warm_start_continues_like_one_long_fit(backend):
+    Xh, yh = load_iris(return_X_y=True)
+    X, y = backend.asarray(Xh), backend.asarray(yh)
     kw = dict(hidden_layer_sizes=(10,), batch_size=30, dropout=0.2, random_state=0,
               learning_rate=1e-2, optimizer="adam", n_iter_no_change=10**6)
     full = MLPClassifier(max_iter=7, **kw).fit(X, y)
     part = MLPClassifier(max_iter=3, warm_start=True, **kw).fit(X, y)
     part.set_params(max_iter=4).fit(X, y)
-    assert part.n_iter_ == 7
+    assert part.n_iter_ == 7 and part.t_ == full.t_ == 7 * 150
     assert part.loss_curve_ == full.loss_curve_
     for a, b in zip(part.coefs_, full.coefs_):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(backend.to_numpy(a), backend.to_numpy(b))
 
 
-def test_partial_fit_and_classes():
-    X, y = load_iris(return_X_y=True)
+def test_partial_fit_and_classes(backend):
+    Xh, yh = load_iris(return_X_y=True)
+    X, y = backend.asarray(Xh), backend.asarray(yh)
     m = MLPClassifier((8,), learning_rate=1e-2, random_state=0)
-    m.partial_fit(X[:50], y[:50], classes=np.array([0, 1, 2]))
-    assert list(m.classes_) == [0, 1, 2]
+    # (rows 0-49 are all class 0: classes= names the others)
+    m.partial_fit(backend.asarray(Xh[:50]), backend.asarray(yh[:50]),
+                  classes=np.array([0, 1, 2]))
+    assert backend.to_numpy(m.classes_).tolist() == [0, 1, 2]
     for _ in range(30):
         m.partial_fit(X, y)
     assert m.n_iter_ == 31 and m.loss_curve_[-1] < m.loss_curve_[1]
@@ -361,31 +372,38 @@ def test_partial_fit_and_classes():
     assert hasattr(LinearRegression(solver="sgd"), "partial_fit")
 
 
-def test_sample_weight_ones_equal_none_and_zero_weight_ignored():
-    X, y = _regression()
+def test_sample_weight_ones_equal_none_and_zero_weight_ignored(backend):
+    Xh, yh = _regression()
+    X, y = backend.asarray(Xh), backend.asarray(yh)
+    tol = 1e-10 if backend.is64 else 1e-4
     a = MLPRegressor((5,), max_iter=5, random_state=0).fit(X, y)
-    b = MLPRegressor((5,), max_iter=5, random_state=0).fit(X, y, sample_weight=np.ones(len(y)))
-    np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-12)
+    b = MLPRegressor((5,), max_iter=5, random_state=0).fit(
+        X, y, sample_weight=backend.asarray(np.ones(len(yh))))
+    np.testing.assert_allclose(backend.to_numpy(a.predict(X)), backend.to_numpy(b.predict(X)),
+                               rtol=tol, atol=tol)
     # LinearRegression (closed form): zero weights are the same as dropping the samples.
-    w = np.ones(len(y))
+    w = np.ones(len(yh))
     w[:10] = 0
-    c = LinearRegression().fit(X, y, sample_weight=w)
-    d = LinearRegression().fit(X[10:], y[10:])
-    np.testing.assert_allclose(c.coef_, d.coef_, rtol=1e-10)
+    c = LinearRegression().fit(X, y, sample_weight=backend.asarray(w))
+    d = LinearRegression().fit(backend.asarray(Xh[10:]), backend.asarray(yh[10:]))
+    np.testing.assert_allclose(backend.to_numpy(c.coef_), backend.to_numpy(d.coef_),
+                               rtol=tol, atol=tol)
 
 
-def test_early_stopping_restores_best_weights():
+def test_early_stopping_restores_best_weights(backend):
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     m = MLPClassifier((32,), early_stopping=True, n_iter_no_change=3, max_iter=200,
-                      learning_rate=3e-2, random_state=0).fit(X, y)
+                      learning_rate=3e-2, random_state=0).fit(backend.asarray(X),
+                                                               backend.asarray(y))
     assert m.n_iter_ < 200
     assert len(m.validation_scores_) == m.n_iter_
     assert m.best_validation_score_ == max(m.validation_scores_)
     # Re-score the restored weights on the same stratified split.
     g = xpdl.random.Generator(0)
     _, val = g.split_indices(len(y), 0.1, y)
-    assert m.score(X[val], y[val]) == pytest.approx(m.best_validation_score_)
+    assert m.score(backend.asarray(X[val]), backend.asarray(y[val])) == \
+        pytest.approx(m.best_validation_score_)
     counts = np.bincount(y[val], minlength=10)
     assert counts.min() >= 17 and counts.max() <= 19  # stratified: ~18 of each digit
 
@@ -408,14 +426,14 @@ def test_warm_fit_without_improvement_goes_back_to_the_best_weights(backend):
         np.testing.assert_array_equal(backend.to_numpy(p), a)
 
 
-def test_divergence_raises_and_keeps_finite_parameters():
+def test_divergence_raises_and_keeps_finite_parameters(backend):
     X, y = _regression()
     m = MLPRegressor((16,), optimizer="sgd", learning_rate=1e3, batch_size=10, max_iter=50,
                      random_state=0)
     with pytest.raises(xpdl.DivergenceError, match=r"epoch \d+.*[Ll]ower the learning rate"):
-        m.fit(X * 100, y)
+        m.fit(backend.asarray(X * 100), backend.asarray(y))
     for c in m.coefs_:
-        assert np.all(np.isfinite(c))
+        assert np.all(np.isfinite(backend.to_numpy(c)))
     assert all(np.isfinite(v) for v in m.loss_curve_)
 
 
@@ -435,14 +453,16 @@ def test_verbose_shows_progress_bar(capsys):
     assert "MLPClassifier" in err and "loss=" in err
 
 
-def test_dtype_parameter():
-    X, y = load_iris(return_X_y=True)
+def test_dtype_parameter(backend):
+    Xh, yh = load_iris(return_X_y=True)
+    X, y = backend.asarray(Xh), backend.asarray(yh)
     m = MLPClassifier((4,), max_iter=2, dtype="float32", random_state=0).fit(X, y)
-    assert m.coefs_[0].dtype == np.float32
-    m = MLPClassifier((4,), max_iter=2, random_state=0).fit(X.astype(int), y)
-    assert m.coefs_[0].dtype == np.float32
+    assert m.coefs_[0].dtype == backend.xp.float32
+    m = MLPClassifier((4,), max_iter=2, random_state=0).fit(
+        backend.asarray(Xh.astype(np.int64)), y)
+    assert m.coefs_[0].dtype == backend.xp.float32  # (other inputs become float32)
     m = MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)
-    assert m.coefs_[0].dtype == np.float64
+    assert m.coefs_[0].dtype == backend.float_dtype  # a floating input keeps its dtype
 
 
 # -- scikit-learn integration ----------------------------------------------------------

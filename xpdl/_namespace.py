@@ -732,8 +732,9 @@ def is_host_array(x) -> bool:
 
 def quiet_fp(xp):
     """Context silencing NumPy's overflow/invalid warnings (training checks the loss for
-    non-finite values itself and raises ``DivergenceError``); a no-op elsewhere."""
-    if is_numpy(xp):
+    non-finite values itself and raises ``DivergenceError``), on NumPy and on
+    array_api_strict (NumPy underneath); a no-op elsewhere."""
+    if is_numpy(xp) or backend_name(xp) == "array_api_strict":
         return np.errstate(over="ignore", invalid="ignore", divide="ignore")
     import contextlib
 
