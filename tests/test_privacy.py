@@ -149,18 +149,19 @@ def test_clipped_gradients_match_brute_force(backend, C):
         assert p.requires_grad and p.grad is None
 
 
-def test_dp_training_reports_epsilon_and_uses_poisson_sampling():
+def test_dp_training_reports_epsilon_and_uses_poisson_sampling(backend):
     X, y = xpdl.datasets.load_digits(dtype=np.float64)
-    X = X / 16
+    X, y = backend.asarray(X / 16), backend.asarray(y)
     m = xpdl.MLPClassifier((32,), max_iter=4, batch_size=64, learning_rate=1e-2,
                            dp_noise_multiplier=1.0, dp_max_grad_norm=1.0, random_state=0)
     m.fit(X, y)
-    steps = 4 * math.ceil(len(y) / 64)
+    n = X.shape[0]
+    steps = 4 * math.ceil(n / 64)
     assert m._steps == steps
     # t_ counts the samples seen (scikit-learn's): the Poisson batches' sizes, whose total
     # over the epochs has mean 4 n and standard deviation below sqrt(4 n)
-    assert abs(m.t_ - 4 * len(y)) < 5 * math.sqrt(4 * len(y))
-    assert m.epsilon_ == pytest.approx(epsilon(1.0, 64 / len(y), steps, 1e-5))
+    assert abs(m.t_ - 4 * n) < 5 * math.sqrt(4 * n)
+    assert m.epsilon_ == pytest.approx(epsilon(1.0, 64 / n, steps, 1e-5))
     assert m.score(X, y) > 0.6
     clip_only = xpdl.MLPClassifier((8,), max_iter=2, dp_noise_multiplier=0.0,
                                    random_state=0).fit(X, y)
