@@ -459,7 +459,7 @@ def test_a_schedule_value_that_is_no_learning_rate_stops_before_any_update(
     """A schedule giving NaN or a negative rate at step n (a user's lambda running past its
     range): ValueError naming the step, and the parameters and optimizer state stay as they
     were after step n - 1, on the fused, flat and portable paths and through compile_step
-    (past the replays after which JAX runs the step jitted)."""
+    (on JAX its jitted step)."""
     from xpdl import nn
 
     n = 24 if compiled else 3
@@ -725,7 +725,7 @@ def test_compile_step_after_missed_steps_and_a_saved_state_follow_torch(backend,
     """Eager steps where parameters miss steps, the state saved and loaded into a new
     optimizer (the steps behind travel in the state dict), then replayed steps of
     compile_step (flat steppers, jax.jit) that keep each parameter's own count."""
-    first, then = 12, 30  # (jax.jit takes over after 16 replays)
+    first, then = 12, 30
     ref = _torch_after_partial(name, kw, first, then)
     X_h, Y_h, p0 = _problem()
     X, Y = backend.asarray(X_h), backend.asarray(Y_h)
@@ -951,8 +951,8 @@ def test_settings_changed_by_hand_survive_a_saved_state_as_torch(backend, cfg, v
     cls = {"sgd": optim.SGD, "gd": optim.GD, "adam": optim.Adam, "adamw": optim.AdamW,
            "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[name]
     opt = cls(lin, **kw)
-    # (compile_step: replayed steps before and after, past the replays after which JAX
-    # runs the step jitted; the loaded optimizer gets a step of its own)
+    # (compile_step: replayed steps before and after, on JAX jitted ones; the loaded
+    # optimizer gets a step of its own)
     step = xpdl.compile_step(lin, mse, opt) if via == "compile_step" else None
     for i in range(STEPS):
         if i == 10:

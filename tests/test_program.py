@@ -277,7 +277,7 @@ def test_jax_steps_with_a_schedule_follow_the_tape(opt_name, traceable):
 
 @pytest.mark.parametrize("opt_name", ["adam", "momentum", "rmsprop"])
 def test_jax_runs_the_whole_step_as_one_jitted_function(opt_name):
-    """On JAX, after a few replays, forward, backward and the optimizer's update run as one
+    """On JAX forward, backward and the optimizer's update run as one
     jax.jit-compiled function: the same trajectory as the eager tape with the object
     optimizer's step(), step counters Python ints again when read (state_dict round-trips;
     between jitted steps they stay on the device, so no step waits for the last)."""
@@ -1075,7 +1075,7 @@ def test_replayed_steps_check_labels_and_a_detached_loss(backend):
     opt = optim.Adam(net, lr=1e-2)
     step = xpdl.compile_step(net, L.cross_entropy, opt)
     X, y, _, _ = _batches(backend, "cross_entropy")
-    for _ in range(3):
+    for _ in range(20):  # (on JAX past 16 replays: its jitted step checked nothing there)
         step(X, y)
     assert step.mode == "replay"
     before = [backend.to_numpy(p.data).copy() for p in net.parameters()]
@@ -1088,7 +1088,7 @@ def test_replayed_steps_check_labels_and_a_detached_loss(backend):
     bnet = _net(backend, k=1)
     bstep = xpdl.compile_step(bnet, _loss("bce"), optim.SGD(bnet, lr=0.1))
     Xb, yb, _, _ = _batches(backend, "bce")
-    for _ in range(3):
+    for _ in range(20):
         bstep(Xb, yb)
     with pytest.raises(ValueError, match=r"target must be in \[0, 1\]"):
         bstep(Xb, yb * 2.0)
@@ -1175,12 +1175,16 @@ def test_replay_writes_linear_and_relu_results_into_planned_buffers(backend):
     m1, m2 = make(), make()
     o1, o2 = optim.Adam(m1, lr=1e-3), optim.Adam(m2, lr=1e-3)
     step = xpdl.compile_step(m1, _loss("cross_entropy"), o1)
+    # bit for bit, but on JAX, where every step runs jax.jit-compiled (XLA's fused
+    # arithmetic rounds differently from the tape's eager calls)
+    same = np.testing.assert_array_equal if backend.name != "jax" else functools.partial(
+        np.testing.assert_allclose, rtol=backend.rtol)
     for _ in range(4):
         loss = step(X, y)
         ref = _eager_step(m2, _loss("cross_entropy"), o2, X, y, None)
-        assert backend.to_numpy(loss) == backend.to_numpy(ref)  # bit for bit
+        same(backend.to_numpy(loss), backend.to_numpy(ref))
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
-        np.testing.assert_array_equal(backend.to_numpy(p1.data), backend.to_numpy(p2.data))
+        same(backend.to_numpy(p1.data), backend.to_numpy(p2.data))
     (prog,) = [e[1] for e in step._programs.values() if e[0] == "ok"]
     if backend.name not in ("numpy", "cupy", "torch"):
         assert step._flat is None  # no flat layout, no buffers: fresh arrays
@@ -1287,6 +1291,9 @@ def test_values_that_outlive_a_replayed_step_are_never_buffers(backend):
         refs.append(_eager_step(m2, loss_fn, o2, X, y, None))
     assert step.mode == "replay"
     got = [float(backend.to_numpy(a)) for a in kept]
-    assert got == [float(backend.to_numpy(a)) for a in refs]
+    # (to rounding on JAX, where every step runs jax.jit-compiled)
+    same = np.testing.assert_array_equal if backend.name != "jax" else functools.partial(
+        np.testing.assert_allclose, rtol=backend.rtol)
+    same(got, [float(backend.to_numpy(a)) for a in refs])
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
-        np.testing.assert_array_equal(backend.to_numpy(p1.data), backend.to_numpy(p2.data))
+        same(backend.to_numpy(p1.data), backend.to_numpy(p2.data))

@@ -22,10 +22,10 @@ plan is turned once into straight-line Python (one local variable per slot, one 
 call). Slots are dropped after their last use (planned once from the list), so memory
 follows the same liveness as the tape. A random primitive (dropout) draws again from the
 generator it was recorded with, in the recorded order: same seed, same numbers as the
-eager tape. On JAX the replay of a step without random primitives becomes one
-``jax.jit``-compiled pure function, forward, backward and the optimizer's update, once it
-has been replayed a few times (compiling costs as much as many eager replays of a small
-step).
+eager tape. On JAX a step without random primitives runs as one ``jax.jit``-compiled pure
+function, forward, backward and the optimizer's update, from its first recording on (the
+recording's tape values are dropped), so its numbers do not depend on when the program
+was recorded: a fit resumed from a file is the long fit bit for bit.
 
 **Plan.** Calls whose values depend on constants only are folded into constants; for
 a flat layout (NumPy, CuPy, torch), the ``c * W`` gradients of L2 terms move into the
@@ -197,6 +197,13 @@ class _Program:
         self._bufferable = self._find_bufferable(rec)
         self._flat_plans = {}
         self._jitted = None
+        # the value checks of the calls (class indices in range, ...) and the slots they
+        # read: a jitted replay returns those values and checks them before the update
+        self.checks = tuple((node[5]["prim"].check, node[1], node[5]["attrs"])
+                            for node in self.nodes
+                            if node[4][0] == "f" and not node[5]["plain"])
+        self.check_slots = tuple(dict.fromkeys(a for _, args, _ in self.checks
+                                               for a in args))
         self.fused = (0, 0)
         self._code = {}  # generated replays by plan (see run)
         self.replays = 0
@@ -485,8 +492,9 @@ class _Program:
 
     def run(self, inputs, params, steps=None, grad_slots=None, keep=False):
         """Replay: ``(loss, gradients)`` for ``inputs`` and parameter arrays ``params``
-        (with ``keep``, also every slot's array: nothing is freed along the way). Each
-        plan runs as straight-line Python generated from it once (:func:`_generate`)."""
+        (with ``keep=True``, also every slot's array: nothing is freed along the way; with
+        a tuple of slots, also those slots' arrays). Each plan runs as straight-line Python
+        generated from it once (:func:`_generate`)."""
         steps = self.steps if steps is None else steps
         grad_slots = tuple(self.grad_slots if grad_slots is None else grad_slots)
         key = (id(steps), grad_slots, keep)
@@ -522,10 +530,13 @@ def _generate(prog, steps, grad_slots, keep):
         env[f"f{i}"] = fn
         lines.append(f"    {names(outs) if multi else name(outs[0])} = "
                      f"f{i}({', '.join(name(a) for a in args)})")
-        if free and not keep:
+        free = () if keep is True else [s for s in free if s not in (keep or ())]
+        if free:
             lines.append(f"    del {', '.join(name(s) for s in free)}")
     result = f"{name(prog.loss_slot)}, [{reads(grad_slots)}]"
-    if keep:  # every slot the replay assigned, in slot order (None for the others)
+    if isinstance(keep, tuple):  # the slots asked for
+        result += f", [{reads(keep)}]"
+    elif keep:  # every slot the replay assigned, in slot order (None for the others)
         seen = {s for step in steps for s in step[2]} | const | set(prog.input_slots) | set(
             prog.param_slots)
         result += f", [{reads(s if s in seen else None for s in range(prog.n))}]"
@@ -557,6 +568,15 @@ def _fold(rec):
             continue
         nodes.append(node)
     return nodes, folded
+
+
+def _run_checks(prog, seen):
+    """The value checks of ``prog``'s calls on the values of ``prog.check_slots`` (in
+    that order) that a compiled replay returned."""
+    if prog.checks:
+        value = dict(zip(prog.check_slots, seen))
+        for check, args, attrs in prog.checks:
+            check(prog.xp, [value[a] for a in args], **attrs)
 
 
 def _checked(forward, check, xp, attrs):
@@ -623,9 +643,6 @@ def _differ(a, b):
 
 
 _FLAT_BACKENDS = ("numpy", "cupy", "torch")
-# On JAX a program is compiled with jax.jit once it has been replayed this many times (a
-# compilation costs about as much as a few hundred eager replays of a small step).
-_JIT_AFTER = 16
 # Where a backend can capture a replay as one graph (CUDA graphs on CuPy), it does so after
 # this many plain replays of a program (with its flat layout in place).
 _GRAPH_AFTER = 8
@@ -798,9 +815,20 @@ class CompiledStep:
             state = self._programs.settle(key, xp, inputs, prog)
             if state == "ok":
                 self.mode = "replay"
+                if entry is not None:  # the same calls and constants as the pending
+                    # program: its compiled step (jax) serves
+                    prog._jitted = entry[1]._jitted
+                    if "_jitted_run" in entry[1].__dict__:
+                        prog._jitted_run = entry[1]._jitted_run
             elif state == "differ":
                 self._give_up(key, "the step computes values from its inputs outside "
                                    "xpdl's operations, or takes a data-dependent branch")
+                prog = None
+        if prog is not None and _ns.is_jax(xp) and not prog.random:
+            # the step as every later one runs (the program holds for these inputs:
+            # it was recorded on them)
+            return self._jax_replay(prog, inputs, params)
+        self._apply_update(xp, params, [p.grad for p in params])
         return loss
 
     @staticmethod
@@ -884,7 +912,6 @@ class CompiledStep:
             else:
                 prog = _Program(rec, input_slots, param_slots, grad_slots,
                                 rec.slot_of[id(loss.data)])
-        self._apply_update(xp, params, [p.grad for p in params])
         return prog, loss.data
 
     def _replay(self, prog, xp, inputs, params):
@@ -897,40 +924,52 @@ class CompiledStep:
             loss, grads = prog.run(inputs, flat.pviews, plan[0], plan[1])
             flat.update(params, grads, c)
             return loss
-        if _ns.is_jax(xp) and not prog.random and prog.replays > _JIT_AFTER:
-            # (a parameter behind in its own step count takes step(): one count in here)
-            if None not in prog.grad_slots and not getattr(self.optimizer, "_behind", None) \
-                    and self.__dict__.get("_untraceable") is not self.optimizer.transform:
-                out = self._jax_step(prog, inputs, params)
-                if out is not None:
-                    return out
-            # the program alone jitted; the optimizer's update eagerly
-            run = prog.__dict__.get("_jitted_run")
-            if run is None:
-                import jax
-
-                run = prog._jitted_run = jax.jit(lambda ins, ps: prog.run(ins, ps))
-            loss, grads = run(tuple(inputs), [p.data for p in params])
+        if _ns.is_jax(xp) and not prog.random:
+            return self._jax_replay(prog, inputs, params)
+        plan = flat = None
+        if None not in prog.grad_slots and _ns.supports_inplace(xp) and \
+                _ns.backend_name(xp) in _FLAT_BACKENDS:
+            nat = _ns.native_module(xp)
+            plan = prog.flat_plan(nat, self.fuse_l2)
+            flat = self._flat_layout(xp, params, () if plan[2] is None else plan[2][1])
+            prog.bind(plan, nat, flat.gviews, _compiled.relu_layer_kernels(flat.G)
+                      if _ns.is_numpy(xp) else None)
+        datas = [p.data for p in params]
+        if flat is None:
+            loss, grads = prog.run(inputs, datas)
         else:
-            plan = flat = None
-            if None not in prog.grad_slots and _ns.supports_inplace(xp) and \
-                    _ns.backend_name(xp) in _FLAT_BACKENDS:
-                nat = _ns.native_module(xp)
-                plan = prog.flat_plan(nat, self.fuse_l2)
-                flat = self._flat_layout(xp, params, () if plan[2] is None else plan[2][1])
-                prog.bind(plan, nat, flat.gviews, _compiled.relu_layer_kernels(flat.G)
-                          if _ns.is_numpy(xp) else None)
-            datas = [p.data for p in params]
-            if flat is None:
-                loss, grads = prog.run(inputs, datas)
-            else:
-                loss, grads = self._graph_replay(prog, plan, flat, xp, inputs, params)
-                c = 0.0 if plan[2] is None else plan[2][0]
-                if _ns.backend_name(xp) not in _GRAPHS:  # (captures have their own path)
-                    prog._fast = (flat, self.fuse_l2, plan, c)
-                flat.update(params, grads, c)
-                return loss
+            loss, grads = self._graph_replay(prog, plan, flat, xp, inputs, params)
+            c = 0.0 if plan[2] is None else plan[2][0]
+            if _ns.backend_name(xp) not in _GRAPHS:  # (captures have their own path)
+                prog._fast = (flat, self.fuse_l2, plan, c)
+            flat.update(params, grads, c)
+            return loss
         self._apply_update(xp, params, grads)
+        return loss
+
+    def _jax_replay(self, prog, inputs, params):
+        """A replay on JAX: the whole step as one ``jax.jit``-compiled function
+        (:meth:`_jax_step`), or where the optimizer's update cannot be traced (a
+        parameter behind in its own step count, a frozen one, a schedule branching in
+        Python) the program jitted and the update eagerly. Every step of a program runs
+        this way, its recordings included (their tape values are not used), so the
+        numbers do not depend on when a program was recorded: a fit resumed from a file
+        equals the long one bit for bit. Value checks (class indices in range, ...) run on
+        the values the compiled call returns, before anything is updated."""
+        if None not in prog.grad_slots and not getattr(self.optimizer, "_behind", None) \
+                and self.__dict__.get("_untraceable") is not self.optimizer.transform:
+            out = self._jax_step(prog, inputs, params)
+            if out is not None:
+                return out
+        run = prog.__dict__.get("_jitted_run")
+        if run is None:
+            import jax
+
+            run = prog._jitted_run = jax.jit(
+                lambda ins, ps: prog.run(ins, ps, keep=prog.check_slots))
+        loss, grads, seen = run(tuple(inputs), [p.data for p in params])
+        _run_checks(prog, seen)
+        self._apply_update(params[0].xp, params, grads)
         return loss
 
     def _jax_step(self, prog, inputs, params):
@@ -947,13 +986,14 @@ class CompiledStep:
             tx = opt.transform
 
             def pure(ins, ps, state):
-                loss, grads = prog.run(ins, ps)
+                loss, grads, seen = prog.run(ins, ps, keep=prog.check_slots)
                 g = dict(zip(names, grads))
                 p = dict(zip(names, ps))
                 updates, new = tx.update(g, state, p, inplace=False)
-                return loss, [p[n] + updates[n] for n in names], {**state, **new}, grads
+                return loss, [p[n] + updates[n] for n in names], {**state, **new}, grads, seen
 
             prog._jitted = (tx, jax.jit(pure))
+        opt._follow_parameters(params[0])  # (a model moved to another dtype or device)
         old = opt.state
         check = getattr(opt.transform, "check", None)
         if check is not None:
@@ -971,8 +1011,8 @@ class CompiledStep:
             xp, dev = params[0].xp, _ns.device_of(params[0].data)
             old = {k: xp.asarray(v, device=dev) if k in ints else v for k, v in old.items()}
         try:
-            loss, new_params, state, grads = prog._jitted[1](tuple(inputs),
-                                                             [p.data for p in params], old)
+            loss, new_params, state, grads, seen = prog._jitted[1](
+                tuple(inputs), [p.data for p in params], old)
         except TypeError as exc:  # jax's tracer errors are TypeErrors; nothing has changed
             self._untraceable = opt.transform
             first = str(exc).splitlines()[0] if str(exc) else ""
@@ -982,6 +1022,7 @@ class CompiledStep:
                   f"branches on the step in Python can use jnp.where instead",
                   RuntimeWarning)
             return None
+        _run_checks(prog, seen)  # (raises before anything is updated)
         # The step counters stay 0-d arrays until something reads them (the optimizer's
         # state_dict(), step(), ...: Optimizer._counters_to_host): making them ints here
         # would wait for every step to finish (measured: 2x slower at 64-128-128-10).
