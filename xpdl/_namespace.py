@@ -7,7 +7,9 @@ data to and from the host at the edges (random draws, file IO, datasets).
 
 from __future__ import annotations
 
+import importlib
 import sys
+import types
 
 import array_api_compat
 import numpy as np
@@ -557,7 +559,7 @@ def from_host(a, xp, device=None, dtype=None):
 
     Casting happens on the host so the same input gives the same bits everywhere.
     """
-    check_xp(xp)
+    xp = check_xp(xp)
     check_device(xp, device)
     a = np.asarray(a)
     if dtype is not None and dtype_name(xp, dtype) == "bfloat16" and not is_jax(xp):
@@ -603,10 +605,20 @@ def check_device(xp, device):
     _DEVICES_OK.add(key)
 
 
+# Backends whose own module lacks parts of the standard (``torch.isdtype``, ...): given as
+# ``xp``, their array-api-compat wrapper is used (the namespace their arrays report)
+_WRAPPED = {"torch": "array_api_compat.torch", "cupy": "array_api_compat.cupy",
+            "dask.array": "array_api_compat.dask.array"}
+
+
 def check_xp(xp, what="xp"):
     """``xp`` when it is None or an array namespace (a module, or an object with
-    ``asarray``), else a TypeError naming it: a string such as ``"torch"`` is the usual
-    slip, and failed later as an AttributeError from deep inside."""
+    ``asarray``; ``torch``, ``cupy`` and ``dask.array`` themselves become their
+    array-api-compat wrappers), else a TypeError naming it: a string such as ``"torch"``
+    is the usual slip, and failed later as an AttributeError from deep inside."""
+    wrapper = _WRAPPED.get(getattr(xp, "__name__", None))
+    if wrapper is not None and isinstance(xp, types.ModuleType):
+        return importlib.import_module(wrapper)
     if xp is None or callable(getattr(xp, "asarray", None)):
         return xp
     hint = " (pass the module itself, not its name)" if isinstance(xp, str) else ""

@@ -509,7 +509,8 @@ def _float_dtype(xp, device, name):
 
 
 def _target(xp, device):
-    if _ns.check_xp(xp) is None:
+    xp = _ns.check_xp(xp)
+    if xp is None:
         import array_api_compat.numpy as xp
     _ns.check_device(xp, device)  # (before the file is read)
     return xp, device

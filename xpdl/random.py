@@ -57,12 +57,13 @@ class Generator:
         self._rng = np.random.Generator(np.random.PCG64(seed))
 
     def _place(self, host, xp, device, dtype):
-        if check_xp(xp) is None:
+        xp = check_xp(xp)
+        if xp is None:
             return host if dtype is None else host.astype(dtype)
         return from_host(host, xp, device=device, dtype=dtype)
 
     def _float_dtype(self, xp, dtype):
-        check_xp(xp)
+        xp = check_xp(xp)
         if dtype is None:
             return None if xp is None else xp.float32
         return _floating(xp, dtype)

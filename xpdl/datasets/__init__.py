@@ -22,9 +22,10 @@ __all__ = ["load_digits", "make_regression", "make_classification", "batches"]
 
 
 def _place(X, y, xp, device, dtype, y_dtype=None, floating=False):
+    xp = check_xp(xp)
     if floating and dtype is not None:  # (an int dtype truncated the normal draws)
-        _floating(check_xp(xp), dtype)
-    if check_xp(xp) is None:
+        _floating(xp, dtype)
+    if xp is None:
         fdt = dtype or np.float32
         return X.astype(fdt), y.astype(fdt if y_dtype is None else y_dtype)
     fdt = xp.float32 if dtype is None else dtype

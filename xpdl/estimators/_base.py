@@ -146,7 +146,8 @@ class BaseModel(_SKBase):
         """
         V.check_is_fitted(self)
         # float64 onto a device without it becomes float32, as in xpdl.load
-        target_xp = self._xp if _ns.check_xp(xp) is None else xp
+        xp = _ns.check_xp(xp)
+        target_xp = self._xp if xp is None else xp
         f64 = _ns.dtype_name(self._xp, self._dtype) == "float64"
         dtype = "float32" if f64 and not _ns.supports_float64(target_xp, device) else None
         self.module_.to(xp=xp, device=device, dtype=dtype)

@@ -14,7 +14,8 @@ _INITS = ("glorot", "he")
 
 
 def _default_xp(xp):
-    if _ns.check_xp(xp) is None:
+    xp = _ns.check_xp(xp)
+    if xp is None:
         import array_api_compat.numpy as np_xp
 
         return np_xp
