@@ -272,8 +272,9 @@ def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decouple
     given) in place (``t`` is the new step count); on NumPy by the compiled kernel where
     it is usable, else ufuncs."""
     kind = _kind(xp)
-    if kind == "torch" and _torch_fused_adam(p, g, m, v, vmax, lr=lr, b1=b1, b2=b2, eps=eps,
-                                             t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled):
+    if kind == "torch" and _torch_fused_adam(
+            [p], [g], [m], [v], None if vmax is None else [vmax], lr=lr, b1=b1, b2=b2,
+            eps=eps, t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled):
         return
     kw = dict(lr=lr, b1=b1, b2=b2, eps=eps, t=t, wd_l2=wd_l2, wd_decoupled=wd_decoupled)
     if kind == "numpy" and _compiled.usable(p, g, m, v, vmax):
@@ -288,25 +289,31 @@ def adam_step(xp, p, g, m, v, scratch, *, lr, b1, b2, eps, t, wd_l2, wd_decouple
 _TORCH_FUSED_FAILED = set()  # (device type, dtype) where torch's fused Adam raised
 
 
-def _torch_fused_adam(p, g, m, v, vmax, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled):
+def _torch_fused_adam(ps, gs, ms, vs, vmaxs, *, lr, b1, b2, eps, t, wd_l2, wd_decoupled):
     """PyTorch's own one-pass Adam kernel (``torch.optim.Adam(fused=True)``; 3x faster
-    than the traced calls over 670k float32 on the CPU, equal to float32 rounding): True
-    when it ran; False where this torch has none for the device, dtype or decays."""
+    than the traced calls over 670k float32 on the CPU, equal to float32 rounding) over
+    the lists of tensors ``ps``, ``gs``, ``ms``, ``vs`` (and ``vmaxs`` or None), one call:
+    True when it ran; False where this torch has none for the device, dtype or decays.
+
+    The kernel's bits depend on where an element sits in its tensor (its vector loop
+    and its tail round differently), so the callers hand it each parameter as its own
+    tensor: a flat layout's views give the bits of the per-parameter step()."""
     if wd_l2 and wd_decoupled:
         return False
     import torch
 
     fused = getattr(torch, "_fused_adamw_" if wd_decoupled else "_fused_adam_", None)
+    p = ps[0]
     where = (p.device.type, p.dtype)
     # it reads its arguments as contiguous (a transposed gradient came out wrong)
     if fused is None or where in _TORCH_FUSED_FAILED or not all(
-            a is None or a.is_contiguous() for a in (p, m, v, vmax)):
+            a.is_contiguous() for arrays in (ps, ms, vs, vmaxs or ()) for a in arrays):
         return False
     try:
-        fused([p], [g.contiguous()], [m], [v], [] if vmax is None else [vmax],
-              [torch.full((), float(t), device=p.device)], lr=lr, beta1=b1, beta2=b2,
-              weight_decay=wd_l2 or wd_decoupled, eps=eps, amsgrad=vmax is not None,
-              maximize=False)
+        fused(list(ps), [g.contiguous() for g in gs], list(ms), list(vs), list(vmaxs or ()),
+              [torch.full((), float(t), device=p.device)] * len(ps), lr=lr, beta1=b1,
+              beta2=b2, weight_decay=wd_l2 or wd_decoupled, eps=eps,
+              amsgrad=vmaxs is not None, maximize=False)
         return True
     except (RuntimeError, NotImplementedError, TypeError):
         # older torch: no kernel for this device or dtype (it fails before writing)
@@ -385,10 +392,11 @@ def rule_stepper(xp, rule, flags, arrays, S, n_l2):
     return run
 
 
-def adam_stepper(xp, P, G, M, V, S, n_l2=0, X=None, **kw):
+def adam_stepper(xp, P, G, M, V, S, n_l2=0, X=None, sizes=None, **kw):
     r"""A function ``run(lr, t, c=0.0)`` doing one Adam step (:func:`adam_step` with the
     constants ``kw``) on flat parameter, gradient and moment arrays (and AMSGrad's
-    maximum ``X``, or None), block by block.
+    maximum ``X``, or None), block by block; on torch parameter by parameter (``sizes``,
+    their sizes in flat order), as one call of torch's fused kernel.
 
     With ``c``, :math:`c\,p` is first added to the gradient of the leading ``n_l2``
     elements (the flat array's weights, an L2 penalty); ``G`` is only read. The views are
@@ -399,15 +407,28 @@ def adam_stepper(xp, P, G, M, V, S, n_l2=0, X=None, **kw):
             _compiled.adam_flat(P, G, M, V, vmax=X, n_l2=n_l2, c=c, lr=lr, t=t, **kw)
 
         return run_compiled
-    if _kind(xp) == "torch":  # block by block through adam_step: torch's fused kernel
-        blocks = _blocks(xp, P.shape[0], n_l2)
+    if _kind(xp) == "torch":
+        # torch's fused kernel over each parameter's views (see _torch_fused_adam); where
+        # it does not run, the traced calls over the same views
+        off, parts = 0, []
+        for size in (P.shape[0],) if sizes is None else sizes:
+            parts.append((slice(off, off + size), off < n_l2))
+            off += size
+        views = [[None if A is None else A[sl] for sl, _ in parts] for A in (P, G, M, V, X)]
         scratch = {}
 
         def run_torch(lr, t, c=0.0):
-            for sl, l2 in blocks:
-                g = _rules.add_l2(G[sl], P[sl], c) if c and l2 else G[sl]
-                adam_step(xp, P[sl], g, M[sl], V[sl], scratch.setdefault(sl.start, []),
-                          lr=lr, t=t, vmax=None if X is None else X[sl], **kw)
+            ps, gs, ms, vs, xs = views
+            if c:
+                gs = [_rules.add_l2(g, p, c) if l2 else g
+                      for g, p, (_, l2) in zip(gs, ps, parts)]
+            if not _torch_fused_adam(ps, gs, ms, vs, None if X is None else xs, lr=lr,
+                                     b1=kw["b1"], b2=kw["b2"], eps=kw["eps"], t=t,
+                                     wd_l2=kw.get("wd_l2", 0.0),
+                                     wd_decoupled=kw.get("wd_decoupled", 0.0)):
+                for i, (p, g, m, v, x) in enumerate(zip(ps, gs, ms, vs, xs)):
+                    adam_step(xp, p, g, m, v, scratch.setdefault(i, []), lr=lr, t=t,
+                              vmax=x, **kw)
 
         return run_torch
     run = rule_stepper(xp, ADAM, (bool(kw.get("wd_decoupled")), bool(kw.get("wd_l2")),
