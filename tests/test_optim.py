@@ -1249,30 +1249,31 @@ def test_flat_stepper_equals_step_bit_for_bit(backend, name, kw):
     shapes = [(7, 5), (3, 7), (7,), (3,)]  # weights first: the L2 part, 56 elements
     init = [g.normal(size=s) for s in shapes]
     sep = {f"p{i}": Tensor(backend.asarray(a), requires_grad=True) for i, a in enumerate(init)}
-    P = backend.asarray(np.concatenate([a.ravel() for a in init]))
-    G = xp.zeros_like(P)
-    flat, off = {}, 0
-    for i, s in enumerate(shapes):  # (the stepper writes P; the Tensors are its views)
-        size = math.prod(s)
-        flat[f"p{i}"] = Tensor(xp.reshape(P[off:off + size], s), requires_grad=True)
-        off += size
+    offsets, total = _ns.flat_offsets(xp, shapes, backend.asarray(init[0]).dtype)
+    P, G = (xp.zeros(total, dtype=backend.asarray(init[0]).dtype, device=backend.device)
+            for _ in range(2))
+    views = [xp.reshape(P[off:off + math.prod(s)], s) for s, off in zip(shapes, offsets)]
+    flat = {}
+    for i, v in enumerate(views):
+        v[...] = backend.asarray(init[i])
+        flat[f"p{i}"] = Tensor(v, requires_grad=True)
     cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD,
            "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[name]
     o1, o2 = cls(sep, **kw), cls(flat, **kw)
     keys = list(flat)
-    stepper = o2.flat_stepper(P, G, keys, shapes, n_l2=56)
+    stepper = o2.flat_stepper(P, G, keys, shapes, n_l2=offsets[2])
     c = 0.02
     for _ in range(6):
         grads = [g.normal(size=s) for s in shapes]
-        for i, (k, gr) in enumerate(zip(keys, grads)):
+        for i, (k, gr, off) in enumerate(zip(keys, grads, offsets)):
             gx = backend.asarray(gr)
             sep[k].grad = _rules.add_l2(gx, sep[k].data, c) if i < 2 else gx
-        G[...] = backend.asarray(np.concatenate([a.ravel() for a in grads]))
+            G[off:off + gr.size] = backend.asarray(gr.ravel())
         o1.step()
         stepper(c)
-        np.testing.assert_array_equal(
-            backend.to_numpy(P), np.concatenate([backend.to_numpy(sep[k].data).ravel()
-                                                 for k in keys]))
+        for k, v in zip(keys, views):
+            np.testing.assert_array_equal(backend.to_numpy(v), backend.to_numpy(sep[k].data),
+                                          err_msg=k)
     s1, s2 = o1.state_dict(), o2.state_dict()
     assert s1.keys() == s2.keys()
     for k, v in s1.items():

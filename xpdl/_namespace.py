@@ -405,6 +405,28 @@ def min_of(xp, a, axis=None, keepdims=False):
     return xp.min(a, axis=axis, keepdims=keepdims)
 
 
+def flat_offsets(xp, shapes, dtype):
+    """``(offsets, total)``: where arrays of ``shapes`` start in one flat array of
+    ``dtype`` that holds them in order (the flat parameters, gradients and optimizer state
+    of :func:`xpdl.compile_step`), and its length. On torch and CuPy each starts on a
+    256-byte boundary, as a fresh array does, with zeros between: MKL's products round by
+    their output's alignment (``matmul(a, b, out=v)`` into a view 8 bytes off gave other
+    bits than ``a @ b``), so a gradient written into its view keeps the eager step's
+    bits (NumPy's OpenBLAS gave the same bits at every offset)."""
+    align = 1
+    if is_torch(xp) or is_cupy(xp):
+        align = max(1, 256 // getattr(dtype, "itemsize", 8))
+    offsets, off = [], 0
+    for shp in shapes:
+        off = -(-off // align) * align
+        offsets.append(off)
+        size = 1
+        for d in shp:
+            size *= d
+        off += size
+    return offsets, off
+
+
 def matmul_into(xp, a, b, out=None):
     """``a @ b``, written into ``out`` when given (an array of :func:`native_module`'s
     module, which then exists): the same BLAS call either way."""

@@ -706,23 +706,24 @@ def _agree(xp, a, b):
 
 class _Flat:
     """Parameters as views into one flat array ``P``, gradients into ``G``, in the order
-    ``order`` (parameter indices; those whose L2 gradient the optimizer adds come first,
-    ``n_l2`` elements)."""
+    ``order`` (parameter indices; the first ``n_first``, whose L2 gradient the optimizer
+    adds, take the leading ``n_l2`` elements), placed by :func:`xpdl._namespace.flat_offsets`
+    (zeros between them where the backend wants aligned arrays: they stay zero)."""
 
-    def __init__(self, xp, params, order, n_l2):
-        self.order, self.n_l2 = order, n_l2
+    def __init__(self, xp, params, order, n_first):
+        self.order = order
         self.shapes = [tuple(params[i].data.shape) for i in order]
-        self.P = xp.concat([xp.reshape(params[i].data, (-1,)) for i in order])
+        dtype = params[order[0]].data.dtype
+        offsets, total = _ns.flat_offsets(xp, self.shapes, dtype)
+        self.n_l2 = offsets[n_first] if n_first < len(order) else total
+        self.P = xp.zeros(total, dtype=dtype, device=_ns.device_of(params[order[0]].data))
         self.G = xp.zeros_like(self.P)
         self.pviews, self.gviews = [None] * len(params), [None] * len(params)
-        off = 0
-        for i, shp in zip(order, self.shapes):
-            size = 1
-            for d in shp:
-                size *= d
+        for i, shp, off in zip(order, self.shapes, offsets):
+            size = params[i].size
             self.pviews[i] = xp.reshape(self.P[off:off + size], shp)
             self.gviews[i] = xp.reshape(self.G[off:off + size], shp)
-            off += size
+            self.pviews[i][...] = params[i].data
         for p, v in zip(params, self.pviews):
             p.data = v
             p._own = True
@@ -1085,13 +1086,11 @@ class CompiledStep:
             return None
         first = tuple(first or ())
         order = first + tuple(i for i in range(len(params)) if i not in first)
-        n_l2 = 0
-        for i in first:
-            n_l2 += params[i].size
-        self._flat = fl = _Flat(xp, params, order, n_l2)
+        self._flat = fl = _Flat(xp, params, order, len(first))
         fl.first = first
         keys = [k for k, _ in opt._params]
-        fl.stepper = opt.flat_stepper(fl.P, fl.G, [keys[i] for i in order], fl.shapes, n_l2)
+        fl.stepper = opt.flat_stepper(fl.P, fl.G, [keys[i] for i in order], fl.shapes,
+                                      fl.n_l2)
         fl.state, fl.transform, fl.fused = opt.state, opt.transform, opt.use_fused
         # the stepper holds views of the state arrays: if another path replaces them (a
         # plain step(), load_state_dict), the layout is made again
@@ -1201,7 +1200,8 @@ def compile_step(model, loss_fn, optimizer):
     from then on (see :mod:`xpdl.autodiff.program`). A change of input shape, dtype or
     device, of the model's training mode or of a parameter's ``requires_grad`` records
     again. The replay calls the primitives' own forward and VJP functions in the recorded
-    order, so on NumPy it gives the eager tape's numbers bit for bit.
+    order, so on NumPy, torch (CPU) and array_api_strict it gives the eager tape's numbers
+    bit for bit (on JAX, where the step runs ``jax.jit``-compiled, to rounding).
 
     Where parameters are flat (NumPy, CuPy, torch), the gradient :math:`cW` of a squared
     norm with a constant scale (an L2 term, ``alpha * sqnorm(W)``) is added by the

@@ -334,23 +334,23 @@ def sgd_step(xp, p, g, b, scratch, *, lr, momentum, nesterov, wd):
 
 def flat_views(xp, cache, tag, state, names, shapes):
     """One contiguous buffer holding the state arrays ``names``, which become views into
-    it (the state dict keeps its per-parameter keys). Built on first use and again whenever
-    an entry was replaced (``load_state_dict``, ``.to()``, the portable path)."""
+    it (the state dict keeps its per-parameter keys), laid out as the flat parameters
+    (:func:`xpdl._namespace.flat_offsets`). Built on first use and again whenever an entry
+    was replaced (``load_state_dict``, ``.to()``, the portable path)."""
     entry = cache.get(tag)
     if entry is not None:
         flat, views = entry
         if len(views) == len(names) and all(state[n] is w for n, w in zip(names, views)):
             return flat
-    flat = xp.concat([xp.reshape(state[n], (-1,)) for n in names])
-    views, off = [], 0
-    for n, shp in zip(names, shapes):
-        size = 1
-        for d in shp:
-            size *= d
-        w = xp.reshape(flat[off:off + size], shp)
+    first = state[names[0]]
+    offsets, total = _ns.flat_offsets(xp, shapes, first.dtype)
+    flat = xp.zeros(total, dtype=first.dtype, device=_ns.device_of(first))
+    views = []
+    for n, shp, off in zip(names, shapes, offsets):
+        w = xp.reshape(flat[off:off + math.prod(shp)], shp)
+        w[...] = state[n]
         state[n] = w
         views.append(w)
-        off += size
     cache[tag] = (flat, views)
     return flat
 
@@ -392,11 +392,12 @@ def rule_stepper(xp, rule, flags, arrays, S, n_l2):
     return run
 
 
-def adam_stepper(xp, P, G, M, V, S, n_l2=0, X=None, sizes=None, **kw):
+def adam_stepper(xp, P, G, M, V, S, n_l2=0, X=None, shapes=None, **kw):
     r"""A function ``run(lr, t, c=0.0)`` doing one Adam step (:func:`adam_step` with the
     constants ``kw``) on flat parameter, gradient and moment arrays (and AMSGrad's
-    maximum ``X``, or None), block by block; on torch parameter by parameter (``sizes``,
-    their sizes in flat order), as one call of torch's fused kernel.
+    maximum ``X``, or None), block by block; on torch parameter by parameter (``shapes``,
+    their shapes in flat order, laid out by :func:`xpdl._namespace.flat_offsets`), as one
+    call of torch's fused kernel.
 
     With ``c``, :math:`c\,p` is first added to the gradient of the leading ``n_l2``
     elements (the flat array's weights, an L2 penalty); ``G`` is only read. The views are
@@ -410,10 +411,9 @@ def adam_stepper(xp, P, G, M, V, S, n_l2=0, X=None, sizes=None, **kw):
     if _kind(xp) == "torch":
         # torch's fused kernel over each parameter's views (see _torch_fused_adam); where
         # it does not run, the traced calls over the same views
-        off, parts = 0, []
-        for size in (P.shape[0],) if sizes is None else sizes:
-            parts.append((slice(off, off + size), off < n_l2))
-            off += size
+        shapes = [(P.shape[0],)] if shapes is None else shapes
+        offsets, _ = _ns.flat_offsets(xp, shapes, P.dtype)
+        parts = [(slice(off, off + math.prod(s)), off < n_l2) for s, off in zip(shapes, offsets)]
         views = [[None if A is None else A[sl] for sl, _ in parts] for A in (P, G, M, V, X)]
         scratch = {}
 

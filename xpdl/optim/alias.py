@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 
 from .. import _namespace as _ns
@@ -54,7 +53,7 @@ def _fused_adam(lr, b1, b2, eps, wd_l2, wd_decoupled, i_adam, i_lr, amsgrad):
                               [f"{pa}max_exp_avg_sq/{k}" for k in keys],
                               shapes) if amsgrad else None
         run = _fused.adam_stepper(xp, P, G, M, V, _fused.flat_scratch(xp, cache, P), n_l2,
-                                  X, [math.prod(s) for s in shapes], b1=b1, b2=b2, eps=eps,
+                                  X, shapes, b1=b1, b2=b2, eps=eps,
                                   wd_l2=wd_l2, wd_decoupled=wd_decoupled)
 
         def step(c=0.0):

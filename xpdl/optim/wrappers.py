@@ -328,8 +328,10 @@ class Optimizer:
         Parameters
         ----------
         flat_params, flat_grads : 1-d arrays of the same size
-            The parameters named ``keys`` are, in that order, views into ``flat_params``, and
-            their ``.grad`` views into ``flat_grads``.
+            The parameters named ``keys`` are, in that order, views into ``flat_params``
+            where :func:`xpdl._namespace.flat_offsets` places them (one after the other;
+            on torch each at a 64-byte boundary, zeros between), and their ``.grad`` views
+            into ``flat_grads``.
         keys : sequence of str
             Parameter names (of :meth:`state_dict`), in flat order.
         shapes : sequence of tuple of int
