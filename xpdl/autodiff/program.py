@@ -197,13 +197,20 @@ class _Program:
         self._bufferable = self._find_bufferable(rec)
         self._flat_plans = {}
         self._jitted = None
-        # the value checks of the calls (class indices in range, ...) and the slots they
-        # read: a jitted replay returns those values and checks them before the update
+        # the value checks of the calls (class indices in range, ...): a jitted replay
+        # returns the values they read that it computes (not inputs or constants, which
+        # the host has: reading a returned value waits for the step to finish) and runs
+        # them before the update
         self.checks = tuple((node[5]["prim"].check, node[1], node[5]["attrs"])
                             for node in self.nodes
                             if node[4][0] == "f" and not node[5]["plain"])
+        read = {a for _, args, _ in self.checks for a in args}
+        self.check_consts = {s: v for s, v in self.run_consts if s in read}
+        self.check_inputs = tuple((i, s) for i, s in enumerate(input_slots)
+                                  if s is not None and s in read)
+        known = set(input_slots) | set(self.check_consts)
         self.check_slots = tuple(dict.fromkeys(a for _, args, _ in self.checks
-                                               for a in args))
+                                               for a in args if a not in known))
         self.fused = (0, 0)
         self._code = {}  # generated replays by plan (see run)
         self.replays = 0
@@ -570,13 +577,33 @@ def _fold(rec):
     return nodes, folded
 
 
-def _run_checks(prog, seen):
-    """The value checks of ``prog``'s calls on the values of ``prog.check_slots`` (in
-    that order) that a compiled replay returned."""
-    if prog.checks:
-        value = dict(zip(prog.check_slots, seen))
-        for check, args, attrs in prog.checks:
-            check(prog.xp, [value[a] for a in args], **attrs)
+def _run_checks(prog, inputs, seen):
+    """The value checks of ``prog``'s calls, on ``inputs``, the constants and the values
+    of ``prog.check_slots`` (in that order) that a compiled replay returned (``seen``).
+    Only what a check reads is waited for (the cross-entropy's check reads the labels'
+    values, an input, and the logits' shape). On JAX's CPU the inputs and constants are
+    checked as NumPy views of their memory (JAX's own min and max, dispatched eagerly,
+    took 300 us a step at 64-128-128-10, whose whole step takes about 450 us); a computed
+    value stays a JAX array, read (and waited for) only if a check reads its values."""
+    if not prog.checks:
+        return
+    host = prog.__dict__.get("_host_checks")
+    if host is None:  # (the inputs' devices are part of the program's key: decided once)
+        host = _ns.is_jax(prog.xp) and all(
+            getattr(_ns.device_of(v), "platform", None) == "cpu"
+            for v in [inputs[i] for i, _ in prog.check_inputs] + list(
+                prog.check_consts.values()) if _ns.is_array(v))
+        prog._host_checks = host
+        if host:
+            prog.check_consts = {s: _ns.to_host(v) if _ns.is_array(v) else v
+                                 for s, v in prog.check_consts.items()}
+    value = dict(prog.check_consts)
+    for i, s in prog.check_inputs:
+        value[s] = _ns.to_host(inputs[i]) if host else inputs[i]
+    value.update(zip(prog.check_slots, seen))
+    xp = _ns.host_xp() if host else prog.xp
+    for check, args, attrs in prog.checks:
+        check(xp, [value[a] for a in args], **attrs)
 
 
 def _checked(forward, check, xp, attrs):
@@ -969,7 +996,7 @@ class CompiledStep:
             run = prog._jitted_run = jax.jit(
                 lambda ins, ps: prog.run(ins, ps, keep=prog.check_slots))
         loss, grads, seen = run(tuple(inputs), [p.data for p in params])
-        _run_checks(prog, seen)
+        _run_checks(prog, inputs, seen)
         self._apply_update(params[0].xp, params, grads)
         return loss
 
@@ -994,7 +1021,10 @@ class CompiledStep:
                 return loss, [p[n] + updates[n] for n in names], {**state, **new}, grads, seen
 
             prog._jitted = (tx, jax.jit(pure))
-        opt._follow_parameters(params[0])  # (a model moved to another dtype or device)
+        last = self.__dict__.get("_jax_wrote")
+        if last is None or last[0] is not opt.state or last[1] is not params[0].data:
+            # (a model moved to another dtype or device; not after this path's own step)
+            opt._follow_parameters(params[0])
         old = opt.state
         check = getattr(opt.transform, "check", None)
         if check is not None:
@@ -1023,7 +1053,7 @@ class CompiledStep:
                   f"branches on the step in Python can use jnp.where instead",
                   RuntimeWarning)
             return None
-        _run_checks(prog, seen)  # (raises before anything is updated)
+        _run_checks(prog, inputs, seen)  # (raises before anything is updated)
         # The step counters stay 0-d arrays until something reads them (the optimizer's
         # state_dict(), step(), ...: Optimizer._counters_to_host): making them ints here
         # would wait for every step to finish (measured: 2x slower at 64-128-128-10).
@@ -1034,6 +1064,7 @@ class CompiledStep:
         for p, a, g in zip(params, new_params, grads):
             p.data = a
             p.grad = g
+        self._jax_wrote = (state, new_params[0])
         _written(params)
         return loss
 
