@@ -1083,7 +1083,7 @@ def test_replayed_steps_check_labels_and_a_detached_loss(backend):
     opt = optim.Adam(net, lr=1e-2)
     step = xpdl.compile_step(net, L.cross_entropy, opt)
     X, y, _, _ = _batches(backend, "cross_entropy")
-    for _ in range(20):  # (on JAX past 16 replays: its jitted step checked nothing there)
+    for _ in range(20):  # (on JAX its jitted step once checked nothing after 16 replays)
         step(X, y)
     assert step.mode == "replay"
     before = [backend.to_numpy(p.data).copy() for p in net.parameters()]
