@@ -400,6 +400,41 @@ def test_same_seed_same_numbers_on_every_backend(backend):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_dropout_draws_every_step_and_jax_runs_the_step_compiled(backend, monkeypatch):
+    """Each step draws its mask once, on the host, in the tape's order (one draw per step,
+    recordings included); on JAX the step with dropout runs as one compiled call (its
+    forward is traced, not called per step) with the masks passed in, and equals the
+    NumPy fit."""
+    draws, forwards = [], []
+    mask, fwd = F._dropout_mask, F._dropout.forward
+    monkeypatch.setattr(F, "_dropout_mask", lambda *a: (draws.append(1), mask(*a))[1])
+    monkeypatch.setattr(F._dropout, "forward", lambda *a: (forwards.append(1), fwd(*a))[1])
+    X, y, w, k = _batches(backend, "cross_entropy")
+    m = _net(backend, "relu", k, dropout=0.3)
+    step = xpdl.compile_step(m, _loss("cross_entropy"), optim.Adam(m, lr=1e-2))
+    losses = []
+    for i in range(12):
+        losses.append(float(step(X[:30, ...], y[:30, ...], None)))
+        if i == 3:
+            after4 = len(forwards)
+    assert step.mode == "replay" and len(draws) == 12
+    if backend.name == "jax":
+        assert len(forwards) == after4 <= 4  # two recordings, traced once or twice
+    else:
+        assert len(forwards) == 12
+    assert len(set(losses)) == len(losses)  # a new mask (and update) every step
+    if backend.is64 and backend.name != "numpy":
+        monkeypatch.undo()
+        from conftest import _make
+
+        nb = _make("numpy")
+        Xn, yn, _, _ = _batches(nb, "cross_entropy")
+        mn = _net(nb, "relu", k, dropout=0.3)
+        sn = xpdl.compile_step(mn, _loss("cross_entropy"), optim.Adam(mn, lr=1e-2))
+        ref = [float(sn(Xn[:30, ...], yn[:30, ...], None)) for _ in range(12)]
+        np.testing.assert_allclose(losses, ref, rtol=1e-10)
+
+
 def test_guards_record_again_on_shape_mode_and_requires_grad_changes(backend):
     X, y, w, k = _batches(backend, "mse")
     m = _net(backend, "relu", k, dropout=0.2)

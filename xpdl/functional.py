@@ -12,13 +12,14 @@ maximum before exponentiating or only exponentiate non-positive numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 from . import _namespace as _ns
 from .autodiff import ops as _ops
 from .autodiff.primitive import primitive
-from .autodiff.tensor import Tensor, apply
+from .autodiff.tensor import Tensor, apply, draw
 from .random import as_generator
 
 __all__ = [
@@ -409,21 +410,24 @@ def linear(x, W, b=None):
     return _out(apply(_linear, xp, parents), plain)
 
 
-@primitive("dropout", saves=True, random=True)
-def _dropout(xp, d, p, rng):
+def _dropout_mask(xp, shape, dtype, device, p, rng):
+    """Inverted dropout's mask: 0 with probability ``p``, else ``1/(1-p)``, drawn on the
+    host from ``rng`` as the caller gave it (an int seed makes a new generator on every
+    call, a replay's included: the same mask each step, as on the tape)."""
     if p == 1.0:
-        mask = xp.zeros(d.shape, dtype=d.dtype, device=_ns.device_of(d))
-    else:
-        # ``rng`` as the caller gave it: an int seed makes a new generator on every call,
-        # a replay included (the same mask each step, as on the tape)
-        host = as_generator(rng).bernoulli(1.0 - p, tuple(d.shape)) * (1.0 / (1.0 - p))
-        mask = _ns.from_host(host, xp, device=_ns.device_of(d), dtype=d.dtype)
-    return d * mask, mask
+        return xp.zeros(shape, dtype=dtype, device=device)
+    host = as_generator(rng).bernoulli(1.0 - p, shape) * (1.0 / (1.0 - p))
+    return _ns.from_host(host, xp, device=device, dtype=dtype)
+
+
+@primitive("dropout", vjp_reads=lambda needs: ("g", "in1"))
+def _dropout(xp, d, mask):
+    return d * mask
 
 
 @_dropout.defvjp
-def _dropout_vjp(xp, g, ins, out, mask, needs, p, rng):
-    return (g * mask,)
+def _dropout_vjp(xp, g, ins, out, saved, needs):
+    return (g * ins[1], None)
 
 
 def dropout(x, p, *, rng, training=True):
@@ -451,7 +455,10 @@ def dropout(x, p, *, rng, training=True):
     t, plain = _one(x)
     if not training or p == 0.0:
         return x
-    return _out(apply(_dropout, t._xp, (t,), {"p": p, "rng": rng}), plain)
+    xp, d = t._xp, t.data
+    mask = draw(functools.partial(_dropout_mask, xp, tuple(d.shape), d.dtype,
+                                  _ns.device_of(d), p, rng))
+    return _out(apply(_dropout, xp, (t, mask)), plain)
 
 
 # -- elementwise and structural wrappers -----------------------------------------------

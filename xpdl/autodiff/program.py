@@ -20,12 +20,15 @@ a step eager.
 the slots: no Tensor objects, no graph, no topological sort, no closures per step. Each
 plan is turned once into straight-line Python (one local variable per slot, one line per
 call). Slots are dropped after their last use (planned once from the list), so memory
-follows the same liveness as the tape. A random primitive (dropout) draws again from the
-generator it was recorded with, in the recorded order: same seed, same numbers as the
-eager tape. On JAX a step without random primitives runs as one ``jax.jit``-compiled pure
-function, forward, backward and the optimizer's update, from its first recording on (the
-recording's tape values are dropped), so its numbers do not depend on when the program
-was recorded: a fit resumed from a file is the long fit bit for bit.
+follows the same liveness as the tape. A draw (:func:`xpdl.autodiff.tensor.draw`:
+dropout's mask) is a call of its own; a replay draws again from the generator it was
+recorded with, in the recorded order: same seed, same numbers as the eager tape. On JAX a
+step runs as one ``jax.jit``-compiled pure function, forward, backward and the
+optimizer's update, from its first recording on (the recording's tape values are
+dropped; its draws are made on the host before each call and passed in), so its numbers
+do not depend on when the program was recorded: a fit resumed from a file is the long fit
+bit for bit. (A primitive with ``random=True``, which draws inside its forward, keeps a
+JAX step eager.)
 
 **Plan.** Calls whose values depend on constants only are folded into constants; for
 a flat layout (NumPy, CuPy, torch), the ``c * W`` gradients of L2 terms move into the
@@ -69,7 +72,8 @@ class _Recorder:
         self.nodes = []  # (fn, arg slots, out slots, multi, signature, extra)
         self.consts = []  # (slot, value)
         self.seed = None  # the slot of backward's initial gradient (ones)
-        self.random = False
+        self.random = False  # a random primitive was called (its draws are its own)
+        self.drawn = []  # the values of the draws (xpdl.autodiff.tensor.draw), in order
         self.why_opaque = None
         self.param_ids = None  # ids of the optimizer's parameters (set by the step)
 
@@ -121,6 +125,12 @@ class _Recorder:
         self.nodes.append((fn, args, outs, prim.saves, ("f", prim.name),
                            {"random": prim.random, "prim": prim, "attrs": attrs,
                             "plain": prim.check is None}))
+
+    def on_draw(self, fn, out):
+        """A draw (dropout's mask): a call without arguments that a replay makes again."""
+        self.nodes.append((fn, (), (self.new_slot(out),), False, ("d",),
+                           {"random": True, "draw": True}))
+        self.drawn.append(out)
 
     def on_seed(self, grad):
         self.seed = self.ref(grad)
@@ -211,6 +221,11 @@ class _Program:
         known = set(input_slots) | set(self.check_consts)
         self.check_slots = tuple(dict.fromkeys(a for _, args, _ in self.checks
                                                for a in args if a not in known))
+        # the draws (dropout's masks), in order: a compiled step (JAX) takes their values
+        # as inputs, drawn on the host before each call (the recording's: those it drew)
+        self.draw_fns = tuple(node[0] for node in self.nodes if node[5].get("draw"))
+        self._recorded = list(rec.drawn) if _ns.is_jax(rec.xp) and not rec.random else None
+        self._traced = None
         self.fused = (0, 0)
         self._code = {}  # generated replays by plan (see run)
         self.replays = 0
@@ -496,6 +511,26 @@ class _Program:
             if a is not b and _ns.is_array(a) and s1 != self.seed and not inputs_differ:
                 undecided = True
         return None if undecided else True
+
+    def traced(self):
+        """``(steps, feed)``: the steps a compiled (JAX) replay traces, where each draw
+        takes the next value of the iterator ``feed[0]`` (set to the draws passed in)
+        instead of drawing."""
+        if self._traced is None:
+            feed = [iter(())]
+
+            def take():
+                return next(feed[0])
+
+            self._traced = ([(take,) + st[1:] if node[5].get("draw") else st
+                             for st, node in zip(self.steps, self.nodes)], feed)
+        return self._traced
+
+    def draws(self):
+        """The values of this step's draws, in order: the recording's own the first time
+        (a recording step runs compiled too, with what the tape drew), else new ones."""
+        recorded, self._recorded = self._recorded, None
+        return recorded if recorded is not None else [fn() for fn in self.draw_fns]
 
     def run(self, inputs, params, steps=None, grad_slots=None, keep=False):
         """Replay: ``(loss, gradients)`` for ``inputs`` and parameter arrays ``params``
@@ -983,24 +1018,32 @@ class CompiledStep:
         this way, its recordings included (their tape values are not used), so the
         numbers do not depend on when a program was recorded: a fit resumed from a file
         equals the long one bit for bit. Value checks (class indices in range, ...) run on
-        the values the compiled call returns, before anything is updated."""
+        the values the compiled call returns, before anything is updated. Draws
+        (dropout's masks) are made on the host before the call, in the recorded order,
+        and passed in: the tape's numbers."""
+        draws = prog.draws()
         if None not in prog.grad_slots and not getattr(self.optimizer, "_behind", None) \
                 and self.__dict__.get("_untraceable") is not self.optimizer.transform:
-            out = self._jax_step(prog, inputs, params)
+            out = self._jax_step(prog, inputs, params, draws)
             if out is not None:
                 return out
         run = prog.__dict__.get("_jitted_run")
         if run is None:
             import jax
 
-            run = prog._jitted_run = jax.jit(
-                lambda ins, ps: prog.run(ins, ps, keep=prog.check_slots))
-        loss, grads, seen = run(tuple(inputs), [p.data for p in params])
+            steps, feed = prog.traced()
+
+            def run(ins, ps, draws):
+                feed[0] = iter(draws)
+                return prog.run(ins, ps, steps, keep=prog.check_slots)
+
+            run = prog._jitted_run = jax.jit(run)
+        loss, grads, seen = run(tuple(inputs), [p.data for p in params], draws)
         _run_checks(prog, inputs, seen)
         self._apply_update(params[0].xp, params, grads)
         return loss
 
-    def _jax_step(self, prog, inputs, params):
+    def _jax_step(self, prog, inputs, params, draws):
         """The whole step as one ``jax.jit``-compiled pure function: the program's loss
         and gradients, the optimizer's transform and the new parameters (the object
         optimizer's :meth:`~xpdl.optim.Optimizer.step` computes the same, one call at a
@@ -1012,9 +1055,11 @@ class CompiledStep:
             import jax
 
             tx = opt.transform
+            steps, feed = prog.traced()
 
-            def pure(ins, ps, state):
-                loss, grads, seen = prog.run(ins, ps, keep=prog.check_slots)
+            def pure(ins, ps, state, draws):
+                feed[0] = iter(draws)
+                loss, grads, seen = prog.run(ins, ps, steps, keep=prog.check_slots)
                 g = dict(zip(names, grads))
                 p = dict(zip(names, ps))
                 updates, new = tx.update(g, state, p, inplace=False)
@@ -1043,7 +1088,7 @@ class CompiledStep:
             old = {k: xp.asarray(v, device=dev) if k in ints else v for k, v in old.items()}
         try:
             loss, new_params, state, grads, seen = prog._jitted[1](
-                tuple(inputs), [p.data for p in params], old)
+                tuple(inputs), [p.data for p in params], old, draws)
         except TypeError as exc:  # jax's tracer errors are TypeErrors; nothing has changed
             self._untraceable = opt.transform
             first = str(exc).splitlines()[0] if str(exc) else ""
@@ -1076,7 +1121,7 @@ class CompiledStep:
         program on plain replays (with a warning)."""
         backend = _GRAPHS.get(_ns.backend_name(xp))
         g = prog.__dict__.get("_captured")
-        if backend is None or prog.random or g is False or not self.graphs or \
+        if backend is None or prog.random or prog.draw_fns or g is False or not self.graphs or \
                 prog.replays <= _GRAPH_AFTER:
             return prog.run(inputs, [p.data for p in params], plan[0], plan[1])
         if g is not None and g.flat is flat and not g.checks:

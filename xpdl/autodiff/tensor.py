@@ -413,6 +413,30 @@ def apply(prim, xp, inputs, attrs=None) -> Tensor:
     return t
 
 
+def draw(fn):
+    """``fn()``: random values drawn on the host and placed on the device (dropout's
+    mask), told to an active program recorder as a *draw*: a replay calls ``fn`` again,
+    in the recorded order, so one seed gives the same numbers as the tape (on JAX the
+    draws are made before the compiled step, which takes them as inputs).
+
+    Parameters
+    ----------
+    fn : callable ``() -> array``
+        Draws from a host generator (:mod:`xpdl.random`) and moves the result to the
+        device; each call continues the generator's stream.
+
+    Returns
+    -------
+    array
+        ``fn()``'s result.
+    """
+    out = fn()
+    rec = _mode.recorder
+    if rec is not None:
+        rec.on_draw(fn, out)
+    return out
+
+
 def record(data, xp, parents, backward) -> Tensor:
     """Wrap ``data`` as the result of an operation on ``parents`` whose VJP is the closure
     ``backward(g)`` (one gradient or ``None`` per parent; a parent that is not a Tensor gets
