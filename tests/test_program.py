@@ -987,13 +987,15 @@ class _RerunGraphs:
                 a[...] = b
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("mode", ["ok", "raise", "stale"])
-def test_captured_graph_replay_equals_the_tape(backend, monkeypatch, mode):
+def test_captured_graph_replay_equals_the_tape(backend, monkeypatch, mode, dropout):
     """After a few plain replays the step is captured once and launched from then on:
-    the batch copied into static inputs, results read from the capture's buffers. Still
-    the tape's numbers (bit for bit on NumPy), returned losses are not overwritten by the
-    next launch, and a capture that fails or disagrees with a plain replay falls back to
-    plain replays with a warning. Namespaces without a flat layout never capture."""
+    the batch (and dropout's masks, drawn on the host in the tape's order) copied into
+    static inputs, results read from the capture's buffers. Still the tape's numbers
+    (bit for bit on NumPy), returned losses are not overwritten by the next launch, and a
+    capture that fails or disagrees with a plain replay falls back to plain replays with
+    a warning. Namespaces without a flat layout never capture."""
     from xpdl.autodiff import program
 
     real = backend.name == "cupy"  # on a GPU: real CUDA graphs
@@ -1005,9 +1007,9 @@ def test_captured_graph_replay_equals_the_tape(backend, monkeypatch, mode):
     flat = backend.name in ("numpy", "torch", "cupy")
     if mode != "ok" and flat:
         with pytest.warns(RuntimeWarning, match="without a captured graph"):
-            step = _compare(backend, "relu", "cross_entropy", "adam", 0.0, True, l2=0.05)
+            step = _compare(backend, "relu", "cross_entropy", "adam", dropout, True, l2=0.05)
     else:
-        step = _compare(backend, "relu", "cross_entropy", "adam", 0.0, True, l2=0.05)
+        step = _compare(backend, "relu", "cross_entropy", "adam", dropout, True, l2=0.05)
     progs = [e[1] for e in step._programs.values() if e[0] == "ok"]
     captured = [p.__dict__.get("_captured") for p in progs]
     if not flat:
@@ -1019,8 +1021,7 @@ def test_captured_graph_replay_equals_the_tape(backend, monkeypatch, mode):
         assert all(c is False for c in captured)
 
 
-def test_captured_graph_losses_are_copies_and_dropout_is_never_captured(backend,
-                                                                          monkeypatch):
+def test_captured_graph_losses_are_copies_with_and_without_dropout(backend, monkeypatch):
     from xpdl.autodiff import program
 
     real = backend.name == "cupy"
@@ -1036,7 +1037,7 @@ def test_captured_graph_losses_are_copies_and_dropout_is_never_captured(backend,
         assert len(set(values)) == len(values)  # each step's loss, not the last one's
         prog = next(e[1] for e in step._programs.values() if e[0] == "ok")
         captured = prog.__dict__.get("_captured")
-        if dropout or backend.name not in ("numpy", "torch", "cupy"):
+        if backend.name not in ("numpy", "torch", "cupy"):
             assert captured is None
         else:
             assert isinstance(captured, program._Captured)

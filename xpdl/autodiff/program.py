@@ -225,7 +225,7 @@ class _Program:
         # as inputs, drawn on the host before each call (the recording's: those it drew)
         self.draw_fns = tuple(node[0] for node in self.nodes if node[5].get("draw"))
         self._recorded = list(rec.drawn) if _ns.is_jax(rec.xp) and not rec.random else None
-        self._traced = None
+        self._fed = {}
         self.fused = (0, 0)
         self._code = {}  # generated replays by plan (see run)
         self.replays = 0
@@ -512,19 +512,24 @@ class _Program:
                 undecided = True
         return None if undecided else True
 
-    def traced(self):
-        """``(steps, feed)``: the steps a compiled (JAX) replay traces, where each draw
-        takes the next value of the iterator ``feed[0]`` (set to the draws passed in)
-        instead of drawing."""
-        if self._traced is None:
+    def fed(self, steps=None, nodes=None):
+        """``(steps, feed)``: ``steps`` (a plan of ``nodes``; default the program's own)
+        where each draw takes the next value of the iterator ``feed[0]`` (set to draws
+        made beforehand) instead of drawing: what a compiled step (JAX) traces and a
+        captured graph (CuPy) runs, the draws being its inputs."""
+        steps = self.steps if steps is None else steps
+        nodes = self.nodes if nodes is None else nodes
+        got = self._fed.get(id(steps))
+        if got is None or got[0] is not steps:
             feed = [iter(())]
 
             def take():
                 return next(feed[0])
 
-            self._traced = ([(take,) + st[1:] if node[5].get("draw") else st
-                             for st, node in zip(self.steps, self.nodes)], feed)
-        return self._traced
+            got = self._fed[id(steps)] = (steps, [
+                (take,) + st[1:] if node[5].get("draw") else st
+                for st, node in zip(steps, nodes)], feed)
+        return got[1], got[2]
 
     def draws(self):
         """The values of this step's draws, in order: the recording's own the first time
@@ -742,16 +747,24 @@ class _Captured:
     arrays the capture wrote (every slot's array is kept alive with the graph, so no other
     allocation can take its memory). Bound to one flat layout."""
 
-    def __init__(self, backend, prog, plan, flat, xp, inputs, params):
+    def __init__(self, backend, prog, plan, flat, xp, inputs, params, draws):
         self.backend, self.flat, self.xp = backend, flat, xp
         self.static = [None if a is None else xp.asarray(a, copy=True) for a in inputs]
+        # the draws (dropout's masks) are inputs too: drawn on the host before each launch
+        # and copied into these arrays, which the graph reads
+        self.static_draws = [xp.asarray(d, copy=True) for d in draws]
         datas = [p.data for p in params]
-        # [loss, gradients, every slot's array]: what the graph writes on each launch
-        self.graph, self.out = backend.capture(
-            lambda: list(prog.run(self.static, datas, plan[0], plan[1], keep=True)))
+        steps, feed = prog.fed(plan[0], plan[3])
 
-    def launch(self, inputs):
-        for s, a in zip(self.static, inputs):
+        def replay():
+            feed[0] = iter(self.static_draws)
+            return list(prog.run(self.static, datas, steps, plan[1], keep=True))
+
+        # [loss, gradients, every slot's array]: what the graph writes on each launch
+        self.graph, self.out = backend.capture(replay)
+
+    def launch(self, inputs, draws):
+        for s, a in zip(self.static + self.static_draws, list(inputs) + list(draws)):
             if s is not None:
                 s[...] = a
         self.backend.launch(self.graph)
@@ -1031,7 +1044,7 @@ class CompiledStep:
         if run is None:
             import jax
 
-            steps, feed = prog.traced()
+            steps, feed = prog.fed()
 
             def run(ins, ps, draws):
                 feed[0] = iter(draws)
@@ -1055,7 +1068,7 @@ class CompiledStep:
             import jax
 
             tx = opt.transform
-            steps, feed = prog.traced()
+            steps, feed = prog.fed()
 
             def pure(ins, ps, state, draws):
                 feed[0] = iter(draws)
@@ -1115,26 +1128,31 @@ class CompiledStep:
 
     def _graph_replay(self, prog, plan, flat, xp, inputs, params):
         """The flat plan's replay, launched as a captured graph where the backend can
-        (``_GRAPHS``; not for programs with random draws, whose draws come from the host).
-        The first two launches (the capture's batch and the next) are checked against
-        plain replays of the same batches; a capture that fails or disagrees leaves the
-        program on plain replays (with a warning)."""
+        (``_GRAPHS``; not for programs with a random primitive, which draws inside its
+        forward; dropout's masks are drawn on the host before each launch and copied into
+        the arrays the graph reads). The first two launches (the capture's batch and the
+        next) are checked against plain replays of the same batches and draws; a capture
+        that fails or disagrees leaves the program on plain replays (with a warning)."""
         backend = _GRAPHS.get(_ns.backend_name(xp))
         g = prog.__dict__.get("_captured")
-        if backend is None or prog.random or prog.draw_fns or g is False or not self.graphs or \
+        if backend is None or prog.random or g is False or not self.graphs or \
                 prog.replays <= _GRAPH_AFTER:
             return prog.run(inputs, [p.data for p in params], plan[0], plan[1])
+        draws = [fn() for fn in prog.draw_fns]
         if g is not None and g.flat is flat and not g.checks:
-            return g.launch(inputs)
+            return g.launch(inputs, draws)
         why = None
         try:
             if g is None or g.flat is not flat:
-                g = prog._captured = _Captured(backend, prog, plan, flat, xp, inputs, params)
+                g = prog._captured = _Captured(backend, prog, plan, flat, xp, inputs, params,
+                                               draws)
                 g.checks = 2
-            loss, grads = g.launch(inputs)
+            loss, grads = g.launch(inputs, draws)
         except Exception as exc:  # a host synchronisation, an unsupported call, ...
             why = f"{type(exc).__name__}: {exc}"
-        ref = prog.run(inputs, [p.data for p in params], plan[0], plan[1])
+        steps, feed = prog.fed(plan[0], plan[3])
+        feed[0] = iter(draws)
+        ref = prog.run(inputs, [p.data for p in params], steps, plan[1])
         if why is None and not (_agree(xp, loss, ref[0]) and all(
                 a is None or _agree(xp, a, b) for a, b in zip(grads, ref[1]))):
             why = "the captured graph's results differ from the plain replay's"
