@@ -32,7 +32,10 @@ class Primitive:
         Whether ``forward`` returns ``(out, saved)``.
     random : bool, default False
         Whether ``forward`` draws from a generator (replayed programs draw again, in the
-        recorded order, so the same seed gives the same numbers).
+        recorded order, so the same seed gives the same numbers). Such a step replays
+        eagerly on JAX and is not captured in a CUDA graph; drawing the random values
+        before the call with :func:`xpdl.autodiff.tensor.draw` and passing them in as an
+        input (as dropout does) keeps both.
     vjp_reads : callable ``needs -> tuple of str``, optional
         Which values the VJP's result depends on, among ``"g"``, ``"out"``, ``"saved"``
         and ``"in0"``, ``"in1"``, ...; shapes do not count (a program's shapes are fixed).
