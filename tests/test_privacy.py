@@ -222,6 +222,36 @@ def test_clipped_step_replays_and_equals_the_eager_clipping(backend, l2):
     assert step.recordings == (1 if l2 else 2)
 
 
+def test_clipped_step_with_dropout_replays_with_the_tape_masks(backend):
+    """Dropout inside a DP step: the replayed clipping draws one mask per step, in the
+    tape's order, so it equals eager clipped_gradients on a twin network whose dropout
+    generator has the same seed (bit for bit on NumPy), step after step."""
+    def net():
+        kw = dict(xp=backend.xp, device=backend.device, dtype=backend.float_dtype)
+        return nn.Sequential(nn.Linear(3, 6, rng=0, **kw), nn.ReLU(),
+                             nn.Dropout(0.4, rng=xpdl.random.Generator(5)),
+                             nn.Linear(6, 4, rng=1, **kw))
+
+    a, b = net(), net()
+    step = ClippedStep(a, lambda out, t: cross_entropy(out, t, reduction="none"))
+    g = np.random.default_rng(0)
+    for _ in range(6):
+        X = backend.asarray(g.normal(size=(9, 3)))
+        y = backend.asarray(g.integers(0, 4, size=9), dtype=backend.xp.int64)
+        got, norms, _ = step(X, y, 0.5)
+        want, want_norms = clipped_gradients(
+            b, X, lambda out, y=y: cross_entropy(out, y, reduction="none"), 0.5)
+        for k in want:
+            if backend.name == "numpy":
+                np.testing.assert_array_equal(got[k], want[k])
+            else:
+                np.testing.assert_allclose(backend.to_numpy(got[k]), backend.to_numpy(want[k]),
+                                           rtol=1e-10 if backend.is64 else 1e-5, atol=1e-7)
+        np.testing.assert_allclose(backend.to_numpy(norms), backend.to_numpy(want_norms),
+                                   rtol=1e-10 if backend.is64 else 1e-5)
+    assert step.mode == "replay" and step.recordings == 2
+
+
 def test_dp_fit_trains_through_the_replayed_clipping(backend):
     X, y = xpdl.datasets.load_digits(dtype=np.float64)
     m = xpdl.MLPClassifier((16,), max_iter=2, batch_size=64, dp_noise_multiplier=1.0,
