@@ -182,6 +182,18 @@ def test_dp_same_seed_same_model_across_backends(backend):
     assert m.epsilon_ == ref.epsilon_
 
 
+def _same_clipping(backend, got, norms, want, want_norms):
+    """Clipped sums bit for bit on NumPy (to rounding elsewhere) and the norms."""
+    for k in want:
+        if backend.name == "numpy":
+            np.testing.assert_array_equal(got[k], want[k])
+        else:
+            np.testing.assert_allclose(backend.to_numpy(got[k]), backend.to_numpy(want[k]),
+                                       rtol=1e-10 if backend.is64 else 1e-5, atol=1e-7)
+    np.testing.assert_allclose(backend.to_numpy(norms), backend.to_numpy(want_norms),
+                               rtol=1e-10 if backend.is64 else 1e-5)
+
+
 @pytest.mark.parametrize("l2", [False, True])
 def test_clipped_step_replays_and_equals_the_eager_clipping(backend, l2):
     """The DP step as a hook on the recorded program: after two recordings the linear
@@ -208,14 +220,7 @@ def test_clipped_step_replays_and_equals_the_eager_clipping(backend, l2):
         want, want_norms = clipped_gradients(net, X, lambda out, y=y: per_sample(out, y), C,
                                              weights=w)
         want_per = per_sample(net(X), y)
-        for k in want:
-            if backend.name == "numpy":
-                np.testing.assert_array_equal(got[k], want[k])
-            else:
-                np.testing.assert_allclose(backend.to_numpy(got[k]), backend.to_numpy(want[k]),
-                                           rtol=1e-10 if backend.is64 else 1e-5, atol=1e-7)
-        np.testing.assert_allclose(backend.to_numpy(norms), backend.to_numpy(want_norms),
-                                   rtol=1e-10 if backend.is64 else 1e-5)
+        _same_clipping(backend, got, norms, want, want_norms)
         np.testing.assert_allclose(backend.to_numpy(per), backend.to_numpy(want_per),
                                    rtol=1e-10 if backend.is64 else 1e-5)
     assert step.mode == ("eager" if l2 else "replay")
@@ -241,14 +246,7 @@ def test_clipped_step_with_dropout_replays_with_the_tape_masks(backend):
         got, norms, _ = step(X, y, 0.5)
         want, want_norms = clipped_gradients(
             b, X, lambda out, y=y: cross_entropy(out, y, reduction="none"), 0.5)
-        for k in want:
-            if backend.name == "numpy":
-                np.testing.assert_array_equal(got[k], want[k])
-            else:
-                np.testing.assert_allclose(backend.to_numpy(got[k]), backend.to_numpy(want[k]),
-                                           rtol=1e-10 if backend.is64 else 1e-5, atol=1e-7)
-        np.testing.assert_allclose(backend.to_numpy(norms), backend.to_numpy(want_norms),
-                                   rtol=1e-10 if backend.is64 else 1e-5)
+        _same_clipping(backend, got, norms, want, want_norms)
     assert step.mode == "replay" and step.recordings == 2
 
 
