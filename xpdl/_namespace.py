@@ -18,6 +18,7 @@ __all__ = [
     "array_namespace",
     "get_namespace_and_device",
     "device_of",
+    "device_key",
     "same_device",
     "is_array",
     "backend_name",
@@ -108,6 +109,16 @@ def array_namespace(*arrays):
 def device_of(x):
     """The device of array ``x``."""
     return array_api_compat.device(x)
+
+
+def device_key(d):
+    """A hashable stand-in for device ``d`` in a cache key: the device itself where it
+    hashes, else its type and number (CuPy's ``Device`` is unhashable)."""
+    try:
+        hash(d)
+    except TypeError:
+        return (d.__class__.__name__, getattr(d, "id", None), str(d))
+    return d
 
 
 def same_device(a, b) -> bool:

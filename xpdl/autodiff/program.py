@@ -936,11 +936,12 @@ class CompiledStep:
             if a is None:
                 parts.append(None)
             else:
-                parts.append((a.shape, a.dtype, None if host else _ns.device_of(a)))
+                parts.append((a.shape, a.dtype, None if host else
+                              _ns.device_key(_ns.device_of(a))))
         for p in params:
             d = p.data
             parts.append((d.shape, d.dtype, p.requires_grad,
-                          None if host else _ns.device_of(d)))
+                          None if host else _ns.device_key(_ns.device_of(d))))
         return tuple(parts)
 
     def _forward_backward(self, inputs, params):
