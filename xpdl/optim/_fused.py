@@ -226,7 +226,12 @@ def _cupy_kernel(rule, flags):
         import cupy
 
         name = f"xpdl_{rule.fn.__name__}_" + "".join(str(int(f)) for f in flags)
-        k = _KERNELS[key] = cupy.ElementwiseKernel(*trace(rule, flags).kernel_spec(), name)
+        # --fmad=false: NVRTC would otherwise contract ``a * b + c`` into one fused
+        # multiply-add (one rounding instead of two), and the kernel would round
+        # differently from the same rule run as separate operations (measured on an
+        # H200: the L2-folded momentum 1 ulp off the portable step)
+        k = _KERNELS[key] = cupy.ElementwiseKernel(*trace(rule, flags).kernel_spec(), name,
+                                                   options=("--fmad=false",))
     return k
 
 
