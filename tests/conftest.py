@@ -31,6 +31,11 @@ class Backend:
     device: object
 
     @property
+    def kind(self) -> str:
+        """The namespace's name without the device: ``torch`` for ``torch:cuda``."""
+        return self.name.split(":")[0]
+
+    @property
     def has_float64(self) -> bool:
         return ns.supports_float64(self.xp, self.device)
 

@@ -1083,6 +1083,10 @@ def _torch_added_later(name, kw, at):
     for i in range(STEPS):
         if i == at:
             opt.add_param_group({"params": [V]})
+            if name == "adagrad" and not opt.state[V]:
+                # torch 2.11's Adagrad made its state in __init__ only (a later group's
+                # first step: KeyError 'sum'); 2.13 makes it at the first step, like this
+                opt.state[V].update(step=torch.tensor(0.0), sum=torch.zeros_like(V))
         opt.zero_grad()
         torch.nn.functional.mse_loss((Xt @ W.T + b) @ V, Yt).backward()
         opt.step()
