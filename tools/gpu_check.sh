@@ -6,7 +6,11 @@ set -uo pipefail
 OUT=${OUT:-gpu_results}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# JAX otherwise takes 75% of the GPU's memory at start, beside CuPy and PyTorch.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 PY=${PYTHON:-python3}
+# pytest-xdist spreads the suite over processes (each its own CUDA context) where installed.
+XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n ${TEST_WORKERS:-8}")
 {
   date -u +"%Y-%m-%dT%H:%M:%SZ"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -14,16 +18,16 @@ PY=${PYTHON:-python3}
 } 2>&1 | tee "$OUT/device.txt"
 # 1. Every test over the cupy backend (CPU backends are CI's job), plus device-only checks.
 timeout "${TEST_TIMEOUT:-420}" $PY -m pytest tests -q -p no:cacheprovider -k "cupy or cuda" \
-  -o addopts="" --junitxml="$OUT/junit_cupy.xml" 2>&1 | tee "$OUT/tests_cupy.txt" | tail -40
-# 2. The side-by-side training benchmark.
-timeout "${BENCH_TIMEOUT:-300}" $PY -m xpdl bench --backends numpy,cupy,torch --vs torch,sklearn \
+  -o addopts="" $XDIST --tb=short -rfE --junitxml="$OUT/junit_cupy.xml" 2>&1 \
+  | tee "$OUT/tests_cupy.txt" | tail -60
+# 2. The side-by-side training benchmark (with xpdl[torch]/nographs where torch on CUDA
+# launches captured graphs: their own gain, in the same run).
+timeout "${BENCH_TIMEOUT:-300}" $PY -m xpdl bench --backends "${BENCH_BACKENDS:-numpy,cupy,torch,jax}" \
+  --vs "${BENCH_VS:-torch,sklearn}" \
   --sizes "${BENCH_SIZES:-small,medium,large}" --repeats "${BENCH_REPEATS:-5}" \
   --tape --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
-# 2b. The same without CUDA-graph capture of the replayed step (its own gain, A/B).
-XPDL_CUDA_GRAPHS=0 timeout "${BENCH_TIMEOUT:-300}" $PY -m xpdl bench --backends cupy --vs torch \
-  --sizes small,medium --repeats 3 2>&1 | tee "$OUT/bench_no_graphs.txt"
 # 3. Where a CuPy epoch spends its time (for the next round of tuning).
-$PY - <<'PY' 2>&1 | tee "$OUT/profile_cupy_medium.txt" | head -40
+timeout "${PROFILE_TIMEOUT:-60}" $PY - <<'PY' 2>&1 | tee "$OUT/profile_cupy_medium.txt" | head -40
 import cProfile, pstats, io
 from xpdl.bench import _XpdlRunner, SIZES
 from xpdl.datasets import make_classification

@@ -283,7 +283,11 @@ def maximum_zero(xp, d, out=None):
             return np.maximum(d, out, out=out)
         return np.maximum(d, _zeros(d.shape, d.dtype), out=out)
     zero = lit(xp, 0.0 if xp.isdtype(d.dtype, "real floating") else 0, d)
-    return xp.maximum(d, zero) if out is None else native_module(xp).maximum(d, zero, out=out)
+    if out is None and not is_torch(xp):
+        return xp.maximum(d, zero)
+    # (torch: ``clamp_min`` takes the scalar as it is; array-api-compat's ``maximum`` makes
+    # a tensor of it, a host-to-device copy that a CUDA graph's capture refuses)
+    return native_module(xp).maximum(d, zero, out=out)
 
 
 _ZEROS: dict = {}

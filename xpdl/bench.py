@@ -61,7 +61,9 @@ class _XpdlRunner:
     """xpdl's training loop; ``tape=True`` runs every step eagerly on the autodiff tape
     instead of replaying the recorded program (to show what the replay saves)."""
 
-    def __init__(self, backend, sizes, batch, Xh, yh, tape=False):
+    def __init__(self, backend, sizes, batch, Xh, yh, tape=False, graphs=True):
+        import os
+
         from .estimators import MLPClassifier
 
         xp, dev, self.sync = _backend(backend)
@@ -71,7 +73,16 @@ class _XpdlRunner:
                                learning_rate=1e-4)
         if tape:
             self.m._compiled_training = False
-        self.m.partial_fit(X, y)  # builds the model; also warms up
+        before = os.environ.get("XPDL_CUDA_GRAPHS")
+        if not graphs:  # (read when the training step is made, in the first fit)
+            os.environ["XPDL_CUDA_GRAPHS"] = "0"
+        try:
+            self.m.partial_fit(X, y)  # builds the model; also warms up
+        finally:
+            if before is None:
+                os.environ.pop("XPDL_CUDA_GRAPHS", None)
+            else:
+                os.environ["XPDL_CUDA_GRAPHS"] = before
         from .estimators._base import InMemory
 
         self.data = InMemory(X, y, None)
@@ -199,6 +210,15 @@ class _SklearnRunner:
         self.m.partial_fit(self.X, self.y, classes=self.classes)
 
 
+def _captures_graphs(runner):
+    """Whether the runner's training step launches captured graphs (torch on CUDA)."""
+    from .autodiff.program import _graph_backend
+
+    cached = runner.m.__dict__.get("_step_cache")
+    return cached is not None and cached[3].graphs and \
+        _graph_backend(runner.xp, runner.Ws[0]) is not None
+
+
 def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n_batches=20,
                   repeats=5, log=print, pause=0.3, warm=True, tape=False, ufuncs=False,
                   sequential=True):
@@ -206,7 +226,9 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
 
     Each round runs every runner (and every bound) once: a ``pause`` in seconds, one
     untimed epoch when ``warm``, then the timed epoch; ``tape`` adds, per backend, the same
-    training through the autodiff tape (``xpdl[numpy]/tape``); ``sequential`` adds the
+    training through the autodiff tape (``xpdl[numpy]/tape``); where the step launches
+    CUDA graphs (torch on CUDA) ``xpdl[torch]/nographs`` is the same without them;
+    ``sequential`` adds the
     same network built from :mod:`xpdl.nn` and trained through :func:`xpdl.compile_step`
     (``xpdl[numpy]/nn``); ``ufuncs`` adds NumPy's replayed step without the compiled
     kernels (``xpdl[numpy]/ufuncs``, when Numba
@@ -235,6 +257,10 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
             rt = _XpdlRunner(b, sizes, batch, Xh, yh, tape=True)
             runners[f"xpdl[{b}]/tape"] = rt.epoch
             bounds[f"xpdl[{b}]/tape"] = r.bound
+        if _captures_graphs(r):  # the CUDA graphs' own gain, side by side
+            rg = _XpdlRunner(b, sizes, batch, Xh, yh, graphs=False)
+            runners[f"xpdl[{b}]/nographs"] = rg.epoch
+            bounds[f"xpdl[{b}]/nographs"] = r.bound
         if ufuncs and b == "numpy" and _compiled.available():
             # made (and warmed up) without the kernels: a compiled step keeps the
             # optimizer stepper it made first, so disabling them later would change nothing

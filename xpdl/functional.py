@@ -172,9 +172,10 @@ def tanh(x):
 @primitive("softplus")
 def _softplus(xp, d, beta, threshold):
     bx = d * beta
-    # exp is only taken of min(bx, threshold): finite for any input.
-    return xp.where(bx > threshold, d,
-                    xp.log1p(xp.exp(xp.minimum(bx, _ns.lit(xp, threshold, bx)))) / beta)
+    # exp is only taken of min(bx, threshold): finite for any input. (clip, not minimum
+    # with a scalar: on torch that makes a tensor of it, a host-to-device copy that a CUDA
+    # graph's capture refuses)
+    return xp.where(bx > threshold, d, xp.log1p(xp.exp(xp.clip(bx, None, threshold))) / beta)
 
 
 @_softplus.defvjp

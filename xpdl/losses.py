@@ -135,7 +135,7 @@ def _bce(xp, d, t):
 
 def _bce_logits(xp, x, t):
     e = xp.exp(-xp.abs(x))
-    value = xp.maximum(x, _ns.lit(xp, 0.0, x)) - x * t + xp.log1p(e)
+    value = _ns.maximum_zero(xp, x) - x * t + xp.log1p(e)
     sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
     return value, sig - t
 

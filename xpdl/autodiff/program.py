@@ -710,14 +710,40 @@ def _differ(a, b):
 
 
 _FLAT_BACKENDS = ("numpy", "cupy", "torch")
-# Where a backend can capture a replay as one graph (CUDA graphs on CuPy), it does so after
-# this many plain replays of a program (with its flat layout in place).
+# Where a backend can capture a replay as one graph (CUDA graphs), it does so after this
+# many plain replays of a program (with its flat layout in place).
 _GRAPH_AFTER = 8
 
 
 class _CupyGraphs:
     """Graph capture with CuPy: a replay recorded by stream capture (relaxed mode, so the
-    memory pool may allocate while capturing) and launched on the current stream."""
+    memory pool may allocate while capturing) and launched on the current stream.
+
+    CuPy (14.2 at least) refuses any cuBLAS call while a stream captures
+    (``NotImplementedError: calling cuBLAS API during stream capture is currently
+    unsupported``), and every linear layer's product is one: :meth:`usable` asks once,
+    with a 2 x 2 product, and CuPy programs replay without graphs while it refuses
+    (measured on an H200 with CuPy 14.2.0: every capture fell back)."""
+
+    _products_capturable = None
+
+    def usable(self, like):
+        if _CupyGraphs._products_capturable is None:
+            import cupy
+
+            a = cupy.ones((2, 2), dtype=cupy.float32)
+            stream = cupy.cuda.Stream(non_blocking=True)
+            ok = True
+            with stream:
+                stream.begin_capture(mode=cupy.cuda.runtime.streamCaptureModeRelaxed)
+                try:
+                    a @ a
+                except Exception:  # noqa: BLE001 (the refusal; any other failure too)
+                    ok = False
+                finally:
+                    stream.end_capture()
+            _CupyGraphs._products_capturable = ok
+        return _CupyGraphs._products_capturable
 
     def capture(self, fn):
         import cupy
@@ -737,8 +763,42 @@ class _CupyGraphs:
         graph.launch(stream=cupy.cuda.get_current_stream())
 
 
-#: Backends whose replays are captured as graphs (tests put a NumPy stand-in here).
-_GRAPHS = {"cupy": _CupyGraphs()}
+class _TorchGraphs:
+    """Graph capture with PyTorch on CUDA tensors (``torch.cuda.CUDAGraph``, which captures
+    cuBLAS): PyTorch's recipe, one run on a side stream first (cuBLAS's workspace and the
+    allocator's blocks are made outside the capture), then the capture into the graph's
+    own memory pool; launched with ``replay()`` on the current stream."""
+
+    def usable(self, like):
+        return getattr(getattr(like, "device", None), "type", None) == "cuda"
+
+    def capture(self, fn):
+        import torch
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
+        return graph, out
+
+    def launch(self, graph):
+        graph.replay()
+
+
+#: Backends whose replays are captured as graphs where ``usable(<the flat parameter
+#: array>)`` (tests put a NumPy stand-in here).
+_GRAPHS = {"cupy": _CupyGraphs(), "torch": _TorchGraphs()}
+
+
+def _graph_backend(xp, like):
+    """The entry of ``_GRAPHS`` that captures replays of arrays like ``like``, or None."""
+    backend = _GRAPHS.get(_ns.backend_name(xp))
+    usable = getattr(backend, "usable", None)
+    return backend if usable is None or usable(like) else None
 
 
 class _Captured:
@@ -1017,7 +1077,7 @@ class CompiledStep:
         else:
             loss, grads = self._graph_replay(prog, plan, flat, xp, inputs, params)
             c = 0.0 if plan[2] is None else plan[2][0]
-            if _ns.backend_name(xp) not in _GRAPHS:  # (captures have their own path)
+            if flat.graphs is None or not self.graphs:  # (captures have their own path)
                 prog._fast = (flat, self.fuse_l2, plan, c)
             flat.update(params, grads, c)
             return loss
@@ -1134,7 +1194,7 @@ class CompiledStep:
         the arrays the graph reads). The first two launches (the capture's batch and the
         next) are checked against plain replays of the same batches and draws; a capture
         that fails or disagrees leaves the program on plain replays (with a warning)."""
-        backend = _GRAPHS.get(_ns.backend_name(xp))
+        backend = flat.graphs
         g = prog.__dict__.get("_captured")
         if backend is None or prog.random or g is False or not self.graphs or \
                 prog.replays <= _GRAPH_AFTER:
@@ -1183,6 +1243,7 @@ class CompiledStep:
         order = first + tuple(i for i in range(len(params)) if i not in first)
         self._flat = fl = _Flat(xp, params, order, len(first))
         fl.first = first
+        fl.graphs = _graph_backend(xp, fl.P)  # what captures its replays (None: nothing)
         keys = [k for k, _ in opt._params]
         fl.stepper = opt.flat_stepper(fl.P, fl.G, [keys[i] for i in order], fl.shapes,
                                       fl.n_l2)
