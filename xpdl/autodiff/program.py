@@ -1078,7 +1078,8 @@ class CompiledStep:
         else:
             loss, grads = self._graph_replay(prog, plan, flat, xp, inputs, params)
             c = 0.0 if plan[2] is None else plan[2][0]
-            if flat.graphs is None or not self.graphs:  # (captures have their own path)
+            if flat.graphs is None or not self.graphs or \
+                    prog.__dict__.get("_captured") is False:  # (captures: their own path)
                 prog._fast = (flat, self.fuse_l2, plan, c)
             flat.update(params, grads, c)
             return loss
