@@ -1193,6 +1193,34 @@ def test_replayed_steps_check_labels_and_a_detached_loss(backend):
         dstep(X, y)
 
 
+def test_jax_replays_off_the_cpu_read_no_values():
+    """JAX's compiled step checks the labels on the host where its arrays live in host
+    memory (the CPU); on another device (a GPU) it reads no values, as CuPy and torch on
+    CUDA do: each check (eager min and max, then a wait) costs more than the step. The
+    device is decided once per program (``_host_checks``); here it is set as a GPU sets
+    it."""
+    pytest.importorskip("jax")
+    from conftest import _make
+
+    backend = _make("jax")
+    net = _net(backend)
+    step = xpdl.compile_step(net, L.cross_entropy, optim.Adam(net, lr=1e-2))
+    X, y, _, _ = _batches(backend, "cross_entropy")
+    for _ in range(6):
+        step(X, y)
+    assert step.mode == "replay"
+    with pytest.raises(ValueError, match=r"class indices must be in \[0, 3\)"):
+        step(X, y + 3)  # on the CPU: checked, nothing updated
+    progs = [e[1] for e in step._programs.values() if e[0] == "ok"]
+    assert progs and all(p._host_checks is True for p in progs)
+    for p in progs:
+        p._host_checks = False
+    before = [backend.to_numpy(p.data).copy() for p in net.parameters()]
+    step(X, y + 3)  # not read: a silent update, as on CuPy
+    assert any(not np.array_equal(backend.to_numpy(p.data), b)
+               for p, b in zip(net.parameters(), before))
+
+
 def test_sample_weight_with_a_stock_loss_says_how_to_weight(backend):
     # step(X, y, w) calls loss_fn(out, y, w); xpdl.losses' third parameter is reduction,
     # so the weights arrived as a reduction ("reduction must be one of ..., got Tensor")

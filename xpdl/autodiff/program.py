@@ -624,7 +624,9 @@ def _run_checks(prog, inputs, seen):
     values, an input, and the logits' shape). On JAX's CPU the inputs and constants are
     checked as NumPy views of their memory (JAX's own min and max, dispatched eagerly,
     took 300 us a step at 64-128-128-10, whose whole step takes about 450 us); a computed
-    value stays a JAX array, read (and waited for) only if a check reads its values."""
+    value stays a JAX array, read (and waited for) only if a check reads its values.
+    On JAX's other devices (a GPU) nothing is read, as on CuPy and torch's CUDA: the
+    checks would wait for the device every step (the recorded steps, on the tape, check)."""
     if not prog.checks:
         return
     host = prog.__dict__.get("_host_checks")
@@ -637,6 +639,8 @@ def _run_checks(prog, inputs, seen):
         if host:
             prog.check_consts = {s: _ns.to_host(v) if _ns.is_array(v) else v
                                  for s, v in prog.check_consts.items()}
+    if not host:
+        return
     value = dict(prog.check_consts)
     for i, s in prog.check_inputs:
         value[s] = _ns.to_host(inputs[i]) if host else inputs[i]
