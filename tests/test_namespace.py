@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import types
+
 import numpy as np
 import pytest
 
@@ -174,3 +177,112 @@ def test_sum_of_and_max_of_are_the_namespace_reductions(backend, rng, axis, keep
     out = ns.sum0_into(backend.xp, g)
     np.testing.assert_allclose(backend.to_numpy(out), h[:, :, 0].sum(axis=0),
                                rtol=backend.rtol)
+
+
+# -- products inside a CUDA graph capture on CuPy (cuBLAS called by xpdl) ----------------
+class _HostArray:
+    """A NumPy array dressed as a CuPy one (``.data.ptr``) for :class:`_ColumnMajorBlas`."""
+
+    def __init__(self, h):
+        self.h = h
+        self.data = type("Ptr", (), {"ptr": h.ctypes.data})()
+        for name in ("flags", "strides", "itemsize", "shape", "ndim", "dtype"):
+            setattr(self, name, getattr(h, name))
+
+    @property
+    def T(self):
+        return _HostArray(self.h.T)
+
+
+class _ColumnMajorBlas:
+    """BLAS's column-major ``gemm`` over host memory, reading operands from the pointers,
+    leading dimensions and transposes it is given, as cuBLAS reads device memory."""
+
+    @staticmethod
+    def _matrix(ptr, rows, cols, ld, dtype):
+        size = np.dtype(dtype).itemsize
+        buf = np.frombuffer((ctypes.c_char * ((ld * (cols - 1) + rows) * size)).from_address(
+            ptr), dtype=dtype)
+        return np.lib.stride_tricks.as_strided(buf, (rows, cols), (size, ld * size),
+                                               writeable=True)
+
+    def _gemm(self, dtype, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+        a = self._matrix(A, k, m, lda, dtype).T if opa else self._matrix(A, m, k, lda, dtype)
+        b = self._matrix(B, n, k, ldb, dtype).T if opb else self._matrix(B, k, n, ldb, dtype)
+        c = self._matrix(C, m, n, ldc, dtype)
+        assert beta._obj.value == 0.0
+        c[...] = alpha._obj.value * (a @ b)
+        return 0
+
+    def sgemm(self, h, opa, opb, m, n, k, alpha, A, ta, lda, B, tb, ldb, beta, C, tc, ldc):
+        assert ta == tb == tc == 0  # CUDA_R_32F
+        return self._gemm(np.float32, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+    def dgemm(self, h, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+        return self._gemm(np.float64, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+def _layouts(rng, dtype):
+    """(a, b) pairs of 2-d arrays of every layout a replayed program multiplies: C- and
+    F-contiguous (a transposed weight, ``g.T``), single rows and columns (``sumsq``)."""
+    shapes = [((5, 3), (3, 4)), ((1, 6), (6, 1)), ((6, 1), (1, 3)), ((4, 7), (7, 2))]
+    for (m, k), (_, n) in shapes:
+        for fa in (False, True):
+            for fb in (False, True):
+                a = rng.standard_normal((k, m) if fa else (m, k)).astype(dtype)
+                b = rng.standard_normal((n, k) if fb else (k, n)).astype(dtype)
+                yield (a.T if fa else a), (b.T if fb else b)
+
+
+def test_captured_products_call_cublas_with_the_operands_layouts(backend, rng):
+    """While a CuPy capture runs, 2-d products call cuBLAS through CuPy's handle (CuPy
+    refuses to): the operands' layouts become cuBLAS's transposes and leading dimensions.
+    On a GPU the products are captured in a graph, launched and compared with CuPy's own;
+    on NumPy a column-major BLAS over host memory stands in for cuBLAS."""
+    if backend.kind == "cupy":
+        import cupy
+
+        from xpdl.autodiff.program import _CupyGraphs
+
+        graphs = _CupyGraphs()
+        assert graphs.usable(None)
+        for dtype in (np.float32, np.float64):
+            for a, b in _layouts(rng, dtype):
+                # (the same layouts on the device: a transposed view where NumPy's is)
+                A = cupy.asarray(a.T).T if not a.flags.c_contiguous else cupy.asarray(a)
+                B = cupy.asarray(b.T).T if not b.flags.c_contiguous else cupy.asarray(b)
+                want = cupy.asnumpy(A @ B)
+                out = cupy.zeros(want.shape, dtype=dtype)
+                graph, got = graphs.capture(lambda A=A, B=B: (
+                    ns.matmul_into(cupy, A, B), ns.matmul_into(cupy, A, B, out)))
+                out[...] = 0
+                graphs.launch(graph)
+                for r in got:
+                    np.testing.assert_allclose(cupy.asnumpy(r), want,
+                                               rtol=1e-6 if dtype == np.float32 else 1e-14)
+        return
+    if backend.kind != "numpy":
+        pytest.skip("CuPy's captured products (NumPy stands in on the CPU)")
+    fake_cupy = types.SimpleNamespace(
+        float32=np.float32, float64=np.float64,
+        empty=lambda shape, dtype: _HostArray(np.empty(shape, dtype)),
+        cuda=types.SimpleNamespace(
+            get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
+    gemm = object.__new__(ns._CublasInCapture)
+    blas = _ColumnMajorBlas()
+    gemm.cupy, gemm.ct, gemm.handle = fake_cupy, ctypes, 0
+    gemm.set_stream, gemm.sgemm, gemm.dgemm = (lambda h, s: 0), blas.sgemm, blas.dgemm
+    n = 0
+    for dtype in (np.float32, np.float64):
+        for a, b in _layouts(rng, dtype):
+            out = np.full((a.shape[0], b.shape[1]), np.nan, dtype=dtype)
+            for got in (gemm(_HostArray(a), _HostArray(b)).h,
+                        gemm(_HostArray(a), _HostArray(b), _HostArray(out)).h):
+                np.testing.assert_allclose(got, a @ b, rtol=1e-6 if dtype == np.float32
+                                           else 1e-14)
+                n += 1
+    assert n == 64
+    with pytest.raises(NotImplementedError, match="strided operand"):
+        gemm(_HostArray(np.ones((4, 6))[:, ::2]), _HostArray(np.ones((3, 2))))
+    with pytest.raises(NotImplementedError, match="2-d float"):
+        gemm(_HostArray(np.ones((2, 2), np.int64)), _HostArray(np.ones((2, 2), np.int64)))

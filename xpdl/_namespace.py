@@ -386,7 +386,7 @@ def sumsq(xp, v):
     through array-api-compat and a ``(1, n) @ (n, 1)`` product take 2.6 ms, ``v @ v``
     12 us."""
     if is_cupy(xp):
-        return (v[None, :] @ v[:, None])[0, 0]
+        return matmul_into(xp, v[None, :], v[:, None])[0, 0]
     return v @ v
 
 
@@ -449,8 +449,113 @@ def flat_offsets(xp, shapes, dtype):
 
 def matmul_into(xp, a, b, out=None):
     """``a @ b``, written into ``out`` when given (an array of :func:`native_module`'s
-    module, which then exists): the same BLAS call either way."""
+    module, which then exists): the same BLAS call either way. While a CuPy stream
+    captures a CUDA graph (:func:`capturing_products`), 2-d CuPy products call cuBLAS
+    themselves (:class:`_CublasInCapture`)."""
+    if _CAPTURE_GEMM is not None and is_cupy(xp):
+        return _CAPTURE_GEMM(a, b, out)
     return a @ b if out is None else native_module(xp).matmul(a, b, out=out)
+
+
+_CAPTURE_GEMM = None
+
+
+class _CublasInCapture:
+    """CuPy's own cuBLAS handle, called through ``ctypes``, for the products of a CUDA
+    graph capture. CuPy (14.2 at least) refuses any cuBLAS call while a stream captures
+    (its ``cublas.setStream`` raises ``NotImplementedError: calling cuBLAS API during
+    stream capture is currently unsupported``), though cuBLAS itself supports capture
+    (host-pointer ``alpha`` and ``beta`` are read when captured). This calls the library
+    CuPy loaded, on CuPy's handle, the functions CuPy's 2-d products call
+    (``cublasSgemmEx`` for float32, ``cublasDgemm_v2`` for float64), with the operands'
+    layouts passed as cuBLAS transposes (C- or F-contiguous; anything else raises, and
+    the capture falls back). Row-major ``C = A @ B`` is column-major ``C^T = B^T A^T``."""
+
+    def __init__(self):
+        import ctypes
+
+        import cupy
+
+        self.cupy, self.ct = cupy, ctypes
+        self.handle = cupy.cuda.device.get_cublas_handle()  # (loads libcublas)
+        path = None
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                name = line.rsplit(None, 1)[-1]
+                if "/libcublas.so" in name:
+                    path = name
+                    break
+        if path is None:
+            raise OSError("xpdl: CuPy's libcublas is not loaded in this process")
+        lib = ctypes.CDLL(path)
+        i, p = ctypes.c_int, ctypes.c_void_p
+        self.set_stream = lib.cublasSetStream_v2
+        self.set_stream.argtypes, self.set_stream.restype = [p, p], i
+        self.sgemm = lib.cublasSgemmEx
+        self.sgemm.argtypes = [p, i, i, i, i, i, p, p, i, i, p, i, i, p, p, i, i]
+        self.sgemm.restype = i
+        self.dgemm = lib.cublasDgemm_v2
+        self.dgemm.argtypes = [p, i, i, i, i, i, p, p, i, p, i, p, p, i]
+        self.dgemm.restype = i
+
+    @staticmethod
+    def _operand(a):
+        """``(op, ld)`` of a 2-d operand for the column-major call: a C-contiguous array
+        is its own transpose there (no op), an F-contiguous one needs ``T``."""
+        rows, cols = a.shape
+        if a.flags.c_contiguous:
+            return 0, max(a.strides[0] // a.itemsize, cols, 1)
+        if a.flags.f_contiguous:
+            return 1, max(a.strides[1] // a.itemsize, rows, 1)
+        raise NotImplementedError("xpdl: a strided operand in a captured product")
+
+    def __call__(self, a, b, out=None):
+        cupy, ct = self.cupy, self.ct
+        if a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or \
+                a.dtype not in (cupy.float32, cupy.float64):
+            raise NotImplementedError("xpdl: only 2-d float products are captured")
+        M, K = a.shape
+        N = b.shape[1]
+        if out is None:
+            out = cupy.empty((M, N), dtype=a.dtype)
+        if not out.flags.c_contiguous or out.dtype != a.dtype or out.shape != (M, N):
+            raise NotImplementedError("xpdl: a captured product writes C-contiguous arrays")
+        opb, ldb = self._operand(b)
+        opa, lda = self._operand(a)
+        if self.set_stream(self.handle, cupy.cuda.get_current_stream().ptr):
+            raise RuntimeError("xpdl: cublasSetStream failed")
+        if a.dtype == cupy.float32:
+            one, zero = ct.c_float(1.0), ct.c_float(0.0)
+            status = self.sgemm(self.handle, opb, opa, N, M, K, ct.byref(one), b.data.ptr,
+                                0, ldb, a.data.ptr, 0, lda, ct.byref(zero), out.data.ptr,
+                                0, max(N, 1))
+        else:
+            one, zero = ct.c_double(1.0), ct.c_double(0.0)
+            status = self.dgemm(self.handle, opb, opa, N, M, K, ct.byref(one), b.data.ptr,
+                                ldb, a.data.ptr, lda, ct.byref(zero), out.data.ptr,
+                                max(N, 1))
+        if status:
+            raise RuntimeError(f"xpdl: cuBLAS gemm failed in a capture (status {status})")
+        return out
+
+
+class capturing_products:
+    """Context: while it is entered, :func:`matmul_into` (and :func:`sumsq`) on CuPy
+    arrays call cuBLAS through :class:`_CublasInCapture` (for a CUDA graph capture)."""
+
+    _gemm = None
+
+    def __enter__(self):
+        global _CAPTURE_GEMM
+        if capturing_products._gemm is None:
+            capturing_products._gemm = _CublasInCapture()
+        _CAPTURE_GEMM = capturing_products._gemm
+        return self
+
+    def __exit__(self, *exc):
+        global _CAPTURE_GEMM
+        _CAPTURE_GEMM = None
+        return False
 
 
 def sum0_into(xp, a, out=None):

@@ -236,7 +236,7 @@ def where(cond, a, b):
 # -- matrix product --------------------------------------------------------------------
 @primitive("matmul")
 def _matmul(xp, A, B):
-    return A @ B
+    return _ns.matmul_into(xp, A, B) if A.ndim == 2 == B.ndim else A @ B
 
 
 @_matmul.defvjp
@@ -245,7 +245,8 @@ def _matmul_vjp(xp, g, ins, out, saved, needs):
     ga = gb = None
     if needs[0]:
         if A.ndim >= 2 and B.ndim >= 2:
-            ga = g @ (B.T if B.ndim == 2 else xp.matrix_transpose(B))
+            ga = _ns.matmul_into(xp, g, B.T) if B.ndim == 2 == g.ndim else \
+                g @ xp.matrix_transpose(B)
         elif B.ndim == 1 and A.ndim == 1:
             ga = g * B
         elif B.ndim == 1:  # (..., n, k) @ (k,) -> (..., n)
@@ -254,7 +255,8 @@ def _matmul_vjp(xp, g, ins, out, saved, needs):
             ga = (B @ xp.expand_dims(g, axis=-1))[..., 0]
     if needs[1]:
         if A.ndim >= 2 and B.ndim >= 2:
-            gb = (A.T if A.ndim == 2 else xp.matrix_transpose(A)) @ g
+            gb = _ns.matmul_into(xp, A.T, g) if A.ndim == 2 == g.ndim else \
+                xp.matrix_transpose(A) @ g
         elif A.ndim == 1 and B.ndim == 1:
             gb = g * A
         elif A.ndim == 1:  # (k,) @ (..., k, m)

@@ -725,9 +725,11 @@ class _CupyGraphs:
 
     CuPy (14.2 at least) refuses any cuBLAS call while a stream captures
     (``NotImplementedError: calling cuBLAS API during stream capture is currently
-    unsupported``), and every linear layer's product is one: :meth:`usable` asks once,
-    with a 2 x 2 product, and CuPy programs replay without graphs while it refuses
-    (measured on an H200 with CuPy 14.2.0: every capture fell back)."""
+    unsupported``), and every linear layer's product is one; cuBLAS itself captures. So
+    the capture runs inside :class:`xpdl._namespace.capturing_products`, where the
+    products (:func:`xpdl._namespace.matmul_into`) call CuPy's cuBLAS handle themselves.
+    :meth:`usable` asks once, with a captured 2 x 2 product launched and compared with
+    CuPy's own; where that fails, CuPy programs replay without graphs."""
 
     _products_capturable = None
 
@@ -735,17 +737,15 @@ class _CupyGraphs:
         if _CupyGraphs._products_capturable is None:
             import cupy
 
-            a = cupy.ones((2, 2), dtype=cupy.float32)
-            stream = cupy.cuda.Stream(non_blocking=True)
-            ok = True
-            with stream:
-                stream.begin_capture(mode=cupy.cuda.runtime.streamCaptureModeRelaxed)
-                try:
-                    a @ a
-                except Exception:  # noqa: BLE001 (the refusal; any other failure too)
-                    ok = False
-                finally:
-                    stream.end_capture()
+            a = cupy.asarray([[1.0, 2.0], [3.0, 4.0]], dtype=cupy.float32)
+            ok = False
+            try:
+                graph, out = self.capture(lambda: _ns.matmul_into(cupy, a, a.T))
+                out[...] = 0
+                self.launch(graph)
+                ok = bool(cupy.all(out == a @ a.T))
+            except Exception:  # noqa: BLE001 (a refusal, a library not found: no graphs)
+                ok = False
             _CupyGraphs._products_capturable = ok
         return _CupyGraphs._products_capturable
 
@@ -753,7 +753,7 @@ class _CupyGraphs:
         import cupy
 
         stream = cupy.cuda.Stream(non_blocking=True)
-        with stream:
+        with stream, _ns.capturing_products():
             stream.begin_capture(mode=cupy.cuda.runtime.streamCaptureModeRelaxed)
             try:
                 out = fn()
