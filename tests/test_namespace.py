@@ -215,11 +215,15 @@ class _ColumnMajorBlas:
         return 0
 
     def sgemm(self, h, opa, opb, m, n, k, alpha, A, ta, lda, B, tb, ldb, beta, C, tc, ldc):
-        assert ta == tb == tc == 0  # CUDA_R_32F
-        return self._gemm(np.float32, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        assert ta == tb == tc and ta in (0, 2)  # CUDA_R_32F, CUDA_R_16F
+        return self._gemm(np.float32 if ta == 0 else np.float16, opa, opb, m, n, k, alpha, A,
+                          lda, B, ldb, beta, C, ldc)
 
     def dgemm(self, h, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
         return self._gemm(np.float64, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+_RTOL = {np.float16: 2e-3, np.float32: 1e-6, np.float64: 1e-14}
 
 
 def _layouts(rng, dtype):
@@ -246,7 +250,7 @@ def test_captured_products_call_cublas_with_the_operands_layouts(backend, rng):
 
         graphs = _CupyGraphs()
         assert graphs.usable(None)
-        for dtype in (np.float32, np.float64):
+        for dtype in (np.float16, np.float32, np.float64):
             for a, b in _layouts(rng, dtype):
                 # (the same layouts on the device: a transposed view where NumPy's is)
                 A = cupy.asarray(a.T).T if not a.flags.c_contiguous else cupy.asarray(a)
@@ -258,13 +262,12 @@ def test_captured_products_call_cublas_with_the_operands_layouts(backend, rng):
                 out[...] = 0
                 graphs.launch(graph)
                 for r in got:
-                    np.testing.assert_allclose(cupy.asnumpy(r), want,
-                                               rtol=1e-6 if dtype == np.float32 else 1e-14)
+                    np.testing.assert_allclose(cupy.asnumpy(r), want, rtol=_RTOL[dtype])
         return
     if backend.kind != "numpy":
         pytest.skip("CuPy's captured products (NumPy stands in on the CPU)")
     fake_cupy = types.SimpleNamespace(
-        float32=np.float32, float64=np.float64,
+        float16=np.float16, float32=np.float32, float64=np.float64,
         empty=lambda shape, dtype: _HostArray(np.empty(shape, dtype)),
         cuda=types.SimpleNamespace(
             get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
@@ -273,15 +276,14 @@ def test_captured_products_call_cublas_with_the_operands_layouts(backend, rng):
     gemm.cupy, gemm.ct, gemm.handle = fake_cupy, ctypes, 0
     gemm.set_stream, gemm.sgemm, gemm.dgemm = (lambda h, s: 0), blas.sgemm, blas.dgemm
     n = 0
-    for dtype in (np.float32, np.float64):
+    for dtype in (np.float16, np.float32, np.float64):
         for a, b in _layouts(rng, dtype):
             out = np.full((a.shape[0], b.shape[1]), np.nan, dtype=dtype)
             for got in (gemm(_HostArray(a), _HostArray(b)).h,
                         gemm(_HostArray(a), _HostArray(b), _HostArray(out)).h):
-                np.testing.assert_allclose(got, a @ b, rtol=1e-6 if dtype == np.float32
-                                           else 1e-14)
+                np.testing.assert_allclose(got, a @ b, rtol=_RTOL[dtype])
                 n += 1
-    assert n == 64
+    assert n == 96
     with pytest.raises(NotImplementedError, match="strided operand"):
         gemm(_HostArray(np.ones((4, 6))[:, ::2]), _HostArray(np.ones((3, 2))))
     with pytest.raises(NotImplementedError, match="2-d float"):

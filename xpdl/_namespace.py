@@ -468,7 +468,8 @@ class _CublasInCapture:
     (host-pointer ``alpha`` and ``beta`` are read when captured). This calls the library
     CuPy loaded, on CuPy's handle, the functions CuPy's 2-d products call
     (``cublasSgemmEx`` for float32, ``cublasDgemm_v2`` for float64), with the operands'
-    layouts passed as cuBLAS transposes (C- or F-contiguous; anything else raises, and
+    layouts passed as cuBLAS transposes; float16 through ``cublasSgemmEx`` with float32
+    sums, as CuPy's (C- or F-contiguous; anything else raises, and
     the capture falls back). Row-major ``C = A @ B`` is column-major ``C^T = B^T A^T``."""
 
     def __init__(self):
@@ -512,7 +513,7 @@ class _CublasInCapture:
     def __call__(self, a, b, out=None):
         cupy, ct = self.cupy, self.ct
         if a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or \
-                a.dtype not in (cupy.float32, cupy.float64):
+                a.dtype not in (cupy.float16, cupy.float32, cupy.float64):
             raise NotImplementedError("xpdl: only 2-d float products are captured")
         M, K = a.shape
         N = b.shape[1]
@@ -524,11 +525,12 @@ class _CublasInCapture:
         opa, lda = self._operand(a)
         if self.set_stream(self.handle, cupy.cuda.get_current_stream().ptr):
             raise RuntimeError("xpdl: cublasSetStream failed")
-        if a.dtype == cupy.float32:
+        if a.dtype != cupy.float64:  # (float32 sums for float16 too, as CuPy's products)
+            t = 2 if a.dtype == cupy.float16 else 0  # CUDA_R_16F, CUDA_R_32F
             one, zero = ct.c_float(1.0), ct.c_float(0.0)
             status = self.sgemm(self.handle, opb, opa, N, M, K, ct.byref(one), b.data.ptr,
-                                0, ldb, a.data.ptr, 0, lda, ct.byref(zero), out.data.ptr,
-                                0, max(N, 1))
+                                t, ldb, a.data.ptr, t, lda, ct.byref(zero), out.data.ptr,
+                                t, max(N, 1))
         else:
             one, zero = ct.c_double(1.0), ct.c_double(0.0)
             status = self.dgemm(self.handle, opb, opa, N, M, K, ct.byref(one), b.data.ptr,

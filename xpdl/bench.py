@@ -211,7 +211,7 @@ class _SklearnRunner:
 
 
 def _captures_graphs(runner):
-    """Whether the runner's training step launches captured graphs (torch on CUDA)."""
+    """Whether the runner's training step launches captured graphs (CuPy, torch on CUDA)."""
     from .autodiff.program import _graph_backend
 
     cached = runner.m.__dict__.get("_step_cache")
@@ -227,7 +227,7 @@ def run_benchmark(backends=("numpy",), vs=("torch", "sklearn"), size="medium", n
     Each round runs every runner (and every bound) once: a ``pause`` in seconds, one
     untimed epoch when ``warm``, then the timed epoch; ``tape`` adds, per backend, the same
     training through the autodiff tape (``xpdl[numpy]/tape``); where the step launches
-    CUDA graphs (torch on CUDA) ``xpdl[torch]/nographs`` is the same without them;
+    CUDA graphs (CuPy, torch on CUDA) ``xpdl[cupy]/nographs`` is the same without them;
     ``sequential`` adds the
     same network built from :mod:`xpdl.nn` and trained through :func:`xpdl.compile_step`
     (``xpdl[numpy]/nn``); ``ufuncs`` adds NumPy's replayed step without the compiled

@@ -516,7 +516,7 @@ class _Program:
         """``(steps, feed)``: ``steps`` (a plan of ``nodes``; default the program's own)
         where each draw takes the next value of the iterator ``feed[0]`` (set to draws
         made beforehand) instead of drawing: what a compiled step (JAX) traces and a
-        captured graph (torch on CUDA) runs, the draws being its inputs."""
+        captured graph (CuPy, torch on CUDA) runs, the draws being its inputs."""
         steps = self.steps if steps is None else steps
         nodes = self.nodes if nodes is None else nodes
         got = self._fed.get(id(steps))
@@ -914,7 +914,7 @@ class CompiledStep:
         self._programs = _Programs(_MAX_PROGRAMS)
         self._flat = None
         self.fuse_l2 = True  # False: keep the L2 gradients in the program (to compare)
-        # captured graphs where the backend has them (torch on CUDA); XPDL_CUDA_GRAPHS=0
+        # captured graphs where the backend has them (CuPy, torch on CUDA); XPDL_CUDA_GRAPHS=0
         # turns them off
         self.graphs = os.environ.get("XPDL_CUDA_GRAPHS", "1") != "0"
         self.recordings = 0
@@ -1363,9 +1363,9 @@ def compile_step(model, loss_fn, optimizer):
     device, of the model's training mode or of a parameter's ``requires_grad`` records
     again. The replay calls the primitives' own forward and VJP functions in the recorded
     order, so on NumPy, torch (CPU) and array_api_strict it gives the eager tape's numbers
-    bit for bit (on JAX, where the step runs ``jax.jit``-compiled, to rounding). On torch
-    CUDA tensors the replay is captured as a CUDA graph after eight replays and launched
-    from then on (``XPDL_CUDA_GRAPHS=0`` turns that off; see :doc:`/backends`).
+    bit for bit (on JAX, where the step runs ``jax.jit``-compiled, to rounding). On CuPy
+    arrays and torch CUDA tensors the replay is captured as a CUDA graph after eight
+    replays and launched from then on (``XPDL_CUDA_GRAPHS=0`` turns that off; see :doc:`/backends`).
 
     Where parameters are flat (NumPy, CuPy, torch), the gradient :math:`cW` of a squared
     norm with a constant scale (an L2 term, ``alpha * sqnorm(W)``) is added by the
