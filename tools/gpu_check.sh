@@ -26,15 +26,25 @@ timeout "${BENCH_TIMEOUT:-300}" $PY -m xpdl bench --backends "${BENCH_BACKENDS:-
   --vs "${BENCH_VS:-torch,sklearn}" \
   --sizes "${BENCH_SIZES:-small,medium,large}" --repeats "${BENCH_REPEATS:-5}" \
   --tape --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
-# 3. Where a CuPy epoch spends its time (for the next round of tuning).
-timeout "${PROFILE_TIMEOUT:-60}" $PY - <<'PY' 2>&1 | tee "$OUT/profile_cupy_medium.txt" | head -40
-import cProfile, pstats, io
-from xpdl.bench import _XpdlRunner, SIZES
+# 3. Where a CuPy epoch spends its time (for the next round of tuning): the estimator's
+# epoch and the same network trained through compile_step (bench's /nn row), at
+# PROFILE_SIZE (default medium); wall times of 10 epochs each first.
+SIZE=${PROFILE_SIZE:-medium}
+timeout "${PROFILE_TIMEOUT:-60}" $PY - "$SIZE" <<'PY' 2>&1 | tee "$OUT/profile_cupy_$SIZE.txt" | head -60
+import cProfile, pstats, io, sys, time
+from xpdl.bench import _XpdlRunner, _SequentialRunner, SIZES
 from xpdl.datasets import make_classification
-sizes, batch = SIZES["medium"]
+sizes, batch = SIZES[sys.argv[1]]
 X, y = make_classification(batch * 20, sizes[0], n_classes=sizes[-1], random_state=0)
-r = _XpdlRunner("cupy", sizes, batch, X, y)
-r.epoch(); r.epoch()
-pr = cProfile.Profile(); pr.enable(); r.epoch(); r.epoch(); pr.disable()
-s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(25); print(s.getvalue())
+for name, r in (("estimator", _XpdlRunner("cupy", sizes, batch, X, y)),
+                ("nn", _SequentialRunner("cupy", sizes, batch, X, y))):
+    for _ in range(3):
+        r.epoch()
+    ts = []
+    for _ in range(10):
+        t = time.perf_counter(); r.epoch(); ts.append(time.perf_counter() - t)
+    print(name, "epoch ms, sorted:", " ".join(f"{1e3 * t:.2f}" for t in sorted(ts)))
+    pr = cProfile.Profile(); pr.enable(); r.epoch(); r.epoch(); pr.disable()
+    s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(25)
+    print(name, s.getvalue())
 PY
