@@ -8,7 +8,13 @@ not installed). Every test that touches arrays takes ``backend``.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
+
+# JAX takes 75% of a GPU's memory when it starts; with CuPy and torch beside it, and one
+# JAX per pytest-xdist worker, the tests then fail for want of memory (seen on an H200:
+# 74 failures, every one an out-of-memory error). Set before anything imports JAX.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import numpy as np
 import pytest
