@@ -245,7 +245,7 @@ def _layouts(rng, dtype):
                 yield (a.T if fa else a), (b.T if fb else b)
 
 
-def test_captured_products_call_cublas_with_the_operands_layouts(backend, rng):
+def test_captured_products_call_cublas_with_the_operands_layouts(backend, rng, monkeypatch):
     """While a CuPy capture runs, 2-d products call cuBLAS through CuPy's handle (CuPy
     refuses to): the operands' layouts become cuBLAS's transposes and leading dimensions.
     On a GPU the products are captured in a graph and launched; on NumPy a column-major
@@ -274,15 +274,17 @@ def test_captured_products_call_cublas_with_the_operands_layouts(backend, rng):
         return
     if backend.kind != "numpy":
         pytest.skip("CuPy's captured products (NumPy stands in on the CPU)")
+    stream = types.SimpleNamespace(ptr=7)  # (the current stream)
     fake_cupy = types.SimpleNamespace(
         float16=np.float16, float32=np.float32, float64=np.float64,
         empty=lambda shape, dtype: _HostArray(np.empty(shape, dtype)),
-        cuda=types.SimpleNamespace(
-            get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
+        cuda=types.SimpleNamespace(get_current_stream=lambda: stream))
     gemm = object.__new__(ns._CublasInCapture)
     blas = _ColumnMajorBlas()
-    gemm.cupy, gemm.ct, gemm.handle = fake_cupy, ctypes, 0
-    gemm.set_stream, gemm.sgemm, gemm.dgemm = (lambda h, s: 0), blas.sgemm, blas.dgemm
+    streams = []  # each cublasSetStream call's (handle, stream)
+    gemm.cupy, gemm.ct, gemm.handle = fake_cupy, ctypes, lambda: 3
+    gemm.set_stream = lambda h, s: streams.append((h, s)) or 0
+    gemm.sgemm, gemm.dgemm = blas.sgemm, blas.dgemm
     n = 0
     for dtype in (np.float16, np.float32, np.float64):
         for a, b in _layouts(rng, dtype):
@@ -292,6 +294,17 @@ def test_captured_products_call_cublas_with_the_operands_layouts(backend, rng):
                 _assert_product(got, a, b)
                 n += 1
     assert n == 96
+    assert set(streams) == {(3, 7)}  # the current device's handle, on the current stream
+    # the context routes CuPy products here and gives the handle back to the stream
+    # current when it ends (the capture's own stream may be freed)
+    monkeypatch.setattr(ns.capturing_products, "_gemm", gemm)
+    monkeypatch.setattr(ns, "is_cupy", lambda xp: xp is fake_cupy)
+    a, b = next(_layouts(rng, np.float64))
+    with ns.capturing_products():
+        stream.ptr = 9
+        _assert_product(ns.matmul_into(fake_cupy, _HostArray(a), _HostArray(b)).h, a, b)
+        stream.ptr = 7
+    assert streams[-2:] == [(3, 9), (3, 7)] and ns._CAPTURE_GEMM is None
     with pytest.raises(NotImplementedError, match="strided operand"):
         gemm(_HostArray(np.ones((4, 6))[:, ::2]), _HostArray(np.ones((3, 2))))
     with pytest.raises(NotImplementedError, match="2-d float"):

@@ -478,7 +478,9 @@ class _CublasInCapture:
         import cupy
 
         self.cupy, self.ct = cupy, ctypes
-        self.handle = cupy.cuda.device.get_cublas_handle()  # (loads libcublas)
+        # the current device's handle, asked at each call (one per device, cached by CuPy)
+        self.handle = cupy.cuda.device.get_cublas_handle
+        self.handle()  # (loads libcublas)
         path = None
         with open("/proc/self/maps") as maps:
             for line in maps:
@@ -523,17 +525,18 @@ class _CublasInCapture:
             raise NotImplementedError("xpdl: a captured product writes C-contiguous arrays")
         opb, ldb = self._operand(b)
         opa, lda = self._operand(a)
-        if self.set_stream(self.handle, cupy.cuda.get_current_stream().ptr):
+        handle = self.handle()
+        if self.set_stream(handle, cupy.cuda.get_current_stream().ptr):
             raise RuntimeError("xpdl: cublasSetStream failed")
         if a.dtype != cupy.float64:  # (float32 sums for float16 too, as CuPy's products)
             t = 2 if a.dtype == cupy.float16 else 0  # CUDA_R_16F, CUDA_R_32F
             one, zero = ct.c_float(1.0), ct.c_float(0.0)
-            status = self.sgemm(self.handle, opb, opa, N, M, K, ct.byref(one), b.data.ptr,
+            status = self.sgemm(handle, opb, opa, N, M, K, ct.byref(one), b.data.ptr,
                                 t, ldb, a.data.ptr, t, lda, ct.byref(zero), out.data.ptr,
                                 t, max(N, 1))
         else:
             one, zero = ct.c_double(1.0), ct.c_double(0.0)
-            status = self.dgemm(self.handle, opb, opa, N, M, K, ct.byref(one), b.data.ptr,
+            status = self.dgemm(handle, opb, opa, N, M, K, ct.byref(one), b.data.ptr,
                                 ldb, a.data.ptr, lda, ct.byref(zero), out.data.ptr,
                                 max(N, 1))
         if status:
@@ -557,6 +560,10 @@ class capturing_products:
     def __exit__(self, *exc):
         global _CAPTURE_GEMM
         _CAPTURE_GEMM = None
+        gemm = capturing_products._gemm
+        # (the handle back on the current stream: the capture's stream may be freed; CuPy
+        # sets the stream before each of its own calls anyway)
+        gemm.set_stream(gemm.handle(), gemm.cupy.cuda.get_current_stream().ptr)
         return False
 
 

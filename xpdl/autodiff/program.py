@@ -753,7 +753,7 @@ class _CupyGraphs:
         import cupy
 
         stream = cupy.cuda.Stream(non_blocking=True)
-        with stream, _ns.capturing_products():
+        with _ns.capturing_products(), stream:  # (leaves the stream first)
             stream.begin_capture(mode=cupy.cuda.runtime.streamCaptureModeRelaxed)
             try:
                 out = fn()
