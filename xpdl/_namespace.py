@@ -467,10 +467,10 @@ class _CublasInCapture:
     stream capture is currently unsupported``), though cuBLAS itself supports capture
     (host-pointer ``alpha`` and ``beta`` are read when captured). This calls the library
     CuPy loaded, on CuPy's handle, the functions CuPy's 2-d products call
-    (``cublasSgemmEx`` for float32, ``cublasDgemm_v2`` for float64), with the operands'
-    layouts passed as cuBLAS transposes; float16 through ``cublasSgemmEx`` with float32
-    sums, as CuPy's (C- or F-contiguous; anything else raises, and
-    the capture falls back). Row-major ``C = A @ B`` is column-major ``C^T = B^T A^T``."""
+    (``cublasSgemmEx`` for float32, and for float16 with float32 sums; ``cublasDgemm_v2``
+    for float64), with the operands' layouts passed as cuBLAS transposes (C- or
+    F-contiguous; anything else raises, and the capture falls back). Row-major
+    ``C = A @ B`` is column-major ``C^T = B^T A^T``."""
 
     def __init__(self):
         import ctypes

@@ -914,8 +914,8 @@ class CompiledStep:
         self._programs = _Programs(_MAX_PROGRAMS)
         self._flat = None
         self.fuse_l2 = True  # False: keep the L2 gradients in the program (to compare)
-        # captured graphs where the backend has them (CuPy, torch on CUDA); XPDL_CUDA_GRAPHS=0
-        # turns them off
+        # captured graphs where the backend has them (CuPy, torch on CUDA);
+        # XPDL_CUDA_GRAPHS=0 turns them off
         self.graphs = os.environ.get("XPDL_CUDA_GRAPHS", "1") != "0"
         self.recordings = 0
         self.mode = "eager"
@@ -1365,7 +1365,8 @@ def compile_step(model, loss_fn, optimizer):
     order, so on NumPy, torch (CPU) and array_api_strict it gives the eager tape's numbers
     bit for bit (on JAX, where the step runs ``jax.jit``-compiled, to rounding). On CuPy
     arrays and torch CUDA tensors the replay is captured as a CUDA graph after eight
-    replays and launched from then on (``XPDL_CUDA_GRAPHS=0`` turns that off; see :doc:`/backends`).
+    replays and launched from then on (``XPDL_CUDA_GRAPHS=0`` turns that off; see
+    :doc:`/backends`).
 
     Where parameters are flat (NumPy, CuPy, torch), the gradient :math:`cW` of a squared
     norm with a constant scale (an L2 term, ``alpha * sqnorm(W)``) is added by the
