@@ -971,11 +971,13 @@ class _RerunGraphs:
 
     def __init__(self, mode="ok"):
         self.mode, self.captures, self.launches = mode, 0, 0
+        self.collector_on = []  # whether Python's cyclic collector could run, per capture
 
     def capture(self, fn):
         if self.mode == "raise":
             raise RuntimeError("operation not permitted when stream is capturing")
         self.captures += 1
+        self.collector_on.append(gc.isenabled())
         out = fn()
         return (fn, out), out
 
@@ -1080,6 +1082,43 @@ def test_captured_graph_losses_are_copies_with_and_without_dropout(backend, monk
             assert captured is None
         else:
             assert isinstance(captured, program._Captured)
+
+
+def test_capture_runs_with_the_cyclic_collector_held(backend, monkeypatch):
+    """A capture starts after a full collection, with Python's cyclic collector off until
+    it ends (a collection inside would finalize another object's CUDA stream or graph,
+    which ends the capture), and the collector is back on afterwards; one that was off
+    stays off."""
+    from xpdl.autodiff import program
+
+    if backend.kind not in ("numpy", "torch"):
+        pytest.skip("namespaces without a flat layout do not capture")
+    X, y, w, k = _batches(backend, "mse")
+    for enabled in (True, False):
+        graphs = _RerunGraphs()
+        monkeypatch.setitem(program._GRAPHS, backend.kind, graphs)
+        monkeypatch.setattr(program, "_GRAPH_AFTER", 1)
+        m = _net(backend, "tanh", k)
+        step = xpdl.compile_step(m, L.mse, optim.SGD(m, lr=0.01))
+        freed = []
+
+        class Cycle:
+            def __del__(self):
+                freed.append(gc.isenabled())
+
+        (enabled and gc.enable) or gc.disable()
+        try:
+            for i in range(5):
+                if i == 2:  # garbage only the cyclic collector frees, before the capture
+                    c = Cycle()
+                    c.me = c
+                    del c
+                step(X[:30, ...], y[:30, ...])
+            assert gc.isenabled() == enabled
+        finally:
+            gc.enable()
+        assert graphs.captures == 1 and graphs.collector_on == [False]
+        assert len(freed) == 1
 
 
 def test_a_batch_from_another_namespace_is_refused_after_replay(backend):

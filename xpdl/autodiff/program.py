@@ -44,7 +44,9 @@ again (a few programs are kept: the last minibatch of an epoch is usually smalle
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import linecache
 import operator
 import os
@@ -785,7 +787,9 @@ class _TorchGraphs:
             fn()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: unsafe CUDA calls are refused in this thread only, not when another
+        # thread of the process makes them (JAX's runtime, a data loader)
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = fn()
         return graph, out
 
@@ -803,6 +807,23 @@ def _graph_backend(xp, like):
     backend = _GRAPHS.get(_ns.backend_name(xp))
     usable = getattr(backend, "usable", None)
     return backend if usable is None or usable(like) else None
+
+
+@contextlib.contextmanager
+def _collector_held():
+    """Python's cyclic garbage collected before a capture and the collector held off while
+    it runs: a collection inside the capture would run the finalizers of whatever cycles
+    it frees (another test's CUDA stream, event or graph), and their CUDA calls end the
+    capture (seen once in a full GPU test run: "operation failed due to a previous error
+    during capture"). Once per captured program."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class _Captured:
@@ -825,7 +846,8 @@ class _Captured:
             return list(prog.run(self.static, datas, steps, plan[1], keep=True))
 
         # [loss, gradients, every slot's array]: what the graph writes on each launch
-        self.graph, self.out = backend.capture(replay)
+        with _collector_held():
+            self.graph, self.out = backend.capture(replay)
 
     def launch(self, inputs, draws):
         for s, a in zip(self.static + self.static_draws, list(inputs) + list(draws)):
