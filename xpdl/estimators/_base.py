@@ -878,16 +878,26 @@ class NetworkEstimator(BaseModel):
         """One pass over in-memory ``(X, T, w)`` in minibatches of ``bs`` (rows in an order
         drawn from the seeded generator when there is more than one batch), each trained by
         ``step`` (from :meth:`_compiled_step`); returns the sum of batch loss times batch
-        size."""
+        size (a Python float).
+
+        The batches' losses stay on the device until the pass ends and come to the host
+        in one copy: on CuPy, JAX and torch on CUDA each arithmetic call on a 0-d array is
+        a launch or dispatch (two per batch were 1 ms of a 4.7 ms CuPy epoch at
+        64-128-128-10). They are summed in Python floats, IEEE float64: the float64
+        totals are the device's own, float32 ones now carry no float32 rounding."""
         from ..datasets import _batches
 
         n = X.shape[0]
-        acc = 0.0
+        losses, sizes = [], []
         for Xb, Tb, wb in _batches((X, T, w), self._xp, self._device, n, bs,
                                    self._rng if bs < n else None, False):
-            acc = acc + step(Xb, Tb, wb) * Xb.shape[0]
+            losses.append(step(Xb, Tb, wb))
+            sizes.append(Xb.shape[0])
             self._steps += 1
             self.t_ += Xb.shape[0]
+        acc = 0.0
+        for value, size in zip(_ns.to_host(self._xp.stack(losses)).tolist(), sizes):
+            acc = acc + value * size
         return acc
 
     # Set False (on an instance) to run every step eagerly on the tape instead of replaying
