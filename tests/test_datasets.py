@@ -121,6 +121,32 @@ def test_batches_shuffle_from_the_seeded_generator(backend):
     np.testing.assert_array_equal(again, order)
 
 
+@pytest.mark.parametrize("block", [1, 12, 40, 1 << 22])
+def test_shuffled_batches_gathered_in_blocks_are_the_permutations_rows(backend, monkeypatch,
+                                                                        block):
+    """Shuffled rows are gathered several batches at a time (one take per block of at most
+    ``_BLOCK`` elements per array, the batches slices of it): still batch after batch the
+    seeded permutation's rows of every array, whatever the block holds (one batch, two and
+    a part, all of them), with drop_last and an absent array."""
+    from xpdl.random import Generator
+
+    monkeypatch.setattr(datasets, "_BLOCK", block)
+    Xh = np.arange(46.0).reshape(23, 2)
+    X, y = backend.asarray(Xh), backend.asarray(np.arange(23), dtype=backend.xp.int64)
+    order = Generator(2).permutation(23)
+    for drop_last in (False, True):
+        got = list(datasets.batches(X, None, y, batch_size=5, shuffle=True, rng=2,
+                                    drop_last=drop_last))
+        sizes = [5, 5, 5, 5] + ([] if drop_last else [3])
+        assert [b[0].shape[0] for b in got] == sizes and all(b[1] is None for b in got)
+        at = 0
+        for (Xb, _, yb), k in zip(got, sizes):
+            assert Xb.device == backend.device and yb.dtype == backend.xp.int64
+            np.testing.assert_array_equal(backend.to_numpy(Xb), Xh[order[at:at + k]])
+            np.testing.assert_array_equal(backend.to_numpy(yb), order[at:at + k])
+            at += k
+
+
 def test_batches_name_bad_arguments(backend):
     X = backend.asarray(np.ones((4, 2)))
     with pytest.raises(ValueError, match="same number of rows"):

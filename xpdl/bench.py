@@ -150,11 +150,11 @@ class _SequentialRunner:
         self.epoch()
 
     def epoch(self):
-        xp, n = self.xp, self.X.shape[0]
-        perm = self.g.permutation(n, xp=xp, device=self.dev)
-        for s in range(0, n, self.batch):
-            idx = perm[s:s + self.batch]
-            self.step(xp.take(self.X, idx, axis=0), xp.take(self.y, idx, axis=0))
+        from .datasets import batches
+
+        for Xb, yb in batches(self.X, self.y, batch_size=self.batch, shuffle=True,
+                              rng=self.g):
+            self.step(Xb, yb)
         self.sync()
 
 

@@ -215,6 +215,10 @@ def batches(*arrays, batch_size, shuffle=False, rng=None, drop_last=False):
     return _batches(arrays, xp, device, n, bs, gen if bs < n else None, drop_last)
 
 
+#: Rows of several shuffled batches are gathered at once, up to this many elements per array.
+_BLOCK = 1 << 22
+
+
 def _batches(arrays, xp, device, n, bs, gen, drop_last):
     # a generator apart from batches(), so bad arguments raise at the call
     if gen is None and bs >= n:  # one batch: the arrays themselves
@@ -226,12 +230,26 @@ def _batches(arrays, xp, device, n, bs, gen, drop_last):
         # against 140 us per batch at 64-128-128-10).
         host = _ns.is_jax(xp)
         perm = gen.permutation(n, xp=None if host else xp, device=None if host else device)
+        # Elsewhere the rows of several batches are gathered by one take() and the batches
+        # are slices of it (a take is a kernel launch on CuPy and torch on CUDA, 25 us per
+        # call measured with CuPy); a block holds at most _BLOCK elements per array.
+        dims = [d for a in arrays if a is not None for d in a.shape[1:]]
+        row = max((math.prod(a.shape[1:]) for a in arrays if a is not None), default=1) \
+            if all(isinstance(d, int) for d in dims) else None  # (a lazy width: unknown)
+        per = 1 if host or row is None else max(1, _BLOCK // max(1, bs * row))
+    block, at = None, 0
     for start in range(0, n, bs):
         stop = min(start + bs, n)
         if drop_last and stop - start < bs:
             return
         if gen is None:
             yield tuple(None if a is None else a[start:stop, ...] for a in arrays)
-        else:
-            idx = perm[start:stop]
-            yield tuple(None if a is None else xp.take(a, idx, axis=0) for a in arrays)
+            continue
+        if start >= at + (0 if block is None else block[0]):
+            at, end = start, min(start + per * bs, n)
+            idx = perm[start:end]
+            block = (end - start, [None if a is None else xp.take(a, idx, axis=0)
+                                   for a in arrays])
+        lo, hi = start - at, stop - at
+        yield tuple(None if b is None else (b if per == 1 else b[lo:hi, ...])
+                    for b in block[1])
