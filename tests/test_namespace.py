@@ -20,6 +20,40 @@ def test_namespace_and_device_of_inputs(backend):
     assert dev == backend.device
 
 
+def test_device_of_and_its_cache_key(backend):
+    """device_of reads the device attribute where array_api_compat's device() would
+    return it, and answers as device() for every backend (JAX and Dask included); the
+    cache key of an unhashable device (CuPy's) is its type and number, so two devices'
+    keys differ and one device's are equal."""
+    import array_api_compat
+
+    x = backend.asarray(np.ones((2, 3)))
+    for _ in range(2):  # (the second call: the type's cached answer)
+        assert ns.device_of(x) == array_api_compat.device(x) == backend.device
+    hash(ns.device_key(ns.device_of(x)))
+    others = [np.ones(2)]
+    for name in ("jax.numpy", "dask.array"):
+        try:
+            mod = __import__(name, fromlist=["ones"])
+        except ImportError:
+            continue
+        others.append(mod.ones(2))
+    for o in others:
+        assert ns.device_of(o) == array_api_compat.device(o)
+
+    class Dev:  # unhashable, numbered, like cupy.cuda.Device
+        __hash__ = None
+
+        def __init__(self, i):
+            self.id = i
+
+        def __eq__(self, other):
+            return isinstance(other, Dev) and other.id == self.id
+
+    keys = [ns.device_key(Dev(i)) for i in (0, 1, 0)]
+    assert keys[0] == keys[2] != keys[1] and len({*keys}) == 2
+
+
 def test_round_trip_through_host(backend):
     h = np.arange(6.0).reshape(2, 3)
     x = backend.asarray(h)

@@ -106,19 +106,45 @@ def array_namespace(*arrays):
     return xp
 
 
+# array type -> "cpu" (NumPy), True (the ``device`` attribute is the device: CuPy, torch,
+# array_api_strict, ...) or False (array_api_compat's device() decides: Dask, JAX, sparse)
+_DEVICE_HOW: dict = {}
+# device type -> whether its instances hash (CuPy's Device does not)
+_HASHES: dict = {}
+
+
 def device_of(x):
-    """The device of array ``x``."""
-    return array_api_compat.device(x)
+    """The device of array ``x`` (array_api_compat's ``device``; its answer is the
+    ``device`` attribute for all but NumPy, Dask, JAX and sparse arrays, and the step's
+    guards ask for it on every call: that is read directly)."""
+    t = type(x)
+    how = _DEVICE_HOW.get(t)
+    if how is None:
+        c = array_api_compat
+        how = _DEVICE_HOW[t] = "cpu" if c.is_numpy_array(x) else not (
+            c.is_dask_array(x) or c.is_jax_array(x) or c.is_pydata_sparse_array(x))
+    if how is True:
+        return x.device
+    return how or array_api_compat.device(x)
 
 
 def device_key(d):
     """A hashable stand-in for device ``d`` in a cache key: the device itself where it
-    hashes, else its type and number (CuPy's ``Device`` is unhashable)."""
-    try:
-        hash(d)
-    except TypeError:
-        return (d.__class__.__name__, getattr(d, "id", None), str(d))
-    return d
+    hashes, else its type and number (CuPy's ``Device`` is unhashable), or its type and
+    text without a number."""
+    t = type(d)
+    hashes = _HASHES.get(t)
+    if hashes is None:
+        try:
+            hash(d)
+            hashes = True
+        except TypeError:
+            hashes = False
+        _HASHES[t] = hashes
+    if hashes:
+        return d
+    i = getattr(d, "id", None)
+    return (t.__name__, i) if isinstance(i, int) else (t.__name__, i, str(d))
 
 
 def same_device(a, b) -> bool:
