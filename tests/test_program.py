@@ -1028,6 +1028,8 @@ def test_captured_graph_replay_equals_the_tape(backend, monkeypatch, mode, dropo
     elif mode == "ok":
         assert all(isinstance(c, program._Captured) for c in captured)
         assert real or graphs.launches > 20
+        # once checked, the capture is launched straight from the replay's fast path
+        assert all(p.__dict__["_fast"][4] is c for p, c in zip(progs, captured))
     else:
         assert all(c is False for c in captured)
 

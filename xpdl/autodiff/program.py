@@ -1082,10 +1082,15 @@ class CompiledStep:
         prog.replays += 1
         fast = prog.__dict__.get("_fast")
         if fast is not None and fast[0] is self._flat and fast[1] == self.fuse_l2 and \
-                fast[0].valid(self.optimizer, params):
-            # the flat layout, plan and binding of this program's last replay still hold
-            flat, _, plan, c = fast
-            loss, grads = prog.run(inputs, flat.pviews, plan[0], plan[1])
+                fast[0].valid(self.optimizer, params) and (fast[4] is None or (
+                    self.graphs and prog.__dict__.get("_captured") is fast[4])):
+            # the flat layout, plan and binding (and capture) of this program's last
+            # replay still hold
+            flat, _, plan, c, g = fast
+            if g is None:
+                loss, grads = prog.run(inputs, flat.pviews, plan[0], plan[1])
+            else:
+                loss, grads = g.launch(inputs, [fn() for fn in prog.draw_fns])
             flat.update(params, grads, c)
             return loss
         if _ns.is_jax(xp) and not prog.random:
@@ -1104,9 +1109,11 @@ class CompiledStep:
         else:
             loss, grads = self._graph_replay(prog, plan, flat, xp, inputs, params)
             c = 0.0 if plan[2] is None else plan[2][0]
-            if flat.graphs is None or not self.graphs or \
-                    prog.__dict__.get("_captured") is False:  # (captures: their own path)
-                prog._fast = (flat, self.fuse_l2, plan, c)
+            g = prog.__dict__.get("_captured")
+            if flat.graphs is None or not self.graphs or g is False:
+                prog._fast = (flat, self.fuse_l2, plan, c, None)
+            elif g is not None and g.flat is flat and not g.checks:  # checked: launched
+                prog._fast = (flat, self.fuse_l2, plan, c, g)
             flat.update(params, grads, c)
             return loss
         self._apply_update(xp, params, grads)
