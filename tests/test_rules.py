@@ -193,19 +193,21 @@ def test_traced_ufunc_update_follows_torch_and_the_rule_on_arrays(backend, case)
     np.testing.assert_array_equal(backend.to_numpy(arrays[1]), g_before)  # g only read
 
 
-def _c_library(tmp_path, rule, flags, ctype):
+def _c_library(tmp_path, rule, flags, ctype, l2_prefix=False):
     """The CuPy kernel's source, ``ElementwiseKernel`` semantics spelled out as a C loop
-    (each name one element; outputs written back), built as a shared library."""
-    ins, outs, body = _fused.trace(rule, flags).kernel_spec()
+    (each name one element, ``i`` the index; outputs written back), built as a shared
+    library."""
+    ins, outs, body = _fused.trace(rule, flags).kernel_spec(l2_prefix)
     in_names = [p.split()[1] for p in ins.split(", ")]
     out_names = [p.split()[1] for p in outs.split(", ")]
     arrays = [n for n in in_names if n in rule.arrays]
     params = ([f"T *A_{n}" for n in out_names] + [f"const T *A_{n}" for n in arrays]
-              + [f"T {n}" for n in in_names if n not in rule.arrays])
+              + [f"{'long' if n == 'n_l2' else 'T'} {n}" for n in in_names
+                 if n not in rule.arrays])
     src = "\n".join([
         "#include <math.h>", f"typedef {ctype} T;",
         f"void run(long n_, {', '.join(params)}) {{",
-        "  for (long i_ = 0; i_ < n_; i_++) {",
+        "  for (long i = 0, i_ = 0; i_ < n_; i = ++i_) {",
         *[f"    T {n} = A_{n}[i_];" for n in out_names + arrays],
         *["    " + line for line in body.splitlines()],
         *[f"    A_{n}[i_] = {n};" for n in out_names],
@@ -250,6 +252,50 @@ def test_generated_cuda_kernel_source_computes_the_rule(backend, case, tmp_path)
         else:
             np.testing.assert_allclose(host[n], backend.to_numpy(whole[n]), rtol=tol,
                                        atol=tol, err_msg=n)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+@pytest.mark.parametrize("case", [c for c in CASES if c[1][0]], ids=[
+    i for c, i in zip(CASES, IDS) if c[1][0]])
+def test_one_cuda_kernel_applies_l2_to_the_leading_elements(backend, case, tmp_path):
+    """CuPy's flat step is one launch: the kernel made with ``l2_prefix`` adds the L2 term
+    to the elements before ``n_l2`` and computes the others without it. Its source, as
+    C (see above), against the rule on the backend's arrays with the term for the first
+    23 of 64 elements and without it for the rest (NumPy: bit for bit); the trace of
+    every rule with its l2 flag begins with the term."""
+    name, flags = case
+    rule, scalars, _, alias = _case(name, flags)
+    assert _fused.trace(rule, flags).l2_prefix()
+    assert not _fused.trace(rule, (False, *flags[1:])).l2_prefix()
+    dt, ctype, cscalar = ((np.float64, "double", ctypes.c_double) if backend.is64
+                          else (np.float32, "float", ctypes.c_float))
+    lib, outs, ins, scalar_names = _c_library(tmp_path, rule, flags, ctype, l2_prefix=True)
+    assert scalar_names[-1] == "n_l2"
+    s = _state(64)
+    host = {n: np.array(s[alias.get(n, n)], dtype=dt) for n in rule.arrays}
+    named = dict(zip(rule.scalars, scalars))
+    ptr = [host[n].ctypes.data_as(ctypes.c_void_p) for n in outs + ins]
+    lib.run(ctypes.c_long(64), *ptr, *[cscalar(named[n]) for n in scalar_names[:-1]],
+            ctypes.c_long(23))
+    xp = backend.xp
+    want = {}
+    for on, part in ((True, slice(0, 23)), (False, slice(23, 64))):
+        arrays = _absent(rule, flags, [backend.asarray(s[alias.get(n, n)][part])
+                                       for n in rule.arrays])
+        args = list(arrays) + list(scalars) + [on, *flags[1:]] + [getattr(xp, f)
+                                                                   for f in rule.funcs]
+        for n, a in zip(rule.outputs, rule.fn(*args)):
+            if a is not None:  # (an absent state array comes back None)
+                want.setdefault(n, []).append(backend.to_numpy(a))
+    tol = 1e-12 if backend.is64 else 2e-6
+    for n in outs:
+        w = np.concatenate(want[n])
+        if backend.name == "numpy":
+            np.testing.assert_array_equal(host[n], w, err_msg=n)
+        else:
+            np.testing.assert_allclose(host[n], w, rtol=tol, atol=tol, err_msg=n)
+    with pytest.raises(ValueError, match="does not begin with the L2 term"):
+        _fused.trace(rule, (False, *flags[1:])).kernel_spec(l2_prefix=True)
 
 
 def test_a_rule_with_a_literal_or_a_constant_expression_is_refused():

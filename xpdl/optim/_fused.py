@@ -145,10 +145,26 @@ class Trace:
             src.append(f"    {name}({args}, out={out})")
         return "\n".join(src), n_s
 
-    def kernel_spec(self):
+    def l2_prefix(self):
+        """Whether this trace begins with the L2 term, ``g + p * c`` (:func:`add_l2`, the
+        ``l2`` flag on), as its first two operations: then :meth:`kernel_spec` can apply
+        it to the leading ``n_l2`` elements only."""
+        idx = self.names.index
+        return len(self.ops) > 1 and self.ops[0] == ("multiply", idx("p"), idx("c")) and \
+            self.ops[1] == ("add", idx("g"), len(self.names))
+
+    def kernel_spec(self, l2_prefix=False):
         """The CuPy ``ElementwiseKernel`` of this update: ``(in_params, out_params,
-        body)``, every value in the arrays' type ``T``; scalars are cast to ``T``."""
+        body)``, every value in the arrays' type ``T``; scalars are cast to ``T``.
+
+        ``l2_prefix`` (a trace with :meth:`l2_prefix`): the kernel takes one more
+        argument, ``int64 n_l2``, and adds the L2 term to the elements ``i < n_l2``
+        only; the others compute the update without it, the same operations on the same
+        values as the trace without the ``l2`` flag (one launch over the flat
+        parameters instead of two)."""
         n_in = len(self.names)
+        if l2_prefix and not self.l2_prefix():
+            raise ValueError("xpdl: this update does not begin with the L2 term")
 
         def ref(i):
             return self.names[i] if i < n_in else f"t{i - n_in}"
@@ -161,14 +177,16 @@ class Trace:
                 e = f"({ref(a)} > {ref(b)} || {ref(a)} != {ref(a)}) ? {ref(a)} : {ref(b)}"
             else:
                 e = f"{ref(a)} {_SYMBOL[name]} {ref(b)}"
+            if l2_prefix and k == 1:  # g + p * c before n_l2, g itself after
+                e = f"(i < n_l2) ? ({e}) : {ref(a)}"
             body.append(f"T t{k} = {e};")
         body += [f"{n} = {ref(i)};" for n, i in self.outputs.items()]
         read = {x for _, a, b in self.ops for x in (a, b)}
         outs = [n for n in self.rule.arrays if n in self.outputs]
         ins = [n for i, n in enumerate(self.rule.arrays) if n not in self.outputs and i in read]
         ins += self.rule.scalars
-        return (", ".join(f"T {n}" for n in ins), ", ".join(f"T {n}" for n in outs),
-                "\n".join(body))
+        return (", ".join([f"T {n}" for n in ins] + ["int64 n_l2"] * l2_prefix),
+                ", ".join(f"T {n}" for n in outs), "\n".join(body))
 
 
 _TRACES: dict = {}
@@ -218,32 +236,38 @@ def supported(xp) -> bool:
 _KERNELS: dict = {}
 
 
-def _cupy_kernel(rule, flags):
-    """The traced update as one CuPy ``ElementwiseKernel``, compiled once per flags."""
-    key = (rule.fn, flags)
+def _cupy_kernel(rule, flags, l2_prefix=False):
+    """The traced update as one CuPy ``ElementwiseKernel``, compiled once per flags (and
+    ``l2_prefix``: see :meth:`Trace.kernel_spec`)."""
+    key = (rule.fn, flags, l2_prefix)
     k = _KERNELS.get(key)
     if k is None:
         import cupy
 
-        name = f"xpdl_{rule.fn.__name__}_" + "".join(str(int(f)) for f in flags)
+        name = f"xpdl_{rule.fn.__name__}_" + "".join(str(int(f)) for f in flags) + \
+            "_prefix" * l2_prefix
         # --fmad=false: NVRTC would otherwise contract ``a * b + c`` into one fused
         # multiply-add (one rounding instead of two), and the kernel would round
         # differently from the same rule run as separate operations (measured on an
         # H200: the L2-folded momentum 1 ulp off the portable step)
-        k = _KERNELS[key] = cupy.ElementwiseKernel(*trace(rule, flags).kernel_spec(), name,
-                                                   options=("--fmad=false",))
+        k = _KERNELS[key] = cupy.ElementwiseKernel(
+            *trace(rule, flags).kernel_spec(l2_prefix), name, options=("--fmad=false",))
     return k
 
 
-def apply_rule(xp, rule, flags, arrays, scratch, scalars):
+def apply_rule(xp, rule, flags, arrays, scratch, scalars, n_l2=None):
     """One traced update in place: CuPy's kernel, else ufunc calls with ``out=``.
     ``scratch``: one array shaped like ``arrays[0]`` or a list of them, grown here when
-    the update needs more."""
+    the update needs more. ``n_l2`` (CuPy, with the ``l2`` flag on): the L2 term for the
+    leading ``n_l2`` elements only, in the same launch."""
     if _kind(xp) == "cupy":
         t = trace(rule, flags)
         ins = [a for n, a in zip(rule.arrays, arrays) if n in _READ_ONLY]
         outs = [a for n, a in zip(rule.arrays, arrays) if n in t.outputs]
-        _cupy_kernel(rule, flags)(*ins, *scalars, *outs)
+        if n_l2 is None:
+            _cupy_kernel(rule, flags)(*ins, *scalars, *outs)
+        else:
+            _cupy_kernel(rule, flags, True)(*ins, *scalars, n_l2, *outs)
         return
     run, n_s = runner(xp, rule, flags)
     run(*arrays, _enough(xp, scratch, n_s, arrays[0]), *scalars)
@@ -384,6 +408,16 @@ def _blocks(xp, total, n_l2):
 def rule_stepper(xp, rule, flags, arrays, S, n_l2):
     """``run(scalars, c)``: the traced update over flat ``arrays`` block by block, the
     blocks before ``n_l2`` with the L2 term when ``c``; the views are made once."""
+    if _ns.is_cupy(xp) and trace(rule, (True, *flags)).l2_prefix():
+        n_l2 = min(n_l2, arrays[0].shape[0])
+
+        def run_one(scalars, c):  # one kernel launch (each costs ~25 us of host time)
+            if c and n_l2:
+                apply_rule(xp, rule, (True, *flags), arrays, [], scalars, n_l2=n_l2)
+            else:
+                apply_rule(xp, rule, (False, *flags), arrays, [], scalars)
+
+        return run_one
     n_s = max(runner(xp, rule, (True, *flags))[1], runner(xp, rule, (False, *flags))[1]) \
         if not _ns.is_cupy(xp) else 0
     scratch = _enough(xp, S, n_s, arrays[0])
