@@ -182,7 +182,10 @@ def batches(*arrays, batch_size, shuffle=False, rng=None, drop_last=False):
     Yields
     ------
     tuple of arrays
-        Shapes ``(b, ...)``, ``b = batch_size`` except perhaps for the last batch.
+        Shapes ``(b, ...)``, ``b = batch_size`` except perhaps for the last batch. In
+        order, each batch is a slice of the arrays; shuffled, a slice of the rows of
+        several batches gathered at once (at most 4M elements per array; one batch at a
+        time on JAX): copy a batch before writing into it in place.
 
     Examples
     --------
