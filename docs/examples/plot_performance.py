@@ -4,8 +4,8 @@ Performance at a glance
 
 An MLP epoch (Adam, float32, 20 minibatches) on a 2-core CPU, as measured by
 ``xpdl bench`` and stored in ``docs/results/``: xpdl against PyTorch CPU and scikit-learn,
-side by side in one run, and xpdl running on PyTorch's arrays against PyTorch's own
-training loop. Lower is faster; 1 is the peer's time.
+side by side in one run (2026-12-04), and xpdl running on PyTorch's arrays against
+PyTorch's own training loop. Lower is faster; 1 is the peer's time.
 """
 
 import json
@@ -17,7 +17,7 @@ import numpy as np
 here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 results = None
 for base in (here.parent / "results", Path.cwd() / "docs" / "results", Path.cwd() / "results"):
-    f = base / "cpu_bench_torch_fused_2026-12-02.json"
+    f = base / "cpu_bench_backends_2026-12-04_g.json"
     if f.exists():
         results = json.loads(f.read_text())
         break
@@ -40,5 +40,6 @@ ax.bar(x + 0.27, on_torch, 0.27, label="xpdl on torch / PyTorch CPU")
 ax.axhline(1.0, color="k", lw=0.8)
 ax.set_xticks(x, sizes)
 ax.set_ylabel("time ratio (lower: xpdl faster)")
-ax.legend()
+ax.set_ylim(0, 1.4)
+ax.legend(loc="upper left", ncols=3, fontsize="small")
 fig.tight_layout()
