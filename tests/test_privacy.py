@@ -106,6 +106,7 @@ def test_clipping_norm_is_a_positive_finite_number_numpy_scalars_included(backen
     got, norms = clipped_gradients(net, X, per, np.float32(0.5))
     for k in ref:
         np.testing.assert_array_equal(backend.to_numpy(got[k]), backend.to_numpy(ref[k]))
+    np.testing.assert_array_equal(backend.to_numpy(norms), backend.to_numpy(ref_norms))
     for C in (float("nan"), 0.0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="max_grad_norm must be positive and finite"):
             clipped_gradients(net, X, per, C)
