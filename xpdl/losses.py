@@ -343,8 +343,8 @@ def _cross_entropy(xp, x, t, reduction, indices):
     # caller from its dtype, once (a replay then does not ask again every step)
     n, c = x.shape
     if indices:
-        hot = t[:, None] == xp.arange(c, device=_ns.device_of(x))
-        tt = xp.astype(hot, x.dtype)
+        hot = t[:, None] == _ns.arange(xp, c, x)
+        tt = _ns.astype(xp, hot, x.dtype)
         tsum = None  # one-hot rows sum to 1
     else:
         tt = _as_float(t, x.dtype, xp)

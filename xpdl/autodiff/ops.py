@@ -379,7 +379,7 @@ def _sqnorm_coef(g):
 
 @primitive("sqnorm", vjp_reads=lambda needs: ("g", "in0"))
 def _sqnorm(xp, x):
-    return _ns.sumsq(xp, xp.reshape(x, (-1,)))
+    return _ns.sumsq(xp, x)
 
 
 @_sqnorm.defvjp
